@@ -1,0 +1,113 @@
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "kysely";
+import pg from "pg";
+import { ValidationError } from "../../errors.js";
+import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
+
+/**
+ * The kysely instance the ledger uses. Its tables live in a schema chosen at run time, so it is
+ * not typed by a static database interface; each query types its own rows.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: the schema name is chosen at run time
+export type LedgerDb = Kysely<any>;
+
+/**
+ * A `pg.Pool`-like object: anything kysely's PostgresDialect accepts (kept structural so the
+ * driver is not forced on users).
+ */
+export type PostgresPoolLike = PostgresPool;
+
+/**
+ * Where the ledger keeps its log: a `postgres://` URL, `pglite:<dir>`, `pglite:memory`, an open
+ * PGlite instance, or a pg-compatible pool.
+ */
+export type DatabaseInput = string | PGliteLike | PostgresPoolLike;
+
+/**
+ * An open database: the kysely instance every adapter shares, the schema the ledger lives in, and
+ * what kind of backend it is.
+ *
+ * @example
+ * ```ts
+ * const database = await openDatabase("pglite:memory")
+ * await database.close()
+ * ```
+ */
+export interface Database {
+  readonly db: LedgerDb;
+  readonly schema: string;
+  readonly kind: "postgres" | "pglite";
+  close(): Promise<void>;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Validates a Postgres schema name for the ledger's tables. */
+export function assertSchemaName(schema: string): string {
+  if (!SCHEMA_NAME.test(schema)) {
+    throw new ValidationError("schema", `must match ${SCHEMA_NAME.source} (got ${JSON.stringify(schema)})`);
+  }
+  return schema;
+}
+
+/**
+ * Opens the database named by `input`. PGlite directories are created on first use. A pool or
+ * PGlite instance passed in is borrowed: `close()` does not close it.
+ *
+ * @example
+ * ```ts
+ * const database = await openDatabase("postgres://postgres@127.0.0.1:5432/ledger", { schema: "shardledger" })
+ * ```
+ */
+export async function openDatabase(
+  input: DatabaseInput,
+  options: { schema?: string; poolSize?: number } = {},
+): Promise<Database> {
+  const schema = assertSchemaName(options.schema ?? "shardledger");
+  if (typeof input === "string") {
+    if (/^postgres(ql)?:\/\//.test(input)) {
+      const pool = new pg.Pool({ connectionString: input, max: options.poolSize ?? 10 });
+      // Idle clients can error when the server restarts; without a listener that crashes the process.
+      pool.on("error", () => {});
+      const db = newLedgerDb({ dialect: new PostgresDialect({ pool }) });
+      return { db, schema, kind: "postgres", close: () => db.destroy() };
+    }
+    if (input.startsWith("pglite:")) {
+      const location = input.slice("pglite:".length);
+      if (location.length === 0)
+        throw new ValidationError("database", "pglite: needs a directory or 'memory'");
+      const pglite = location === "memory" ? new PGlite() : new PGlite(location);
+      await pglite.waitReady;
+      const db = newLedgerDb({ dialect: new PostgresDialect({ pool: createPglitePool(pglite) }) });
+      return { db, schema, kind: "pglite", close: () => db.destroy() };
+    }
+    throw new ValidationError(
+      "database",
+      `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redact(input))})`,
+    );
+  }
+  if (isPglite(input)) {
+    await input.waitReady;
+    const db = newLedgerDb({
+      dialect: new PostgresDialect({ pool: createPglitePool(input, { closeOnEnd: false }) }),
+    });
+    return { db, schema, kind: "pglite", close: () => db.destroy() };
+  }
+  const borrowed: PostgresPool = { connect: () => input.connect(), end: async () => {} };
+  const db = newLedgerDb({ dialect: new PostgresDialect({ pool: borrowed }) });
+  return { db, schema, kind: "postgres", close: () => db.destroy() };
+}
+
+function newLedgerDb(config: KyselyConfig): LedgerDb {
+  // biome-ignore lint/suspicious/noExplicitAny: see LedgerDb
+  return new Kysely<any>(config);
+}
+
+function isPglite(x: PGliteLike | PostgresPoolLike): x is PGliteLike {
+  return typeof (x as PGliteLike).query === "function" && "waitReady" in x;
+}
+
+/** Hides a password in a connection URL before it is echoed in an error. */
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
+}

@@ -1,0 +1,126 @@
+import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
+import { ShardledgerError } from "../../errors.js";
+import { advisoryKey } from "./advisory-keys.js";
+import type { LedgerDb } from "./database.js";
+
+/**
+ * A migration that knows which schema it runs in. Migrations are append-only: a released one is
+ * never edited; a change is a new migration.
+ */
+export interface SchemaMigration {
+  name: string;
+  up(db: LedgerDb, schema: string): Promise<void>;
+}
+
+const eventLog: SchemaMigration = {
+  name: "0001_event_log",
+  async up(db, schema) {
+    const t = (name: string) => sql.id(schema, name);
+    const positionsKey = sql.lit(advisoryKey(schema, "positions"));
+    await sql`CREATE SEQUENCE IF NOT EXISTS ${t("global_position_seq")} AS bigint`.execute(db);
+    await sql`CREATE TABLE ${t("streams")} (
+      stream_id text PRIMARY KEY,
+      version bigint NOT NULL,
+      updated_at timestamptz NOT NULL
+    )`.execute(db);
+    // The global position is the read-all ordering key: positions are handed out together with the
+    // transaction id under one short mutex (reserve_positions), so position order equals
+    // transaction-id order and a reader can bound what it reads by the snapshot's xmin.
+    await sql`CREATE TABLE ${t("events")} (
+      global_position bigint PRIMARY KEY,
+      transaction_id xid8 NOT NULL,
+      event_id uuid NOT NULL UNIQUE,
+      stream_id text NOT NULL,
+      stream_version bigint NOT NULL,
+      type text NOT NULL,
+      schema_version integer NOT NULL,
+      data jsonb NOT NULL,
+      metadata jsonb NOT NULL,
+      recorded_at timestamptz NOT NULL,
+      CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
+    )`.execute(db);
+    await sql`CREATE TABLE ${t("subscription_checkpoints")} (
+      name text PRIMARY KEY,
+      position bigint NOT NULL DEFAULT 0,
+      updated_at timestamptz NOT NULL DEFAULT now()
+    )`.execute(db);
+    // Why a session-level lock that is released at once: sequences commit out of order. If the
+    // xid and the positions of every appending transaction are assigned inside the same short
+    // critical section, then a transaction with a smaller xid always holds smaller positions, and
+    // "read only rows whose xid is below the snapshot's xmin" can never return a position above
+    // one that is still in flight. The lock is held for microseconds, never across a network
+    // round trip. A transaction that already had an xid before its first reservation (it wrote
+    // something else first) would break that order, so it is refused.
+    await sql`CREATE FUNCTION ${t("reserve_positions")}(n integer)
+      RETURNS TABLE (tx xid8, first_position bigint)
+      LANGUAGE plpgsql AS $fn$
+      DECLARE
+        assigned xid8 := pg_current_xact_id_if_assigned();
+      BEGIN
+        IF assigned IS NOT NULL
+           AND current_setting('shardledger.position_tx', true) IS DISTINCT FROM assigned::text THEN
+          RAISE EXCEPTION 'shardledger: a transaction must append events before it writes anything else'
+            USING ERRCODE = 'P0001', HINT = 'append first, then update projections';
+        END IF;
+        PERFORM pg_advisory_lock(${positionsKey}::bigint);
+        BEGIN
+          tx := pg_current_xact_id();
+          first_position := nextval(${sql.lit(`${schema}.global_position_seq`)}::regclass);
+          IF n > 1 THEN
+            PERFORM setval(${sql.lit(`${schema}.global_position_seq`)}::regclass, first_position + n - 1);
+          END IF;
+        EXCEPTION WHEN OTHERS THEN
+          PERFORM pg_advisory_unlock(${positionsKey}::bigint);
+          RAISE;
+        END;
+        PERFORM pg_advisory_unlock(${positionsKey}::bigint);
+        PERFORM set_config('shardledger.position_tx', tx::text, true);
+        RETURN NEXT;
+      END
+      $fn$`.execute(db);
+  },
+};
+
+/** Every migration, in order. Later issues append here. */
+export const MIGRATIONS: readonly SchemaMigration[] = [eventLog];
+
+/**
+ * Creates or upgrades the ledger schema. Safe to run concurrently from several processes: kysely's
+ * migrator serialises on its lock table.
+ *
+ * @example
+ * ```ts
+ * const { version } = await migrateToLatest(database.db, "shardledger")
+ * ```
+ */
+export async function migrateToLatest(
+  db: LedgerDb,
+  schema: string,
+  migrations: readonly SchemaMigration[] = MIGRATIONS,
+): Promise<{ version: string; applied: string[] }> {
+  await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(db);
+  const provider: MigrationProvider = {
+    getMigrations: async () =>
+      Object.fromEntries(
+        migrations.map((m): [string, Migration] => [m.name, { up: (trx: LedgerDb) => m.up(trx, schema) }]),
+      ),
+  };
+  const migrator = new Migrator({
+    db,
+    provider,
+    migrationTableSchema: schema,
+    migrationTableName: "schema_migrations",
+    migrationLockTableName: "schema_migrations_lock",
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    throw new ShardledgerError("INTERNAL", `migration failed: ${(error as Error).message ?? String(error)}`, {
+      cause: error,
+    });
+  }
+  const last = migrations.at(-1);
+  return {
+    version: last?.name ?? "none",
+    applied: (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName),
+  };
+}

@@ -1,0 +1,356 @@
+import { randomUUID } from "node:crypto";
+import { sql } from "kysely";
+import { ConcurrencyError, ValidationError } from "../../errors.js";
+import {
+  type EventMetadata,
+  eventMetadataInputSchema,
+  type NewEvent,
+  normaliseMetadata,
+  type RecordedEvent,
+} from "../../events/envelope.js";
+import { defaultCatalogue, type EventCatalogue } from "../../events/event-catalogue.js";
+import type {
+  AppendResult,
+  EventLog,
+  EventLogSession,
+  ExpectedVersion,
+  ReadAllOptions,
+  ReadStreamOptions,
+} from "../../events/event-log.js";
+import type { LedgerDb } from "./database.js";
+import type { InlineProjection } from "./inline-projection.js";
+
+/**
+ * Options of {@link createPgEventLog}.
+ */
+export interface PgEventLogOptions {
+  db: LedgerDb;
+  schema: string;
+  catalogue?: EventCatalogue;
+  /** Handlers run inside every append's transaction, in order. */
+  projections?: readonly InlineProjection[];
+  /** The clock that stamps `recordedAt`; tests control it. */
+  clock?: () => Date;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_READ = 10_000;
+
+interface PreparedEvent {
+  eventId: string;
+  type: string;
+  schemaVersion: number;
+  data: unknown;
+  metadata: ReturnType<typeof normaliseMetadata>;
+}
+
+interface EventRow {
+  global_position: string | number;
+  event_id: string;
+  stream_id: string;
+  stream_version: string | number;
+  type: string;
+  schema_version: number;
+  data: unknown;
+  metadata: unknown;
+  recorded_at: Date | string;
+}
+
+/** A Postgres error surfaced by pg or PGlite. */
+const pgCode = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
+const pgConstraint = (e: unknown): string | undefined => (e as { constraint?: string } | null)?.constraint;
+const isUniqueViolation = (e: unknown, constraintSuffix: string) =>
+  pgCode(e) === "23505" &&
+  (pgConstraint(e)?.endsWith(constraintSuffix) ?? String((e as Error).message).includes(constraintSuffix));
+
+/**
+ * The event log on PostgreSQL or PGlite (one implementation over kysely).
+ *
+ * @example
+ * ```ts
+ * const database = await openDatabase("pglite:memory")
+ * await migrateToLatest(database.db, database.schema)
+ * const log = createPgEventLog({ db: database.db, schema: database.schema })
+ * await log.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: "any" })
+ * ```
+ */
+export function createPgEventLog(options: PgEventLogOptions): PgEventLog {
+  return new PgEventLog(options);
+}
+
+/** @internal use {@link createPgEventLog}. */
+export class PgEventLog implements EventLog {
+  readonly #db: LedgerDb;
+  readonly schema: string;
+  readonly #catalogue: EventCatalogue;
+  readonly #projections: readonly InlineProjection[];
+  readonly #clock: () => Date;
+
+  constructor(options: PgEventLogOptions) {
+    this.#db = options.db;
+    this.schema = options.schema;
+    this.#catalogue = options.catalogue ?? defaultCatalogue;
+    this.#projections = options.projections ?? [];
+    this.#clock = options.clock ?? (() => new Date());
+  }
+
+  /** The kysely instance (for queries of projection tables). @internal */
+  get db(): LedgerDb {
+    return this.#db;
+  }
+
+  /** The catalogue used to validate and upcast. */
+  get catalogue(): EventCatalogue {
+    return this.#catalogue;
+  }
+
+  async append(
+    streamId: string,
+    events: readonly NewEvent[],
+    options: { expectedVersion: ExpectedVersion },
+  ): Promise<AppendResult> {
+    const prepared = this.#prepare(streamId, events, options.expectedVersion);
+    // A concurrent writer may store the same eventId or create the same stream between our checks
+    // and our insert; the retry then sees it and either returns the stored positions or reports a
+    // real conflict.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#db
+          .transaction()
+          .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion));
+      } catch (e) {
+        const retriable = e instanceof ConcurrencyError || isUniqueViolation(e, "event_id_key");
+        if (!retriable || attempt >= 3)
+          throw e instanceof ConcurrencyError || !retriable
+            ? e
+            : this.#conflict(streamId, options.expectedVersion, e);
+      }
+    }
+  }
+
+  async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    return this.#readStream(this.#db, streamId, options);
+  }
+
+  async streamVersion(streamId: string): Promise<number> {
+    return this.#streamVersion(this.#db, streamId);
+  }
+
+  async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
+    const after = options.after ?? 0;
+    const limit = Math.min(Math.max(options.limit ?? 1000, 1), MAX_READ);
+    if (!Number.isSafeInteger(after) || after < 0)
+      throw new ValidationError("after", "must be a non-negative integer");
+    // pg_current_snapshot() is the statement's own snapshot, so "visible" and "below xmin" refer to
+    // the same instant: every transaction below xmin has finished, and any transaction still in
+    // flight holds positions above every row returned here (see reserve_positions).
+    const { rows } = await sql<EventRow>`
+      SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
+      FROM ${sql.id(this.schema, "events")}
+      WHERE global_position > ${after}
+        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY global_position
+      LIMIT ${limit}`.execute(this.#db);
+    return rows.map((r) => this.#toRecorded(r));
+  }
+
+  async transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T> {
+    return this.#db.transaction().execute((trx) => fn(this.session(trx)));
+  }
+
+  /** A session bound to an open kysely transaction. @internal */
+  session(trx: LedgerDb): EventLogSession {
+    return {
+      append: (streamId, events, options) =>
+        this.#append(
+          trx,
+          streamId,
+          this.#prepare(streamId, events, options.expectedVersion),
+          options.expectedVersion,
+        ),
+      readStream: (streamId, options) => this.#readStream(trx, streamId, options ?? {}),
+      streamVersion: (streamId) => this.#streamVersion(trx, streamId),
+    };
+  }
+
+  /** Validates everything before any database access, so invalid input writes nothing. */
+  #prepare(streamId: string, events: readonly NewEvent[], expected: ExpectedVersion): PreparedEvent[] {
+    if (typeof streamId !== "string" || streamId.length === 0 || streamId.length > 512) {
+      throw new ValidationError("streamId", "must be a non-empty string of at most 512 characters");
+    }
+    if (
+      !(expected === "any" || expected === "no_stream" || (Number.isSafeInteger(expected) && expected >= 0))
+    ) {
+      throw new ValidationError("expectedVersion", `must be a non-negative integer, "no_stream" or "any"`);
+    }
+    return events.map((e, i) => {
+      const eventId = e.eventId ?? randomUUID();
+      if (!UUID.test(eventId)) throw new ValidationError(`events[${i}].eventId`, "must be a UUID");
+      const { schemaVersion, data } = this.#catalogue.validate(e.type, e.data, e.schemaVersion);
+      const meta = eventMetadataInputSchema.safeParse(e.metadata ?? {});
+      if (!meta.success) {
+        const issue = meta.error.issues[0];
+        throw new ValidationError(
+          `${e.type}.metadata${issue?.path.length ? `.${issue.path.join(".")}` : ""}`,
+          issue?.message ?? "invalid",
+        );
+      }
+      return {
+        eventId: eventId.toLowerCase(),
+        type: e.type,
+        schemaVersion,
+        data,
+        metadata: normaliseMetadata(meta.data),
+      };
+    });
+  }
+
+  async #append(
+    trx: LedgerDb,
+    streamId: string,
+    prepared: PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const events = sql.id(this.schema, "events");
+    const streams = sql.id(this.schema, "streams");
+    const positions = new Array<number>(prepared.length);
+    const known = new Map<string, number>();
+    if (prepared.length > 0) {
+      const { rows } = await sql<{ event_id: string; global_position: string | number }>`
+        SELECT event_id, global_position FROM ${events}
+        WHERE event_id = ANY(${prepared.map((p) => p.eventId)}::uuid[])`.execute(trx);
+      for (const r of rows) known.set(r.event_id, Number(r.global_position));
+    }
+    const fresh: { index: number; event: PreparedEvent }[] = [];
+    const firstInBatch = new Map<string, number>();
+    prepared.forEach((event, index) => {
+      const stored = known.get(event.eventId);
+      if (stored !== undefined) positions[index] = stored;
+      else if (firstInBatch.has(event.eventId))
+        positions[index] = -1 - (firstInBatch.get(event.eventId) as number);
+      else {
+        firstInBatch.set(event.eventId, index);
+        fresh.push({ index, event });
+      }
+    });
+    if (fresh.length === 0) {
+      const version = await this.#streamVersion(trx, streamId);
+      return { streamId, nextExpectedVersion: version, positions, written: [], duplicates: prepared.length };
+    }
+
+    // The reservation must be this transaction's first write (see reserve_positions).
+    const { rows: reserved } = await sql<{ tx: string; first_position: string | number }>`
+      SELECT tx::text AS tx, first_position FROM ${sql.id(this.schema, "reserve_positions")}(${fresh.length}::integer)`.execute(
+      trx,
+    );
+    const reservation = reserved[0];
+    if (!reservation) throw new Error("reserve_positions returned no row");
+    const first = Number(reservation.first_position);
+
+    const { rows: streamRows } = await sql<{ version: string | number }>`
+      SELECT version FROM ${streams} WHERE stream_id = ${streamId} FOR UPDATE`.execute(trx);
+    const current = streamRows[0] ? Number(streamRows[0].version) : 0;
+    const exists = streamRows.length > 0;
+    if ((expected === "no_stream" && exists) || (typeof expected === "number" && expected !== current)) {
+      throw new ConcurrencyError(streamId, expected, current);
+    }
+    const next = current + fresh.length;
+    const recordedAt = this.#clock();
+    try {
+      if (exists) {
+        await sql`UPDATE ${streams} SET version = ${next}, updated_at = ${recordedAt} WHERE stream_id = ${streamId}`.execute(
+          trx,
+        );
+      } else {
+        await sql`INSERT INTO ${streams} (stream_id, version, updated_at) VALUES (${streamId}, ${next}, ${recordedAt})`.execute(
+          trx,
+        );
+      }
+    } catch (e) {
+      if (isUniqueViolation(e, "streams_pkey")) throw this.#conflict(streamId, expected, e);
+      throw e;
+    }
+
+    const written: RecordedEvent[] = fresh.map(({ event }, i) => ({
+      eventId: event.eventId,
+      streamId,
+      streamVersion: current + i + 1,
+      globalPosition: first + i,
+      type: event.type,
+      schemaVersion: event.schemaVersion,
+      data: event.data,
+      metadata: event.metadata,
+      recordedAt,
+    }));
+    await sql`
+      INSERT INTO ${events}
+        (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
+      SELECT p, ${reservation.tx}::xid8, e, ${streamId}, v, t, sv, d::jsonb, m::jsonb, ${recordedAt}::timestamptz
+      FROM unnest(
+        ${written.map((w) => w.globalPosition)}::bigint[],
+        ${written.map((w) => w.eventId)}::uuid[],
+        ${written.map((w) => w.streamVersion)}::bigint[],
+        ${written.map((w) => w.type)}::text[],
+        ${written.map((w) => w.schemaVersion)}::integer[],
+        ${written.map((w) => JSON.stringify(w.data))}::text[],
+        ${written.map((w) => JSON.stringify(w.metadata))}::text[]
+      ) AS u(p, e, v, t, sv, d, m)`.execute(trx);
+
+    fresh.forEach(({ index }, i) => {
+      positions[index] = first + i;
+    });
+    for (let i = 0; i < positions.length; i++) {
+      const p = positions[i] as number;
+      if (p < 0) positions[i] = positions[-1 - p] as number;
+    }
+    for (const projection of this.#projections) await projection.apply(trx, written, this.schema);
+    return {
+      streamId,
+      nextExpectedVersion: next,
+      positions,
+      written,
+      duplicates: prepared.length - fresh.length,
+    };
+  }
+
+  async #readStream(db: LedgerDb, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
+    const from = options.fromVersion ?? 1;
+    if (!Number.isSafeInteger(from) || from < 1)
+      throw new ValidationError("fromVersion", "must be an integer ≥ 1");
+    const limit = options.limit === undefined ? null : Math.max(1, options.limit);
+    const { rows } = await sql<EventRow>`
+      SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
+      FROM ${sql.id(this.schema, "events")}
+      WHERE stream_id = ${streamId} AND stream_version >= ${from}
+      ORDER BY stream_version
+      ${limit === null ? sql`` : sql`LIMIT ${limit}`}`.execute(db);
+    return rows.map((r) => this.#toRecorded(r));
+  }
+
+  async #streamVersion(db: LedgerDb, streamId: string): Promise<number> {
+    const { rows } = await sql<{ version: string | number }>`
+      SELECT version FROM ${sql.id(this.schema, "streams")} WHERE stream_id = ${streamId}`.execute(db);
+    return rows[0] ? Number(rows[0].version) : 0;
+  }
+
+  #toRecorded(r: EventRow): RecordedEvent {
+    const { schemaVersion, data } = this.#catalogue.upcast(r.type, r.schema_version, r.data);
+    return {
+      eventId: r.event_id,
+      streamId: r.stream_id,
+      streamVersion: Number(r.stream_version),
+      globalPosition: Number(r.global_position),
+      type: r.type,
+      schemaVersion,
+      data,
+      metadata: normaliseMetadata(r.metadata as Partial<EventMetadata>),
+      recordedAt: r.recorded_at instanceof Date ? r.recorded_at : new Date(r.recorded_at),
+    };
+  }
+
+  #conflict(streamId: string, expected: ExpectedVersion, cause: unknown): ConcurrencyError {
+    const e = new ConcurrencyError(streamId, expected, null);
+    (e as { cause?: unknown }).cause = cause;
+    return e;
+  }
+}

@@ -1,0 +1,64 @@
+import type { PGlite } from "@electric-sql/pglite";
+import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
+
+/**
+ * The structural subset of PGlite this adapter needs, so callers may pass their own instance.
+ *
+ * @example
+ * ```ts
+ * const pool = createPglitePool(new PGlite())
+ * ```
+ */
+export type PGliteLike = Pick<PGlite, "query" | "close" | "waitReady">;
+
+/**
+ * Presents one PGlite instance to kysely's PostgresDialect as a pool of exactly one connection.
+ * PGlite is a single backend: a transaction started by one caller would otherwise swallow another
+ * caller's statements, so connections are handed out one at a time, in order.
+ *
+ * @example
+ * ```ts
+ * const db = new Kysely({ dialect: new PostgresDialect({ pool: createPglitePool(pglite) }) })
+ * ```
+ */
+export function createPglitePool(pglite: PGliteLike, options: { closeOnEnd?: boolean } = {}): PostgresPool {
+  let tail: Promise<void> = Promise.resolve();
+  const client = (release: () => void): PostgresPoolClient => ({
+    query: (async (sql: string, parameters: readonly unknown[]) => {
+      const result = await pglite.query(sql, parameters as unknown[]);
+      return {
+        command: (result as { command?: string }).command ?? firstWord(sql),
+        rowCount: result.affectedRows ?? result.rows.length,
+        rows: result.rows,
+      } as PostgresQueryResult<unknown>;
+    }) as PostgresPoolClient["query"],
+    release,
+  });
+  return {
+    async connect() {
+      let release!: () => void;
+      const next = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const previous = tail;
+      tail = previous.then(() => next);
+      await previous;
+      await pglite.waitReady;
+      let released = false;
+      return client(() => {
+        if (!released) {
+          released = true;
+          release();
+        }
+      });
+    },
+    async end() {
+      await tail;
+      if (options.closeOnEnd !== false) await pglite.close();
+    },
+  };
+}
+
+function firstWord(sql: string): string {
+  return sql.trimStart().split(/\s/, 1)[0]?.toUpperCase() ?? "";
+}

@@ -1,0 +1,223 @@
+/**
+ * Every error shardledger throws on purpose is a {@link ShardledgerError} with a stable `code`.
+ * The CLI derives its exit code from the code, and the `isX()` guards check the code as well as
+ * `instanceof`, so two installed copies of the package still agree on what an error is.
+ *
+ * @example
+ * ```ts
+ * try { await ledger.publish(runId) } catch (e) {
+ *   if (isShardCoverageError(e)) console.error("missing shards", e.missingShards)
+ * }
+ * ```
+ */
+export type ErrorCode =
+  | "VALIDATION"
+  | "CONCURRENCY"
+  | "SHARD_COVERAGE"
+  | "SAFETY_RAIL"
+  | "ILLEGAL_TRANSITION"
+  | "CONTRADICTING_REPORT"
+  | "NOT_FOUND"
+  | "LOCKED"
+  | "INTERNAL";
+
+/** Base class of all deliberate shardledger errors. */
+export class ShardledgerError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.details = Object.freeze({ ...(options.details ?? {}) });
+  }
+}
+
+/**
+ * Input that does not satisfy a schema: a CLI flag, a config value, an event's data.
+ * `field` names the offending path (for example `data.numShards` or `policies.keepRuns`).
+ *
+ * @example
+ * ```ts
+ * throw new ValidationError("keepRuns", "must be an integer ≥ 1")
+ * ```
+ */
+export class ValidationError extends ShardledgerError {
+  readonly field: string;
+  constructor(
+    field: string,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super("VALIDATION", `${field}: ${message}`, {
+      ...options,
+      details: { field, ...(options.details ?? {}) },
+    });
+    this.field = field;
+  }
+}
+
+/**
+ * An append whose expected stream version did not match; nothing was written.
+ *
+ * @example
+ * ```ts
+ * new ConcurrencyError("run-r1", 3, 4)
+ * ```
+ */
+export class ConcurrencyError extends ShardledgerError {
+  readonly streamId: string;
+  readonly expected: number | "no_stream" | "any";
+  /** The version found, or `null` when another writer changed the stream at the same moment. */
+  readonly actual: number | null;
+  constructor(streamId: string, expected: number | "no_stream" | "any", actual: number | null) {
+    super(
+      "CONCURRENCY",
+      actual === null
+        ? `stream ${streamId}: another writer changed it at the same moment (expected version ${String(expected)}); nothing was written`
+        : `stream ${streamId}: expected version ${String(expected)}, but it is at ${actual}; nothing was written`,
+      { details: { streamId, expected, actual } },
+    );
+    this.streamId = streamId;
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/**
+ * Publish refused because some shards have no successful attempt; the run becomes FAILED.
+ *
+ * @example
+ * ```ts
+ * new ShardCoverageError("r1", [3, 7])
+ * ```
+ */
+export class ShardCoverageError extends ShardledgerError {
+  readonly runId: string;
+  readonly missingShards: readonly number[];
+  constructor(runId: string, missingShards: readonly number[]) {
+    super(
+      "SHARD_COVERAGE",
+      `run ${runId}: no successful attempt for shard(s) ${summariseShards(missingShards)}; nothing was published`,
+      { details: { runId, missingShards: [...missingShards] } },
+    );
+    this.runId = runId;
+    this.missingShards = Object.freeze([...missingShards]);
+  }
+}
+
+/**
+ * A request that would break a safety rail (a URL outside the dataset root, deleting the current
+ * run, …). Raised before any request is sent.
+ *
+ * @example
+ * ```ts
+ * new SafetyRailError("url escapes the dataset root", { url, root })
+ * ```
+ */
+export class SafetyRailError extends ShardledgerError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super("SAFETY_RAIL", message, { details });
+  }
+}
+
+/**
+ * A command the lifecycle refuses in the current state (publishing twice, reporting to a pruned
+ * run, reopening a run outside the failed-retention floor, …).
+ *
+ * @example
+ * ```ts
+ * new IllegalTransitionError("publish", "SUCCEEDED", "run r1 is already published")
+ * ```
+ */
+export class IllegalTransitionError extends ShardledgerError {
+  constructor(command: string, state: string, message: string) {
+    super("ILLEGAL_TRANSITION", message, { details: { command, state } });
+  }
+}
+
+/**
+ * The same attempt identity reported with two different outcomes.
+ *
+ * @example
+ * ```ts
+ * new ContradictingReportError("r1/3/0", "SUCCEEDED", "FAILED")
+ * ```
+ */
+export class ContradictingReportError extends ShardledgerError {
+  constructor(identity: string, recorded: string, reported: string) {
+    super(
+      "CONTRADICTING_REPORT",
+      `attempt ${identity} is already recorded as ${recorded}; a ${reported} report contradicts it`,
+      { details: { identity, recorded, reported } },
+    );
+  }
+}
+
+/**
+ * A dataset, run or stream that does not exist.
+ *
+ * @example
+ * ```ts
+ * new NotFoundError("run", "r1")
+ * ```
+ */
+export class NotFoundError extends ShardledgerError {
+  constructor(kind: string, id: string) {
+    super("NOT_FOUND", `${kind} ${id} does not exist`, { details: { kind, id } });
+  }
+}
+
+function summariseShards(shards: readonly number[]): string {
+  const shown = shards.slice(0, 20).join(", ");
+  return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
+}
+
+const hasCode = (e: unknown, code: ErrorCode): boolean =>
+  e instanceof ShardledgerError || (typeof e === "object" && e !== null && "code" in e)
+    ? (e as { code?: unknown }).code === code
+    : false;
+
+/** @example `if (isShardledgerError(e)) console.error(e.code)` */
+export const isShardledgerError = (e: unknown): e is ShardledgerError =>
+  e instanceof ShardledgerError ||
+  (e instanceof Error && typeof (e as { code?: unknown }).code === "string" && "details" in e);
+/** @example `if (isValidationError(e)) console.error(e.field)` */
+export const isValidationError = (e: unknown): e is ValidationError => hasCode(e, "VALIDATION");
+/** @example `if (isConcurrencyError(e)) retry()` */
+export const isConcurrencyError = (e: unknown): e is ConcurrencyError => hasCode(e, "CONCURRENCY");
+/** @example `if (isShardCoverageError(e)) console.error(e.missingShards)` */
+export const isShardCoverageError = (e: unknown): e is ShardCoverageError => hasCode(e, "SHARD_COVERAGE");
+/** @example `if (isSafetyRailError(e)) process.exitCode = 3` */
+export const isSafetyRailError = (e: unknown): e is SafetyRailError => hasCode(e, "SAFETY_RAIL");
+
+/**
+ * The CLI exit code for an error: 2 bad input, 3 refused by a rule, 1 anything unexpected.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = exitCodeFor(new ValidationError("shards", "must be ≥ 1")) // 2
+ * ```
+ */
+export function exitCodeFor(e: unknown): 1 | 2 | 3 {
+  if (!isShardledgerError(e)) return 1;
+  switch (e.code) {
+    case "VALIDATION":
+    case "NOT_FOUND":
+      return 2;
+    case "CONCURRENCY":
+    case "SHARD_COVERAGE":
+    case "SAFETY_RAIL":
+    case "ILLEGAL_TRANSITION":
+    case "CONTRADICTING_REPORT":
+    case "LOCKED":
+      return 3;
+    default:
+      return 1;
+  }
+}

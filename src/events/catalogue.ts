@@ -1,0 +1,112 @@
+import { z } from "zod";
+import {
+  attemptNumberSchema,
+  idSchema,
+  numShardsSchema,
+  shardSchema,
+  taskAttemptIdSchema,
+  urlSchema,
+} from "./identifiers.js";
+
+/*
+ * The event catalogue: every event type shardledger records, with the zod schema of its `data` at
+ * the current schema version. Names are part of the contract (SPEC "Events"). Old versions are
+ * upcast on read (see upcasting.ts); stored events are never rewritten.
+ */
+
+const attemptRef = {
+  runId: idSchema,
+  shard: shardSchema,
+  attempt: attemptNumberSchema,
+  taskAttemptId: taskAttemptIdSchema.nullable(),
+  url: urlSchema.nullable(),
+};
+
+const policies = z.strictObject({
+  keepRuns: z.number().int().min(1),
+  retentionMs: z.number().int().positive(),
+  failedRetentionMs: z.number().int().positive(),
+  staleAfterMs: z.number().int().positive(),
+  safetyWindowMs: z.number().int().min(0),
+});
+
+const pruneReason = z.enum(["keep_runs", "retention", "stale", "failed_retention"]);
+const cleanupReason = z.enum(["loser", "stale", "orphan", "keep_runs", "retention", "failed_retention"]);
+
+/** Data schemas of every event type, at their current schema version. */
+export const eventDataSchemas = {
+  DatasetRegistered: z.strictObject({ datasetId: idSchema, root: urlSchema, policies }),
+  DatasetPoliciesChanged: z.strictObject({ datasetId: idSchema, policies }),
+  RunStarted: z.strictObject({ runId: idSchema, datasetId: idSchema, numShards: numShardsSchema }),
+  RunHeartbeat: z.strictObject({ runId: idSchema }),
+  AttemptStarted: z.strictObject({ ...attemptRef }),
+  AttemptSucceeded: z.strictObject({ ...attemptRef }),
+  AttemptFailed: z.strictObject({ ...attemptRef, error: z.string().max(8192) }),
+  WinnerSelected: z.strictObject({ ...attemptRef }),
+  ShardCoverageFailed: z.strictObject({ runId: idSchema, missingShards: z.array(shardSchema).min(1) }),
+  ManifestPublished: z.strictObject({ runId: idSchema, manifestUrl: urlSchema, createdAt: z.iso.datetime() }),
+  CurrentPointerMoved: z.strictObject({
+    datasetId: idSchema,
+    runId: idSchema,
+    manifestUrl: urlSchema,
+    previousRunId: idSchema.nullable(),
+  }),
+  RunSucceeded: z.strictObject({ runId: idSchema }),
+  RunFailed: z.strictObject({
+    runId: idSchema,
+    cause: z.enum(["coverage", "writer_abort", "heartbeat_timeout"]),
+    reason: z.string().max(8192),
+  }),
+  RunReopened: z.strictObject({ runId: idSchema, reason: z.string().max(8192) }),
+  CleanupPlanned: z.strictObject({ runId: idSchema, url: urlSchema, reason: cleanupReason }),
+  CleanupSucceeded: z.strictObject({
+    runId: idSchema,
+    url: urlSchema,
+    deletedObjects: z.number().int().min(0),
+  }),
+  CleanupFailed: z.strictObject({
+    runId: idSchema,
+    url: urlSchema,
+    errorCode: z.string().max(256),
+    errorMessage: z.string().max(8192),
+    transient: z.boolean(),
+    tries: z.number().int().min(1),
+    exhausted: z.boolean(),
+    nextRetryAt: z.iso.datetime().nullable(),
+  }),
+  CleanupRequeued: z.strictObject({ runId: idSchema, url: urlSchema }),
+  StaleAttemptCollected: z.strictObject({ runId: idSchema, url: urlSchema }),
+  Pruned: z.strictObject({
+    runId: idSchema,
+    datasetId: idSchema,
+    reason: pruneReason,
+    attempts: z.number().int().min(0),
+    failedItems: z.number().int().min(0),
+  }),
+  Archived: z.strictObject({ runId: idSchema, archiveUrl: urlSchema, events: z.number().int().min(0) }),
+} as const;
+
+/** Every event type name. */
+export type EventType = keyof typeof eventDataSchemas;
+/** The `data` of an event type, as stored (after zod's output transforms). */
+export type EventData<T extends EventType> = z.output<(typeof eventDataSchemas)[T]>;
+/** The `data` of an event type, as accepted on input (before transforms, e.g. bigint taskAttemptId). */
+export type EventDataInput<T extends EventType> = z.input<(typeof eventDataSchemas)[T]>;
+
+/** A domain event: its type and its data. Metadata and positions live in the envelope. */
+export type DomainEvent = { [T in EventType]: { type: T; data: EventData<T> } }[EventType];
+
+/** The list of event type names, in catalogue order. */
+export const EVENT_TYPES = Object.freeze(Object.keys(eventDataSchemas) as EventType[]);
+
+/** Current schema version of each event type; bump it and register an upcaster when a shape changes. */
+export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Object.freeze(
+  Object.fromEntries(EVENT_TYPES.map((t) => [t, 1])) as Record<EventType, number>,
+);
+
+/** Reasons a run may be pruned (SPEC "Events": Pruned). */
+export type PruneReason = z.output<typeof pruneReason>;
+/** Why a prefix is scheduled for deletion. */
+export type CleanupReason = z.output<typeof cleanupReason>;
+/** A dataset's policies in milliseconds, as recorded in DatasetRegistered. */
+export type DatasetPolicies = z.output<typeof policies>;

@@ -1,0 +1,79 @@
+import type { NewEvent, RecordedEvent } from "./envelope.js";
+
+/**
+ * What an append expects of its stream: an exact version (the number of events already in it),
+ * `"no_stream"` (the stream must not exist yet) or `"any"` (no check).
+ */
+export type ExpectedVersion = number | "no_stream" | "any";
+
+/**
+ * The result of an append. `positions[i]` is the global position of the i-th event given, whether
+ * it was written now or already stored (idempotent retry); `written` holds the events this call
+ * stored, `duplicates` how many were already there.
+ *
+ * @example
+ * ```ts
+ * const { nextExpectedVersion } = await log.append("run-r1", [e], { expectedVersion: 0 })
+ * ```
+ */
+export interface AppendResult {
+  streamId: string;
+  nextExpectedVersion: number;
+  positions: number[];
+  written: RecordedEvent[];
+  duplicates: number;
+}
+
+/**
+ * Options of {@link EventLog.readAll}. `after` is the checkpoint: the global position of the last
+ * event the reader has seen (0 to start at the beginning).
+ */
+export interface ReadAllOptions {
+  after?: number;
+  limit?: number;
+}
+
+/**
+ * Options of {@link EventLog.readStream}: events with `streamVersion >= fromVersion` (default 1).
+ */
+export interface ReadStreamOptions {
+  fromVersion?: number;
+  limit?: number;
+}
+
+/**
+ * Operations available inside one log transaction. Everything done through it commits or rolls
+ * back together, including the inline projections of each append.
+ */
+export interface EventLogSession {
+  append(
+    streamId: string,
+    events: readonly NewEvent[],
+    options: { expectedVersion: ExpectedVersion },
+  ): Promise<AppendResult>;
+  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
+  /** The current version of a stream (0 when it does not exist). */
+  streamVersion(streamId: string): Promise<number>;
+}
+
+/**
+ * The append-only event log the domain writes to. Implementations: PostgreSQL and PGlite
+ * (`src/adapters/postgres`).
+ *
+ * @example
+ * ```ts
+ * await log.append("run-r1", [{ type: "RunStarted", data: { runId: "r1", datasetId: "d", numShards: 2 } }], {
+ *   expectedVersion: "no_stream",
+ * })
+ * const all = await log.readAll({ after: 0, limit: 100 })
+ * ```
+ */
+export interface EventLog extends EventLogSession {
+  /**
+   * Events in global order after the checkpoint. Never skips: once a reader has seen position P it
+   * will never later find a committed event below P.
+   */
+  readAll(options?: ReadAllOptions): Promise<RecordedEvent[]>;
+  /** Runs `fn` in one transaction; its appends and their inline projections commit together. */
+  transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T>;
+}

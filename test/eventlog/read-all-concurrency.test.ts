@@ -1,0 +1,124 @@
+import { randomUUID } from "node:crypto";
+import { sql } from "kysely";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import type { NewEvent } from "../../src/events/envelope.js";
+import { BACKEND, openTestDatabase } from "../support/database.js";
+
+type TestDb = Awaited<ReturnType<typeof openTestDatabase>>;
+const heartbeat = (runId: string): NewEvent => ({ type: "RunHeartbeat", data: { runId } });
+
+/** What a reader that trusts the sequence alone would do: the bug this log exists to avoid. */
+async function naiveReadAll(log: PgEventLog, after: number): Promise<number[]> {
+  const { rows } = await sql<{ p: string }>`
+    SELECT global_position AS p FROM ${sql.id(log.schema, "events")}
+    WHERE global_position > ${after} ORDER BY global_position LIMIT 1000`.execute(log.db);
+  return rows.map((r) => Number(r.p));
+}
+
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+describe.runIf(BACKEND === "postgres")("read-all never skips under concurrent commits (real server)", () => {
+  let database: TestDb;
+  let log: PgEventLog;
+  beforeAll(async () => {
+    database = await openTestDatabase("concurrency", { poolSize: 48 });
+    log = createPgEventLog({ db: database.db, schema: database.schema });
+  });
+  afterAll(() => database.close());
+
+  it("holds back a later position until an earlier in-flight one commits", async () => {
+    const start = (await log.readAll({ after: 0, limit: 10_000 })).at(-1)?.globalPosition ?? 0;
+    const reserved = deferred();
+    const release = deferred();
+    // Transaction A takes a position and stays open; B takes a later one and commits first.
+    const a = database.db.transaction().execute(async (trx) => {
+      await log.session(trx).append(`a-${randomUUID()}`, [heartbeat("a")], { expectedVersion: "any" });
+      reserved.resolve();
+      await release.promise;
+    });
+    await reserved.promise;
+    const b = await log.append(`b-${randomUUID()}`, [heartbeat("b")], { expectedVersion: "any" });
+    const bPosition = b.positions[0] as number;
+
+    const naive = await naiveReadAll(log, start);
+    expect(naive).toContain(bPosition); // a naive reader would now move its checkpoint past A
+    const safe = await log.readAll({ after: start });
+    expect(safe.map((e) => e.globalPosition)).not.toContain(bPosition);
+
+    release.resolve();
+    await a;
+    const after = await log.readAll({ after: start });
+    const positions = after.map((e) => e.globalPosition);
+    expect(positions).toHaveLength(2);
+    expect(positions[1]).toBe(bPosition);
+    expect(positions[0]).toBeLessThan(bPosition);
+    expect(await naiveReadAll(log, bPosition)).not.toContain(positions[0]); // …and never see A
+  });
+
+  it("32 writers on 8 streams, 4 tailing readers: every reader sees every committed event once, in order", async () => {
+    const ROUNDS = 4;
+    const WRITERS = 32;
+    const APPENDS_PER_WRITER = 40;
+    for (let round = 0; round < ROUNDS; round++) {
+      const streams = Array.from({ length: 8 }, (_, i) => `conc-${round}-${i}-${randomUUID()}`);
+      const start = (await log.readAll({ after: 0, limit: 10_000 })).at(-1)?.globalPosition ?? 0;
+      const startCursor = await lastPosition(log, start);
+      const committed = new Set<number>();
+      let appended = 0;
+      let writing = true;
+      const writers = Array.from({ length: WRITERS }, async (_, w) => {
+        for (let i = 0; i < APPENDS_PER_WRITER; i++) {
+          const stream = streams[(w + i) % streams.length] as string;
+          const size = 1 + ((w * 7 + i) % 3);
+          appended += size;
+          const result = await log.append(
+            stream,
+            Array.from({ length: size }, () => heartbeat(`w${w}`)),
+            {
+              expectedVersion: "any",
+            },
+          );
+          for (const p of result.positions) committed.add(p);
+        }
+      });
+      const readers = Array.from({ length: 4 }, async (_, r) => {
+        const seen: number[] = [];
+        let after = startCursor;
+        for (;;) {
+          const done = !writing;
+          const page = await log.readAll({ after, limit: 50 + r * 37 });
+          for (const e of page) seen.push(e.globalPosition);
+          if (page.length > 0) after = page.at(-1)?.globalPosition as number;
+          else if (done) return seen;
+          else await new Promise((res) => setTimeout(res, r));
+        }
+      });
+      await Promise.all(writers);
+      writing = false;
+      const seenByReaders = await Promise.all(readers);
+      const expected = [...committed].sort((x, y) => x - y);
+      expect(expected).toHaveLength(appended);
+      for (const seen of seenByReaders) {
+        for (let i = 1; i < seen.length; i++)
+          expect(seen[i] as number).toBeGreaterThan(seen[i - 1] as number);
+        expect(seen).toEqual(expected);
+      }
+    }
+  });
+});
+
+async function lastPosition(log: PgEventLog, from: number): Promise<number> {
+  let after = from;
+  for (;;) {
+    const page = await log.readAll({ after, limit: 10_000 });
+    if (page.length === 0) return after;
+    after = page.at(-1)?.globalPosition as number;
+  }
+}

@@ -1,0 +1,53 @@
+import { createHash, randomUUID } from "node:crypto";
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "kysely";
+import pg from "pg";
+import { type Database, openDatabase } from "../../src/adapters/postgres/database.js";
+import { migrateToLatest } from "../../src/adapters/postgres/migrations.js";
+
+/**
+ * The backend the suite runs on: the real PostgreSQL server named by DATABASE_URL when it is set,
+ * PGlite otherwise. `.ci/run` runs the whole suite once on each.
+ */
+export const BACKEND: "postgres" | "pglite" = process.env.DATABASE_URL ? "postgres" : "pglite";
+export const SERVER_URL = process.env.DATABASE_URL;
+
+let sharedPglite: PGlite | undefined;
+
+/**
+ * A fresh, migrated ledger schema on the suite's backend. On PGlite one in-process instance is
+ * shared by the test file (start-up costs seconds) and every call gets its own schema; on the
+ * server every call gets its own schema in the run's database. The schema is dropped by
+ * `close()`; a failed test's schema is kept when KEEP_FAILED_SCHEMAS=1, to inspect.
+ */
+export async function openTestDatabase(
+  label = "t",
+  options: { migrate?: boolean; poolSize?: number } = {},
+): Promise<Database & { url: string }> {
+  const schema = `t_${createHash("sha1").update(`${label}:${randomUUID()}`).digest("hex").slice(0, 16)}`;
+  let database: Database;
+  let url: string;
+  if (BACKEND === "postgres") {
+    url = SERVER_URL as string;
+    database = await openDatabase(url, { schema, poolSize: options.poolSize ?? 10 });
+  } else {
+    sharedPglite ??= new PGlite();
+    url = "pglite:memory";
+    database = await openDatabase(sharedPglite, { schema });
+  }
+  if (options.migrate !== false) await migrateToLatest(database.db, schema);
+  return {
+    ...database,
+    url,
+    async close() {
+      await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(database.db).catch(() => {});
+      await database.close();
+    },
+  };
+}
+
+/** A plain pg client on the server, for tests that need raw SQL beside the ledger. */
+export function serverClient(): pg.Client {
+  if (!SERVER_URL) throw new Error("serverClient() needs DATABASE_URL");
+  return new pg.Client({ connectionString: SERVER_URL });
+}
