@@ -1,5 +1,6 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import { ShardledgerError } from "../../errors.js";
+import { createProjectionTables, PROJECTION_VERSION } from "../../projections/projection-tables.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
 
@@ -81,8 +82,24 @@ const eventLog: SchemaMigration = {
   },
 };
 
+const projections: SchemaMigration = {
+  name: "0002_projections",
+  async up(db, schema) {
+    await createProjectionTables(db, schema);
+    // Which version of the projection code built the live tables, and up to which position.
+    await sql`CREATE TABLE ${sql.id(schema, "projection_state")} (
+      name text PRIMARY KEY,
+      version integer NOT NULL,
+      built_at timestamptz NOT NULL DEFAULT now()
+    )`.execute(db);
+    await sql`INSERT INTO ${sql.id(schema, "projection_state")} (name, version) VALUES ('ledger', ${PROJECTION_VERSION})`.execute(
+      db,
+    );
+  },
+};
+
 /** Every migration, in order. Later issues append here. */
-export const MIGRATIONS: readonly SchemaMigration[] = [eventLog];
+export const MIGRATIONS: readonly SchemaMigration[] = [eventLog, projections];
 
 /**
  * Creates or upgrades the ledger schema. Safe to run concurrently from several processes: kysely's

@@ -154,6 +154,31 @@ export class PgEventLog implements EventLog {
     return rows.map((r) => this.#toRecorded(r));
   }
 
+  /**
+   * Reads every event visible to `db`'s snapshot after `after`, without the xmin bound. Only for a
+   * caller that holds one snapshot for its whole read (a REPEATABLE READ transaction, or a lock that
+   * excludes writers), such as audit and rebuild: there "visible" is exactly what the projections
+   * in the same snapshot reflect. With `boundedByXmin` it stops where `readAll` would, so the last
+   * position read is a checkpoint that no in-flight event lies below. @internal
+   */
+  async readVisible(
+    db: LedgerDb,
+    after: number,
+    limit: number,
+    options: { boundedByXmin?: boolean } = {},
+  ): Promise<RecordedEvent[]> {
+    const bound = options.boundedByXmin
+      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+      : sql``;
+    const { rows } = await sql<EventRow>`
+      SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
+      FROM ${sql.id(this.schema, "events")}
+      WHERE global_position > ${after} ${bound}
+      ORDER BY global_position
+      LIMIT ${limit}`.execute(db);
+    return rows.map((r) => this.#toRecorded(r));
+  }
+
   async transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T> {
     return this.#db.transaction().execute((trx) => fn(this.session(trx)));
   }

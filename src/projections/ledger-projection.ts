@@ -1,0 +1,691 @@
+import { sql } from "kysely";
+import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { InlineProjection } from "../adapters/postgres/inline-projection.js";
+import type { RecordedEvent } from "../events/envelope.js";
+import { PROJECTION_KEYS, type ProjectionTable } from "./projection-tables.js";
+import { type Columns, deleteByKeys, deleteWhereIn, normaliseRow, type Row, upsertRows } from "./table-io.js";
+
+/** Column types of every projection table (the same order as the DDL). */
+export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
+  datasets: {
+    dataset_id: "text",
+    root: "text",
+    keep_runs: "integer",
+    retention_ms: "bigint",
+    failed_retention_ms: "bigint",
+    stale_after_ms: "bigint",
+    safety_window_ms: "bigint",
+    current_run_id: "text",
+    current_manifest_url: "text",
+    current_moved_at: "timestamptz",
+    registered_at: "timestamptz",
+    updated_at: "timestamptz",
+  },
+  runs: {
+    run_id: "text",
+    dataset_id: "text",
+    status: "text",
+    num_shards: "integer",
+    is_current: "boolean",
+    publish_progress: "text",
+    manifest_url: "text",
+    started_at: "timestamptz",
+    updated_at: "timestamptz",
+    heartbeat_at: "timestamptz",
+    succeeded_at: "timestamptz",
+    failed_at: "timestamptz",
+    replaced_at: "timestamptz",
+    failure_cause: "text",
+    failure_reason: "text",
+    missing_shards: "jsonb",
+    reopened_count: "integer",
+    attempts_total: "integer",
+    attempts_started: "integer",
+    attempts_succeeded: "integer",
+    attempts_failed: "integer",
+    attempts_winner: "integer",
+    attempts_loser: "integer",
+    attempts_cleanup_pending: "integer",
+    attempts_deleted: "integer",
+  },
+  attempts: {
+    run_id: "text",
+    attempt_key: "text",
+    dataset_id: "text",
+    shard: "integer",
+    attempt: "integer",
+    task_attempt_id: "text",
+    url: "text",
+    status: "text",
+    outcome: "text",
+    error: "text",
+    reported_at: "timestamptz",
+    updated_at: "timestamptz",
+  },
+  winners: {
+    run_id: "text",
+    shard: "integer",
+    dataset_id: "text",
+    attempt: "integer",
+    task_attempt_id: "text",
+    url: "text",
+    selected_at: "timestamptz",
+  },
+  pending_cleanup: {
+    run_id: "text",
+    url: "text",
+    dataset_id: "text",
+    reason: "text",
+    state: "text",
+    tries: "integer",
+    last_error_code: "text",
+    last_error_message: "text",
+    transient: "boolean",
+    planned_at: "timestamptz",
+    first_failure_at: "timestamptz",
+    last_failure_at: "timestamptz",
+    next_retry_at: "timestamptz",
+  },
+  retention_floors: {
+    run_id: "text",
+    kind: "text",
+    url: "text",
+    dataset_id: "text",
+    failed_at: "timestamptz",
+    protected_until: "timestamptz",
+  },
+  rollups: {
+    dataset_id: "text",
+    reason: "text",
+    pruned_runs: "bigint",
+    pruned_attempts: "bigint",
+    pruned_failed_items: "bigint",
+    last_pruned_at: "timestamptz",
+  },
+};
+
+/**
+ * The key of an attempt within its run: `shard/attempt/taskAttemptId` (`-` when the engine gave
+ * none). The url is data, not identity.
+ *
+ * @example
+ * ```ts
+ * attemptKey(3, 1, null) // "3/1/-"
+ * ```
+ */
+export function attemptKey(shard: number, attempt: number, taskAttemptId: string | null): string {
+  return `${shard}/${attempt}/${taskAttemptId ?? "-"}`;
+}
+
+const COUNT_COLUMN: Record<string, string> = {
+  STARTED: "attempts_started",
+  SUCCEEDED: "attempts_succeeded",
+  FAILED: "attempts_failed",
+  WINNER: "attempts_winner",
+  LOSER: "attempts_loser",
+  CLEANUP_PENDING: "attempts_cleanup_pending",
+  DELETED: "attempts_deleted",
+};
+const PUBLISHED = new Set(["winners_selected", "manifest_published", "succeeded"]);
+const FINAL_ATTEMPT = new Set(["WINNER", "CLEANUP_PENDING", "DELETED"]);
+
+type Data = Record<string, unknown>;
+const str = (v: unknown): string => v as string;
+const strOrNull = (v: unknown): string | null => (v === undefined || v === null ? null : (v as string));
+
+/**
+ * The inline projection that folds the ledger's events into the projection tables. It works in
+ * batches: load the rows the events touch, fold the events over them in order in memory, write
+ * back only what changed with one bulk statement per table. Replay uses the same code.
+ *
+ * @example
+ * ```ts
+ * const log = createPgEventLog({ db, schema, projections: [ledgerProjection] })
+ * ```
+ */
+export const ledgerProjection: InlineProjection = {
+  name: "ledger",
+  apply: (trx, events, schema) => applyLedgerEvents(trx, schema, events),
+};
+
+/** Folds `events` into the projection tables of `schema`. */
+export async function applyLedgerEvents(
+  db: LedgerDb,
+  schema: string,
+  events: readonly RecordedEvent[],
+): Promise<void> {
+  if (events.length === 0) return;
+  const batch = new ProjectionBatch(db, schema);
+  await batch.load(events);
+  for (const e of events) batch.apply(e);
+  await batch.store();
+}
+
+class TableState {
+  readonly rows = new Map<string, Row>();
+  readonly dirty = new Set<string>();
+  readonly deleted = new Map<string, Row>();
+  constructor(readonly table: ProjectionTable) {}
+  key(row: Row): string {
+    return PROJECTION_KEYS[this.table].map((k) => String(row[k])).join("\u0000");
+  }
+  add(row: Row): void {
+    this.rows.set(this.key(row), row);
+  }
+  get(...parts: (string | number)[]): Row | undefined {
+    return this.rows.get(parts.map(String).join("\u0000"));
+  }
+  put(row: Row): void {
+    const k = this.key(row);
+    this.rows.set(k, row);
+    this.dirty.add(k);
+    this.deleted.delete(k);
+  }
+  touch(row: Row): void {
+    this.dirty.add(this.key(row));
+  }
+  remove(row: Row): void {
+    const k = this.key(row);
+    this.rows.delete(k);
+    this.dirty.delete(k);
+    this.deleted.set(k, row);
+  }
+}
+
+class ProjectionBatch {
+  readonly #db: LedgerDb;
+  readonly #schema: string;
+  readonly datasets = new TableState("datasets");
+  readonly runs = new TableState("runs");
+  readonly attempts = new TableState("attempts");
+  readonly winners = new TableState("winners");
+  readonly pending = new TableState("pending_cleanup");
+  readonly floors = new TableState("retention_floors");
+  readonly rollups = new TableState("rollups");
+  /** Attempts by run and url, for cleanup events that name a url. */
+  readonly #byUrl = new Map<string, Row[]>();
+  /** Runs whose every attempt is loaded (publish and prune need them all). */
+  readonly #fullRuns = new Set<string>();
+  readonly #prunedRuns = new Set<string>();
+  /** Runs that selected winners in this batch, with the time they did. */
+  readonly #published = new Map<string, Date>();
+
+  constructor(db: LedgerDb, schema: string) {
+    this.#db = db;
+    this.#schema = schema;
+  }
+
+  async load(events: readonly RecordedEvent[]): Promise<void> {
+    const runIds = new Set<string>();
+    const datasetIds = new Set<string>();
+    const attemptKeys: [string, string][] = [];
+    const urls: [string, string][] = [];
+    const fullRuns = new Set<string>();
+    const floorDatasets = new Set<string>();
+    for (const e of events) {
+      const d = e.data as Data;
+      if (typeof d.runId === "string") runIds.add(d.runId);
+      if (typeof d.previousRunId === "string") runIds.add(d.previousRunId);
+      if (typeof d.datasetId === "string") datasetIds.add(d.datasetId);
+      switch (e.type) {
+        case "AttemptStarted":
+        case "AttemptSucceeded":
+        case "AttemptFailed":
+          attemptKeys.push([
+            str(d.runId),
+            attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId)),
+          ]);
+          break;
+        case "WinnerSelected":
+        case "Pruned":
+          fullRuns.add(str(d.runId));
+          break;
+        case "CleanupPlanned":
+        case "CleanupSucceeded":
+        case "CleanupFailed":
+        case "CleanupRequeued":
+        case "StaleAttemptCollected":
+          urls.push([str(d.runId), str(d.url)]);
+          break;
+        case "DatasetPoliciesChanged":
+          floorDatasets.add(str(d.datasetId));
+          break;
+      }
+    }
+    const q = (table: ProjectionTable, where: ReturnType<typeof sql>) =>
+      sql<Row>`SELECT * FROM ${sql.id(this.#schema, table)} WHERE ${where}`
+        .execute(this.#db)
+        .then((r) => r.rows.map((row) => normaliseRow(row, PROJECTION_COLUMNS[table])));
+    const runList = [...runIds];
+    for (const r of await q("runs", sql`run_id = ANY(${runList}::text[])`)) {
+      this.runs.add(r);
+      datasetIds.add(str(r.dataset_id));
+    }
+    for (const r of await q("datasets", sql`dataset_id = ANY(${[...datasetIds]}::text[])`))
+      this.datasets.add(r);
+    const attemptRows: Row[] = [];
+    if (fullRuns.size > 0)
+      attemptRows.push(...(await q("attempts", sql`run_id = ANY(${[...fullRuns]}::text[])`)));
+    if (attemptKeys.length > 0) {
+      attemptRows.push(
+        ...(await q(
+          "attempts",
+          sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${attemptKeys.map((k) => k[0])}::text[], ${attemptKeys.map((k) => k[1])}::text[]))`,
+        )),
+      );
+    }
+    if (urls.length > 0) {
+      const runs = urls.map((u) => u[0]);
+      const us = urls.map((u) => u[1]);
+      attemptRows.push(
+        ...(await q(
+          "attempts",
+          sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
+        )),
+      );
+      for (const r of await q(
+        "pending_cleanup",
+        sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
+      ))
+        this.pending.add(r);
+    }
+    for (const r of attemptRows) {
+      if (!this.attempts.rows.has(this.attempts.key(r))) this.#indexAttempt(r);
+    }
+    for (const id of fullRuns) this.#fullRuns.add(id);
+    if (floorDatasets.size > 0) {
+      for (const r of await q("retention_floors", sql`dataset_id = ANY(${[...floorDatasets]}::text[])`))
+        this.floors.add(r);
+    }
+    const prunedDatasets = events
+      .filter((e) => e.type === "Pruned")
+      .map((e) => str((e.data as Data).datasetId));
+    if (prunedDatasets.length > 0) {
+      for (const r of await q("rollups", sql`dataset_id = ANY(${prunedDatasets}::text[])`))
+        this.rollups.add(r);
+    }
+  }
+
+  #indexAttempt(row: Row): void {
+    this.attempts.add(row);
+    if (row.url !== null) {
+      const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+      const list = this.#byUrl.get(k);
+      if (list) list.push(row);
+      else this.#byUrl.set(k, [row]);
+    }
+  }
+
+  apply(e: RecordedEvent): void {
+    if (e.type !== "WinnerSelected") this.#classifyLosers();
+    const d = e.data as Data;
+    const at = e.recordedAt;
+    const runId = typeof d.runId === "string" ? d.runId : undefined;
+    if (runId && this.#prunedRuns.has(runId)) return;
+    const run = runId ? this.runs.get(runId) : undefined;
+    if (run && e.type !== "CurrentPointerMoved") {
+      run.updated_at = at;
+      this.runs.touch(run);
+    }
+    switch (e.type) {
+      case "DatasetRegistered":
+      case "DatasetPoliciesChanged": {
+        const p = d.policies as Record<string, number>;
+        const existing = this.datasets.get(str(d.datasetId));
+        const row: Row = existing ?? {
+          dataset_id: d.datasetId,
+          root: d.root,
+          current_run_id: null,
+          current_manifest_url: null,
+          current_moved_at: null,
+          registered_at: at,
+        };
+        Object.assign(row, {
+          keep_runs: p.keepRuns,
+          retention_ms: p.retentionMs,
+          failed_retention_ms: p.failedRetentionMs,
+          stale_after_ms: p.staleAfterMs,
+          safety_window_ms: p.safetyWindowMs,
+          updated_at: at,
+        });
+        this.datasets.put(row);
+        for (const floor of this.floors.rows.values()) {
+          if (floor.dataset_id !== d.datasetId) continue;
+          floor.protected_until = new Date(
+            (floor.failed_at as Date).getTime() + (p.failedRetentionMs as number),
+          );
+          this.floors.touch(floor);
+        }
+        return;
+      }
+      case "RunStarted": {
+        const row: Row = {
+          run_id: d.runId,
+          dataset_id: d.datasetId,
+          status: "STARTED",
+          num_shards: d.numShards,
+          is_current: false,
+          publish_progress: "none",
+          manifest_url: null,
+          started_at: at,
+          updated_at: at,
+          heartbeat_at: at,
+          succeeded_at: null,
+          failed_at: null,
+          replaced_at: null,
+          failure_cause: null,
+          failure_reason: null,
+          missing_shards: null,
+          reopened_count: 0,
+        };
+        for (const c of Object.values(COUNT_COLUMN)) row[c] = 0;
+        row.attempts_total = 0;
+        this.runs.put(row);
+        this.#fullRuns.add(str(d.runId));
+        return;
+      }
+      case "RunHeartbeat":
+        if (run) run.heartbeat_at = at;
+        return;
+      case "AttemptStarted":
+      case "AttemptSucceeded":
+      case "AttemptFailed": {
+        if (!run) return;
+        const key = attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId));
+        let attempt = this.attempts.get(str(runId), key);
+        const outcome =
+          e.type === "AttemptStarted" ? "STARTED" : e.type === "AttemptSucceeded" ? "SUCCEEDED" : "FAILED";
+        const published = PUBLISHED.has(str(run.publish_progress));
+        if (!attempt) {
+          attempt = {
+            run_id: runId,
+            attempt_key: key,
+            dataset_id: run.dataset_id,
+            shard: d.shard,
+            attempt: d.attempt,
+            task_attempt_id: strOrNull(d.taskAttemptId),
+            url: strOrNull(d.url),
+            status: null,
+            outcome,
+            error: e.type === "AttemptFailed" ? d.error : null,
+            reported_at: at,
+            updated_at: at,
+          };
+          this.#indexAttempt(attempt);
+          this.attempts.put(attempt);
+          run.attempts_total = (run.attempts_total as number) + 1;
+          this.#setStatus(run, attempt, published ? "LOSER" : outcome);
+          return;
+        }
+        if (e.type === "AttemptStarted") return;
+        attempt.outcome = outcome;
+        if (d.url !== null && d.url !== undefined && attempt.url === null) {
+          attempt.url = d.url;
+          this.#indexAttempt(attempt);
+        }
+        if (e.type === "AttemptFailed") attempt.error = d.error;
+        attempt.updated_at = at;
+        this.attempts.touch(attempt);
+        if (!FINAL_ATTEMPT.has(str(attempt.status)))
+          this.#setStatus(run, attempt, published ? "LOSER" : outcome);
+        return;
+      }
+      case "WinnerSelected": {
+        if (!run) return;
+        const tid = strOrNull(d.taskAttemptId);
+        this.winners.put({
+          run_id: runId,
+          shard: d.shard,
+          dataset_id: run.dataset_id,
+          attempt: d.attempt,
+          task_attempt_id: tid,
+          url: strOrNull(d.url),
+          selected_at: at,
+        });
+        run.status = "PUBLISHING";
+        run.publish_progress = "winners_selected";
+        const winner = this.attempts.get(str(runId), attemptKey(d.shard as number, d.attempt as number, tid));
+        if (winner) {
+          this.#setStatus(run, winner, "WINNER");
+          winner.updated_at = at;
+        }
+        this.#published.set(str(runId), at);
+        return;
+      }
+      case "ShardCoverageFailed":
+        if (run) run.missing_shards = d.missingShards;
+        return;
+      case "ManifestPublished":
+        if (run) {
+          run.manifest_url = d.manifestUrl;
+          run.publish_progress = "manifest_published";
+        }
+        return;
+      case "RunSucceeded":
+        if (run) {
+          run.status = "SUCCEEDED";
+          run.succeeded_at = at;
+          run.publish_progress = "succeeded";
+        }
+        return;
+      case "RunFailed":
+        if (run) {
+          run.status = "FAILED";
+          run.failed_at = at;
+          run.failure_cause = d.cause;
+          run.failure_reason = d.reason;
+          this.#protect(run, "failed_run", "", at);
+        }
+        return;
+      case "RunReopened":
+        if (run) {
+          run.status = "STARTED";
+          run.failed_at = null;
+          run.failure_cause = null;
+          run.failure_reason = null;
+          run.missing_shards = null;
+          run.heartbeat_at = at;
+          run.reopened_count = (run.reopened_count as number) + 1;
+          this.#unprotect(run, "failed_run", "");
+        }
+        return;
+      case "CurrentPointerMoved": {
+        const dataset = this.datasets.get(str(d.datasetId));
+        if (dataset) {
+          dataset.current_run_id = d.runId;
+          dataset.current_manifest_url = d.manifestUrl;
+          dataset.current_moved_at = at;
+          dataset.updated_at = at;
+          this.datasets.touch(dataset);
+        }
+        const previous = typeof d.previousRunId === "string" ? this.runs.get(d.previousRunId) : undefined;
+        if (previous && previous.run_id !== d.runId) {
+          previous.is_current = false;
+          previous.replaced_at = at;
+          this.runs.touch(previous);
+        }
+        if (run) {
+          run.is_current = true;
+          run.replaced_at = null;
+          this.runs.touch(run);
+        }
+        return;
+      }
+      case "CleanupPlanned": {
+        if (!run) return;
+        const existing = this.pending.get(str(runId), str(d.url));
+        const row: Row = existing ?? {
+          run_id: runId,
+          url: d.url,
+          dataset_id: run.dataset_id,
+          tries: 0,
+          last_error_code: null,
+          last_error_message: null,
+          transient: null,
+          first_failure_at: null,
+          last_failure_at: null,
+        };
+        Object.assign(row, { reason: d.reason, state: "planned", planned_at: at, next_retry_at: null });
+        this.pending.put(row);
+        return;
+      }
+      case "CleanupFailed": {
+        if (!run) return;
+        const row: Row = this.pending.get(str(runId), str(d.url)) ?? {
+          run_id: runId,
+          url: d.url,
+          dataset_id: run.dataset_id,
+          reason: "loser",
+          planned_at: at,
+          first_failure_at: null,
+        };
+        Object.assign(row, {
+          state: d.exhausted ? "exhausted" : "failed",
+          tries: d.tries,
+          last_error_code: d.errorCode,
+          last_error_message: d.errorMessage,
+          transient: d.transient,
+          first_failure_at: row.first_failure_at ?? at,
+          last_failure_at: at,
+          next_retry_at: d.nextRetryAt === null ? null : new Date(str(d.nextRetryAt)),
+        });
+        this.pending.put(row);
+        for (const a of this.#attemptsAt(str(runId), str(d.url))) {
+          if (a.status !== "WINNER" && a.status !== "DELETED") this.#setStatus(run, a, "CLEANUP_PENDING");
+        }
+        if (d.exhausted) this.#protect(run, "failed_cleanup", str(d.url), at);
+        return;
+      }
+      case "CleanupRequeued": {
+        if (!run) return;
+        const row = this.pending.get(str(runId), str(d.url));
+        if (row) {
+          row.state = "planned";
+          row.next_retry_at = null;
+          this.pending.touch(row);
+        }
+        this.#unprotect(run, "failed_cleanup", str(d.url));
+        return;
+      }
+      case "CleanupSucceeded":
+      case "StaleAttemptCollected": {
+        if (!run) return;
+        const row = this.pending.get(str(runId), str(d.url)) ?? { run_id: runId, url: d.url };
+        this.pending.remove(row);
+        for (const a of this.#attemptsAt(str(runId), str(d.url))) {
+          if (a.status !== "WINNER") this.#setStatus(run, a, "DELETED");
+        }
+        this.#unprotect(run, "failed_cleanup", str(d.url));
+        return;
+      }
+      case "Pruned": {
+        const datasetId = str(d.datasetId);
+        const reason = str(d.reason);
+        const rollup: Row = this.rollups.get(datasetId, reason) ?? {
+          dataset_id: datasetId,
+          reason,
+          pruned_runs: 0,
+          pruned_attempts: 0,
+          pruned_failed_items: 0,
+        };
+        rollup.pruned_runs = (rollup.pruned_runs as number) + 1;
+        rollup.pruned_attempts = (rollup.pruned_attempts as number) + (d.attempts as number);
+        rollup.pruned_failed_items = (rollup.pruned_failed_items as number) + (d.failedItems as number);
+        rollup.last_pruned_at = at;
+        this.rollups.put(rollup);
+        if (runId) this.#prunedRuns.add(runId);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #attemptsAt(runId: string, url: string): Row[] {
+    return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
+  }
+
+  #setStatus(run: Row, attempt: Row, status: string): void {
+    const old = attempt.status as string | null;
+    if (old === status) return;
+    if (old) {
+      const c = COUNT_COLUMN[old] as string;
+      run[c] = (run[c] as number) - 1;
+    }
+    const c = COUNT_COLUMN[status] as string;
+    run[c] = (run[c] as number) + 1;
+    attempt.status = status;
+    this.attempts.touch(attempt);
+    this.runs.touch(run);
+  }
+
+  #protect(run: Row, kind: string, url: string, failedAt: Date): void {
+    const dataset = this.datasets.get(str(run.dataset_id));
+    const ms = dataset ? (dataset.failed_retention_ms as number) : 0;
+    this.floors.put({
+      run_id: run.run_id,
+      kind,
+      url,
+      dataset_id: run.dataset_id,
+      failed_at: failedAt,
+      protected_until: new Date(failedAt.getTime() + ms),
+    });
+  }
+
+  #unprotect(run: Row, kind: string, url: string): void {
+    this.floors.remove({ run_id: run.run_id, kind, url });
+  }
+
+  /**
+   * Every attempt of a published run that is not its shard's winner is a loser. Done once after a
+   * run of WinnerSelected events (not per event, which would be quadratic), before any other event
+   * is applied, so the order of effects is the log's; an attempt whose own WinnerSelected comes in a
+   * later page of a replay is corrected by it.
+   */
+  #classifyLosers(): void {
+    if (this.#published.size === 0) return;
+    for (const a of this.attempts.rows.values()) {
+      const at = this.#published.get(str(a.run_id));
+      if (!at || FINAL_ATTEMPT.has(str(a.status)) || a.status === "LOSER") continue;
+      const run = this.runs.get(str(a.run_id));
+      if (!run) continue;
+      this.#setStatus(run, a, "LOSER");
+      a.updated_at = at;
+    }
+    this.#published.clear();
+  }
+
+  async store(): Promise<void> {
+    this.#classifyLosers();
+    const db = this.#db;
+    const schema = this.#schema;
+    for (const state of [
+      this.datasets,
+      this.runs,
+      this.attempts,
+      this.winners,
+      this.pending,
+      this.floors,
+      this.rollups,
+    ]) {
+      const dirty = [...state.dirty].map((k) => state.rows.get(k)).filter((r): r is Row => r !== undefined);
+      const live = dirty.filter(
+        (r) => !(typeof r.run_id === "string" && this.#prunedRuns.has(r.run_id) && state.table !== "rollups"),
+      );
+      await upsertRows(
+        db,
+        schema,
+        state.table,
+        PROJECTION_COLUMNS[state.table],
+        PROJECTION_KEYS[state.table],
+        live,
+      );
+      await deleteByKeys(db, schema, state.table, PROJECTION_KEYS[state.table], [...state.deleted.values()]);
+    }
+    // A pruned run leaves no row behind in any table (the rollups keep its counts).
+    const pruned = [...this.#prunedRuns];
+    for (const table of ["attempts", "winners", "pending_cleanup", "retention_floors", "runs"] as const) {
+      await deleteWhereIn(db, schema, table, "run_id", pruned);
+    }
+  }
+}

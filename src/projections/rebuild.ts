@@ -1,0 +1,181 @@
+import { randomUUID } from "node:crypto";
+import { sql } from "kysely";
+import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import { applyLedgerEvents, PROJECTION_COLUMNS } from "./ledger-projection.js";
+import {
+  createProjectionTables,
+  PROJECTION_KEYS,
+  PROJECTION_TABLES,
+  PROJECTION_VERSION,
+  type ProjectionTable,
+} from "./projection-tables.js";
+import { normaliseRow, type Row } from "./table-io.js";
+
+/** One difference between a live projection row and the row a replay of the log produces. */
+export interface AuditDifference {
+  table: ProjectionTable;
+  key: Record<string, unknown>;
+  /** `missing_in_live`, `missing_in_replay`, or the name of the column that differs. */
+  column: string;
+  live: unknown;
+  replayed: unknown;
+}
+
+/** The result of {@link auditProjections}: `{ events, match, differences }` as the CLI prints it. */
+export interface AuditReport {
+  events: number;
+  match: boolean;
+  differences: AuditDifference[];
+}
+
+const PAGE = 5_000;
+const MAX_DIFFERENCES = 1_000;
+
+async function replayInto(
+  log: PgEventLog,
+  db: LedgerDb,
+  scratch: string,
+  from: number,
+  onProgress?: (events: number) => void,
+  boundedByXmin = false,
+): Promise<{ events: number; position: number }> {
+  let after = from;
+  let events = 0;
+  for (;;) {
+    // One page at a time: memory stays bounded by the page, never the whole log.
+    const page = await log.readVisible(db, after, PAGE, { boundedByXmin });
+    if (page.length === 0) return { events, position: after };
+    await applyLedgerEvents(db, scratch, page);
+    events += page.length;
+    after = page.at(-1)?.globalPosition as number;
+    onProgress?.(events);
+  }
+}
+
+/**
+ * Replays the whole log into a scratch schema with the same projection code and compares every
+ * projection table with the live one, row by row, naming the table, key and column of each
+ * difference. Runs in one REPEATABLE READ transaction, so the live tables and the log it replays
+ * are the same instant; the scratch schema is dropped afterwards.
+ *
+ * @example
+ * ```ts
+ * const { match, differences } = await auditProjections(log)
+ * ```
+ */
+export async function auditProjections(
+  log: PgEventLog,
+  options: { onProgress?: (events: number) => void } = {},
+): Promise<AuditReport> {
+  const scratch = `${log.schema}_audit_${randomUUID().slice(0, 8)}`;
+  try {
+    return await log.db
+      .transaction()
+      .setIsolationLevel("repeatable read")
+      .execute(async (trx) => {
+        await sql`CREATE SCHEMA ${sql.id(scratch)}`.execute(trx);
+        await createProjectionTables(trx, scratch);
+        const { events } = await replayInto(log, trx, scratch, 0, options.onProgress);
+        const differences: AuditDifference[] = [];
+        for (const table of PROJECTION_TABLES) {
+          if (differences.length >= MAX_DIFFERENCES) break;
+          differences.push(
+            ...(await compareTable(trx, table, log.schema, scratch, MAX_DIFFERENCES - differences.length)),
+          );
+        }
+        // Nothing of the audit is kept: the scratch tables live and die in this transaction.
+        await sql`DROP SCHEMA ${sql.id(scratch)} CASCADE`.execute(trx);
+        return { events, match: differences.length === 0, differences };
+      });
+  } finally {
+    await sql`DROP SCHEMA IF EXISTS ${sql.id(scratch)} CASCADE`.execute(log.db).catch(() => {});
+  }
+}
+
+async function compareTable(
+  db: LedgerDb,
+  table: ProjectionTable,
+  live: string,
+  replay: string,
+  limit: number,
+): Promise<AuditDifference[]> {
+  const keys = PROJECTION_KEYS[table];
+  const columns = PROJECTION_COLUMNS[table];
+  const names = Object.keys(columns);
+  const on = sql.join(
+    keys.map((k) => sql`l.${sql.id(k)} = r.${sql.id(k)}`),
+    sql` AND `,
+  );
+  const tuple = (alias: string) => sql.join(names.map((n) => sql`${sql.raw(alias)}.${sql.id(n)}`));
+  const { rows } = await sql<{ l: Row | null; r: Row | null }>`
+    SELECT to_jsonb(l) AS l, to_jsonb(r) AS r
+    FROM ${sql.id(live, table)} l FULL OUTER JOIN ${sql.id(replay, table)} r ON ${on}
+    WHERE l.${sql.id(keys[0] as string)} IS NULL OR r.${sql.id(keys[0] as string)} IS NULL
+       OR (${tuple("l")}) IS DISTINCT FROM (${tuple("r")})
+    LIMIT ${limit}`.execute(db);
+  const out: AuditDifference[] = [];
+  for (const { l, r } of rows) {
+    const any = (l ?? r) as Row;
+    const key = Object.fromEntries(keys.map((k) => [k, any[k]]));
+    if (!l || !r) {
+      out.push({ table, key, column: l ? "missing_in_replay" : "missing_in_live", live: l, replayed: r });
+      continue;
+    }
+    const ln = normaliseRow(l, columns);
+    const rn = normaliseRow(r, columns);
+    for (const name of names) {
+      if (JSON.stringify(ln[name]) !== JSON.stringify(rn[name])) {
+        out.push({ table, key, column: name, live: ln[name], replayed: rn[name] });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Rebuilds the projections from the log without downtime: replays into a scratch schema while
+ * appends go on, then, in one transaction that briefly blocks appends, replays what arrived
+ * meanwhile and swaps the scratch tables in for the live ones, recording the projection version.
+ *
+ * @example
+ * ```ts
+ * const { events } = await rebuildProjections(log)
+ * ```
+ */
+export async function rebuildProjections(
+  log: PgEventLog,
+  options: { onProgress?: (events: number) => void } = {},
+): Promise<{ events: number; version: number }> {
+  const scratch = `${log.schema}_rebuild_${randomUUID().slice(0, 8)}`;
+  const db = log.db;
+  try {
+    await sql`CREATE SCHEMA ${sql.id(scratch)}`.execute(db);
+    await createProjectionTables(db, scratch);
+    // Phase 1, concurrent with appends, in one snapshot and bounded by its xmin: the last position
+    // read is a checkpoint below which no event can still commit.
+    const first = await db
+      .transaction()
+      .setIsolationLevel("repeatable read")
+      .execute((trx) => replayInto(log, trx, scratch, 0, options.onProgress, true));
+    // Phase 2, appends blocked: the tail, then the swap. EXCLUSIVE mode waits for in-flight appends
+    // to commit and keeps new ones out, so no inline projection writes to a table being replaced.
+    const events = await db.transaction().execute(async (trx) => {
+      await sql`LOCK TABLE ${sql.id(log.schema, "events")} IN EXCLUSIVE MODE`.execute(trx);
+      const tail = await replayInto(log, trx, scratch, first.position);
+      for (const table of PROJECTION_TABLES) {
+        await sql`DROP TABLE ${sql.id(log.schema, table)}`.execute(trx);
+        await sql`ALTER TABLE ${sql.id(scratch, table)} SET SCHEMA ${sql.id(log.schema)}`.execute(trx);
+      }
+      await sql`
+        INSERT INTO ${sql.id(log.schema, "projection_state")} (name, version, built_at) VALUES ('ledger', ${PROJECTION_VERSION}, now())
+        ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, built_at = EXCLUDED.built_at`.execute(
+        trx,
+      );
+      return first.events + tail.events;
+    });
+    return { events, version: PROJECTION_VERSION };
+  } finally {
+    await sql`DROP SCHEMA IF EXISTS ${sql.id(scratch)} CASCADE`.execute(db).catch(() => {});
+  }
+}
