@@ -1,0 +1,20 @@
+/**
+ * Stream names. One stream per run holds the run's and its attempts' events, so that attempt
+ * reports and publish conflict on one expected version; one stream per dataset holds its
+ * registration, policy changes and `_CURRENT` moves.
+ *
+ * @example
+ * ```ts
+ * runStream("2026-11-23") // "run-2026-11-23"
+ * ```
+ */
+export const runStream = (runId: string): string => `run-${runId}`;
+/** @example `datasetStream("events") // "dataset-events"` */
+export const datasetStream = (datasetId: string): string => `dataset-${datasetId}`;
+
+/** Object keys under a dataset root (SPEC "Object-store layout"). */
+export const manifestKey = (runId: string): string => `manifests/${runId}.json`;
+/** The pointer readers follow; written last by publish. */
+export const CURRENT_KEY = "_CURRENT";
+/** Where a run's shard attempts are written by convention. */
+export const runDataPrefix = (runId: string): string => `data/${runId}/`;
