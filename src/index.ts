@@ -3,6 +3,10 @@
  *
  * Every export is listed by name; types go out as `export type`.
  */
+
+export type { OpenObjectStoreOptions } from "./adapters/objectstore/open-object-store.js";
+export { openObjectStore } from "./adapters/objectstore/open-object-store.js";
+export type { S3ObjectStoreOptions } from "./adapters/objectstore/s3-object-store.js";
 export type { DatabaseInput, PostgresPoolLike } from "./adapters/postgres/database.js";
 export { openDatabase } from "./adapters/postgres/database.js";
 export type { InlineProjection } from "./adapters/postgres/inline-projection.js";
@@ -16,6 +20,8 @@ export {
   startSubscription,
   subscriptionCheckpoint,
 } from "./adapters/postgres/subscription.js";
+export type { DatasetInput } from "./datasets/dataset-config.js";
+export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
 export type { ErrorCode } from "./errors.js";
 export {
@@ -56,3 +62,32 @@ export type {
   ReadAllOptions,
   ReadStreamOptions,
 } from "./events/event-log.js";
+export type {
+  AttemptInput,
+  AttemptResult,
+  Ledger,
+  LedgerOptions,
+  StartedRun,
+} from "./ledger/open-ledger.js";
+export { openLedger } from "./ledger/open-ledger.js";
+export type { CurrentPointer, Manifest, PublishedWinner, PublishResult } from "./ledger/publish.js";
+export type {
+  AttemptStatus,
+  AttemptView,
+  DatasetView,
+  PendingCleanupItem,
+  RetentionFloor,
+  Rollup,
+  RunStatus,
+  RunView,
+  WinnerView,
+} from "./projections/queries.js";
+export type { AuditDifference, AuditReport } from "./projections/rebuild.js";
+export type {
+  DeleteOutcome,
+  ListPage,
+  ObjectInfo,
+  ObjectStore,
+  ObjectStoreFailure,
+} from "./storage/object-store.js";
+export { ObjectStoreError } from "./storage/object-store.js";

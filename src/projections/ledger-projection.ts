@@ -126,6 +126,13 @@ const COUNT_COLUMN: Record<string, string> = {
   CLEANUP_PENDING: "attempts_cleanup_pending",
   DELETED: "attempts_deleted",
 };
+/** Events that write a dataset row or its rollups: their batches lock the dataset row exclusively. */
+const DATASET_WRITERS = new Set([
+  "DatasetRegistered",
+  "DatasetPoliciesChanged",
+  "CurrentPointerMoved",
+  "Pruned",
+]);
 const PUBLISHED = new Set(["winners_selected", "manifest_published", "succeeded"]);
 const FINAL_ATTEMPT = new Set(["WINNER", "CLEANUP_PENDING", "DELETED"]);
 
@@ -207,6 +214,8 @@ class ProjectionBatch {
   /** Runs whose every attempt is loaded (publish and prune need them all). */
   readonly #fullRuns = new Set<string>();
   readonly #prunedRuns = new Set<string>();
+  /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
+  readonly #clearedWinners = new Set<string>();
   /** Runs that selected winners in this batch, with the time they did. */
   readonly #published = new Map<string, Date>();
 
@@ -238,6 +247,7 @@ class ProjectionBatch {
           break;
         case "WinnerSelected":
         case "Pruned":
+        case "RunFailed":
           fullRuns.add(str(d.runId));
           break;
         case "CleanupPlanned":
@@ -252,16 +262,26 @@ class ProjectionBatch {
           break;
       }
     }
-    const q = (table: ProjectionTable, where: ReturnType<typeof sql>) =>
-      sql<Row>`SELECT * FROM ${sql.id(this.#schema, table)} WHERE ${where}`
+    const q = (table: ProjectionTable, where: ReturnType<typeof sql>, lock: ReturnType<typeof sql> = sql``) =>
+      sql<Row>`SELECT * FROM ${sql.id(this.#schema, table)} WHERE ${where} ${lock}`
         .execute(this.#db)
         .then((r) => r.rows.map((row) => normaliseRow(row, PROJECTION_COLUMNS[table])));
-    const runList = [...runIds];
-    for (const r of await q("runs", sql`run_id = ANY(${runList}::text[])`)) {
+    // Row locks, because appends to different streams can touch the same rows (a pointer move on
+    // the dataset stream rewrites run rows that a late attempt report on the run stream updates):
+    // runs are locked for update in id order, then the dataset row — shared by ordinary run events
+    // (so runs of one dataset still append in parallel), exclusive when this batch writes it or its
+    // rollups. One lock order everywhere, so projections never deadlock each other.
+    const runList = [...runIds].sort();
+    for (const r of await q("runs", sql`run_id = ANY(${runList}::text[]) ORDER BY run_id`, sql`FOR UPDATE`)) {
       this.runs.add(r);
       datasetIds.add(str(r.dataset_id));
     }
-    for (const r of await q("datasets", sql`dataset_id = ANY(${[...datasetIds]}::text[])`))
+    const writesDataset = events.some((e) => DATASET_WRITERS.has(e.type));
+    for (const r of await q(
+      "datasets",
+      sql`dataset_id = ANY(${[...datasetIds].sort()}::text[]) ORDER BY dataset_id`,
+      writesDataset ? sql`FOR UPDATE` : sql`FOR SHARE`,
+    ))
       this.datasets.add(r);
     const attemptRows: Row[] = [];
     if (fullRuns.size > 0)
@@ -304,6 +324,14 @@ class ProjectionBatch {
       for (const r of await q("rollups", sql`dataset_id = ANY(${prunedDatasets}::text[])`))
         this.rollups.add(r);
     }
+  }
+
+  #unindexAttempt(row: Row): void {
+    if (row.url === null) return;
+    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+    const list = this.#byUrl.get(k)?.filter((r) => r !== row);
+    if (list && list.length > 0) this.#byUrl.set(k, list);
+    else this.#byUrl.delete(k);
   }
 
   #indexAttempt(row: Row): void {
@@ -359,6 +387,7 @@ class ProjectionBatch {
         return;
       }
       case "RunStarted": {
+        if (run) return;
         const row: Row = {
           run_id: d.runId,
           dataset_id: d.datasetId,
@@ -418,8 +447,11 @@ class ProjectionBatch {
           return;
         }
         if (e.type === "AttemptStarted") return;
+        // The first reported outcome stands (a contradicting report is refused when decided).
+        if (attempt.outcome !== "STARTED" && attempt.outcome !== outcome) return;
         attempt.outcome = outcome;
-        if (d.url !== null && d.url !== undefined && attempt.url === null) {
+        if (d.url !== null && d.url !== undefined && attempt.url !== d.url) {
+          this.#unindexAttempt(attempt);
           attempt.url = d.url;
           this.#indexAttempt(attempt);
         }
@@ -470,6 +502,7 @@ class ProjectionBatch {
         return;
       case "RunFailed":
         if (run) {
+          if (run.publish_progress === "winners_selected") this.#cancelSelection(run);
           run.status = "FAILED";
           run.failed_at = at;
           run.failure_cause = d.cause;
@@ -601,6 +634,27 @@ class ProjectionBatch {
     }
   }
 
+  /**
+   * A run failed after its winners were chosen but before its manifest: the selection is void.
+   * Winners go, attempts return to what they reported, and a reopened run selects afresh.
+   */
+  #cancelSelection(run: Row): void {
+    const runId = str(run.run_id);
+    this.#published.delete(runId);
+    for (const [k, w] of this.winners.rows) {
+      if (w.run_id === runId) {
+        this.winners.rows.delete(k);
+        this.winners.dirty.delete(k);
+      }
+    }
+    this.#clearedWinners.add(runId);
+    for (const a of this.attempts.rows.values()) {
+      if (a.run_id === runId && (a.status === "WINNER" || a.status === "LOSER"))
+        this.#setStatus(run, a, str(a.outcome));
+    }
+    run.publish_progress = "none";
+  }
+
   #attemptsAt(runId: string, url: string): Row[] {
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
@@ -659,6 +713,7 @@ class ProjectionBatch {
     this.#classifyLosers();
     const db = this.#db;
     const schema = this.#schema;
+    await deleteWhereIn(db, schema, "winners", "run_id", [...this.#clearedWinners]);
     for (const state of [
       this.datasets,
       this.runs,

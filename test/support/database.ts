@@ -39,6 +39,7 @@ export async function openTestDatabase(
   return {
     ...database,
     url,
+    ...(BACKEND === "pglite" && sharedPglite ? { pglite: sharedPglite } : {}),
     async close() {
       await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(database.db).catch(() => {});
       await database.close();

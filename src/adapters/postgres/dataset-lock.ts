@@ -42,13 +42,16 @@ export async function withDatasetLock<T>(
       return await fn();
     } finally {
       release();
-      if (inProcess.get(`${database.schema}\0${name}`) === chained) inProcess.delete(`${database.schema}\0${name}`);
+      if (inProcess.get(`${database.schema}\0${name}`) === chained)
+        inProcess.delete(`${database.schema}\0${name}`);
     }
   }
   const key = advisoryKey(database.schema, name);
   return database.db.connection().execute(async (conn) => {
     if (options.wait === false) {
-      const { rows } = await sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`.execute(conn);
+      const { rows } = await sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`.execute(
+        conn,
+      );
       if (!rows[0]?.ok) throw locked(name);
     } else {
       await sql`SELECT pg_advisory_lock(${key}::bigint)`.execute(conn);
@@ -62,5 +65,7 @@ export async function withDatasetLock<T>(
 }
 
 function locked(name: string): ShardledgerError {
-  return new ShardledgerError("LOCKED", `${name} is held by another pass; try again later`, { details: { lock: name } });
+  return new ShardledgerError("LOCKED", `${name} is held by another pass; try again later`, {
+    details: { lock: name },
+  });
 }

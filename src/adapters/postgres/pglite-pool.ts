@@ -22,7 +22,14 @@ export type PGliteLike = Pick<PGlite, "query" | "close" | "waitReady">;
  * ```
  */
 export function createPglitePool(pglite: PGliteLike, options: { closeOnEnd?: boolean } = {}): PostgresPool {
-  let tail: Promise<void> = Promise.resolve();
+  // The queue belongs to the PGlite instance, not to this pool: two ledgers opened on one instance
+  // must still take turns.
+  let queue = queues.get(pglite);
+  if (!queue) {
+    queue = { tail: Promise.resolve() };
+    queues.set(pglite, queue);
+  }
+  const shared = queue;
   const client = (release: () => void): PostgresPoolClient => ({
     query: (async (sql: string, parameters: readonly unknown[]) => {
       const result = await pglite.query(sql, parameters as unknown[]);
@@ -40,8 +47,8 @@ export function createPglitePool(pglite: PGliteLike, options: { closeOnEnd?: boo
       const next = new Promise<void>((resolve) => {
         release = resolve;
       });
-      const previous = tail;
-      tail = previous.then(() => next);
+      const previous = shared.tail;
+      shared.tail = previous.then(() => next);
       await previous;
       await pglite.waitReady;
       let released = false;
@@ -53,11 +60,13 @@ export function createPglitePool(pglite: PGliteLike, options: { closeOnEnd?: boo
       });
     },
     async end() {
-      await tail;
+      await shared.tail;
       if (options.closeOnEnd !== false) await pglite.close();
     },
   };
 }
+
+const queues = new WeakMap<PGliteLike, { tail: Promise<void> }>();
 
 function firstWord(sql: string): string {
   return sql.trimStart().split(/\s/, 1)[0]?.toUpperCase() ?? "";

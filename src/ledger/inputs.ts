@@ -1,0 +1,56 @@
+import { z } from "zod";
+import { ValidationError } from "../errors.js";
+import {
+  attemptNumberSchema,
+  idSchema,
+  numShardsSchema,
+  shardSchema,
+  taskAttemptIdSchema,
+  urlSchema,
+} from "../events/identifiers.js";
+
+/** Input of `startRun`. `runId` is generated when omitted. */
+export const startRunInputSchema = z.strictObject({
+  datasetId: idSchema,
+  numShards: numShardsSchema,
+  runId: idSchema.optional(),
+});
+
+/** Input of the attempt reports. `taskAttemptId` may be a decimal string, a bigint or a safe integer. */
+export const attemptInputSchema = z.strictObject({
+  runId: idSchema,
+  shard: shardSchema,
+  attempt: attemptNumberSchema,
+  taskAttemptId: taskAttemptIdSchema.nullable().optional(),
+  url: urlSchema.nullable().optional(),
+});
+
+/** Input of `attemptFailed`: an attempt and its error text. */
+export const attemptFailedInputSchema = attemptInputSchema.extend({
+  error: z.string().max(8192).default(""),
+});
+
+/** Input of `failRun`. */
+export const failRunInputSchema = z.strictObject({ runId: idSchema, reason: z.string().min(1).max(8192) });
+
+/**
+ * Parses input with a schema, turning the first issue into a {@link ValidationError} that names
+ * the field (`shard`, `taskAttemptId`, …).
+ *
+ * @example
+ * ```ts
+ * const input = parseInput(startRunInputSchema, { datasetId: "d", numShards: 4 })
+ * ```
+ */
+export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const field =
+    issue?.code === "unrecognized_keys"
+      ? issue.keys.join(", ")
+      : issue && issue.path.length > 0
+        ? issue.path.map(String).join(".")
+        : "input";
+  throw new ValidationError(field, issue?.message ?? "invalid", { details: { issues: result.error.issues } });
+}

@@ -1,0 +1,400 @@
+import { randomBytes } from "node:crypto";
+import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
+import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
+import { type Database, type DatabaseInput, openDatabase } from "../adapters/postgres/database.js";
+import { migrateToLatest } from "../adapters/postgres/migrations.js";
+import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
+import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
+import type { RecordedEvent } from "../events/envelope.js";
+import type { AttemptState, RunState } from "../machines/run-state.js";
+import { attemptKey } from "../machines/run-state.js";
+import { ledgerProjection } from "../projections/ledger-projection.js";
+import {
+  type AttemptView,
+  type DatasetView,
+  type PendingCleanupItem,
+  type ProjectionQueries,
+  projectionQueries,
+  type RetentionFloor,
+  type Rollup,
+  type RunView,
+  type WinnerView,
+} from "../projections/queries.js";
+import { type AuditReport, auditProjections, rebuildProjections } from "../projections/rebuild.js";
+import { keyUnderRoot } from "../storage/dataset-url.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import {
+  attemptFailedInputSchema,
+  attemptInputSchema,
+  failRunInputSchema,
+  parseInput,
+  startRunInputSchema,
+} from "./inputs.js";
+import { type PublishResult, publishRun } from "./publish.js";
+import { RunExecutor } from "./run-executor.js";
+import { datasetStream } from "./streams.js";
+
+/**
+ * Options of {@link openLedger}.
+ *
+ * @example
+ * ```ts
+ * const options: LedgerOptions = { database: "pglite:./.shardledger/db", actor: "nightly-export" }
+ * ```
+ */
+export interface LedgerOptions {
+  /** `postgres://…`, `pglite:<dir>`, `pglite:memory`, a PGlite instance or a pg-compatible pool. */
+  database: DatabaseInput;
+  /** Postgres schema of the ledger's tables (default `shardledger`). */
+  schema?: string;
+  /** Create or upgrade the schema on open (default true). */
+  migrate?: boolean;
+  /** Recorded as `metadata.actor` on every event this ledger appends. */
+  actor?: string;
+  /** The clock that stamps events and drives policies; tests control it. */
+  clock?: () => Date;
+  /** Options for `s3://` dataset roots (endpoint, path-style, credentials, client). */
+  s3?: S3ObjectStoreOptions;
+  /** Replaces the object-store factory (for example to share one S3 client). */
+  objectStore?: (rootUrl: string) => ObjectStore;
+  /** Connections in the pool for a server database (default 10). */
+  poolSize?: number;
+}
+
+/** Input of the attempt reports. */
+export interface AttemptInput {
+  runId: string;
+  shard: number;
+  attempt: number;
+  taskAttemptId?: string | bigint | number | null;
+  url?: string | null;
+}
+
+/** An attempt as the CLI prints it after a report. */
+export interface AttemptResult {
+  runId: string;
+  shard: number;
+  attempt: number;
+  taskAttemptId: string | null;
+  url: string | null;
+  status: AttemptState["status"];
+}
+
+/** The result of `startRun`, as `run start --json` prints it. */
+export interface StartedRun {
+  runId: string;
+  datasetId: string;
+  numShards: number;
+  status: "STARTED";
+}
+
+/**
+ * The ledger: every operation of shardledger over one database.
+ *
+ * @example
+ * ```ts
+ * const ledger = await openLedger({ database: "pglite:memory" })
+ * await ledger.createDataset({ datasetId: "events", root: "file:///data/events" })
+ * const { runId } = await ledger.startRun({ datasetId: "events", numShards: 2 })
+ * await ledger.attemptSucceeded({ runId, shard: 0, attempt: 0, url: `file:///data/events/data/${runId}/shard=00000/attempt=00` })
+ * await ledger.attemptSucceeded({ runId, shard: 1, attempt: 0, url: `file:///data/events/data/${runId}/shard=00001/attempt=00` })
+ * const { manifestUrl } = await ledger.publish(runId)
+ * await ledger.close()
+ * ```
+ */
+export interface Ledger {
+  readonly schema: string;
+  /** Creates or upgrades the schema; returns the latest migration name. */
+  migrate(): Promise<{ version: string }>;
+  /** Registers a dataset (idempotent when the definition is identical). */
+  createDataset(input: DatasetInput): Promise<DatasetView>;
+  dataset(datasetId: string): Promise<DatasetView>;
+  datasets(): Promise<DatasetView[]>;
+  startRun(input: { datasetId: string; numShards: number; runId?: string }): Promise<StartedRun>;
+  heartbeat(runId: string): Promise<RunView>;
+  attemptStarted(input: AttemptInput): Promise<AttemptResult>;
+  attemptSucceeded(input: AttemptInput): Promise<AttemptResult>;
+  attemptFailed(input: AttemptInput & { error?: string }): Promise<AttemptResult>;
+  /** Selects winners, writes the manifest, marks the run SUCCEEDED, then moves `_CURRENT`. */
+  publish(runId: string): Promise<PublishResult>;
+  failRun(runId: string, reason: string): Promise<RunView>;
+  /** The run registry of a dataset, newest first. */
+  runs(datasetId: string): Promise<RunView[]>;
+  /** One run with its attempts and winners. */
+  run(runId: string): Promise<{ run: RunView; attempts: AttemptView[]; winners: WinnerView[] }>;
+  pendingCleanup(filter?: { datasetId?: string; dueBefore?: Date }): Promise<PendingCleanupItem[]>;
+  retentionFloors(datasetId: string): Promise<RetentionFloor[]>;
+  rollups(datasetId: string): Promise<Rollup[]>;
+  /** Reads the log: one stream, or the global log after a position. */
+  events(options?: { stream?: string; from?: number; limit?: number }): Promise<RecordedEvent[]>;
+  /** Replays the log into scratch projections and compares them with the live ones. */
+  audit(options?: { onProgress?: (events: number) => void }): Promise<AuditReport>;
+  /** Rebuilds the projections from the log and swaps them in. */
+  rebuild(options?: { onProgress?: (events: number) => void }): Promise<{ events: number; version: number }>;
+  /** Releases the database and object-store connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a ledger on a database (migrating it unless `migrate: false`).
+ *
+ * @example
+ * ```ts
+ * const ledger = await openLedger({ database: process.env.SHARDLEDGER_DATABASE_URL ?? "pglite:./.shardledger/db" })
+ * ```
+ */
+export async function openLedger(options: LedgerOptions): Promise<Ledger> {
+  const database = await openDatabase(options.database, {
+    ...(options.schema !== undefined ? { schema: options.schema } : {}),
+    ...(options.poolSize !== undefined ? { poolSize: options.poolSize } : {}),
+  });
+  try {
+    if (options.migrate !== false) await migrateToLatest(database.db, database.schema);
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+  return new LedgerImpl(database, options);
+}
+
+class LedgerImpl implements Ledger {
+  readonly #database: Database;
+  readonly #log: PgEventLog;
+  readonly #queries: ProjectionQueries;
+  readonly #executor: RunExecutor;
+  readonly #clock: () => Date;
+  readonly #options: LedgerOptions;
+  readonly #stores = new Map<string, ObjectStore>();
+
+  constructor(database: Database, options: LedgerOptions) {
+    this.#database = database;
+    this.#options = options;
+    this.#clock = options.clock ?? (() => new Date());
+    this.#log = createPgEventLog({
+      db: database.db,
+      schema: database.schema,
+      projections: [ledgerProjection],
+      clock: this.#clock,
+    });
+    this.#queries = projectionQueries(database.db, database.schema);
+    this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {});
+  }
+
+  get schema(): string {
+    return this.#database.schema;
+  }
+
+  async migrate(): Promise<{ version: string }> {
+    const { version } = await migrateToLatest(this.#database.db, this.#database.schema);
+    return { version };
+  }
+
+  async createDataset(input: DatasetInput): Promise<DatasetView> {
+    const parsed = parseDatasetInput(input);
+    const existing = await this.#queries.dataset(parsed.datasetId);
+    if (existing) {
+      if (
+        existing.root === parsed.root &&
+        JSON.stringify(existing.policies) === JSON.stringify(parsed.policies)
+      )
+        return existing;
+      throw new IllegalTransitionError(
+        "createDataset",
+        "registered",
+        `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+      );
+    }
+    await this.#log.append(
+      datasetStream(parsed.datasetId),
+      [{ type: "DatasetRegistered", data: parsed, metadata: this.#metadata() }],
+      {
+        expectedVersion: "no_stream",
+      },
+    );
+    return this.dataset(parsed.datasetId);
+  }
+
+  async dataset(datasetId: string): Promise<DatasetView> {
+    const found = await this.#queries.dataset(datasetId);
+    if (!found) throw new NotFoundError("dataset", datasetId);
+    return found;
+  }
+
+  datasets(): Promise<DatasetView[]> {
+    return this.#queries.datasets();
+  }
+
+  async startRun(input: { datasetId: string; numShards: number; runId?: string }): Promise<StartedRun> {
+    const parsed = parseInput(startRunInputSchema, input);
+    await this.dataset(parsed.datasetId);
+    const runId = parsed.runId ?? generateRunId(this.#clock());
+    const { state } = await this.#executor.execute({
+      type: "start",
+      runId,
+      datasetId: parsed.datasetId,
+      numShards: parsed.numShards,
+    });
+    return { runId, datasetId: state.datasetId as string, numShards: state.numShards, status: "STARTED" };
+  }
+
+  async heartbeat(runId: string): Promise<RunView> {
+    await this.#executor.execute({
+      type: "heartbeat",
+      runId: parseInput(attemptInputSchema.shape.runId, runId),
+    });
+    return (await this.run(runId)).run;
+  }
+
+  attemptStarted(input: AttemptInput): Promise<AttemptResult> {
+    return this.#report("attemptStarted", input);
+  }
+
+  attemptSucceeded(input: AttemptInput): Promise<AttemptResult> {
+    return this.#report("attemptSucceeded", input);
+  }
+
+  attemptFailed(input: AttemptInput & { error?: string }): Promise<AttemptResult> {
+    return this.#report("attemptFailed", input);
+  }
+
+  async #report(
+    type: "attemptStarted" | "attemptSucceeded" | "attemptFailed",
+    input: AttemptInput & { error?: string },
+  ): Promise<AttemptResult> {
+    const parsed =
+      type === "attemptFailed"
+        ? parseInput(attemptFailedInputSchema, input)
+        : parseInput(attemptInputSchema, input);
+    const taskAttemptId = parsed.taskAttemptId ?? null;
+    const url = parsed.url ?? null;
+    const state = await this.#executor.load(parsed.runId);
+    if (url !== null && state.datasetId !== null) {
+      // Safety rail at the door: a url outside the dataset root is refused before it is recorded,
+      // so nothing downstream can ever be asked to delete it.
+      const dataset = await this.dataset(state.datasetId);
+      keyUnderRoot(dataset.root, url);
+    }
+    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
+    const { state: after } =
+      type === "attemptFailed"
+        ? await this.#executor.execute({
+            type,
+            ...base,
+            error: (parsed as unknown as { error: string }).error,
+          })
+        : await this.#executor.execute({ type, ...base });
+    const attempt = after.attempts.get(attemptKey(parsed.shard, parsed.attempt, taskAttemptId));
+    return {
+      runId: parsed.runId,
+      shard: parsed.shard,
+      attempt: parsed.attempt,
+      taskAttemptId,
+      url: attempt?.url ?? url,
+      status: attempt?.status ?? "STARTED",
+    };
+  }
+
+  publish(runId: string): Promise<PublishResult> {
+    const id = parseInput(attemptInputSchema.shape.runId, runId);
+    return publishRun(
+      {
+        database: this.#database,
+        log: this.#log,
+        executor: this.#executor,
+        queries: this.#queries,
+        storeFor: (dataset) => this.#store(dataset.root),
+        clock: this.#clock,
+      },
+      id,
+    );
+  }
+
+  async failRun(runId: string, reason: string): Promise<RunView> {
+    const parsed = parseInput(failRunInputSchema, { runId, reason });
+    await this.#executor.execute({
+      type: "fail",
+      runId: parsed.runId,
+      cause: "writer_abort",
+      reason: parsed.reason,
+    });
+    return (await this.run(parsed.runId)).run;
+  }
+
+  runs(datasetId: string): Promise<RunView[]> {
+    return this.#queries.runs(datasetId);
+  }
+
+  async run(runId: string): Promise<{ run: RunView; attempts: AttemptView[]; winners: WinnerView[] }> {
+    const found = await this.#queries.run(runId);
+    if (!found) throw new NotFoundError("run", runId);
+    return found;
+  }
+
+  pendingCleanup(filter: { datasetId?: string; dueBefore?: Date } = {}): Promise<PendingCleanupItem[]> {
+    return this.#queries.pendingCleanup(filter);
+  }
+
+  retentionFloors(datasetId: string): Promise<RetentionFloor[]> {
+    return this.#queries.retentionFloors(datasetId);
+  }
+
+  rollups(datasetId: string): Promise<Rollup[]> {
+    return this.#queries.rollups(datasetId);
+  }
+
+  async events(options: { stream?: string; from?: number; limit?: number } = {}): Promise<RecordedEvent[]> {
+    const limit = options.limit ?? 100;
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new ValidationError("limit", "must be a positive integer");
+    if (options.stream !== undefined) {
+      return this.#log.readStream(options.stream, { fromVersion: options.from ?? 1, limit });
+    }
+    return this.#log.readAll({ after: options.from ?? 0, limit });
+  }
+
+  audit(options: { onProgress?: (events: number) => void } = {}): Promise<AuditReport> {
+    return auditProjections(this.#log, options);
+  }
+
+  rebuild(
+    options: { onProgress?: (events: number) => void } = {},
+  ): Promise<{ events: number; version: number }> {
+    return rebuildProjections(this.#log, options);
+  }
+
+  async close(): Promise<void> {
+    for (const store of this.#stores.values()) await store.close?.();
+    this.#stores.clear();
+    await this.#database.close();
+  }
+
+  /** @internal the run state as the machine folds it (tests and maintenance). */
+  loadRunState(runId: string): Promise<RunState> {
+    return this.#executor.load(runId);
+  }
+
+  #store(root: string): ObjectStore {
+    let store = this.#stores.get(root);
+    if (!store) {
+      store = this.#options.objectStore
+        ? this.#options.objectStore(root)
+        : openObjectStore(root, this.#options.s3 ? { s3: this.#options.s3 } : {});
+      this.#stores.set(root, store);
+    }
+    return store;
+  }
+
+  #metadata() {
+    return this.#options.actor ? { actor: this.#options.actor } : {};
+  }
+}
+
+/** A run id when the caller gives none: sortable by start time, unique by its random tail. */
+function generateRunId(now: Date): string {
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z");
+  return `run-${stamp}-${randomBytes(3).toString("hex")}`;
+}

@@ -1,0 +1,187 @@
+import type { Database } from "../adapters/postgres/database.js";
+import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
+import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
+import type { RunState } from "../machines/run-state.js";
+import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
+import { urlForKey } from "../storage/dataset-url.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import type { RunExecutor } from "./run-executor.js";
+import { CURRENT_KEY, datasetStream, manifestKey } from "./streams.js";
+
+/** One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string. */
+export interface PublishedWinner {
+  shard: number;
+  attempt: number;
+  taskAttemptId: string | null;
+  url: string | null;
+}
+
+/**
+ * The result of a publish, as `publish --json` prints it.
+ *
+ * @example
+ * ```ts
+ * const { manifestUrl, winners } = await ledger.publish("2026-11-23")
+ * ```
+ */
+export interface PublishResult {
+  runId: string;
+  status: "SUCCEEDED";
+  winners: PublishedWinner[];
+  manifestUrl: string;
+}
+
+/** The manifest written to `<root>/manifests/<runId>.json`. */
+export interface Manifest {
+  format: "shardledger.manifest/1";
+  runId: string;
+  datasetId: string;
+  numShards: number;
+  createdAt: string;
+  winners: PublishedWinner[];
+}
+
+/** What `_CURRENT` holds: the run readers should read and its manifest. */
+export interface CurrentPointer {
+  format: "shardledger.current/1";
+  runId: string;
+  manifest: string;
+  manifestUrl: string;
+}
+
+interface PublishDeps {
+  database: Database;
+  log: PgEventLog;
+  executor: RunExecutor;
+  queries: ProjectionQueries;
+  storeFor(dataset: DatasetView): ObjectStore;
+  clock(): Date;
+}
+
+/**
+ * Publishes a run: select winners (or fail the run on missing shards), write the manifest, mark
+ * the run SUCCEEDED, then write `_CURRENT` LAST and record the move. Serialised per dataset by the
+ * publish lock; each step is recorded before the next begins, so a publish that crashed anywhere
+ * is finished by the next call. `_CURRENT` never names a manifest that does not exist or a run
+ * that is not SUCCEEDED, and never moves back to a run older than the current one.
+ *
+ * @internal use `ledger.publish`.
+ */
+export async function publishRun(deps: PublishDeps, runId: string): Promise<PublishResult> {
+  const initial = await deps.executor.load(runId);
+  if (initial.runId === null || initial.datasetId === null) throw new NotFoundError("run", runId);
+  const datasetId = initial.datasetId;
+  return withDatasetLock(deps.database, "publish", datasetId, async () => {
+    const dataset = await deps.queries.dataset(datasetId);
+    if (!dataset) throw new NotFoundError("dataset", datasetId);
+    const store = deps.storeFor(dataset);
+    let state = await deps.executor.load(runId);
+    const resuming = state.publishProgress !== "none";
+    if (state.publishProgress === "succeeded" && (await pointerSettled(deps, dataset, state))) {
+      throw new IllegalTransitionError(
+        "publish",
+        state.status,
+        `run ${runId} is already published; a run publishes at most once`,
+      );
+    }
+
+    if (state.publishProgress === "none") {
+      state = (await deps.executor.execute({ type: "selectWinners", runId })).state;
+      if (state.status === "FAILED" && state.failureCause === "coverage") {
+        throw new ShardCoverageError(runId, state.missingShards);
+      }
+    }
+
+    const winners = winnersOf(state);
+    const manifestUrl = urlForKey(dataset.root, manifestKey(runId));
+    if (state.publishProgress === "winners_selected") {
+      // The manifest's creation time is the winners' selection time, so a resumed publish writes
+      // byte-for-byte the same manifest.
+      const createdAt = firstSelectedAt(state);
+      await store.put(manifestKey(runId), manifestBody(state, winners, createdAt), {
+        contentType: "application/json",
+      });
+      state = (await deps.executor.execute({ type: "recordManifest", runId, manifestUrl, createdAt })).state;
+    }
+    if (state.publishProgress === "manifest_published") {
+      // Marker rule: the run may only be marked (and pointed at) once its manifest is really there.
+      if ((await store.get(manifestKey(runId))) === null) {
+        await store.put(manifestKey(runId), manifestBody(state, winners, firstSelectedAt(state)), {
+          contentType: "application/json",
+        });
+      }
+      state = (await deps.executor.execute({ type: "markSucceeded", runId })).state;
+    }
+    if (!resuming || !(await pointerSettled(deps, dataset, state)))
+      await movePointer(deps, store, dataset, state, manifestUrl);
+    return { runId, status: "SUCCEEDED", winners, manifestUrl };
+  });
+}
+
+function winnersOf(state: RunState): PublishedWinner[] {
+  return [...state.winners.values()]
+    .sort((a, b) => a.shard - b.shard)
+    .map((w) => ({ shard: w.shard, attempt: w.attempt, taskAttemptId: w.taskAttemptId, url: w.url }));
+}
+
+function firstSelectedAt(state: RunState): Date {
+  let first: Date | null = null;
+  for (const w of state.winners.values()) if (!first || w.selectedAt < first) first = w.selectedAt;
+  return first ?? new Date(0);
+}
+
+function manifestBody(state: RunState, winners: PublishedWinner[], createdAt: Date): string {
+  const manifest: Manifest = {
+    format: "shardledger.manifest/1",
+    runId: state.runId as string,
+    datasetId: state.datasetId as string,
+    numShards: state.numShards,
+    createdAt: createdAt.toISOString(),
+    winners,
+  };
+  return `${JSON.stringify(manifest, null, 2)}\n`;
+}
+
+/**
+ * Whether `_CURRENT` needs no move for this run: it already points here, or a run that succeeded
+ * later took it (a resumed publish of an older run must not move the pointer backwards).
+ */
+async function pointerSettled(deps: PublishDeps, dataset: DatasetView, state: RunState): Promise<boolean> {
+  const fresh = await deps.queries.dataset(dataset.datasetId);
+  const current = fresh?.currentRunId ?? null;
+  if (current === state.runId) return true;
+  if (current === null || state.succeededAt === null) return false;
+  const other = await deps.executor.load(current);
+  return other.succeededAt !== null && other.succeededAt > state.succeededAt;
+}
+
+async function movePointer(
+  deps: PublishDeps,
+  store: ObjectStore,
+  dataset: DatasetView,
+  state: RunState,
+  manifestUrl: string,
+): Promise<void> {
+  const runId = state.runId as string;
+  const fresh = await deps.queries.dataset(dataset.datasetId);
+  const previousRunId = fresh?.currentRunId ?? null;
+  const pointer: CurrentPointer = {
+    format: "shardledger.current/1",
+    runId,
+    manifest: manifestKey(runId),
+    manifestUrl,
+  };
+  await store.put(CURRENT_KEY, `${JSON.stringify(pointer)}\n`, { contentType: "application/json" });
+  const stream = datasetStream(dataset.datasetId);
+  await deps.log.append(
+    stream,
+    [
+      {
+        type: "CurrentPointerMoved",
+        data: { datasetId: dataset.datasetId, runId, manifestUrl, previousRunId },
+      },
+    ],
+    { expectedVersion: await deps.log.streamVersion(stream) },
+  );
+}

@@ -1,0 +1,102 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Ledger, type LedgerOptions, openLedger } from "../../src/ledger/open-ledger.js";
+import type { ObjectStore } from "../../src/storage/object-store.js";
+import { openTestDatabase } from "./database.js";
+
+/** A controllable clock: starts at a fixed instant, moves only when told. */
+export function testClock(start = "2026-01-01T00:00:00Z") {
+  let now = Date.parse(start);
+  return {
+    now: () => new Date(now),
+    advance(ms: number) {
+      now += ms;
+    },
+    set(iso: string) {
+      now = Date.parse(iso);
+    },
+  };
+}
+
+/**
+ * A ledger on a fresh schema of the suite's backend, with a temporary filesystem dataset root.
+ * `close()` drops both.
+ */
+export async function openTestLedger(
+  options: Partial<Omit<LedgerOptions, "database">> & { poolSize?: number } = {},
+): Promise<{
+  ledger: Ledger;
+  root: string;
+  dir: string;
+  schema: string;
+  close(): Promise<void>;
+  reopen(extra?: Partial<LedgerOptions>): Promise<Ledger>;
+}> {
+  const database = await openTestDatabase("ledger", { poolSize: options.poolSize ?? 10 });
+  const dir = mkdtempSync(join(tmpdir(), "shardledger-"));
+  const ledger = await openLedger({
+    ...options,
+    database: database.url === "pglite:memory" ? sharedOf(database) : database.url,
+    schema: database.schema,
+  });
+  const extra: Ledger[] = [];
+  return {
+    ledger,
+    dir,
+    root: `file://${dir}`,
+    schema: database.schema,
+    async reopen(more = {}) {
+      const other = await openLedger({
+        ...options,
+        ...more,
+        database: database.url === "pglite:memory" ? sharedOf(database) : database.url,
+        schema: database.schema,
+      });
+      extra.push(other);
+      return other;
+    },
+    async close() {
+      for (const l of extra) await l.close();
+      await ledger.close();
+      await database.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function sharedOf(database: Awaited<ReturnType<typeof openTestDatabase>>) {
+  return (database as unknown as { pglite: NonNullable<LedgerOptions["database"]> }).pglite;
+}
+
+/**
+ * Wraps a store so chosen operations fail: a stand-in for a crash or outage at an exact step,
+ * which a real store cannot be told to do (the real store still does everything else).
+ */
+export function failingStore(
+  store: ObjectStore,
+  shouldFail: (op: "put" | "get" | "list" | "deleteMany", key: string) => boolean,
+): ObjectStore {
+  const fail = (op: "put" | "get" | "list" | "deleteMany", key: string) => {
+    if (shouldFail(op, key)) throw new Error(`injected failure: ${op} ${key}`);
+  };
+  return {
+    rootUrl: store.rootUrl,
+    async list(prefix, options) {
+      fail("list", prefix);
+      return store.list(prefix, options);
+    },
+    async deleteMany(keys) {
+      fail("deleteMany", keys[0] ?? "");
+      return store.deleteMany(keys);
+    },
+    async put(key, body, options) {
+      fail("put", key);
+      return store.put(key, body, options);
+    },
+    async get(key) {
+      fail("get", key);
+      return store.get(key);
+    },
+  };
+}
