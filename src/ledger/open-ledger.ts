@@ -7,6 +7,7 @@ import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event
 import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
+import type { RunCommand } from "../machines/run-commands.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
 import { ledgerProjection } from "../projections/ledger-projection.js";
@@ -372,6 +373,14 @@ class LedgerImpl implements Ledger {
   /** @internal the run state as the machine folds it (tests and maintenance). */
   loadRunState(runId: string): Promise<RunState> {
     return this.#executor.load(runId);
+  }
+
+  /** @internal executes any run command (maintenance and tests). */
+  executeRunCommand(
+    command: RunCommand,
+    context: { failedRetentionMs?: number } = {},
+  ): Promise<{ state: RunState; events: RecordedEvent[] }> {
+    return this.#executor.execute(command, context);
   }
 
   #store(root: string): ObjectStore {

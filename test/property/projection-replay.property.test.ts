@@ -1,0 +1,222 @@
+import { mkdirSync } from "node:fs";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isShardledgerError } from "../../src/errors.js";
+import type { Ledger } from "../../src/ledger/open-ledger.js";
+import type { RunCommand } from "../../src/machines/run-commands.js";
+import type { RunState } from "../../src/machines/run-state.js";
+import { BACKEND } from "../support/database.js";
+import { openTestLedger, testClock } from "../support/ledger.js";
+
+type Internal = Ledger & {
+  executeRunCommand(command: RunCommand, context?: { failedRetentionMs?: number }): Promise<unknown>;
+  loadRunState(runId: string): Promise<RunState>;
+};
+
+/** One step of a random history; indices pick among the runs and attempts that exist so far. */
+type Op =
+  | { op: "start"; shards: number }
+  | {
+      op: "report";
+      run: number;
+      shard: number;
+      attempt: number;
+      tid: number | null;
+      outcome: "started" | "succeeded" | "failed";
+    }
+  | { op: "publish"; run: number }
+  | { op: "fail"; run: number }
+  | { op: "reopen"; run: number }
+  | { op: "heartbeat"; run: number }
+  | {
+      op: "cleanup";
+      run: number;
+      pick: number;
+      outcome: "succeeded" | "failed" | "exhausted" | "requeue" | "planned";
+    }
+  | { op: "prune"; run: number }
+  | { op: "tick"; ms: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    arbitrary: fc.record({ op: fc.constant("start" as const), shards: fc.integer({ min: 1, max: 3 }) }),
+    weight: 2,
+  },
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      op: fc.constant("report" as const),
+      run: fc.nat(5),
+      shard: fc.nat(3),
+      attempt: fc.nat(2),
+      tid: fc.option(fc.constantFrom(1, 2, 9), { nil: null }),
+      outcome: fc.constantFrom(
+        "started" as const,
+        "succeeded" as const,
+        "succeeded" as const,
+        "failed" as const,
+      ),
+    }),
+  },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant("publish" as const), run: fc.nat(5) }) },
+  fc.record({ op: fc.constant("fail" as const), run: fc.nat(5) }),
+  fc.record({ op: fc.constant("reopen" as const), run: fc.nat(5) }),
+  fc.record({ op: fc.constant("heartbeat" as const), run: fc.nat(5) }),
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      op: fc.constant("cleanup" as const),
+      run: fc.nat(5),
+      pick: fc.nat(8),
+      outcome: fc.constantFrom(
+        "succeeded" as const,
+        "failed" as const,
+        "exhausted" as const,
+        "requeue" as const,
+        "planned" as const,
+      ),
+    }),
+  },
+  fc.record({ op: fc.constant("prune" as const), run: fc.nat(5) }),
+  fc.record({ op: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 3_600_000 }) }),
+);
+
+describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
+  let t: Awaited<ReturnType<typeof openTestLedger>>;
+  let ledger: Internal;
+  const clock = testClock();
+  beforeAll(async () => {
+    t = await openTestLedger({ clock: clock.now });
+    ledger = t.ledger as Internal;
+  });
+  afterAll(() => t.close());
+
+  it("for random histories of runs, attempts, publishes, failures, cleanup outcomes and prunes", async () => {
+    let history = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 10, maxLength: 60, size: "max" }), async (ops) => {
+        const datasetId = `ds${history++}`;
+        mkdirSync(`${t.dir}/${datasetId}`, { recursive: true });
+        const root = `${t.root}/${datasetId}`;
+        await ledger.createDataset({ datasetId, root, safetyWindow: "0s", failedRetention: "2h" });
+        const runs: string[] = [];
+        const shardsOf = new Map<string, number>();
+        const pick = <T>(list: T[], i: number): T | undefined =>
+          list.length === 0 ? undefined : list[i % list.length];
+        for (const [i, o] of ops.entries()) {
+          const runId = "run" in o ? pick(runs, o.run) : undefined;
+          try {
+            switch (o.op) {
+              case "start":
+                runs.push(
+                  (await ledger.startRun({ datasetId, numShards: o.shards, runId: `${datasetId}-r${i}` }))
+                    .runId,
+                );
+                shardsOf.set(`${datasetId}-r${i}`, o.shards);
+                break;
+              case "report": {
+                if (!runId) break;
+                const input = {
+                  runId,
+                  shard: o.shard % (shardsOf.get(runId) ?? 1),
+                  attempt: o.attempt,
+                  taskAttemptId: o.tid,
+                  url: `${root}/data/${runId}/s${o.shard % (shardsOf.get(runId) ?? 1)}/a${o.attempt}-${o.tid}`,
+                };
+                if (o.outcome === "started") await ledger.attemptStarted(input);
+                else if (o.outcome === "succeeded") await ledger.attemptSucceeded(input);
+                else await ledger.attemptFailed({ ...input, error: "boom" });
+                break;
+              }
+              case "publish":
+                if (runId) await ledger.publish(runId);
+                break;
+              case "fail":
+                if (runId) await ledger.failRun(runId, "writer gave up");
+                break;
+              case "reopen":
+                if (runId)
+                  await ledger.executeRunCommand(
+                    { type: "reopen", runId, reason: "retry" },
+                    { failedRetentionMs: 7_200_000 },
+                  );
+                break;
+              case "heartbeat":
+                if (runId) await ledger.heartbeat(runId);
+                break;
+              case "cleanup": {
+                if (!runId) break;
+                const state = await ledger.loadRunState(runId);
+                const urls = [...state.attempts.values()]
+                  .filter((a) => a.url && a.status !== "WINNER")
+                  .map((a) => a.url as string);
+                const url = pick(urls, o.pick);
+                if (!url) break;
+                if (o.outcome === "planned")
+                  await ledger.executeRunCommand({ type: "planCleanup", runId, url, reason: "loser" });
+                else if (o.outcome === "succeeded")
+                  await ledger.executeRunCommand({
+                    type: "recordCleanupSucceeded",
+                    runId,
+                    url,
+                    deletedObjects: 2,
+                  });
+                else if (o.outcome === "requeue")
+                  await ledger.executeRunCommand({ type: "requeueCleanup", runId, url });
+                else
+                  await ledger.executeRunCommand({
+                    type: "recordCleanupFailed",
+                    runId,
+                    url,
+                    errorCode: o.outcome === "exhausted" ? "AccessDenied" : "SlowDown",
+                    errorMessage: "injected",
+                    transient: o.outcome !== "exhausted",
+                    tries: o.outcome === "exhausted" ? 5 : 1,
+                    exhausted: o.outcome === "exhausted",
+                    nextRetryAt: o.outcome === "exhausted" ? null : new Date(clock.now().getTime() + 60_000),
+                  });
+                break;
+              }
+              case "prune":
+                if (runId) await ledger.executeRunCommand({ type: "prune", runId, reason: "retention" });
+                break;
+              case "tick":
+                clock.advance(o.ms);
+                break;
+            }
+          } catch (e) {
+            // Refusals are part of a random history; anything else is a bug.
+            if (!isShardledgerError(e)) throw e;
+          }
+        }
+        const audit = await ledger.audit();
+        expect(audit.differences.slice(0, 3)).toEqual([]);
+        // The projection agrees with the machine's own fold of every run.
+        for (const runId of runs) {
+          const state = await ledger.loadRunState(runId);
+          const shown = await ledger.run(runId).catch(() => null);
+          if (state.status === "PRUNED") {
+            expect(shown, runId).toBeNull();
+            continue;
+          }
+          expect(shown?.run.status, runId).toBe(state.status);
+          expect(shown?.run.publishProgress, runId).toBe(state.publishProgress);
+          const projected = Object.fromEntries(
+            (shown?.attempts ?? []).map((a) => [
+              `${a.shard}/${a.attempt}/${a.taskAttemptId ?? "-"}`,
+              a.status,
+            ]),
+          );
+          const folded = Object.fromEntries([...state.attempts.values()].map((a) => [a.key, a.status]));
+          expect(projected, runId).toEqual(folded);
+          expect((shown?.winners ?? []).map((w) => [w.shard, w.attempt, w.taskAttemptId, w.url])).toEqual(
+            [...state.winners.values()]
+              .sort((a, b) => a.shard - b.shard)
+              .map((w) => [w.shard, w.attempt, w.taskAttemptId, w.url]),
+          );
+        }
+      }),
+      { numRuns: BACKEND === "postgres" ? 40 : 20 },
+    );
+  });
+});
