@@ -63,6 +63,15 @@ export type {
   ReadStreamOptions,
 } from "./events/event-log.js";
 export type {
+  CleanupReport,
+  GcReport,
+  LogRecord,
+  MaintenancePolicies,
+  MetricRecord,
+  RetryFailedReport,
+} from "./ledger/maintenance.js";
+export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
+export type {
   AttemptInput,
   AttemptResult,
   Ledger,
@@ -71,6 +80,7 @@ export type {
 } from "./ledger/open-ledger.js";
 export { openLedger } from "./ledger/open-ledger.js";
 export type { CurrentPointer, Manifest, PublishedWinner, PublishResult } from "./ledger/publish.js";
+export type { RetryPolicy } from "./maintenance/retry-policy.js";
 export type {
   AttemptStatus,
   AttemptView,

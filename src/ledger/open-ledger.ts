@@ -32,6 +32,16 @@ import {
   parseInput,
   startRunInputSchema,
 } from "./inputs.js";
+import {
+  type CleanupReport,
+  DEFAULT_MAINTENANCE_POLICIES,
+  type GcReport,
+  type LogRecord,
+  type MaintenancePolicies,
+  MaintenanceService,
+  type MetricRecord,
+  type RetryFailedReport,
+} from "./maintenance.js";
 import { type PublishResult, publishRun } from "./publish.js";
 import { RunExecutor } from "./run-executor.js";
 import { datasetStream } from "./streams.js";
@@ -61,6 +71,21 @@ export interface LedgerOptions {
   objectStore?: (rootUrl: string) => ObjectStore;
   /** Connections in the pool for a server database (default 10). */
   poolSize?: number;
+  /** Retry policies of cleanup: within a pass, and between passes (see {@link MaintenancePolicies}). */
+  maintenance?: Partial<MaintenancePolicies>;
+  /**
+   * Delete a run's losers in the background right after it publishes (default true). Publish
+   * never waits for it and never fails because of it; what is not deleted goes to the pending set.
+   */
+  cleanupAfterPublish?: boolean;
+  /** Structured logs of maintenance passes. */
+  log?: (record: LogRecord) => void;
+  /** Counters of maintenance passes (deleted, failed, pending, pruned). */
+  metric?: (record: MetricRecord) => void;
+  /** @internal test hooks: how maintenance waits between retries and draws jitter. */
+  sleep?: (ms: number) => Promise<void>;
+  /** @internal */
+  random?: () => number;
 }
 
 /** Input of the attempt reports. */
@@ -133,7 +158,16 @@ export interface Ledger {
   audit(options?: { onProgress?: (events: number) => void }): Promise<AuditReport>;
   /** Rebuilds the projections from the log and swaps them in. */
   rebuild(options?: { onProgress?: (events: number) => void }): Promise<{ events: number; version: number }>;
-  /** Releases the database and object-store connections. */
+  /**
+   * Deletes the losers of published runs and drains the due part of the pending-cleanup set, each
+   * deletion planned as an event first. `dryRun` lists what would be deleted and changes nothing.
+   */
+  cleanup(options?: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal }): Promise<CleanupReport>;
+  /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
+  gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
+  /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
+  retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
+  /** Releases the database and object-store connections (after background cleanup finishes). */
   close(): Promise<void>;
 }
 
@@ -167,6 +201,8 @@ class LedgerImpl implements Ledger {
   readonly #clock: () => Date;
   readonly #options: LedgerOptions;
   readonly #stores = new Map<string, ObjectStore>();
+  readonly #maintenance: MaintenanceService;
+  readonly #background = new Set<Promise<unknown>>();
 
   constructor(database: Database, options: LedgerOptions) {
     this.#database = database;
@@ -180,6 +216,22 @@ class LedgerImpl implements Ledger {
     });
     this.#queries = projectionQueries(database.db, database.schema);
     this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {});
+    this.#maintenance = new MaintenanceService({
+      database,
+      queries: this.#queries,
+      execute: (command, context) => this.#executor.execute(command, context ?? {}),
+      load: (runId) => this.#executor.load(runId),
+      storeFor: (dataset) => this.#store(dataset.root),
+      clock: this.#clock,
+      policies: {
+        deletion: options.maintenance?.deletion ?? DEFAULT_MAINTENANCE_POLICIES.deletion,
+        pending: options.maintenance?.pending ?? DEFAULT_MAINTENANCE_POLICIES.pending,
+      },
+      ...(options.sleep ? { sleep: options.sleep } : {}),
+      ...(options.random ? { random: options.random } : {}),
+      ...(options.log ? { log: options.log } : {}),
+      ...(options.metric ? { metric: options.metric } : {}),
+    });
   }
 
   get schema(): string {
@@ -296,9 +348,9 @@ class LedgerImpl implements Ledger {
     };
   }
 
-  publish(runId: string): Promise<PublishResult> {
+  async publish(runId: string): Promise<PublishResult> {
     const id = parseInput(attemptInputSchema.shape.runId, runId);
-    return publishRun(
+    const result = await publishRun(
       {
         database: this.#database,
         log: this.#log,
@@ -309,6 +361,39 @@ class LedgerImpl implements Ledger {
       },
       id,
     );
+    if (this.#options.cleanupAfterPublish !== false) this.#cleanupInBackground(id);
+    return result;
+  }
+
+  /** Loser cleanup after a publish: best effort, never awaited by publish, errors only logged. */
+  #cleanupInBackground(runId: string): void {
+    const task = (async () => {
+      const state = await this.#executor.load(runId);
+      if (state.datasetId) await this.#maintenance.cleanup({ datasetId: state.datasetId });
+    })().catch((e: unknown) => {
+      this.#options.log?.({
+        level: "warn",
+        msg: "cleanup after publish did not finish",
+        runId,
+        error: String(e),
+      });
+    });
+    this.#background.add(task);
+    void task.finally(() => this.#background.delete(task));
+  }
+
+  cleanup(
+    options: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal } = {},
+  ): Promise<CleanupReport> {
+    return this.#maintenance.cleanup(options);
+  }
+
+  gc(datasetId: string, options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcReport> {
+    return this.#maintenance.gc(datasetId, options);
+  }
+
+  retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport> {
+    return this.#maintenance.retryFailed(input);
   }
 
   async failRun(runId: string, reason: string): Promise<RunView> {
@@ -365,6 +450,7 @@ class LedgerImpl implements Ledger {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.#background]);
     for (const store of this.#stores.values()) await store.close?.();
     this.#stores.clear();
     await this.#database.close();

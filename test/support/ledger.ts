@@ -36,6 +36,7 @@ export async function openTestLedger(
   const database = await openTestDatabase("ledger", { poolSize: options.poolSize ?? 10 });
   const dir = mkdtempSync(join(tmpdir(), "shardledger-"));
   const ledger = await openLedger({
+    cleanupAfterPublish: false,
     ...options,
     database: database.url === "pglite:memory" ? sharedOf(database) : database.url,
     schema: database.schema,
@@ -48,6 +49,7 @@ export async function openTestLedger(
     schema: database.schema,
     async reopen(more = {}) {
       const other = await openLedger({
+        cleanupAfterPublish: false,
         ...options,
         ...more,
         database: database.url === "pglite:memory" ? sharedOf(database) : database.url,

@@ -1,0 +1,533 @@
+import { sql } from "kysely";
+import type { Database } from "../adapters/postgres/database.js";
+import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
+import { isShardledgerError, ShardledgerError } from "../errors.js";
+import type { CleanupReason, PruneReason } from "../events/catalogue.js";
+import type { RunCommand } from "../machines/run-commands.js";
+import type { RunState } from "../machines/run-state.js";
+import { planGc, type RunUrls } from "../maintenance/gc-planner.js";
+import { planLoserCleanup } from "../maintenance/loser-planner.js";
+import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
+import {
+  DEFAULT_RETRY_POLICY,
+  isExhausted,
+  nextRetryAt,
+  type RetryPolicy,
+} from "../maintenance/retry-policy.js";
+import type { DatasetView, PendingCleanupItem, ProjectionQueries } from "../projections/queries.js";
+import { keyUnderRoot } from "../storage/dataset-url.js";
+import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
+import { manifestKey } from "./streams.js";
+
+/** `cleanup --json`: what was deleted, what failed and stays pending, what was planned. */
+export interface CleanupReport {
+  deleted: string[];
+  failed: { url: string; error: string; tries: number }[];
+  planned: string[];
+  /** Datasets skipped because another maintenance pass holds their lock. */
+  skipped: string[];
+}
+
+/** `gc --json`: one entry per run acted on. */
+export interface GcReport {
+  actions: { kind: string; runId: string; urls: string[] }[];
+  /** Deletions that failed; their runs are not pruned until a later pass deletes them. */
+  failed: { url: string; error: string; tries: number }[];
+  /** Runs gc deliberately kept, and why. */
+  protected: { runId: string; why: string }[];
+}
+
+/** `retry-failed --json`. */
+export interface RetryFailedReport {
+  /** Distinct failed runs and exhausted cleanup items found (one run counts once). */
+  matched: number;
+  /** Of those, how many were reopened or re-queued (they were inside the failed floor). */
+  retried: number;
+  /** Failed items that had passed the floor and were pruned before this call. */
+  prunedPastRetention: number;
+}
+
+/** A structured log record (to stderr in the CLI, to your logger when embedded). */
+export interface LogRecord {
+  level: "info" | "warn" | "error";
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A counter emitted by maintenance passes (deleted, failed, pending …) per dataset. */
+export interface MetricRecord {
+  name: "cleanup.deleted" | "cleanup.failed" | "cleanup.pending" | "gc.pruned" | "gc.failed_stale";
+  value: number;
+  datasetId: string;
+}
+
+/**
+ * How maintenance retries. `deletion` bounds the retries inside one pass (short backoff);
+ * `pending` spaces the passes of an item that keeps failing and decides when it is exhausted
+ * (its `tries` count deletion rounds over all passes).
+ */
+export interface MaintenancePolicies {
+  deletion: RetryPolicy;
+  pending: RetryPolicy;
+}
+
+/** Defaults: 5 rounds per pass from 200 ms; between passes from 30 s up to 1 h; exhausted after 20 rounds. */
+export const DEFAULT_MAINTENANCE_POLICIES: MaintenancePolicies = Object.freeze({
+  deletion: DEFAULT_RETRY_POLICY,
+  pending: Object.freeze({ maxTries: 20, baseDelayMs: 30_000, maxDelayMs: 3_600_000 }),
+});
+
+/** What the maintenance service needs from the ledger. @internal */
+export interface MaintenanceDeps {
+  database: Database;
+  queries: ProjectionQueries;
+  execute(command: RunCommand, context?: { failedRetentionMs?: number }): Promise<{ state: RunState }>;
+  load(runId: string): Promise<RunState>;
+  storeFor(dataset: DatasetView): ObjectStore;
+  clock(): Date;
+  policies: MaintenancePolicies;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+  log?: (record: LogRecord) => void;
+  metric?: (record: MetricRecord) => void;
+}
+
+interface WorkItem {
+  runId: string;
+  url: string;
+  reason: CleanupReason;
+  /** Already planned by an earlier pass that did not report (a crash): resume, do not plan again. */
+  planned: boolean;
+  priorTries: number;
+}
+
+interface ItemOutcome {
+  url: string;
+  deleted: boolean;
+  error: string | null;
+  tries: number;
+}
+
+/**
+ * Cleanup, gc and retry-failed. Planning is pure (src/maintenance); this service reads the
+ * projections, takes the dataset's maintenance lock, appends the planning event before any
+ * request, deletes through the object store, and records the outcome. A crash anywhere leaves a
+ * `planned` item that the next pass resumes.
+ *
+ * @internal used through the Ledger facade.
+ */
+export class MaintenanceService {
+  readonly #deps: MaintenanceDeps;
+
+  constructor(deps: MaintenanceDeps) {
+    this.#deps = deps;
+  }
+
+  /** Deletes losers of published runs and drains the due part of the pending set. */
+  async cleanup(
+    options: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal } = {},
+  ): Promise<CleanupReport> {
+    const report: CleanupReport = { deleted: [], failed: [], planned: [], skipped: [] };
+    const datasets = options.datasetId
+      ? [await this.#dataset(options.datasetId)]
+      : await this.#deps.queries.datasets();
+    for (const dataset of datasets) {
+      if (options.signal?.aborted) break;
+      try {
+        await withDatasetLock(
+          this.#deps.database,
+          "maintenance",
+          dataset.datasetId,
+          () => this.#cleanupDataset(dataset, report, options),
+          { wait: false },
+        );
+      } catch (e) {
+        if (isShardledgerError(e) && e.code === "LOCKED") report.skipped.push(dataset.datasetId);
+        else throw e;
+      }
+    }
+    return report;
+  }
+
+  async #cleanupDataset(
+    dataset: DatasetView,
+    report: CleanupReport,
+    options: { dryRun?: boolean; signal?: AbortSignal },
+  ): Promise<void> {
+    const now = this.#deps.clock();
+    const items = await this.#cleanupWork(dataset, now);
+    if (options.dryRun) {
+      report.planned.push(...items.map((i) => i.url));
+      return;
+    }
+    const store = this.#deps.storeFor(dataset);
+    let deleted = 0;
+    let failed = 0;
+    for (const item of items) {
+      if (options.signal?.aborted) break;
+      if (!item.planned) report.planned.push(item.url);
+      const outcome = await this.#deleteItem(dataset, store, item, options.signal);
+      if (outcome.deleted) {
+        report.deleted.push(item.url);
+        deleted++;
+      } else {
+        report.failed.push({ url: item.url, error: outcome.error ?? "unknown", tries: outcome.tries });
+        failed++;
+      }
+    }
+    const pending = (await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId })).length;
+    this.#deps.metric?.({ name: "cleanup.deleted", value: deleted, datasetId: dataset.datasetId });
+    this.#deps.metric?.({ name: "cleanup.failed", value: failed, datasetId: dataset.datasetId });
+    this.#deps.metric?.({ name: "cleanup.pending", value: pending, datasetId: dataset.datasetId });
+    this.#deps.log?.({
+      level: failed > 0 ? "warn" : "info",
+      msg: "cleanup pass",
+      datasetId: dataset.datasetId,
+      deleted,
+      failed,
+      pending,
+    });
+  }
+
+  /** Losers not yet planned, plus pending items that are due (or were planned and never reported). */
+  async #cleanupWork(dataset: DatasetView, now: Date): Promise<WorkItem[]> {
+    const db = this.#deps.database.db;
+    const schema = this.#deps.database.schema;
+    const pending = await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId });
+    const pendingByKey = new Map(pending.map((p) => [`${p.runId}\u0000${p.url}`, p]));
+    const { rows: losers } = await sql<{ run_id: string; url: string; status: string }>`
+      SELECT a.run_id, a.url, a.status FROM ${sql.id(schema, "attempts")} a
+      JOIN ${sql.id(schema, "runs")} r ON r.run_id = a.run_id
+      WHERE a.dataset_id = ${dataset.datasetId} AND r.status = 'SUCCEEDED'
+        AND a.status = 'LOSER' AND a.url IS NOT NULL
+      ORDER BY a.run_id, a.url`.execute(db);
+    const winnerUrls = await this.#winnerUrls(dataset.datasetId);
+    const items: WorkItem[] = [];
+    const seen = new Set<string>();
+    const byRun = new Map<string, { url: string; status: "LOSER" }[]>();
+    for (const l of losers) {
+      const list = byRun.get(l.run_id) ?? [];
+      list.push({ url: l.url, status: "LOSER" });
+      byRun.set(l.run_id, list);
+    }
+    for (const [runId, attempts] of byRun) {
+      const plan = planLoserCleanup({ root: dataset.root, attempts, winnerUrls });
+      for (const refused of plan.refused) {
+        this.#deps.log?.({
+          level: "warn",
+          msg: "loser cleanup refused",
+          datasetId: dataset.datasetId,
+          runId,
+          ...refused,
+        });
+      }
+      for (const p of plan.prefixes) {
+        const key = `${runId}\u0000${p.url}`;
+        if (seen.has(key) || pendingByKey.has(key)) continue;
+        seen.add(key);
+        items.push({ runId, url: p.url, reason: "loser", planned: false, priorTries: 0 });
+      }
+    }
+    for (const p of pending) {
+      if (!isDue(p, now)) continue;
+      items.push({
+        runId: p.runId,
+        url: p.url,
+        reason: p.reason as CleanupReason,
+        planned: p.state === "planned",
+        priorTries: p.tries,
+      });
+    }
+    return items;
+  }
+
+  /** Plans (unless resuming), deletes, verifies empty, records the outcome. */
+  async #deleteItem(
+    dataset: DatasetView,
+    store: ObjectStore,
+    item: WorkItem,
+    signal?: AbortSignal,
+  ): Promise<ItemOutcome> {
+    const { runId, url } = item;
+    // Checked again at execution, not only at planning: nothing outside the root is ever touched.
+    const key = keyUnderRoot(dataset.root, url);
+    if (!item.planned) await this.#deps.execute({ type: "planCleanup", runId, url, reason: item.reason });
+    const result =
+      url === dataset.root + "/" + manifestKey(runId)
+        ? await deleteObject(store, key)
+        : await deletePrefix(store, `${key}/`, {
+            policy: this.#deps.policies.deletion,
+            ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
+            ...(this.#deps.random ? { random: this.#deps.random } : {}),
+            ...(signal ? { signal } : {}),
+          });
+    const tries = item.priorTries + Math.max(1, result.tries);
+    if (result.status === "deleted") {
+      if (item.reason === "stale") await this.#deps.execute({ type: "recordStaleCollected", runId, url });
+      else
+        await this.#deps.execute({
+          type: "recordCleanupSucceeded",
+          runId,
+          url,
+          deletedObjects: result.deletedObjects,
+        });
+      return { url, deleted: true, error: null, tries };
+    }
+    const error = result.error ?? { code: "Unknown", message: "deletion did not complete", transient: true };
+    const exhausted = !error.transient || isExhausted(this.#deps.policies.pending, tries);
+    await this.#deps.execute({
+      type: "recordCleanupFailed",
+      runId,
+      url,
+      errorCode: error.code,
+      errorMessage: error.message.slice(0, 8000),
+      transient: error.transient,
+      tries,
+      exhausted,
+      nextRetryAt: exhausted
+        ? null
+        : nextRetryAt(this.#deps.policies.pending, tries, this.#deps.clock(), this.#deps.random),
+    });
+    this.#deps.log?.({
+      level: "warn",
+      msg: "cleanup failed",
+      datasetId: dataset.datasetId,
+      runId,
+      url,
+      code: error.code,
+      tries,
+      exhausted,
+    });
+    return { url, deleted: false, error: `${error.code}: ${error.message}`, tries };
+  }
+
+  /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
+  async gc(datasetId: string, options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcReport> {
+    const dataset = await this.#dataset(datasetId);
+    return withDatasetLock(
+      this.#deps.database,
+      "maintenance",
+      datasetId,
+      async () => {
+        const now = this.#deps.clock();
+        const plan = planGc({
+          now,
+          dataset,
+          runs: await this.#deps.queries.runs(datasetId),
+          floors: await this.#deps.queries.retentionFloors(datasetId),
+          runUrls: await this.#runUrls(datasetId),
+        });
+        const report: GcReport = {
+          actions: plan.actions.map((a) => ({ kind: a.kind, runId: a.runId, urls: [...a.urls] })),
+          failed: [],
+          protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
+        };
+        if (options.dryRun) return report;
+        const store = this.#deps.storeFor(dataset);
+        let pruned = 0;
+        let failedStale = 0;
+        for (const action of plan.actions) {
+          if (options.signal?.aborted) break;
+          if (action.kind === "fail_stale") {
+            await this.#deps.execute({
+              type: "fail",
+              runId: action.runId,
+              cause: "heartbeat_timeout",
+              reason: action.reason,
+            });
+            failedStale++;
+            continue;
+          }
+          const reason: CleanupReason = action.kind;
+          const pending = new Map(
+            (await this.#deps.queries.pendingCleanup({ datasetId }))
+              .filter((p) => p.runId === action.runId)
+              .map((p) => [p.url, p]),
+          );
+          let allDeleted = true;
+          for (const url of action.urls) {
+            const prior = pending.get(url);
+            const outcome = await this.#deleteItem(
+              dataset,
+              store,
+              {
+                runId: action.runId,
+                url,
+                reason,
+                planned: prior?.state === "planned",
+                priorTries: prior?.tries ?? 0,
+              },
+              options.signal,
+            );
+            if (!outcome.deleted) {
+              allDeleted = false;
+              report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
+            }
+          }
+          if (allDeleted && action.pruneReason) {
+            await this.#prune(action.runId, action.pruneReason);
+            pruned++;
+          }
+        }
+        this.#deps.metric?.({ name: "gc.pruned", value: pruned, datasetId });
+        this.#deps.metric?.({ name: "gc.failed_stale", value: failedStale, datasetId });
+        this.#deps.log?.({
+          level: "info",
+          msg: "gc pass",
+          datasetId,
+          actions: plan.actions.length,
+          pruned,
+          failed: report.failed.length,
+        });
+        return report;
+      },
+      { wait: false },
+    );
+  }
+
+  async #prune(runId: string, reason: PruneReason): Promise<void> {
+    const state = await this.#deps.load(runId);
+    const failedItems =
+      (state.status === "FAILED" ? 1 : 0) +
+      [...state.cleanup.values()].filter((c) => c.exhausted && c.state !== "deleted").length;
+    await this.#deps.execute({ type: "prune", runId, reason, attempts: state.attempts.size, failedItems });
+  }
+
+  /** Reopens failed runs and re-queues exhausted cleanup items that are still inside the floor. */
+  async retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport> {
+    const dataset = await this.#dataset(input.datasetId);
+    const now = this.#deps.clock();
+    const floorMs = dataset.policies.failedRetentionMs;
+    const inFloor = (failedAt: Date | null) =>
+      failedAt !== null && now.getTime() - failedAt.getTime() < floorMs;
+    const report: RetryFailedReport = { matched: 0, retried: 0, prunedPastRetention: 0 };
+    const runs = (await this.#deps.queries.runs(dataset.datasetId)).filter(
+      (r) => !input.runId || r.runId === input.runId,
+    );
+    if (input.runId && runs.length === 0) {
+      // The run is gone from the registry: was it pruned past the floor, or did it never fail?
+      const state = await this.#deps.load(input.runId);
+      if (state.status === "PRUNED" && state.datasetId === dataset.datasetId) {
+        const pruned = await this.#prunedFailedItems(input.runId);
+        report.prunedPastRetention = pruned;
+      }
+      return report;
+    }
+    const items = await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId });
+    for (const run of runs) {
+      if (run.status === "FAILED") {
+        report.matched++;
+        if (inFloor(run.failedAt)) {
+          await this.#deps.execute(
+            { type: "reopen", runId: run.runId, reason: "retry-failed" },
+            { failedRetentionMs: floorMs },
+          );
+          report.retried++;
+        }
+      }
+      for (const item of items) {
+        if (item.runId !== run.runId || item.state !== "exhausted") continue;
+        report.matched++;
+        if (inFloor(item.lastFailureAt)) {
+          await this.#deps.execute({ type: "requeueCleanup", runId: run.runId, url: item.url });
+          report.retried++;
+        }
+      }
+    }
+    if (!input.runId) {
+      const rollups = await this.#deps.queries.rollups(dataset.datasetId);
+      report.prunedPastRetention = rollups
+        .filter((r) => r.reason === "failed_retention")
+        .reduce((n, r) => n + r.prunedFailedItems, 0);
+    }
+    return report;
+  }
+
+  async #prunedFailedItems(runId: string): Promise<number> {
+    const { rows } = await sql<{ data: { reason: string; failedItems: number } }>`
+      SELECT data FROM ${sql.id(this.#deps.database.schema, "events")}
+      WHERE stream_id = ${`run-${runId}`} AND type = 'Pruned'`.execute(this.#deps.database.db);
+    const pruned = rows[0]?.data;
+    return pruned && pruned.reason === "failed_retention" ? Math.max(1, pruned.failedItems) : 0;
+  }
+
+  async #dataset(datasetId: string): Promise<DatasetView> {
+    const dataset = await this.#deps.queries.dataset(datasetId);
+    if (!dataset)
+      throw new ShardledgerError("NOT_FOUND", `dataset ${datasetId} does not exist`, {
+        details: { datasetId },
+      });
+    return dataset;
+  }
+
+  async #winnerUrls(datasetId: string): Promise<string[]> {
+    const { rows } = await sql<{ url: string }>`
+      SELECT url FROM ${sql.id(this.#deps.database.schema, "winners")}
+      WHERE dataset_id = ${datasetId} AND url IS NOT NULL`.execute(this.#deps.database.db);
+    return rows.map((r) => r.url);
+  }
+
+  async #runUrls(datasetId: string): Promise<Map<string, RunUrls>> {
+    const schema = this.#deps.database.schema;
+    const db = this.#deps.database.db;
+    const { rows: attempts } = await sql<{ run_id: string; url: string; status: string }>`
+      SELECT run_id, url, status FROM ${sql.id(schema, "attempts")}
+      WHERE dataset_id = ${datasetId} AND url IS NOT NULL AND status <> 'DELETED'`.execute(db);
+    const { rows: runs } = await sql<{ run_id: string; manifest_url: string | null }>`
+      SELECT run_id, manifest_url FROM ${sql.id(schema, "runs")} WHERE dataset_id = ${datasetId}`.execute(db);
+    const out = new Map<
+      string,
+      { attemptUrls: string[]; winnerUrls: string[]; manifestUrl: string | null }
+    >();
+    for (const r of runs) out.set(r.run_id, { attemptUrls: [], winnerUrls: [], manifestUrl: r.manifest_url });
+    for (const a of attempts) {
+      const entry = out.get(a.run_id);
+      if (!entry) continue;
+      if (!entry.attemptUrls.includes(a.url)) entry.attemptUrls.push(a.url);
+      if (a.status === "WINNER" && !entry.winnerUrls.includes(a.url)) entry.winnerUrls.push(a.url);
+    }
+    return out;
+  }
+}
+
+function isDue(item: PendingCleanupItem, now: Date): boolean {
+  if (item.state === "exhausted") return false;
+  if (item.state === "planned") return true;
+  return item.nextRetryAt === null || item.nextRetryAt.getTime() <= now.getTime();
+}
+
+/** Deletes one object (a manifest) and verifies it is gone. */
+async function deleteObject(store: ObjectStore, key: string): Promise<PrefixCleanupResult> {
+  try {
+    const outcome = await store.deleteMany([key]);
+    const failure = outcome.errors[0];
+    if (failure) {
+      return {
+        status: "failed",
+        deletedObjects: 0,
+        tries: 1,
+        error: { code: failure.code, message: failure.message, transient: failure.transient },
+        remainingKeys: [key],
+      };
+    }
+    if ((await store.get(key)) !== null) {
+      return {
+        status: "failed",
+        deletedObjects: 0,
+        tries: 1,
+        error: { code: "StillPresent", message: `${key} is still there`, transient: true },
+        remainingKeys: [key],
+      };
+    }
+    return {
+      status: "deleted",
+      deletedObjects: outcome.deleted.length,
+      tries: 1,
+      error: null,
+      remainingKeys: [],
+    };
+  } catch (e) {
+    const c = classifyStoreError(e);
+    return { status: "failed", deletedObjects: 0, tries: 1, error: c, remainingKeys: [key] };
+  }
+}
