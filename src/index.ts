@@ -71,6 +71,10 @@ export type {
   RetryFailedReport,
 } from "./ledger/maintenance.js";
 export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
+export type { MaintainPass } from "./ledger/maintain-loop.js";
+export { maintainLoop } from "./ledger/maintain-loop.js";
+export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
+export { runDemo } from "./demo/run-demo.js";
 export type {
   AttemptInput,
   AttemptResult,
