@@ -101,6 +101,14 @@ interface WorkItem {
   priorTries: number;
 }
 
+/**
+ * Whether a cleanup item is one object (a manifest, an orphan file) rather than a prefix: an
+ * object is deleted by its exact key, never as a prefix that could match its siblings.
+ */
+function isObjectItem(dataset: DatasetView, runId: string, url: string, reason: CleanupReason): boolean {
+  return reason === "orphan" || url === `${dataset.root}/${manifestKey(runId)}`;
+}
+
 interface ItemOutcome {
   url: string;
   deleted: boolean;
@@ -252,15 +260,14 @@ export class MaintenanceService {
     // Checked again at execution, not only at planning: nothing outside the root is ever touched.
     const key = keyUnderRoot(dataset.root, url);
     if (!item.planned) await this.#deps.execute({ type: "planCleanup", runId, url, reason: item.reason });
-    const result =
-      url === dataset.root + "/" + manifestKey(runId)
-        ? await deleteObject(store, key)
-        : await deletePrefix(store, `${key}/`, {
-            policy: this.#deps.policies.deletion,
-            ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
-            ...(this.#deps.random ? { random: this.#deps.random } : {}),
-            ...(signal ? { signal } : {}),
-          });
+    const result = isObjectItem(dataset, runId, url, item.reason)
+      ? await deleteObject(store, key)
+      : await deletePrefix(store, `${key}/`, {
+          policy: this.#deps.policies.deletion,
+          ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
+          ...(this.#deps.random ? { random: this.#deps.random } : {}),
+          ...(signal ? { signal } : {}),
+        });
     const tries = item.priorTries + Math.max(1, result.tries);
     if (result.status === "deleted") {
       if (item.reason === "stale") await this.#deps.execute({ type: "recordStaleCollected", runId, url });
@@ -315,15 +322,24 @@ export class MaintenanceService {
           dataset,
           runs: await this.#deps.queries.runs(datasetId),
           floors: await this.#deps.queries.retentionFloors(datasetId),
-          runUrls: await this.#runUrls(datasetId),
+          runUrls: await this.#runUrls(datasetId, dataset.root),
         });
+        const store = this.#deps.storeFor(dataset);
+        const orphans = await this.#planOrphans(
+          dataset,
+          store,
+          now,
+          new Set(plan.actions.map((a) => a.runId)),
+        );
         const report: GcReport = {
-          actions: plan.actions.map((a) => ({ kind: a.kind, runId: a.runId, urls: [...a.urls] })),
+          actions: [
+            ...plan.actions.map((a) => ({ kind: a.kind, runId: a.runId, urls: [...a.urls] })),
+            ...orphans.map((o) => ({ kind: "orphan", runId: o.runId, urls: o.urls })),
+          ],
           failed: [],
           protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
         };
         if (options.dryRun) return report;
-        const store = this.#deps.storeFor(dataset);
         let pruned = 0;
         let failedStale = 0;
         for (const action of plan.actions) {
@@ -369,6 +385,21 @@ export class MaintenanceService {
             pruned++;
           }
         }
+        for (const orphan of orphans) {
+          for (const url of orphan.urls) {
+            if (options.signal?.aborted) break;
+            const item = {
+              runId: orphan.runId,
+              url,
+              reason: "orphan" as const,
+              planned: false,
+              priorTries: 0,
+            };
+            const outcome = await this.#deleteItem(dataset, store, item, options.signal);
+            if (!outcome.deleted)
+              report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
+          }
+        }
         this.#deps.metric?.({ name: "gc.pruned", value: pruned, datasetId });
         this.#deps.metric?.({ name: "gc.failed_stale", value: failedStale, datasetId });
         this.#deps.log?.({
@@ -383,6 +414,52 @@ export class MaintenanceService {
       },
       { wait: false },
     );
+  }
+
+  /**
+   * Orphans under the data prefix of a live published run: objects under no recorded winner and
+   * under no loser still awaiting cleanup (a speculative attempt killed before it reported, or one
+   * that kept writing after its prefix was cleaned), once older than the safety window. Planned
+   * per object, so a stray file beside a winner's directory never widens into a prefix delete.
+   */
+  async #planOrphans(
+    dataset: DatasetView,
+    store: ObjectStore,
+    now: Date,
+    skip: ReadonlySet<string>,
+  ): Promise<{ runId: string; urls: string[] }[]> {
+    const runs = (await this.#deps.queries.runs(dataset.datasetId)).filter(
+      (r) => r.status === "SUCCEEDED" && !skip.has(r.runId),
+    );
+    const pending = new Set(
+      (await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId })).map((p) => p.url),
+    );
+    const out: { runId: string; urls: string[] }[] = [];
+    for (const run of runs) {
+      const shown = await this.#deps.queries.run(run.runId);
+      if (!shown) continue;
+      const keep = shown.attempts
+        .filter(
+          (a) =>
+            a.url !== null &&
+            (a.status === "WINNER" || a.status === "LOSER" || a.status === "CLEANUP_PENDING"),
+        )
+        .map((a) => `${keyUnderRoot(dataset.root, a.url as string)}/`);
+      const urls: string[] = [];
+      let token: string | null = null;
+      do {
+        const page = await store.list(`data/${run.runId}/`, { token });
+        for (const o of page.objects) {
+          if (keep.some((k) => o.key.startsWith(k))) continue;
+          if (o.lastModified.getTime() + dataset.policies.safetyWindowMs > now.getTime()) continue;
+          const url = `${dataset.root}/${o.key}`;
+          if (!pending.has(url)) urls.push(url);
+        }
+        token = page.nextToken;
+      } while (token);
+      if (urls.length > 0) out.push({ runId: run.runId, urls });
+    }
+    return out;
   }
 
   async #prune(runId: string, reason: PruneReason): Promise<void> {
@@ -467,7 +544,7 @@ export class MaintenanceService {
     return rows.map((r) => r.url);
   }
 
-  async #runUrls(datasetId: string): Promise<Map<string, RunUrls>> {
+  async #runUrls(datasetId: string, root: string): Promise<Map<string, RunUrls>> {
     const schema = this.#deps.database.schema;
     const db = this.#deps.database.db;
     const { rows: attempts } = await sql<{ run_id: string; url: string; status: string }>`
@@ -479,7 +556,15 @@ export class MaintenanceService {
       string,
       { attemptUrls: string[]; winnerUrls: string[]; manifestUrl: string | null }
     >();
-    for (const r of runs) out.set(r.run_id, { attemptUrls: [], winnerUrls: [], manifestUrl: r.manifest_url });
+    // A pruned run's whole data prefix goes with it, so files no attempt reported are not stranded
+    // (the planner still refuses it if it overlaps a run that stays).
+    for (const r of runs) {
+      out.set(r.run_id, {
+        attemptUrls: [`${root}/data/${r.run_id}`],
+        winnerUrls: [],
+        manifestUrl: r.manifest_url,
+      });
+    }
     for (const a of attempts) {
       const entry = out.get(a.run_id);
       if (!entry) continue;

@@ -1,0 +1,91 @@
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Ledger } from "../../src/ledger/open-ledger.js";
+import { BACKEND } from "../support/database.js";
+import { openTestLedger, testClock } from "../support/ledger.js";
+
+const HOUR = 3_600_000;
+
+describe(`orphans and the data of pruned runs (${BACKEND})`, () => {
+  let t: Awaited<ReturnType<typeof openTestLedger>>;
+  let ledger: Ledger;
+  // The filesystem store stamps objects with the real mtime; the ledger's clock starts at real now.
+  const clock = testClock(new Date().toISOString());
+  beforeAll(async () => {
+    t = await openTestLedger({ clock: clock.now });
+    ledger = t.ledger;
+    await ledger.createDataset({ datasetId: "o", root: `${t.root}/o`, keepRuns: 1, safetyWindow: "1h" });
+  });
+  afterAll(() => t.close());
+  const file = (rel: string) => {
+    mkdirSync(dirname(join(t.dir, "o", rel)), { recursive: true });
+    writeFileSync(join(t.dir, "o", rel), "x");
+  };
+  const exists = (rel: string) => existsSync(join(t.dir, "o", rel));
+
+  async function publish(runId: string) {
+    await ledger.startRun({ datasetId: "o", numShards: 1, runId });
+    for (const a of [0, 1]) {
+      file(`data/${runId}/shard=0/attempt=${a}/part-0`);
+      await ledger.attemptSucceeded({
+        runId,
+        shard: 0,
+        attempt: a,
+        url: `${t.root}/o/data/${runId}/shard=0/attempt=${a}`,
+      });
+    }
+    await ledger.publish(runId);
+    await ledger.cleanup({ datasetId: "o" });
+  }
+
+  it("collects unreported files under a published run once older than the safety window, never a winner", async () => {
+    await publish("r1");
+    expect(exists("data/r1/shard=0/attempt=1/part-0")).toBe(false); // the loser went with cleanup
+    file("data/r1/shard=0/attempt=7-killed/part-0"); // speculative attempt killed before it reported
+    file("data/r1/shard=0/attempt=1/late-part"); // kept writing after its prefix was cleaned
+    file("data/r1/shard=0/_tmp.123"); // stray file beside the winner's directory
+    const early = await ledger.gc("o");
+    expect(early.actions.filter((a) => a.kind === "orphan")).toEqual([]);
+
+    clock.advance(2 * HOUR);
+    const dry = await ledger.gc("o", { dryRun: true });
+    const orphanUrls = dry.actions
+      .filter((a) => a.kind === "orphan")
+      .flatMap((a) => a.urls)
+      .sort();
+    expect(orphanUrls).toEqual(
+      [
+        "data/r1/shard=0/_tmp.123",
+        "data/r1/shard=0/attempt=1/late-part",
+        "data/r1/shard=0/attempt=7-killed/part-0",
+      ].map((k) => `${t.root}/o/${k}`),
+    );
+    expect(exists("data/r1/shard=0/_tmp.123")).toBe(true); // dry run deleted nothing
+    await ledger.gc("o");
+    for (const rel of [
+      "data/r1/shard=0/_tmp.123",
+      "data/r1/shard=0/attempt=1/late-part",
+      "data/r1/shard=0/attempt=7-killed/part-0",
+    ]) {
+      expect(exists(rel), rel).toBe(false);
+    }
+    expect(readdirSync(join(t.dir, "o/data/r1/shard=0/attempt=0"))).toEqual(["part-0"]);
+    expect(await ledger.pendingCleanup({ datasetId: "o" })).toEqual([]);
+  });
+
+  it("takes a pruned run's whole data prefix (unreported files too), never the current run's", async () => {
+    clock.advance(HOUR);
+    await publish("r2");
+    file("data/r1/unreported/part-9");
+    clock.advance(2 * HOUR);
+    const report = await ledger.gc("o");
+    expect(report.actions.map((a) => [a.kind, a.runId])).toContainEqual(["keep_runs", "r1"]);
+    expect(existsSync(join(t.dir, "o/data/r1")) ? readdirSync(join(t.dir, "o/data/r1")) : []).toEqual([]);
+    expect(exists("manifests/r1.json")).toBe(false);
+    expect(readdirSync(join(t.dir, "o/data/r2/shard=0/attempt=0"))).toEqual(["part-0"]);
+    expect(exists("manifests/r2.json")).toBe(true);
+    expect((await ledger.runs("o")).map((r) => [r.runId, r.current])).toEqual([["r2", true]]);
+    expect((await ledger.audit()).match).toBe(true);
+  });
+});
