@@ -23,6 +23,8 @@ export {
 export type { DatasetInput } from "./datasets/dataset-config.js";
 export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
+export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
+export { runDemo } from "./demo/run-demo.js";
 export type { ErrorCode } from "./errors.js";
 export {
   ConcurrencyError,
@@ -62,6 +64,8 @@ export type {
   ReadAllOptions,
   ReadStreamOptions,
 } from "./events/event-log.js";
+export type { MaintainPass } from "./ledger/maintain-loop.js";
+export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
   CleanupReport,
   GcReport,
@@ -71,10 +75,6 @@ export type {
   RetryFailedReport,
 } from "./ledger/maintenance.js";
 export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
-export type { MaintainPass } from "./ledger/maintain-loop.js";
-export { maintainLoop } from "./ledger/maintain-loop.js";
-export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
-export { runDemo } from "./demo/run-demo.js";
 export type {
   AttemptInput,
   AttemptResult,

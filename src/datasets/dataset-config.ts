@@ -57,12 +57,21 @@ export type DatasetInput = z.input<typeof datasetInputSchema>;
  * parseDatasetInput({ datasetId: "d", root: "file:///data/d", keepRuns: 0 }) // throws "keepRuns: …"
  * ```
  */
-export function parseDatasetInput(input: unknown): { datasetId: string; root: string; policies: DatasetPolicies } {
+export function parseDatasetInput(input: unknown): {
+  datasetId: string;
+  root: string;
+  policies: DatasetPolicies;
+} {
   const result = datasetInputSchema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0];
-    const field = issue && issue.path.length > 0 ? issue.path.map(String).join(".") : unknownKeyField(issue) ?? "dataset";
-    throw new ValidationError(field, issue?.message ?? "invalid", { details: { issues: result.error.issues } });
+    const field =
+      issue && issue.path.length > 0
+        ? issue.path.map(String).join(".")
+        : (unknownKeyField(issue) ?? "dataset");
+    throw new ValidationError(field, issue?.message ?? "invalid", {
+      details: { issues: result.error.issues },
+    });
   }
   const v = result.data;
   return {

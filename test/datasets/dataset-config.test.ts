@@ -26,8 +26,21 @@ describe("dataset configuration", () => {
       staleAfterMs: 3_600_000,
       safetyWindowMs: 3_600_000,
     });
-    const custom = parseDatasetInput({ ...base, keepRuns: 3, retention: "12h", failedRetention: "15m", staleAfter: "30s", safetyWindow: "0s" });
-    expect(custom.policies).toEqual({ keepRuns: 3, retentionMs: 43_200_000, failedRetentionMs: 900_000, staleAfterMs: 30_000, safetyWindowMs: 0 });
+    const custom = parseDatasetInput({
+      ...base,
+      keepRuns: 3,
+      retention: "12h",
+      failedRetention: "15m",
+      staleAfter: "30s",
+      safetyWindow: "0s",
+    });
+    expect(custom.policies).toEqual({
+      keepRuns: 3,
+      retentionMs: 43_200_000,
+      failedRetentionMs: 900_000,
+      staleAfterMs: 30_000,
+      safetyWindowMs: 0,
+    });
   });
 
   it.each([
@@ -61,7 +74,8 @@ describe("dataset configuration", () => {
     expect(parseDuration("15m")).toBe(900_000);
     expect(parseDuration("12h")).toBe(43_200_000);
     expect(parseDuration("7d")).toBe(604_800_000);
-    for (const bad of ["", "7", "d", "-7d", "7D", "7 d", "1e3s", "0x10s"]) expect(parseDuration(bad), bad).toBeUndefined();
+    for (const bad of ["", "7", "d", "-7d", "7D", "7 d", "1e3s", "0x10s"])
+      expect(parseDuration(bad), bad).toBeUndefined();
     expect(formatDuration(604_800_000)).toBe("1w");
     expect(formatDuration(90_000)).toBe("90s");
     expect(formatDuration(0)).toBe("0s");

@@ -34,12 +34,6 @@ describe(`ledger publish protocol on ${BACKEND}`, () => {
   });
   afterEach(() => t.close());
 
-  async function writeShard(url: string) {
-    const dir = url.replace("file://", "");
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "part-0.parquet"), "data");
-  }
-
   it("selects winners deterministically, writes the manifest, then _CURRENT last, and classifies every attempt", async () => {
     const { runId } = await ledger.startRun({ datasetId: "ds", numShards: 3, runId: "r1" });
     // Shard 0: a retry and a speculative duplicate that both succeed; the smallest tuple wins.
