@@ -711,7 +711,7 @@ describe("the fold", () => {
     expect(state.attempts.get("0/0/-")).toMatchObject({ status: "SUCCEEDED", url: "u", error: null });
   });
 
-  it("folds a 100,000-shard publish (300,000 events) in well under two seconds", () => {
+  it("folds a 100,000-shard publish (300,000 events) into one winner per shard", () => {
     const numShards = 100_000;
     const at = T0;
     const events: FoldableEvent[] = [
@@ -728,12 +728,10 @@ describe("the fold", () => {
     for (let i = 0; i < numShards; i++)
       events.push({ type: "AttemptSucceeded", data: ref(i), recordedAt: at });
     for (let i = 0; i < numShards; i++) events.push({ type: "WinnerSelected", data: ref(i), recordedAt: at });
-    const t = performance.now();
+    // Speed is measured in bench/publish.ts, not asserted here.
     const state = foldRun(events);
-    const elapsed = performance.now() - t;
     expect(state.status).toBe("PUBLISHING");
     expect(state.winners.size).toBe(numShards);
     expect(state.attempts.get(attemptKey(99_999, 0, "99999"))?.status).toBe("WINNER");
-    expect(elapsed).toBeLessThan(2000);
   });
 });

@@ -126,10 +126,10 @@ describe("selectWinners", () => {
     expect(() => selectWinners(0, [])).toThrow(/numShards/);
   });
 
-  it("selects among 1,000,000 attempts in well under a second", () => {
-    const shards = 250_000;
+  it("selects one winner per shard among 200,000 attempts with ids near 2^63", () => {
+    const shards = 50_000;
     const attempts: SelectableAttempt[] = [];
-    for (let i = 0; i < 1_000_000; i++) {
+    for (let i = 0; i < 200_000; i++) {
       attempts.push({
         shard: i % shards,
         attempt: (i * 7) % 3,
@@ -138,12 +138,12 @@ describe("selectWinners", () => {
         outcome: Math.floor(i / shards) === 3 ? "FAILED" : "SUCCEEDED",
       });
     }
-    const started = performance.now();
+    // Speed is measured in bench/publish.ts, not asserted here.
     const { winners, missingShards } = selectWinners(shards, attempts);
-    const elapsed = performance.now() - started;
     expect(missingShards).toEqual([]);
     expect(winners.size).toBe(shards);
-    expect(elapsed).toBeLessThan(1000);
+    // Shard 0 saw i = 0, 50k, 100k, 150k (the last failed); attempt (i*7)%3 is 0 for i = 0 and 150k.
+    expect(winners.get(0)).toMatchObject({ attempt: 0, taskAttemptId: "9223372036854770000" });
   });
 });
 
