@@ -42,8 +42,8 @@ export interface DemoOptions {
  * 2^63, Ray-like small ids, Dask-like none) write a dataset to the local filesystem, with engine
  * retries, speculative duplicates that both succeed, failed attempts, a run that fails its
  * coverage check, late attempts after publish, and transient cleanup failures that land in the
- * pending set and are drained by a later pass. Uses a simulated clock (starting now) so the
- * drain need not wait for real backoff. Safe to run again: every invocation writes new runs.
+ * pending set and are drained by a later pass (the demo shortens the between-pass backoff to a
+ * second and waits for it). Safe to run again: every invocation writes new runs.
  *
  * @example
  * ```ts
@@ -58,18 +58,16 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   const lake = join(home, "lake", "clickstream");
   mkdirSync(lake, { recursive: true });
   const root = pathToFileURL(lake).href.replace(/\/$/, "");
-  let offset = 0;
-  const clock = () => new Date(Date.now() + offset);
   const faults = new FaultPlan();
   const ledger = await openLedger({
     database,
-    clock,
     actor: "shardledger-demo",
     cleanupAfterPublish: false,
     objectStore: (url) => faults.wrap(openObjectStore(url)),
     maintenance: {
       deletion: { maxTries: 2, baseDelayMs: 5, maxDelayMs: 20 },
-      pending: { maxTries: 10, baseDelayMs: 30_000, maxDelayMs: 300_000 },
+      // A short between-pass backoff, so the demo can wait for the later pass that drains.
+      pending: { maxTries: 10, baseDelayMs: 500, maxDelayMs: 1_000 },
     },
   });
   try {
@@ -79,7 +77,6 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       lake,
       shards: options.shards ?? 48,
       faults,
-      advance: (ms) => (offset += ms),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
   } finally {
@@ -93,7 +90,6 @@ interface SimContext {
   lake: string;
   shards: number;
   faults: FaultPlan;
-  advance(ms: number): void;
   onProgress?: (step: string, done: number, total: number) => void;
 }
 
@@ -149,7 +145,6 @@ async function simulate(ledger: Ledger, ctx: SimContext): Promise<DemoSummary> {
       }
       if (shard % 8 === 0) await ledger.heartbeat(runId);
     }
-    ctx.advance(60_000);
     published.push(await ledger.publish(runId));
     // A speculative task that was still running reports after publish: a loser at once.
     const lateShard = 1 + e;
@@ -164,7 +159,6 @@ async function simulate(ledger: Ledger, ctx: SimContext): Promise<DemoSummary> {
       url: lateUrl,
     });
     if (late.status === "LOSER") lateLosers++;
-    ctx.advance(3_600_000);
     done++;
   }
 
@@ -191,7 +185,7 @@ async function simulate(ledger: Ledger, ctx: SimContext): Promise<DemoSummary> {
   const pendingAfterFirstCleanup = await ledger.pendingCleanup({ datasetId });
   // … and a later pass, once their retry time has come, drains them.
   ctx.faults.clear();
-  ctx.advance(600_000);
+  await new Promise((resolve) => setTimeout(resolve, 1_100));
   const drainingCleanup = await ledger.cleanup({ datasetId });
   const pendingAtEnd = (await ledger.pendingCleanup({ datasetId })).length;
   progress("audit");

@@ -1,0 +1,38 @@
+import type { RegisterCommand } from "../command-runtime.js";
+import { idArgument } from "../flags.js";
+import { withExamples } from "../help-text.js";
+import { renderTable } from "../table.js";
+import { when } from "../views.js";
+
+/**
+ * `floors <datasetId>`: what the failed-retention floor protects and until when. `--json` prints
+ * an array of `{ datasetId, kind, runId, url, failedAt, protectedUntil }`.
+ *
+ * @example `shardledger floors events --json`
+ */
+export const registerFloors: RegisterCommand = (program, runtime) => {
+  const command = program
+    .command("floors")
+    .description("failed runs and cleanup items kept inspectable and retryable, and until when")
+    .argument("<datasetId>", "the dataset")
+    .action(
+      runtime.action(async (ctx, [datasetId]) => {
+        const id = idArgument("<datasetId>", datasetId as string);
+        const ledger = await ctx.ledger();
+        await ledger.dataset(id);
+        const floors = await ledger.retentionFloors(id);
+        return {
+          json: floors,
+          human: (style) =>
+            floors.length === 0
+              ? style.dim("nothing under the failed-retention floor\n")
+              : renderTable(
+                  style,
+                  ["KIND", "RUN", "URL", "FAILED", "PROTECTED UNTIL"],
+                  floors.map((f) => [f.kind, f.runId, f.url, when(f.failedAt), when(f.protectedUntil)]),
+                ),
+        };
+      }),
+    );
+  withExamples(command, ["shardledger floors events"]);
+};

@@ -1,0 +1,209 @@
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CommanderError } from "commander";
+import { afterAll, describe, expect, it } from "vitest";
+import { cliExitCode, EXIT, InterruptedError } from "../../src/cli/exit-codes.js";
+import { acquireDirLock } from "../../src/cli/pglite-dir-lock.js";
+import { runCli } from "../../src/cli/program.js";
+import { createProgress } from "../../src/cli/progress.js";
+import { createStyle } from "../../src/cli/style.js";
+import {
+  ConcurrencyError,
+  NotFoundError,
+  SafetyRailError,
+  ShardCoverageError,
+  ShardledgerError,
+  ValidationError,
+} from "../../src/errors.js";
+import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
+
+/**
+ * `runCli` in process, with injected io: what the end-to-end suite cannot observe from outside
+ * (signals at an exact moment, the forced exit, progress on a terminal, colour decisions).
+ */
+
+function capture(options: { isTTY?: boolean } = {}) {
+  const chunks: string[] = [];
+  return {
+    stream: { write: (s: string) => chunks.push(s), isTTY: options.isTTY ?? false, columns: 100 },
+    text: () => chunks.join(""),
+  };
+}
+
+const dirs: string[] = [];
+const schemas: string[] = [];
+afterAll(async () => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  if (schemas.length > 0) {
+    const client = serverClient();
+    await client.connect();
+    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.end();
+  }
+});
+
+/** Database flags for a fresh ledger on the suite's backend. */
+function freshDatabase(): string[] {
+  if (BACKEND === "postgres") {
+    const schema = `cli_inproc_${randomUUID().slice(0, 8)}`;
+    schemas.push(schema);
+    return ["--database", SERVER_URL as string, "--schema", schema];
+  }
+  const dir = mkdtempSync(join(tmpdir(), "shardledger-cli-inproc-"));
+  dirs.push(dir);
+  return ["--database", `pglite:${dir}/db`];
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe("runCli with injected io", () => {
+  it("writes usage errors to the injected stderr, nothing to stdout, and returns 2", async () => {
+    const out = capture();
+    const err = capture();
+    const code = await runCli(["run", "start", "ds", "--shards", "-1x", "--json"], {
+      stdout: out.stream,
+      stderr: err.stream,
+      env: { SHARDLEDGER_DATABASE_URL: "pglite:/nonexistent/never-opened" },
+    });
+    expect(code).toBe(EXIT.USAGE);
+    expect(out.text()).toBe("");
+    expect(err.text()).toBe('shardledger: --shards: must be a positive integer (got "-1x")\n');
+    expect(existsSync("/nonexistent/never-opened")).toBe(false);
+  });
+
+  it("reads the database from SHARDLEDGER_DATABASE_URL and validates it before opening anything", async () => {
+    const err = capture();
+    const code = await runCli(["runs", "ds"], {
+      stdout: capture().stream,
+      stderr: err.stream,
+      env: { SHARDLEDGER_DATABASE_URL: "sqlite:///tmp/x.db" },
+    });
+    expect(code).toBe(EXIT.USAGE);
+    expect(err.text()).toMatch(/^shardledger: SHARDLEDGER_DATABASE_URL: must be a postgres:\/\/ URL/);
+  });
+
+  it("on SIGINT stops after the current step, closes the ledger and returns 130; the database opens again", async () => {
+    const db = freshDatabase();
+    expect(await runCli([...db, "migrate"], { stdout: capture().stream })).toBe(EXIT.OK);
+
+    const signals = new EventEmitter();
+    const out = capture();
+    const err = capture();
+    const running = runCli([...db, "--json", "events"], {
+      stdout: out.stream,
+      stderr: err.stream,
+      signals: signals as never,
+    });
+    // The handler is installed when the command starts; the ledger is still opening then.
+    await until(() => signals.listenerCount("SIGINT") > 0);
+    signals.emit("SIGINT", "SIGINT");
+    expect(await running).toBe(EXIT.SIGINT);
+    expect(out.text()).toBe("");
+    expect(err.text()).toMatch(/SIGINT received; stopping after the current step/);
+    expect(err.text()).toMatch(/interrupted by SIGINT; the ledger was closed cleanly/);
+    expect(signals.listenerCount("SIGINT")).toBe(0);
+    if (BACKEND === "pglite") expect(existsSync(`${db[1]?.slice("pglite:".length)}.lock`)).toBe(false);
+
+    // Closed cleanly: the same database opens and answers.
+    const again = capture();
+    expect(await runCli([...db, "--json", "events"], { stdout: again.stream })).toBe(EXIT.OK);
+    expect(JSON.parse(again.text())).toEqual([]);
+  });
+
+  it("a second signal exits at once with 143 for SIGTERM", async () => {
+    const db = freshDatabase();
+    expect(await runCli([...db, "migrate"], { stdout: capture().stream })).toBe(EXIT.OK);
+    const signals = new EventEmitter();
+    const exits: number[] = [];
+    const running = runCli([...db, "events"], {
+      stdout: capture().stream,
+      stderr: capture().stream,
+      signals: signals as never,
+      exit: (code) => exits.push(code),
+    });
+    await until(() => signals.listenerCount("SIGTERM") > 0);
+    signals.emit("SIGTERM", "SIGTERM");
+    signals.emit("SIGTERM", "SIGTERM");
+    await until(() => exits.length > 0);
+    expect(exits).toEqual([EXIT.SIGTERM]);
+    await running;
+  });
+});
+
+describe("exit codes", () => {
+  it("maps every kind of failure to the contract's code", () => {
+    expect(cliExitCode(new CommanderError(0, "commander.helpDisplayed", "(outputHelp)"))).toBe(0);
+    expect(cliExitCode(new CommanderError(0, "commander.help", "(outputHelp)"))).toBe(0);
+    expect(cliExitCode(new CommanderError(1, "commander.help", "(outputHelp)"))).toBe(2);
+    expect(cliExitCode(new CommanderError(1, "commander.unknownOption", "unknown option"))).toBe(2);
+    expect(cliExitCode(new CommanderError(1, "commander.missingArgument", "missing"))).toBe(2);
+    expect(cliExitCode(new ValidationError("--shards", "must be a positive integer"))).toBe(2);
+    expect(cliExitCode(new NotFoundError("run", "r1"))).toBe(2);
+    expect(cliExitCode(new ShardCoverageError("r1", [1]))).toBe(3);
+    expect(cliExitCode(new SafetyRailError("outside the root"))).toBe(3);
+    expect(cliExitCode(new ConcurrencyError("run-r1", 3, 4))).toBe(3);
+    expect(cliExitCode(new ShardledgerError("LOCKED", "busy"))).toBe(3);
+    expect(cliExitCode(new ShardledgerError("INTERNAL", "cannot reach the database"))).toBe(1);
+    expect(cliExitCode(new TypeError("a bug"))).toBe(1);
+    expect(cliExitCode(new InterruptedError("SIGINT"))).toBe(130);
+    expect(cliExitCode(new InterruptedError("SIGTERM"))).toBe(143);
+  });
+});
+
+describe("progress and colour", () => {
+  it("draws a bar only on a terminal and never in --json", () => {
+    const pipe = capture({ isTTY: false });
+    const quiet = createProgress(pipe.stream, true, { label: "audit", unit: "events" });
+    quiet.update(10);
+    quiet.stop();
+    expect(quiet.visible).toBe(false);
+    expect(pipe.text()).toBe("");
+
+    const tty = capture({ isTTY: true });
+    const json = createProgress(tty.stream, false, { label: "audit" });
+    json.update(10);
+    json.stop();
+    expect(json.visible).toBe(false);
+    expect(tty.text()).toBe("");
+
+    const shown = createProgress(tty.stream, true, { label: "gc", total: 4, unit: "actions" });
+    shown.update(2);
+    shown.increment();
+    shown.stop();
+    shown.stop();
+    expect(shown.visible).toBe(true);
+    expect(tty.text()).toContain("gc [");
+  });
+
+  it("colours only a terminal without NO_COLOR or --no-color", () => {
+    const tty = { isTTY: true, write: () => true };
+    expect(createStyle({ stdout: tty, env: {} }, { color: true }).green("ok")).toContain("\u001b[");
+    expect(createStyle({ stdout: tty, env: { NO_COLOR: "1" } }, { color: true }).green("ok")).toBe("ok");
+    expect(createStyle({ stdout: tty, env: {} }, { color: false }).green("ok")).toBe("ok");
+    expect(createStyle({ stdout: { write: () => true }, env: {} }, { color: true }).green("ok")).toBe("ok");
+  });
+});
+
+describe("PGlite directory lock", () => {
+  it("makes a second opener wait, then fail with LOCKED; a dead holder's lock is taken over", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-lock-"));
+    dirs.push(dir);
+    const first = await acquireDirLock(join(dir, "db"), 1_000);
+    const started = Date.now();
+    await expect(acquireDirLock(join(dir, "db"), 300)).rejects.toMatchObject({ code: "LOCKED" });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    first.release();
+    expect(existsSync(join(dir, "db.lock"))).toBe(false);
+
+    // A pid that cannot be running: the lock of a process that died.
+    writeFileSync(join(dir, "db.lock"), "2147483646\n");
+    const taken = await acquireDirLock(join(dir, "db"), 1_000);
+    taken.release();
+    expect(existsSync(join(dir, "db.lock"))).toBe(false);
+  });
+});
