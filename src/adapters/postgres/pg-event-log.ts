@@ -38,6 +38,8 @@ const MAX_READ = 10_000;
 
 interface PreparedEvent {
   eventId: string;
+  /** The caller chose the id (an idempotency key that may already be stored). */
+  callerId: boolean;
   type: string;
   schemaVersion: number;
   data: unknown;
@@ -222,6 +224,7 @@ export class PgEventLog implements EventLog {
       }
       return {
         eventId: eventId.toLowerCase(),
+        callerId: e.eventId !== undefined,
         type: e.type,
         schemaVersion,
         data,
@@ -240,7 +243,8 @@ export class PgEventLog implements EventLog {
     const streams = sql.id(this.schema, "streams");
     const positions = new Array<number>(prepared.length);
     const known = new Map<string, number>();
-    if (prepared.length > 0) {
+    // Ids this log generated itself cannot be stored yet: only caller-chosen ids need the lookup.
+    if (prepared.some((p) => p.callerId)) {
       const { rows } = await sql<{ event_id: string; global_position: string | number }>`
         SELECT event_id, global_position FROM ${events}
         WHERE event_id = ANY(${prepared.map((p) => p.eventId)}::uuid[])`.execute(trx);
@@ -272,30 +276,42 @@ export class PgEventLog implements EventLog {
     if (!reservation) throw new Error("reserve_positions returned no row");
     const first = Number(reservation.first_position);
 
-    const { rows: streamRows } = await sql<{ version: string | number }>`
-      SELECT version FROM ${streams} WHERE stream_id = ${streamId} FOR UPDATE`.execute(trx);
-    const current = streamRows[0] ? Number(streamRows[0].version) : 0;
-    const exists = streamRows.length > 0;
-    if ((expected === "no_stream" && exists) || (typeof expected === "number" && expected !== current)) {
-      throw new ConcurrencyError(streamId, expected, current);
-    }
-    const next = current + fresh.length;
+    // One statement checks and moves the stream's version (row-locked until commit) and inserts
+    // the events numbered from it; no row back means the expected version did not hold.
+    const n = fresh.length;
     const recordedAt = this.#clock();
-    try {
-      if (exists) {
-        await sql`UPDATE ${streams} SET version = ${next}, updated_at = ${recordedAt} WHERE stream_id = ${streamId}`.execute(
-          trx,
-        );
-      } else {
-        await sql`INSERT INTO ${streams} (stream_id, version, updated_at) VALUES (${streamId}, ${next}, ${recordedAt})`.execute(
-          trx,
-        );
-      }
-    } catch (e) {
-      if (isUniqueViolation(e, "streams_pkey")) throw this.#conflict(streamId, expected, e);
-      throw e;
+    const moveStream =
+      expected === "any"
+        ? sql`INSERT INTO ${streams} AS st (stream_id, version, updated_at) VALUES (${streamId}, ${n}, ${recordedAt})
+              ON CONFLICT (stream_id) DO UPDATE SET version = st.version + EXCLUDED.version, updated_at = EXCLUDED.updated_at
+              RETURNING version`
+        : expected === "no_stream" || expected === 0
+          ? sql`INSERT INTO ${streams} (stream_id, version, updated_at) VALUES (${streamId}, ${n}, ${recordedAt})
+                ON CONFLICT (stream_id) DO NOTHING RETURNING version`
+          : sql`UPDATE ${streams} SET version = version + ${n}, updated_at = ${recordedAt}
+                WHERE stream_id = ${streamId} AND version = ${expected} RETURNING version`;
+    const { rows: moved } = await sql<{ version: string | number | null }>`
+      WITH s AS (${moveStream}),
+      ins AS (
+        INSERT INTO ${events}
+          (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
+        SELECT ${first}::bigint + u.ord - 1, ${reservation.tx}::xid8, u.e, ${streamId}, s.version - ${n} + u.ord,
+               u.t, u.sv, u.d::jsonb, u.m::jsonb, ${recordedAt}::timestamptz
+        FROM s CROSS JOIN unnest(
+          ${fresh.map((f) => f.event.eventId)}::uuid[],
+          ${fresh.map((f) => f.event.type)}::text[],
+          ${fresh.map((f) => f.event.schemaVersion)}::integer[],
+          ${fresh.map((f) => JSON.stringify(f.event.data))}::text[],
+          ${fresh.map((f) => JSON.stringify(f.event.metadata))}::text[]
+        ) WITH ORDINALITY AS u(e, t, sv, d, m, ord)
+        RETURNING 1
+      )
+      SELECT (SELECT version FROM s) AS version, (SELECT count(*) FROM ins) AS inserted`.execute(trx);
+    if (moved[0]?.version === null || moved[0]?.version === undefined) {
+      throw new ConcurrencyError(streamId, expected, await this.#streamVersion(trx, streamId));
     }
-
+    const next = Number(moved[0].version);
+    const current = next - n;
     const written: RecordedEvent[] = fresh.map(({ event }, i) => ({
       eventId: event.eventId,
       streamId,
@@ -307,19 +323,6 @@ export class PgEventLog implements EventLog {
       metadata: event.metadata,
       recordedAt,
     }));
-    await sql`
-      INSERT INTO ${events}
-        (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
-      SELECT p, ${reservation.tx}::xid8, e, ${streamId}, v, t, sv, d::jsonb, m::jsonb, ${recordedAt}::timestamptz
-      FROM unnest(
-        ${written.map((w) => w.globalPosition)}::bigint[],
-        ${written.map((w) => w.eventId)}::uuid[],
-        ${written.map((w) => w.streamVersion)}::bigint[],
-        ${written.map((w) => w.type)}::text[],
-        ${written.map((w) => w.schemaVersion)}::integer[],
-        ${written.map((w) => JSON.stringify(w.data))}::text[],
-        ${written.map((w) => JSON.stringify(w.metadata))}::text[]
-      ) AS u(p, e, v, t, sv, d, m)`.execute(trx);
 
     fresh.forEach(({ index }, i) => {
       positions[index] = first + i;
