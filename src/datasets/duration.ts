@@ -23,7 +23,8 @@ export function parseDuration(text: string): number | undefined {
 }
 
 /**
- * Formats milliseconds as the largest whole unit (`90000` → `90s`, `86400000` → `1d`).
+ * Formats milliseconds as the largest whole unit of `d`, `h`, `m`, `s` (`90000` → `90s`,
+ * `604800000` → `7d`), the units the CLI documents.
  *
  * @example
  * ```ts
@@ -31,7 +32,7 @@ export function parseDuration(text: string): number | undefined {
  * ```
  */
 export function formatDuration(ms: number): string {
-  for (const unit of ["w", "d", "h", "m", "s"] as const) {
+  for (const unit of ["d", "h", "m", "s"] as const) {
     if (ms !== 0 && ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
   }
   return ms === 0 ? "0s" : `${ms}ms`;

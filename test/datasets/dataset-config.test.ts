@@ -76,7 +76,7 @@ describe("dataset configuration", () => {
     expect(parseDuration("7d")).toBe(604_800_000);
     for (const bad of ["", "7", "d", "-7d", "7D", "7 d", "1e3s", "0x10s"])
       expect(parseDuration(bad), bad).toBeUndefined();
-    expect(formatDuration(604_800_000)).toBe("1w");
+    expect(formatDuration(604_800_000)).toBe("7d");
     expect(formatDuration(90_000)).toBe("90s");
     expect(formatDuration(0)).toBe("0s");
   });

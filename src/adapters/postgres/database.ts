@@ -66,7 +66,12 @@ export async function openDatabase(
   const schema = assertSchemaName(options.schema ?? "shardledger");
   if (typeof input === "string") {
     if (/^postgres(ql)?:\/\//.test(input)) {
-      const pool = new pg.Pool({ connectionString: input, max: options.poolSize ?? 10 });
+      // A host that never answers must fail, not hang: 10 s to connect unless the URL says otherwise.
+      const pool = new pg.Pool({
+        connectionString: input,
+        max: options.poolSize ?? 10,
+        connectionTimeoutMillis: 10_000,
+      });
       // Idle clients can error when the server restarts; without a listener that crashes the process.
       pool.on("error", () => {});
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool }) });
