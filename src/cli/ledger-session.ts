@@ -57,6 +57,9 @@ export async function openLedgerSession(
       schema: globals.schema,
       migrate: false,
       actor: globals.actor,
+      // A CLI process is short-lived: `publish` returns as soon as the run is published and
+      // leaves the losers to `cleanup` / `maintain` instead of deleting them before it exits.
+      cleanupAfterPublish: false,
     });
     let closed: Promise<void> | undefined;
     return {

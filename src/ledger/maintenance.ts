@@ -165,7 +165,7 @@ export class MaintenanceService {
     const now = this.#deps.clock();
     const items = await this.#cleanupWork(dataset, now);
     if (options.dryRun) {
-      report.planned.push(...items.map((i) => i.url));
+      for (const i of items) report.planned.push(i.url);
       return;
     }
     const store = this.#deps.storeFor(dataset);

@@ -131,7 +131,7 @@ export async function deletePrefix(
     do {
       checkAbort();
       const page = await store.list(prefix, { pageSize: PAGE_SIZE, token });
-      keys.push(...page.objects.map((o) => o.key));
+      for (const o of page.objects) keys.push(o.key);
       token = page.nextToken;
     } while (keys.length === 0 && token !== null);
     return keys;
@@ -190,7 +190,7 @@ export async function deletePrefix(
         const firstTransient = outcome.errors[0];
         if (firstTransient !== undefined) {
           transient ??= { error: perKeyError(firstTransient, outcome.errors.length), remainingKeys: [] };
-          transient.remainingKeys.push(...outcome.errors.map((e) => e.key));
+          for (const e of outcome.errors) transient.remainingKeys.push(e.key);
         }
       } catch (e) {
         if (e instanceof Aborted || e instanceof CallbackFailed) throw e;

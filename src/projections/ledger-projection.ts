@@ -283,15 +283,19 @@ class ProjectionBatch {
       writesDataset ? sql`FOR UPDATE` : sql`FOR SHARE`,
     ))
       this.datasets.add(r);
+    // Batches of attempt rows can be hundreds of thousands long: append them with loops, never
+    // with spread arguments (V8 overflows its call stack at ~125k arguments).
     const attemptRows: Row[] = [];
-    if (fullRuns.size > 0)
-      attemptRows.push(...(await q("attempts", sql`run_id = ANY(${[...fullRuns]}::text[])`)));
+    const addAll = (rows: readonly Row[]) => {
+      for (const r of rows) attemptRows.push(r);
+    };
+    if (fullRuns.size > 0) addAll(await q("attempts", sql`run_id = ANY(${[...fullRuns]}::text[])`));
     if (attemptKeys.length > 0) {
-      attemptRows.push(
-        ...(await q(
+      addAll(
+        await q(
           "attempts",
           sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${attemptKeys.map((k) => k[0])}::text[], ${attemptKeys.map((k) => k[1])}::text[]))`,
-        )),
+        ),
       );
     }
     if (urls.length > 0) {
