@@ -231,8 +231,10 @@ class ProjectionBatch {
     const urls: [string, string][] = [];
     const fullRuns = new Set<string>();
     const floorDatasets = new Set<string>();
+    const startedHere = new Set<string>();
     for (const e of events) {
       const d = e.data as Data;
+      if (e.type === "RunStarted") startedHere.add(str(d.runId));
       if (typeof d.runId === "string") runIds.add(d.runId);
       if (typeof d.previousRunId === "string") runIds.add(d.previousRunId);
       if (typeof d.datasetId === "string") datasetIds.add(d.datasetId);
@@ -272,10 +274,15 @@ class ProjectionBatch {
     // (so runs of one dataset still append in parallel), exclusive when this batch writes it or its
     // rollups. One lock order everywhere, so projections never deadlock each other.
     const runList = [...runIds].sort();
+    const existing = new Set<string>();
     for (const r of await q("runs", sql`run_id = ANY(${runList}::text[]) ORDER BY run_id`, sql`FOR UPDATE`)) {
       this.runs.add(r);
+      existing.add(str(r.run_id));
       datasetIds.add(str(r.dataset_id));
     }
+    // A run that starts in this batch and has no row yet has no attempts, cleanup items or
+    // floors yet either: nothing to load for it (most runs of a replay page are such runs).
+    const isNew = (runId: string) => startedHere.has(runId) && !existing.has(runId);
     const writesDataset = events.some((e) => DATASET_WRITERS.has(e.type));
     for (const r of await q(
       "datasets",
@@ -289,23 +296,23 @@ class ProjectionBatch {
     const addAll = (rows: readonly Row[]) => {
       for (const r of rows) attemptRows.push(r);
     };
-    if (fullRuns.size > 0) addAll(await q("attempts", sql`run_id = ANY(${[...fullRuns]}::text[])`));
-    if (attemptKeys.length > 0) {
+    const loadRuns = [...fullRuns].filter((id) => !isNew(id));
+    if (loadRuns.length > 0) addAll(await q("attempts", sql`run_id = ANY(${loadRuns}::text[])`));
+    const loadKeys = attemptKeys.filter((k) => !isNew(k[0]));
+    if (loadKeys.length > 0) {
       addAll(
         await q(
           "attempts",
-          sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${attemptKeys.map((k) => k[0])}::text[], ${attemptKeys.map((k) => k[1])}::text[]))`,
+          sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${loadKeys.map((k) => k[0])}::text[], ${loadKeys.map((k) => k[1])}::text[]))`,
         ),
       );
     }
-    if (urls.length > 0) {
-      const runs = urls.map((u) => u[0]);
-      const us = urls.map((u) => u[1]);
-      attemptRows.push(
-        ...(await q(
-          "attempts",
-          sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
-        )),
+    const loadUrls = urls.filter((u) => !isNew(u[0]));
+    if (loadUrls.length > 0) {
+      const runs = loadUrls.map((u) => u[0]);
+      const us = loadUrls.map((u) => u[1]);
+      addAll(
+        await q("attempts", sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`),
       );
       for (const r of await q(
         "pending_cleanup",
