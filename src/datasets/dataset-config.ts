@@ -1,8 +1,8 @@
 import { z } from "zod";
-import { ValidationError } from "../errors.js";
 import type { DatasetPolicies } from "../events/catalogue.js";
 import { idSchema } from "../events/identifiers.js";
 import { parseDatasetRoot } from "../storage/dataset-url.js";
+import { parseWithSchema } from "../validation.js";
 import { durationSchema } from "./duration.js";
 
 /**
@@ -62,18 +62,7 @@ export function parseDatasetInput(input: unknown): {
   root: string;
   policies: DatasetPolicies;
 } {
-  const result = datasetInputSchema.safeParse(input);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const field =
-      issue && issue.path.length > 0
-        ? issue.path.map(String).join(".")
-        : (unknownKeyField(issue) ?? "dataset");
-    throw new ValidationError(field, issue?.message ?? "invalid", {
-      details: { issues: result.error.issues },
-    });
-  }
-  const v = result.data;
+  const v = parseWithSchema(datasetInputSchema, input, "dataset");
   return {
     datasetId: v.datasetId,
     root: v.root,
@@ -85,9 +74,4 @@ export function parseDatasetInput(input: unknown): {
       safetyWindowMs: v.safetyWindow,
     },
   };
-}
-
-function unknownKeyField(issue: z.core.$ZodIssue | undefined): string | undefined {
-  if (issue?.code === "unrecognized_keys") return issue.keys.join(", ");
-  return undefined;
 }

@@ -1,5 +1,4 @@
 import { z } from "zod";
-import { ValidationError } from "../errors.js";
 import {
   attemptNumberSchema,
   idSchema,
@@ -8,6 +7,7 @@ import {
   taskAttemptIdSchema,
   urlSchema,
 } from "../events/identifiers.js";
+import { parseWithSchema } from "../validation.js";
 
 /** Input of `startRun`. `runId` is generated when omitted. */
 export const startRunInputSchema = z.strictObject({
@@ -43,14 +43,5 @@ export const failRunInputSchema = z.strictObject({ runId: idSchema, reason: z.st
  * ```
  */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
-  const result = schema.safeParse(input);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const field =
-    issue?.code === "unrecognized_keys"
-      ? issue.keys.join(", ")
-      : issue && issue.path.length > 0
-        ? issue.path.map(String).join(".")
-        : "input";
-  throw new ValidationError(field, issue?.message ?? "invalid", { details: { issues: result.error.issues } });
+  return parseWithSchema(schema, input, "input");
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ValidationError } from "../errors.js";
+import { parseWithSchema } from "../validation.js";
 
 /**
  * How often and how patiently a cleanup is retried: at most `maxTries` tries, waiting a capped,
@@ -64,20 +65,7 @@ const retryPolicySchema = z.strictObject({
  * ```
  */
 export function parseRetryPolicy(input: unknown = {}): RetryPolicy {
-  const result = retryPolicySchema.safeParse(input ?? {});
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const field =
-      issue?.code === "unrecognized_keys"
-        ? issue.keys.join(", ")
-        : issue && issue.path.length > 0
-          ? issue.path.map(String).join(".")
-          : "retryPolicy";
-    throw new ValidationError(field, issue?.message ?? "invalid retry policy", {
-      details: { issues: result.error.issues },
-    });
-  }
-  const policy = result.data;
+  const policy = parseWithSchema(retryPolicySchema, input ?? {}, "retryPolicy");
   if (policy.maxDelayMs < policy.baseDelayMs) {
     throw new ValidationError(
       "maxDelayMs",
