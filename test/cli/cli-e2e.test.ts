@@ -833,3 +833,18 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
     expect(summary.runs).toHaveLength(4);
   });
 });
+
+describe("shardledger output piped into a reader that stops early", () => {
+  test.concurrent("exits quietly when the pipe closes (as with `| head -1`)", async ({ expect }) => {
+    const child = spawn(process.execPath, [cliPath, "--help"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    // The reader is gone before the first write, so every write hits a closed pipe.
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    expect(stderr).not.toContain("EPIPE");
+    expect(code).toBe(0);
+  });
+});
