@@ -4,15 +4,14 @@ import type { Ledger } from "../../src/ledger/open-ledger.js";
 import type { ObjectStore } from "../../src/storage/object-store.js";
 import { BACKEND } from "../support/database.js";
 import { openTestLedger, testClock } from "../support/ledger.js";
-import { type S3FaultProxy, startS3FaultProxy } from "../support/s3-fault-proxy.js";
-import { type S3rverHandle, startS3rver } from "../support/s3rver.js";
+import { useS3WithFaultProxy } from "../support/s3-with-proxy.js";
 
 const BUCKET = "lake";
 const shard = (n: number) => `shard=${String(n).padStart(5, "0")}`;
 
 describe(`loser cleanup against a real S3 server with injected faults (${BACKEND})`, () => {
-  let s3: S3rverHandle;
-  let proxy: S3FaultProxy;
+  // Faults stay programmed across a scenario's passes, so no reset between tests here.
+  const env = useS3WithFaultProxy([BUCKET], { resetAfterEach: false });
   let t: Awaited<ReturnType<typeof openTestLedger>>;
   let ledger: Ledger;
   const clock = testClock();
@@ -20,8 +19,6 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
   let afterDelete: (() => void) | null = null;
 
   beforeAll(async () => {
-    s3 = await startS3rver({ buckets: [BUCKET] });
-    proxy = await startS3FaultProxy({ target: s3.endpoint });
     t = await openTestLedger({
       clock: clock.now,
       // Recorded, not slept: backoff is asserted on the delays, and the tests stay fast.
@@ -30,17 +27,13 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
       },
       random: () => 0.5,
       objectStore: (root) => {
-        const store = createS3ObjectStore(root, { client: proxy.client });
+        const store = createS3ObjectStore(root, { client: env.proxy.client });
         return hookDeletes(store, () => afterDelete?.());
       },
     });
     ledger = t.ledger;
   });
-  afterAll(async () => {
-    await t.close();
-    await proxy.stop();
-    await s3.stop();
-  });
+  afterAll(() => t.close());
 
   /** A published run whose every shard has a winner and two losers with data, plus bystanders. */
   async function publishedRun(datasetId: string, runId: string, shards: number) {
@@ -86,7 +79,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
       `${datasetId}2/data/${runId}/${shard(0)}/attempt=01/part-0.parquet`,
       `elsewhere/${datasetId}/data/${runId}/${shard(0)}/attempt=01/part-0.parquet`,
     ];
-    await s3.seed(BUCKET, [...keys, ...bystanders]);
+    await env.s3.seed(BUCKET, [...keys, ...bystanders]);
     await ledger.publish(runId);
     return { root, winners, losers, bystanders };
   }
@@ -97,7 +90,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
     runId: string,
     fixture: Awaited<ReturnType<typeof publishedRun>>,
   ) {
-    const onDisk = new Set(await s3.keysOnDisk(BUCKET));
+    const onDisk = new Set(await env.s3.keysOnDisk(BUCKET));
     for (const w of fixture.winners)
       expect(
         [...onDisk].filter((k) => k.startsWith(w)),
@@ -127,15 +120,15 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
 
   it("retries SlowDown and connection resets, then deletes every loser", async () => {
     const f = await publishedRun("transient", "t1", 3);
-    proxy.resetCounts();
+    env.proxy.resetCounts();
     delays.length = 0;
-    proxy.slowDown(2, { kind: "DeleteObjects" });
-    proxy.reset(1, { kind: "ListObjectsV2" });
+    env.proxy.slowDown(2, { kind: "DeleteObjects" });
+    env.proxy.reset(1, { kind: "ListObjectsV2" });
     const report = await ledger.cleanup({ datasetId: "transient" });
     expect(report.failed).toEqual([]);
     expect([...report.deleted].sort()).toEqual([...f.losers].sort());
     expect(report.planned.sort()).toEqual([...f.losers].sort());
-    expect(proxy.seen.filter((r) => r.fault !== null)).toHaveLength(3);
+    expect(env.proxy.seen.filter((r) => r.fault !== null)).toHaveLength(3);
     // Full jitter at random()=0.5: half the capped exponential backoff.
     expect(delays.every((d) => d <= 30_000)).toBe(true);
     expect(delays.length).toBeGreaterThanOrEqual(3);
@@ -145,14 +138,14 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
 
   it("does not retry AccessDenied: the item is left pending with its code, inside the floor, until retry-failed", async () => {
     const f = await publishedRun("denied", "d1", 1);
-    proxy.resetCounts();
-    proxy.deny(1000, { kind: "DeleteObjects" });
+    env.proxy.resetCounts();
+    env.proxy.deny(1000, { kind: "DeleteObjects" });
     const report = await ledger.cleanup({ datasetId: "denied" });
     expect(report.deleted).toEqual([]);
     expect(report.failed.map((x) => [x.url, x.error.split(":")[0], x.tries])).toEqual(
       f.losers.map((u) => [u, "AccessDenied", 1]),
     );
-    expect(proxy.counts.DeleteObjects).toBe(f.losers.length); // exactly one request per prefix: not retried
+    expect(env.proxy.counts.DeleteObjects).toBe(f.losers.length); // exactly one request per prefix: not retried
     const pending = await ledger.pendingCleanup({ datasetId: "denied" });
     expect(pending.map((p) => [p.state, p.lastErrorCode, p.transient])).toEqual(
       f.losers.map(() => ["exhausted", "AccessDenied", false]),
@@ -163,7 +156,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
     await checkInvariants("denied", "d1", f);
 
     // Fixed permissions do not resurrect an exhausted item by themselves …
-    proxy.clearFaults();
+    env.proxy.clearFaults();
     clock.advance(86_400_000);
     expect((await ledger.cleanup({ datasetId: "denied" })).deleted).toEqual([]);
     // … retry-failed re-queues it (one run with two items: two items, one run not failed).
@@ -181,12 +174,12 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
   it("treats per-key errors inside a 200 DeleteObjects response as failures, then drains on a later pass", async () => {
     const f = await publishedRun("perkey", "k1", 2);
     const stuck = `perkey/data/k1/${shard(1)}/attempt=01/part-2.parquet`;
-    proxy.failDeleteKeys([stuck], { code: "InternalError" });
+    env.proxy.failDeleteKeys([stuck], { code: "InternalError" });
     const report = await ledger.cleanup({ datasetId: "perkey" });
     const stuckUrl = `s3://${BUCKET}/perkey/data/k1/${shard(1)}/attempt=01`;
     expect(report.failed.map((x) => x.url)).toEqual([stuckUrl]);
     expect(report.failed[0]?.tries).toBe(5);
-    expect(await s3.keysOnDisk(BUCKET, `perkey/data/k1/${shard(1)}/attempt=01/`)).toEqual([stuck]);
+    expect(await env.s3.keysOnDisk(BUCKET, `perkey/data/k1/${shard(1)}/attempt=01/`)).toEqual([stuck]);
     const [item] = await ledger.pendingCleanup({ datasetId: "perkey" });
     expect(item).toMatchObject({
       url: stuckUrl,
@@ -197,7 +190,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
     });
     await checkInvariants("perkey", "k1", f);
 
-    proxy.clearFaults();
+    env.proxy.clearFaults();
     expect((await ledger.cleanup({ datasetId: "perkey" })).deleted).toEqual([]); // not due yet
     clock.advance(3_600_001);
     expect((await ledger.cleanup({ datasetId: "perkey" })).deleted).toEqual([stuckUrl]);
@@ -209,7 +202,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
     const f = await publishedRun("cut", "c1", 4);
     let deletes = 0;
     afterDelete = () => {
-      if (++deletes === 2) proxy.cut();
+      if (++deletes === 2) env.proxy.cut();
     };
     const report = await ledger.cleanup({ datasetId: "cut" });
     afterDelete = null;
@@ -221,7 +214,7 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
     );
     await checkInvariants("cut", "c1", f);
 
-    proxy.restore();
+    env.proxy.restore();
     clock.advance(3_600_001);
     const later = await ledger.cleanup({ datasetId: "cut" });
     expect(later.failed).toEqual([]);
@@ -233,14 +226,14 @@ describe(`loser cleanup against a real S3 server with injected faults (${BACKEND
 
   it("lists exactly what it would delete with dryRun, and deletes nothing", async () => {
     const f = await publishedRun("dry", "y1", 2);
-    const before = await s3.keysOnDisk(BUCKET, "dry/");
-    proxy.resetCounts();
+    const before = await env.s3.keysOnDisk(BUCKET, "dry/");
+    env.proxy.resetCounts();
     const report = await ledger.cleanup({ datasetId: "dry", dryRun: true });
 
     expect(report.planned.sort()).toEqual([...f.losers].sort());
     expect(report.deleted).toEqual([]);
-    expect(proxy.counts.DeleteObjects).toBe(0);
-    expect(await s3.keysOnDisk(BUCKET, "dry/")).toEqual(before);
+    expect(env.proxy.counts.DeleteObjects).toBe(0);
+    expect(await env.s3.keysOnDisk(BUCKET, "dry/")).toEqual(before);
     expect((await ledger.run("y1")).attempts.filter((a) => a.status === "LOSER")).toHaveLength(
       f.losers.length,
     );

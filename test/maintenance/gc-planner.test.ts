@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { isValidationError, type ValidationError } from "../../src/errors.js";
 import { type GcInput, planGc, type RunUrls } from "../../src/maintenance/gc-planner.js";
 import type { DatasetView, RetentionFloor, RunView } from "../../src/projections/queries.js";
+import { noAttempts } from "../support/run-view.js";
 
 const ROOT = "s3://lake/events";
 const H = 3_600_000;
@@ -32,16 +33,7 @@ function run(runId: string, fields: Partial<RunView> = {}): RunView {
     failureReason: null,
     missingShards: null,
     reopenedCount: 0,
-    attempts: {
-      total: 0,
-      started: 0,
-      succeeded: 0,
-      failed: 0,
-      winner: 0,
-      loser: 0,
-      cleanupPending: 0,
-      deleted: 0,
-    },
+    attempts: noAttempts(),
     ...fields,
   };
 }

@@ -6,15 +6,15 @@
  */
 import { mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFilesystemObjectStore } from "../../src/adapters/objectstore/filesystem-object-store.js";
 import { createS3ObjectStore } from "../../src/adapters/objectstore/s3-object-store.js";
 import { isSafetyRailError } from "../../src/errors.js";
 import { deletePrefix } from "../../src/maintenance/prefix-deleter.js";
 import { backoffCap, type RetryPolicy } from "../../src/maintenance/retry-policy.js";
 import type { ObjectStore } from "../../src/storage/object-store.js";
-import { type S3FaultProxy, startS3FaultProxy } from "../support/s3-fault-proxy.js";
-import { type S3rverHandle, scratchDir, startS3rver } from "../support/s3rver.js";
+import { useS3WithFaultProxy } from "../support/s3-with-proxy.js";
+import { scratchDir } from "../support/s3rver.js";
 
 const BUCKET = "lake";
 const TARGET = "data/r1/shard=00000/attempt=01/";
@@ -41,33 +41,20 @@ function recorder() {
 }
 
 describe("on S3 (s3rver behind the fault proxy)", () => {
-  let s3: S3rverHandle;
-  let proxy: S3FaultProxy;
+  const env = useS3WithFaultProxy([BUCKET]);
   let n = 0;
-
-  beforeAll(async () => {
-    s3 = await startS3rver({ buckets: [BUCKET] });
-    proxy = await startS3FaultProxy({ target: s3.endpoint });
-  });
-  afterAll(async () => {
-    await proxy?.stop();
-    await s3?.stop();
-  });
-  afterEach(() => {
-    proxy.clearFaults();
-    proxy.resetCounts();
-  });
 
   /** A fresh root with the siblings and `keys` stored under it; counters start at zero. */
   async function fixture(keys: readonly string[]) {
     const base = `t${++n}`;
-    await s3.seed(
+    await env.s3.seed(
       BUCKET,
       [...SIBLINGS, ...keys].map((k) => `${base}/${k}`),
     );
-    proxy.resetCounts();
-    const store: ObjectStore = createS3ObjectStore(`s3://${BUCKET}/${base}`, { client: proxy.client });
-    const onDisk = async () => (await s3.keysOnDisk(BUCKET, `${base}/`)).map((k) => k.slice(base.length + 1));
+    env.proxy.resetCounts();
+    const store: ObjectStore = createS3ObjectStore(`s3://${BUCKET}/${base}`, { client: env.proxy.client });
+    const onDisk = async () =>
+      (await env.s3.keysOnDisk(BUCKET, `${base}/`)).map((k) => k.slice(base.length + 1));
     return {
       store,
       full: (k: string) => `${base}/${k}`,
@@ -92,9 +79,9 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       remainingKeys: [],
     });
     expect(rec.delays).toEqual([]);
-    expect(proxy.counts.DeleteObjects).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(1);
     // One listing to find the keys, one to verify the prefix empty.
-    expect(proxy.counts.ListObjectsV2).toBe(2);
+    expect(env.proxy.counts.ListObjectsV2).toBe(2);
     expect(await fx.left()).toEqual([]);
     await fx.expectSiblingsIntact();
   });
@@ -109,26 +96,26 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       error: null,
       remainingKeys: [],
     });
-    expect(proxy.counts.DeleteObjects).toBe(0);
-    expect(proxy.counts.ListObjectsV2).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(0);
+    expect(env.proxy.counts.ListObjectsV2).toBe(1);
     await fx.expectSiblingsIntact();
   });
 
   it("retries 503 SlowDown on the deletes with capped, fully jittered backoff, then succeeds", async () => {
     const fx = await fixture(targetKeys(4));
-    proxy.slowDown(2, { kind: "DeleteObjects" });
+    env.proxy.slowDown(2, { kind: "DeleteObjects" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({ status: "deleted", deletedObjects: 4, tries: 3, error: null });
     expect(rec.delays).toEqual(HALF_DELAYS.slice(0, 2));
-    expect(proxy.counts.DeleteObjects).toBe(3);
+    expect(env.proxy.counts.DeleteObjects).toBe(3);
     expect(await fx.left()).toEqual([]);
     await fx.expectSiblingsIntact();
   });
 
   it("retries SlowDown on any request (listings too) up to maxTries, the waits capped at maxDelayMs", async () => {
     const fx = await fixture(targetKeys(2));
-    proxy.slowDown(3);
+    env.proxy.slowDown(3);
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({ status: "deleted", deletedObjects: 2, tries: 4 });
@@ -139,7 +126,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
 
   it("keeps every real jittered wait within [0, min(maxDelay, base·2^(tries-1))]", async () => {
     const fx = await fixture(targetKeys(2));
-    proxy.slowDown(3, { kind: "DeleteObjects" });
+    env.proxy.slowDown(3, { kind: "DeleteObjects" });
     const delays: number[] = [];
     const result = await deletePrefix(fx.store, TARGET, {
       policy: POLICY,
@@ -157,7 +144,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
 
   it("gives up on a transient error after maxTries and reports it as transient", async () => {
     const fx = await fixture(targetKeys(2));
-    proxy.slowDown(10, { kind: "DeleteObjects" });
+    env.proxy.slowDown(10, { kind: "DeleteObjects" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({
@@ -168,14 +155,14 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     });
     expect(result.remainingKeys).toEqual(targetKeys(2));
     expect(rec.delays).toEqual(HALF_DELAYS);
-    expect(proxy.counts.DeleteObjects).toBe(4);
+    expect(env.proxy.counts.DeleteObjects).toBe(4);
     expect(await fx.left()).toEqual(targetKeys(2));
     await fx.expectSiblingsIntact();
   });
 
   it("retries a connection reset before the request reached the server", async () => {
     const fx = await fixture(targetKeys(3));
-    proxy.reset(1, { kind: "DeleteObjects" });
+    env.proxy.reset(1, { kind: "DeleteObjects" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({ status: "deleted", deletedObjects: 3, tries: 2 });
@@ -186,7 +173,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
 
   it("retries a reset after the server deleted: the next listing finds the prefix empty", async () => {
     const fx = await fixture(targetKeys(3));
-    proxy.reset(1, { kind: "DeleteObjects" }, { afterForward: true });
+    env.proxy.reset(1, { kind: "DeleteObjects" }, { afterForward: true });
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...recorder() });
     // Deleted, but never confirmed to us: only what the store confirms is counted.
     expect(result).toMatchObject({ status: "deleted", deletedObjects: 0, tries: 2 });
@@ -196,7 +183,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
 
   it("does not retry AccessDenied: one delete request, reported with its code, objects still there", async () => {
     const fx = await fixture(targetKeys(3));
-    proxy.deny(5, { kind: "DeleteObjects" });
+    env.proxy.deny(5, { kind: "DeleteObjects" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({
@@ -206,7 +193,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       error: { code: "AccessDenied", transient: false },
     });
     expect(result.remainingKeys).toEqual(targetKeys(3));
-    expect(proxy.counts.DeleteObjects).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(1);
     expect(rec.delays).toEqual([]);
     expect(await fx.left()).toEqual(targetKeys(3));
     await fx.expectSiblingsIntact();
@@ -217,7 +204,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     { status: 403, code: "InvalidAccessKeyId" },
   ])("does not retry $code on the listing, and sends no delete", async (error) => {
     const fx = await fixture(targetKeys(2));
-    proxy.fail(5, error, { kind: "ListObjectsV2" });
+    env.proxy.fail(5, error, { kind: "ListObjectsV2" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({
@@ -225,8 +212,8 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       tries: 1,
       error: { code: error.code, transient: false },
     });
-    expect(proxy.counts.ListObjectsV2).toBe(1);
-    expect(proxy.counts.DeleteObjects).toBe(0);
+    expect(env.proxy.counts.ListObjectsV2).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(0);
     expect(rec.delays).toEqual([]);
     expect(await fx.left()).toEqual(targetKeys(2));
   });
@@ -235,7 +222,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     const keys = targetKeys(5);
     const stuck = keys[2]!;
     const fx = await fixture(keys);
-    proxy.failDeleteKeys([fx.full(stuck)], { code: "InternalError" });
+    env.proxy.failDeleteKeys([fx.full(stuck)], { code: "InternalError" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({
@@ -254,10 +241,10 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
   it("deletes a key on a later round once its per-key error has passed", async () => {
     const keys = targetKeys(5);
     const fx = await fixture(keys);
-    proxy.failDeleteKeys([fx.full(keys[0]!), fx.full(keys[4]!)], { code: "SlowDown", times: 1 });
+    env.proxy.failDeleteKeys([fx.full(keys[0]!), fx.full(keys[4]!)], { code: "SlowDown", times: 1 });
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...recorder() });
     expect(result).toMatchObject({ status: "deleted", deletedObjects: 5, tries: 2 });
-    expect(proxy.counts.DeleteObjects).toBe(2);
+    expect(env.proxy.counts.DeleteObjects).toBe(2);
     expect(await fx.left()).toEqual([]);
     await fx.expectSiblingsIntact();
   });
@@ -265,7 +252,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
   it("stops at a per-key permanent error without retrying", async () => {
     const keys = targetKeys(4);
     const fx = await fixture(keys);
-    proxy.failDeleteKeys([fx.full(keys[1]!)], { code: "AccessDenied" });
+    env.proxy.failDeleteKeys([fx.full(keys[1]!)], { code: "AccessDenied" });
     const rec = recorder();
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...rec });
     expect(result).toMatchObject({
@@ -275,7 +262,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       error: { code: "AccessDenied", transient: false },
       remainingKeys: [keys[1]],
     });
-    expect(proxy.counts.DeleteObjects).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(1);
     expect(rec.delays).toEqual([]);
     expect(await fx.left()).toEqual([keys[1]]);
     await fx.expectSiblingsIntact();
@@ -327,7 +314,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       remainingKeys: [],
     });
     expect(batches).toEqual([1000, 1000, 50]);
-    expect(proxy.counts.DeleteObjects).toBe(3);
+    expect(env.proxy.counts.DeleteObjects).toBe(3);
     expect(await fx.left()).toEqual([]);
     await fx.expectSiblingsIntact();
   });
@@ -342,14 +329,14 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       ...rec,
       onBatch: () => {
         batches += 1;
-        if (batches === 1) proxy.cut();
+        if (batches === 1) env.proxy.cut();
       },
     });
     expect(first).toMatchObject({ status: "failed", deletedObjects: 1000, tries: 4 });
     expect(first.error?.transient).toBe(true);
     expect(rec.delays).toEqual(HALF_DELAYS);
     expect(await fx.left()).toEqual(keys.slice(1000));
-    proxy.restore();
+    env.proxy.restore();
 
     const second = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...recorder() });
     expect(second).toEqual({
@@ -378,7 +365,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       tries: 1,
       error: { code: "Aborted", transient: true },
     });
-    expect(proxy.counts.DeleteObjects).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(1);
     expect(await fx.left()).toHaveLength(50);
     await fx.expectSiblingsIntact();
   });
@@ -387,7 +374,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     const fx = await fixture(targetKeys(2));
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, signal: AbortSignal.abort() });
     expect(result).toMatchObject({ status: "failed", tries: 0, error: { code: "Aborted" } });
-    expect(proxy.seen).toEqual([]);
+    expect(env.proxy.seen).toEqual([]);
   });
 
   it("reports listed keys that are not safe as UnsafeKey and never sends them", async () => {
@@ -401,7 +388,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       error: { code: "UnsafeKey", transient: false },
     });
     expect(result.remainingKeys.sort()).toEqual([...weird].sort());
-    expect(proxy.counts.DeleteObjects).toBe(0);
+    expect(env.proxy.counts.DeleteObjects).toBe(0);
     expect(rec.delays).toEqual([]);
     expect((await fx.left()).sort()).toEqual([...targetKeys(2), ...weird].sort());
     await fx.expectSiblingsIntact();
@@ -422,7 +409,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
       (e: unknown) => e,
     );
     expect(isSafetyRailError(error)).toBe(true);
-    expect(proxy.seen).toEqual([]);
+    expect(env.proxy.seen).toEqual([]);
   });
 
   it("refuses an invalid policy before any request", async () => {
@@ -430,7 +417,7 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     await expect(
       deletePrefix(fx.store, TARGET, { policy: { maxTries: 0, baseDelayMs: 100, maxDelayMs: 300 } }),
     ).rejects.toThrow(/maxTries/);
-    expect(proxy.seen).toEqual([]);
+    expect(env.proxy.seen).toEqual([]);
   });
 });
 

@@ -4,30 +4,19 @@
  * the caller's retry policy.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import { createS3ObjectStore } from "../../src/adapters/objectstore/s3-object-store.js";
 import { isValidationError } from "../../src/errors.js";
 import { classifyStoreError, type ObjectStore, ObjectStoreError } from "../../src/storage/object-store.js";
-import { type S3FaultProxy, startS3FaultProxy } from "../support/s3-fault-proxy.js";
-import { createTestS3Client, S3RVER_CREDENTIALS, type S3rverHandle, startS3rver } from "../support/s3rver.js";
+import { useS3WithFaultProxy } from "../support/s3-with-proxy.js";
+import { createTestS3Client, S3RVER_CREDENTIALS } from "../support/s3rver.js";
 
 const BUCKET = "lake";
-let s3: S3rverHandle;
-let proxy: S3FaultProxy;
+const env = useS3WithFaultProxy([BUCKET]);
 let n = 0;
 
-beforeAll(async () => {
-  s3 = await startS3rver({ buckets: [BUCKET] });
-  proxy = await startS3FaultProxy({ target: s3.endpoint });
-});
-afterAll(async () => {
-  await proxy?.stop();
-  await s3?.stop();
-});
 afterEach(() => {
-  proxy.clearFaults();
-  proxy.resetCounts();
   vi.unstubAllEnvs();
 });
 
@@ -36,19 +25,19 @@ async function storeWith(
   keys: readonly string[],
 ): Promise<{ store: ObjectStore; prefix: string; full: (k: string) => string }> {
   const prefix = `f${++n}`;
-  await s3.seed(
+  await env.s3.seed(
     BUCKET,
     keys.map((k) => `${prefix}/${k}`),
   );
   return {
-    store: createS3ObjectStore(`s3://${BUCKET}/${prefix}`, { client: proxy.client }),
+    store: createS3ObjectStore(`s3://${BUCKET}/${prefix}`, { client: env.proxy.client }),
     prefix,
     full: (k) => `${prefix}/${k}`,
   };
 }
 
 const onDisk = async (prefix: string) =>
-  (await s3.keysOnDisk(BUCKET, `${prefix}/`)).map((k) => k.slice(prefix.length + 1));
+  (await env.s3.keysOnDisk(BUCKET, `${prefix}/`)).map((k) => k.slice(prefix.length + 1));
 
 async function rejection(p: Promise<unknown>): Promise<ObjectStoreError> {
   const e = await p.then(
@@ -63,8 +52,8 @@ describe("per-key errors inside a 200 DeleteObjects response", () => {
   it("reports them as failures with their transient flag, and those objects still exist", async () => {
     const keys = ["d/a", "d/b", "d/c", "d/d", "d/e"];
     const { store, prefix, full } = await storeWith(keys);
-    proxy.failDeleteKeys([full("d/b")], { code: "InternalError" });
-    proxy.failDeleteKeys([full("d/d")], { code: "AccessDenied" });
+    env.proxy.failDeleteKeys([full("d/b")], { code: "InternalError" });
+    env.proxy.failDeleteKeys([full("d/d")], { code: "AccessDenied" });
 
     const outcome = await store.deleteMany(keys);
 
@@ -73,13 +62,13 @@ describe("per-key errors inside a 200 DeleteObjects response", () => {
       { key: "d/b", code: "InternalError", message: expect.any(String), transient: true },
       { key: "d/d", code: "AccessDenied", message: "Access Denied", transient: false },
     ]);
-    expect(proxy.counts.DeleteObjects).toBe(1);
+    expect(env.proxy.counts.DeleteObjects).toBe(1);
     expect(await onDisk(prefix)).toEqual(["d/b", "d/d"]);
   });
 
   it("recovers on a later try once the fault has passed", async () => {
     const { store, prefix, full } = await storeWith(["x/1", "x/2"]);
-    proxy.failDeleteKeys([full("x/1"), full("x/2")], { code: "SlowDown", times: 1 });
+    env.proxy.failDeleteKeys([full("x/1"), full("x/2")], { code: "SlowDown", times: 1 });
 
     const first = await store.deleteMany(["x/1", "x/2"]);
     expect(first.deleted).toEqual([]);
@@ -97,11 +86,11 @@ describe("per-key errors inside a 200 DeleteObjects response", () => {
   it("fails only the keys of the batch they were in when deleting more than 1000", async () => {
     const keys = Array.from({ length: 1500 }, (_, i) => `big/${String(i).padStart(4, "0")}`);
     const { store, prefix, full } = await storeWith(keys);
-    proxy.failDeleteKeys([full("big/0003"), full("big/1499")], { code: "InternalError" });
+    env.proxy.failDeleteKeys([full("big/0003"), full("big/1499")], { code: "InternalError" });
 
     const outcome = await store.deleteMany(keys);
 
-    expect(proxy.counts.DeleteObjects).toBe(2);
+    expect(env.proxy.counts.DeleteObjects).toBe(2);
     expect(outcome.deleted).toHaveLength(1498);
     expect(outcome.errors.map((e) => e.key)).toEqual(["big/0003", "big/1499"]);
     expect(await onDisk(prefix)).toEqual(["big/0003", "big/1499"]);
@@ -142,7 +131,7 @@ describe("per-key errors inside a 200 DeleteObjects response", () => {
 describe("whole-request failures", () => {
   it("503 SlowDown on DeleteObjects throws a transient ObjectStoreError and deletes nothing", async () => {
     const { store, prefix } = await storeWith(["k/1", "k/2"]);
-    proxy.slowDown(1, { kind: "DeleteObjects" });
+    env.proxy.slowDown(1, { kind: "DeleteObjects" });
     const e = await rejection(store.deleteMany(["k/1", "k/2"]));
     expect(e).toMatchObject({ code: "SlowDown", transient: true, status: 503 });
     expect(await onDisk(prefix)).toEqual(["k/1", "k/2"]);
@@ -151,13 +140,13 @@ describe("whole-request failures", () => {
 
   it("403 AccessDenied throws a permanent ObjectStoreError", async () => {
     const { store } = await storeWith(["k/1"]);
-    proxy.deny(1, { kind: "ListObjectsV2" });
+    env.proxy.deny(1, { kind: "ListObjectsV2" });
     expect(await rejection(store.list(""))).toMatchObject({
       code: "AccessDenied",
       transient: false,
       status: 403,
     });
-    proxy.deny(1, { query: "delete" });
+    env.proxy.deny(1, { query: "delete" });
     expect(await rejection(store.deleteMany(["k/1"]))).toMatchObject({
       code: "AccessDenied",
       transient: false,
@@ -167,15 +156,15 @@ describe("whole-request failures", () => {
 
   it("a 500 with an unknown code and other 5xx are transient", async () => {
     const { store } = await storeWith(["k/1"]);
-    proxy.fail(1, { status: 500, code: "WeirdInternalThing" }, { kind: "GetObject" });
+    env.proxy.fail(1, { status: 500, code: "WeirdInternalThing" }, { kind: "GetObject" });
     expect(await rejection(store.get("k/1"))).toMatchObject({ code: "WeirdInternalThing", transient: true });
-    proxy.fail(1, { status: 502, code: "BadGateway" }, { kind: "GetObject" });
+    env.proxy.fail(1, { status: 502, code: "BadGateway" }, { kind: "GetObject" });
     expect(await rejection(store.get("k/1"))).toMatchObject({ status: 502, transient: true });
   });
 
   it("a connection reset before the request arrives is transient, and nothing happened", async () => {
     const { store, prefix } = await storeWith(["r/1"]);
-    proxy.reset(1, { kind: "DeleteObjects" });
+    env.proxy.reset(1, { kind: "DeleteObjects" });
     const e = await rejection(store.deleteMany(["r/1"]));
     expect(e.transient).toBe(true);
     expect(e.code).toMatch(/ECONNRESET|EPIPE|socket hang up/i);
@@ -184,7 +173,7 @@ describe("whole-request failures", () => {
 
   it("a reset after the server deleted is transient, and the retry reports success", async () => {
     const { store, prefix } = await storeWith(["r/1", "r/2"]);
-    proxy.reset(1, { kind: "DeleteObjects" }, { afterForward: true });
+    env.proxy.reset(1, { kind: "DeleteObjects" }, { afterForward: true });
     expect((await rejection(store.deleteMany(["r/1", "r/2"]))).transient).toBe(true);
     expect(await onDisk(prefix)).toEqual([]);
     expect(await store.deleteMany(["r/1", "r/2"])).toEqual({ deleted: ["r/1", "r/2"], errors: [] });
@@ -192,7 +181,7 @@ describe("whole-request failures", () => {
 
   it("cut() fails every request transiently until restore()", async () => {
     const { store } = await storeWith(["c/1"]);
-    proxy.cut();
+    env.proxy.cut();
     for (const attempt of [
       store.list(""),
       store.get("c/1"),
@@ -201,17 +190,17 @@ describe("whole-request failures", () => {
     ]) {
       expect((await rejection(attempt)).transient).toBe(true);
     }
-    expect(proxy.seen.every((r) => r.fault === "cut")).toBe(true);
-    proxy.restore();
+    expect(env.proxy.seen.every((r) => r.fault === "cut")).toBe(true);
+    env.proxy.restore();
     expect((await store.list("")).objects.map((o) => o.key)).toEqual(["c/1"]);
   });
 
   it("a request that outlives requestTimeoutMs fails with a transient timeout", async () => {
     const { prefix } = await storeWith(["t/1"]);
-    const client = createTestS3Client(proxy.endpoint, { requestTimeoutMs: 300 });
+    const client = createTestS3Client(env.proxy.endpoint, { requestTimeoutMs: 300 });
     try {
       const store = createS3ObjectStore(`s3://${BUCKET}/${prefix}`, { client });
-      proxy.stall(1, { kind: "ListObjectsV2" });
+      env.proxy.stall(1, { kind: "ListObjectsV2" });
       const e = await rejection(store.list(""));
       expect(e.transient).toBe(true);
       expect(e.code).toMatch(/^(ETIMEDOUT|TimeoutError)$/);
@@ -221,7 +210,7 @@ describe("whole-request failures", () => {
   });
 
   it("a missing bucket is permanent, while a missing key is just null", async () => {
-    const store = createS3ObjectStore("s3://no-such-bucket/x", { client: proxy.client });
+    const store = createS3ObjectStore("s3://no-such-bucket/x", { client: env.proxy.client });
     expect(await rejection(store.list(""))).toMatchObject({ code: "NoSuchBucket", transient: false });
     expect(await rejection(store.get("a"))).toMatchObject({ code: "NoSuchBucket", transient: false });
     const { store: real } = await storeWith([]);
@@ -236,13 +225,13 @@ describe("conditional puts", () => {
       code: "PreconditionFailed",
       transient: false,
     });
-    expect(proxy.counts.HeadObject).toBe(1);
-    expect(proxy.counts.PutObject).toBe(0);
+    expect(env.proxy.counts.HeadObject).toBe(1);
+    expect(env.proxy.counts.PutObject).toBe(0);
   });
 
   it("maps a 412 from a server that honours If-None-Match (a lost race) to PreconditionFailed", async () => {
     const { store } = await storeWith([]);
-    proxy.fail(1, { status: 412, code: "PreconditionFailed" }, { kind: "PutObject" });
+    env.proxy.fail(1, { status: 412, code: "PreconditionFailed" }, { kind: "PutObject" });
     expect(await rejection(store.put("_CURRENT", "r2", { ifAbsent: true }))).toMatchObject({
       code: "PreconditionFailed",
       transient: false,
@@ -251,9 +240,9 @@ describe("conditional puts", () => {
 
   it("falls back to a plain PUT when the server rejects If-None-Match as not implemented", async () => {
     const { store } = await storeWith([]);
-    proxy.fail(1, { status: 501, code: "NotImplemented" }, { kind: "PutObject" });
+    env.proxy.fail(1, { status: 501, code: "NotImplemented" }, { kind: "PutObject" });
     await store.put("_CURRENT", "r3", { ifAbsent: true });
-    expect(proxy.counts.PutObject).toBe(2);
+    expect(env.proxy.counts.PutObject).toBe(2);
     expect(new TextDecoder().decode((await store.get("_CURRENT")) ?? new Uint8Array())).toBe("r3");
   });
 });
@@ -261,7 +250,7 @@ describe("conditional puts", () => {
 describe("configuration", () => {
   it("honours SHARDLEDGER_S3_ENDPOINT and SHARDLEDGER_S3_FORCE_PATH_STYLE=1 with the SDK's credential chain", async () => {
     const { prefix } = await storeWith(["e/1"]);
-    vi.stubEnv("SHARDLEDGER_S3_ENDPOINT", proxy.endpoint);
+    vi.stubEnv("SHARDLEDGER_S3_ENDPOINT", env.proxy.endpoint);
     vi.stubEnv("SHARDLEDGER_S3_FORCE_PATH_STYLE", "1");
     vi.stubEnv("AWS_ACCESS_KEY_ID", S3RVER_CREDENTIALS.accessKeyId);
     vi.stubEnv("AWS_SECRET_ACCESS_KEY", S3RVER_CREDENTIALS.secretAccessKey);
@@ -269,7 +258,7 @@ describe("configuration", () => {
     const store = openObjectStore(`s3://${BUCKET}/${prefix}`);
     try {
       expect((await store.list("")).objects.map((o) => o.key)).toEqual(["e/1"]);
-      expect(proxy.counts.ListObjectsV2).toBe(1);
+      expect(env.proxy.counts.ListObjectsV2).toBe(1);
     } finally {
       await store.close?.();
     }
@@ -277,7 +266,7 @@ describe("configuration", () => {
 
   it("opens the store that matches the root's scheme and refuses invalid roots", () => {
     expect(openObjectStore("file:///tmp/lake/").rootUrl).toBe("file:///tmp/lake");
-    expect(openObjectStore("S3://lake/a/", { s3: { client: proxy.client } }).rootUrl).toBe("s3://lake/a");
+    expect(openObjectStore("S3://lake/a/", { s3: { client: env.proxy.client } }).rootUrl).toBe("s3://lake/a");
     for (const bad of ["http://lake/a", "file://relative", "s3:///a", "s3://lake/a/../b"]) {
       expect(() => openObjectStore(bad)).toThrow(expect.toSatisfy(isValidationError));
     }

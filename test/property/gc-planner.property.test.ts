@@ -8,6 +8,7 @@ import { expect } from "vitest";
 import { type GcInput, type GcPlan, planGc, type RunUrls } from "../../src/maintenance/gc-planner.js";
 import type { DatasetView, RetentionFloor, RunStatus, RunView } from "../../src/projections/queries.js";
 import { keyUnderRoot } from "../../src/storage/dataset-url.js";
+import { noAttempts } from "../support/run-view.js";
 
 const ROOT = "s3://lake/events";
 const DATASET = "events";
@@ -166,16 +167,7 @@ function buildInput(h: History, nowOffset = boundaryNow(h)): GcInput {
       failureReason: failed ? "test" : null,
       missingShards: null,
       reopenedCount: 0,
-      attempts: {
-        total: 0,
-        started: 0,
-        succeeded: 0,
-        failed: 0,
-        winner: 0,
-        loser: 0,
-        cleanupPending: 0,
-        deleted: 0,
-      },
+      attempts: noAttempts(),
     };
     runs.push(run);
     if (failed && spec.floorRow) {
