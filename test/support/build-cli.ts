@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -33,6 +33,8 @@ export function buildCli(): string {
     }
     console.warn(`tsc reported errors outside src/cli (the CLI was still built):\n${output}`);
   }
+  // tsc writes files without the exec bit; the package's bin must stay runnable (`npx shardledger`).
+  chmodSync(CLI_PATH, 0o755);
   built = CLI_PATH;
   return built;
 }
