@@ -8,6 +8,7 @@ import pg from "pg";
 import { openObjectStore } from "../src/adapters/objectstore/open-object-store.js";
 import { openDatabase, type PostgresPoolLike } from "../src/adapters/postgres/database.js";
 import { createPgEventLog, PgEventLog } from "../src/adapters/postgres/pg-event-log.js";
+import { WINNERS_PER_EVENT } from "../src/events/catalogue.js";
 import type { NewEvent } from "../src/events/envelope.js";
 import { EventCatalogue } from "../src/events/event-catalogue.js";
 import type { EventLog } from "../src/events/event-log.js";
@@ -551,7 +552,7 @@ async function timedPublishOnce(
         part(
           "· select winners + decide",
           select - winnersAppend,
-          `selectWinners and ${SHARDS} WinnerSelected events`,
+          `selectWinners and ${Math.ceil(SHARDS / WINNERS_PER_EVENT)} WinnerSelected events of ≤ ${WINNERS_PER_EVENT} winners`,
         ),
         part(
           "· append WinnerSelected (log)",
@@ -561,7 +562,7 @@ async function timedPublishOnce(
         part(
           "· inline projection",
           projection,
-          "load the run's attempts, fold, upsert attempts/winners/runs",
+          "fold, upsert winners and the run row (attempt rows untouched: status is derived)",
         ),
         part("· manifest put", manifestPut, `${Math.round(body.length / 1024)} KB JSON on the file:// store`),
         part("· manifest/succeeded/pointer events", later + pointer, "three small appends, _CURRENT put"),
@@ -625,41 +626,6 @@ export function finishJob(result: unknown): void {
   process.send?.(result, () => process.exit(0));
 }
 
-/**
- * What the projection's biggest statement could cost set-based: the run's attempts classified
- * WINNER/LOSER by one UPDATE joined to the winners table, in SQL, instead of shipping every attempt
- * row to Node and back. Timed in a transaction that is rolled back (after putting the statuses back
- * to the outcomes, so that the status index really changes as in a publish).
- */
-async function setBasedReference(url: string): Promise<BenchRow> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query("BEGIN");
-    await client.query(`UPDATE ${SCHEMA}.attempts SET status = outcome WHERE run_id = $1`, [RUN_ID]);
-    const started = performance.now();
-    const { rowCount } = await client.query(
-      `UPDATE ${SCHEMA}.attempts a
-         SET status = CASE WHEN w.run_id IS NULL THEN 'LOSER' ELSE 'WINNER' END, updated_at = now()
-        FROM ${SCHEMA}.attempts a2
-        LEFT JOIN ${SCHEMA}.winners w ON w.run_id = a2.run_id AND w.shard = a2.shard
-         AND w.attempt = a2.attempt AND w.task_attempt_id IS NOT DISTINCT FROM a2.task_attempt_id
-       WHERE a.run_id = $1 AND a2.run_id = a.run_id AND a2.attempt_key = a.attempt_key`,
-      [RUN_ID],
-    );
-    const seconds = (performance.now() - started) / 1000;
-    await client.query("ROLLBACK");
-    return {
-      phase: "reference: classify attempts set-based in SQL",
-      seconds: fmt(seconds),
-      share: "",
-      detail: `one UPDATE … FROM winners of ${rowCount} attempt rows (rolled back); load ${loadNow()}`,
-    };
-  } finally {
-    await client.end();
-  }
-}
-
 export async function run(): Promise<BenchReport> {
   const rows: BenchRow[] = [];
   const notes: string[] = [];
@@ -692,7 +658,7 @@ export async function run(): Promise<BenchReport> {
       try {
         // The steady state a real run reaches (autovacuum analyses tables this size), and no dirty
         // pages of the seeding left for the publish to flush.
-        await admin.query(`VACUUM ANALYZE ${SCHEMA}.events, ${SCHEMA}.attempts, ${SCHEMA}.runs`);
+        await admin.query(`VACUUM ANALYZE ${SCHEMA}.events, ${SCHEMA}.attempt_records, ${SCHEMA}.runs`);
         await admin.query("CHECKPOINT");
       } finally {
         await admin.end();
@@ -723,9 +689,6 @@ export async function run(): Promise<BenchReport> {
         );
         rows.push(...retried.rows);
         notes.push(...retried.notes);
-      }
-      if (rows.some((r) => String(r.phase).includes("end to end"))) {
-        rows.push(await setBasedReference(url));
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

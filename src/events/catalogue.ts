@@ -11,7 +11,8 @@ import {
 /*
  * The event catalogue: every event type shardledger records, with the zod schema of its `data` at
  * the current schema version. Names are part of the contract (SPEC "Events"). Old versions are
- * upcast on read (see upcasting.ts); stored events are never rewritten.
+ * upcast on read (EVENT_UPCASTERS below, applied by event-catalogue.ts); stored events are never
+ * rewritten.
  */
 
 const attemptRef = {
@@ -21,6 +22,21 @@ const attemptRef = {
   taskAttemptId: taskAttemptIdSchema.nullable(),
   url: urlSchema.nullable(),
 };
+
+/** One selected winner inside a WinnerSelected event. */
+const selectedWinner = z.strictObject({
+  shard: shardSchema,
+  attempt: attemptNumberSchema,
+  taskAttemptId: taskAttemptIdSchema.nullable(),
+  url: urlSchema.nullable(),
+});
+
+/**
+ * How many winners one WinnerSelected event names at most. A publish records its selection as
+ * ⌈numShards / 1000⌉ events appended together (one row per shard made a 100,000-shard publish spend
+ * seconds inserting and projecting 100,000 rows); each event stays around 100–200 KB.
+ */
+export const WINNERS_PER_EVENT = 1000;
 
 const policies = z.strictObject({
   keepRuns: z.number().int().min(1),
@@ -42,7 +58,10 @@ export const eventDataSchemas = {
   AttemptStarted: z.strictObject({ ...attemptRef }),
   AttemptSucceeded: z.strictObject({ ...attemptRef }),
   AttemptFailed: z.strictObject({ ...attemptRef, error: z.string().max(8192) }),
-  WinnerSelected: z.strictObject({ ...attemptRef }),
+  WinnerSelected: z.strictObject({
+    runId: idSchema,
+    winners: z.array(selectedWinner).min(1).max(WINNERS_PER_EVENT),
+  }),
   ShardCoverageFailed: z.strictObject({ runId: idSchema, missingShards: z.array(shardSchema).min(1) }),
   ManifestPublished: z.strictObject({ runId: idSchema, manifestUrl: urlSchema, createdAt: z.iso.datetime() }),
   CurrentPointerMoved: z.strictObject({
@@ -100,9 +119,34 @@ export type DomainEvent = { [T in EventType]: { type: T; data: EventData<T> } }[
 export const EVENT_TYPES = Object.freeze(Object.keys(eventDataSchemas) as EventType[]);
 
 /** Current schema version of each event type; bump it and register an upcaster when a shape changes. */
-export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Object.freeze(
-  Object.fromEntries(EVENT_TYPES.map((t) => [t, 1])) as Record<EventType, number>,
-);
+export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Object.freeze({
+  ...(Object.fromEntries(EVENT_TYPES.map((t) => [t, 1])) as Record<EventType, number>),
+  WinnerSelected: 2,
+});
+
+/**
+ * Schemas of older versions still found in logs, by type and version (for tests and tools that
+ * write an old shape on purpose; the log validates an append at the version it names).
+ */
+export const HISTORICAL_SCHEMAS: Readonly<Partial<Record<EventType, Readonly<Record<number, z.ZodType>>>>> = {
+  // v1: one event per shard.
+  WinnerSelected: { 1: z.strictObject({ ...attemptRef }) },
+};
+
+/**
+ * Upcasters by type and the version they upcast from. Pure functions of stored data: the log is
+ * never rewritten, every reader sees the current shape.
+ */
+export const EVENT_UPCASTERS: Readonly<
+  Partial<Record<EventType, Readonly<Record<number, (data: unknown) => unknown>>>>
+> = {
+  WinnerSelected: {
+    1: (data) => {
+      const { runId, ...winner } = data as { runId: string } & Record<string, unknown>;
+      return { runId, winners: [winner] };
+    },
+  },
+};
 
 /** Reasons a run may be pruned (SPEC "Events": Pruned). */
 export type PruneReason = z.output<typeof pruneReason>;

@@ -1,6 +1,12 @@
 import type { z } from "zod";
 import { ValidationError } from "../errors.js";
-import { CURRENT_SCHEMA_VERSIONS, EVENT_TYPES, eventDataSchemas } from "./catalogue.js";
+import {
+  CURRENT_SCHEMA_VERSIONS,
+  EVENT_TYPES,
+  EVENT_UPCASTERS,
+  eventDataSchemas,
+  HISTORICAL_SCHEMAS,
+} from "./catalogue.js";
 
 /** Turns the data of version `v` into the data of version `v + 1`. Pure; never touches storage. */
 export type Upcaster = (data: unknown) => unknown;
@@ -123,5 +129,11 @@ export const defaultCatalogue = new EventCatalogue(
     type,
     schemaVersion: CURRENT_SCHEMA_VERSIONS[type],
     schema: eventDataSchemas[type] as z.ZodType,
+    ...optional("upcasters", EVENT_UPCASTERS[type]),
+    ...optional("historicalSchemas", HISTORICAL_SCHEMAS[type]),
   })),
 );
+
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return value === undefined ? {} : ({ [key]: value } as { [P in K]: V });
+}

@@ -203,11 +203,17 @@ export class MaintenanceService {
     const schema = this.#deps.database.schema;
     const pending = await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId });
     const pendingByKey = new Map(pending.map((p) => [`${p.runId}\u0000${p.url}`, p]));
-    const { rows: losers } = await sql<{ run_id: string; url: string; status: string }>`
-      SELECT a.run_id, a.url, a.status FROM ${sql.id(schema, "attempts")} a
-      JOIN ${sql.id(schema, "runs")} r ON r.run_id = a.run_id
-      WHERE a.dataset_id = ${dataset.datasetId} AND r.status = 'SUCCEEDED'
-        AND a.status = 'LOSER' AND a.url IS NOT NULL
+    // Status LOSER, spelled out on the tables behind the `attempts` view so the planner starts from
+    // the dataset's succeeded runs that still have losers (the runs index), then their attempts.
+    const { rows: losers } = await sql<{ run_id: string; url: string }>`
+      SELECT a.run_id, a.url FROM ${sql.id(schema, "runs")} r
+      JOIN ${sql.id(schema, "attempt_records")} a ON a.run_id = r.run_id
+      WHERE r.dataset_id = ${dataset.datasetId} AND r.status = 'SUCCEEDED' AND r.attempts_loser > 0
+        AND a.cleanup_status IS NULL AND a.url IS NOT NULL
+        AND NOT EXISTS (
+          SELECT 1 FROM ${sql.id(schema, "winners")} w
+          WHERE w.run_id = a.run_id AND w.shard = a.shard AND w.attempt = a.attempt
+            AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id)
       ORDER BY a.run_id, a.url`.execute(db);
     const winnerUrls = await this.#winnerUrls(dataset.datasetId);
     const items: WorkItem[] = [];
@@ -547,29 +553,45 @@ export class MaintenanceService {
   async #runUrls(datasetId: string, root: string): Promise<Map<string, RunUrls>> {
     const schema = this.#deps.database.schema;
     const db = this.#deps.database.db;
-    const { rows: attempts } = await sql<{ run_id: string; url: string; status: string }>`
-      SELECT run_id, url, status FROM ${sql.id(schema, "attempts")}
-      WHERE dataset_id = ${datasetId} AND url IS NOT NULL AND status <> 'DELETED'`.execute(db);
+    // Every attempt url whose data may still be there (status other than DELETED), and whether
+    // it is a winner's; through the dataset's runs, which are indexed by dataset.
+    const { rows: attempts } = await sql<{ run_id: string; url: string; winner: boolean }>`
+      SELECT a.run_id, a.url, (w.run_id IS NOT NULL) AS winner
+      FROM ${sql.id(schema, "runs")} r
+      JOIN ${sql.id(schema, "attempt_records")} a ON a.run_id = r.run_id
+      LEFT JOIN ${sql.id(schema, "winners")} w ON w.run_id = a.run_id AND w.shard = a.shard
+        AND w.attempt = a.attempt AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id
+      WHERE r.dataset_id = ${datasetId} AND a.url IS NOT NULL
+        AND a.cleanup_status IS DISTINCT FROM 'DELETED'`.execute(db);
     const { rows: runs } = await sql<{ run_id: string; manifest_url: string | null }>`
       SELECT run_id, manifest_url FROM ${sql.id(schema, "runs")} WHERE dataset_id = ${datasetId}`.execute(db);
-    const out = new Map<
+    // Sets, not array lookups: a 100,000-shard run has 200,000 attempt urls.
+    const sets = new Map<
       string,
-      { attemptUrls: string[]; winnerUrls: string[]; manifestUrl: string | null }
+      { attemptUrls: Set<string>; winnerUrls: Set<string>; manifestUrl: string | null }
     >();
     // A pruned run's whole data prefix goes with it, so files no attempt reported are not stranded
     // (the planner still refuses it if it overlaps a run that stays).
     for (const r of runs) {
-      out.set(r.run_id, {
-        attemptUrls: [`${root}/data/${r.run_id}`],
-        winnerUrls: [],
+      sets.set(r.run_id, {
+        attemptUrls: new Set([`${root}/data/${r.run_id}`]),
+        winnerUrls: new Set(),
         manifestUrl: r.manifest_url,
       });
     }
     for (const a of attempts) {
-      const entry = out.get(a.run_id);
+      const entry = sets.get(a.run_id);
       if (!entry) continue;
-      if (!entry.attemptUrls.includes(a.url)) entry.attemptUrls.push(a.url);
-      if (a.status === "WINNER" && !entry.winnerUrls.includes(a.url)) entry.winnerUrls.push(a.url);
+      entry.attemptUrls.add(a.url);
+      if (a.winner) entry.winnerUrls.add(a.url);
+    }
+    const out = new Map<string, RunUrls>();
+    for (const [runId, e] of sets) {
+      out.set(runId, {
+        attemptUrls: [...e.attemptUrls],
+        winnerUrls: [...e.winnerUrls],
+        manifestUrl: e.manifestUrl,
+      });
     }
     return out;
   }

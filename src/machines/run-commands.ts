@@ -4,12 +4,13 @@ import {
   ShardCoverageError,
   ValidationError,
 } from "../errors.js";
-import type {
-  CleanupReason,
-  EventData,
-  EventDataInput,
-  EventType,
-  PruneReason,
+import {
+  type CleanupReason,
+  type EventData,
+  type EventDataInput,
+  type EventType,
+  type PruneReason,
+  WINNERS_PER_EVENT,
 } from "../events/catalogue.js";
 import type { EventMetadata, NewEvent } from "../events/envelope.js";
 import { defaultCatalogue } from "../events/event-catalogue.js";
@@ -466,15 +467,21 @@ function decideSelectWinners(b: EventBuilder): RunEvent[] {
       ),
     ];
   }
+  // Shard order (selectWinners' order), WINNERS_PER_EVENT to an event: the same selection always
+  // gives the same events and ids, so a retried publish of this generation is the one recorded.
+  const ordered = [...selection.winners];
   const events: RunEvent[] = [];
-  for (const [shard, w] of selection.winners) {
-    events.push(
-      b.trusted(
-        "WinnerSelected",
-        { runId, shard, attempt: w.attempt, taskAttemptId: w.taskAttemptId, url: w.url },
-        b.generationId(`winner/${shard}`),
-      ),
-    );
+  for (let i = 0; i < ordered.length; i += WINNERS_PER_EVENT) {
+    const chunk = ordered.slice(i, i + WINNERS_PER_EVENT);
+    const winners = chunk.map(([shard, w]) => ({
+      shard,
+      attempt: w.attempt,
+      taskAttemptId: w.taskAttemptId,
+      url: w.url,
+    }));
+    const first = winners[0]?.shard;
+    const last = winners.at(-1)?.shard;
+    events.push(b.trusted("WinnerSelected", { runId, winners }, b.generationId(`winners/${first}-${last}`)));
   }
   return events;
 }

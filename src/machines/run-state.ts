@@ -308,7 +308,7 @@ export function evolveRun(state: RunState, event: FoldableEvent): RunState {
       applyReport(s, "FAILED", d, at);
       break;
     case "WinnerSelected":
-      applyWinner(s, d, at);
+      applyWinners(s, d, at);
       break;
     case "ShardCoverageFailed":
       if (stepRun(s, "ShardCoverageFailed")) s.missingShards = [...(d.missingShards as number[])];
@@ -575,24 +575,36 @@ export function attemptsAtUrl(state: RunState, url: string): readonly AttemptSta
   return found === undefined ? [] : Array.isArray(found) ? [...found] : [found];
 }
 
-function applyWinner(s: MutableRun, d: Record<string, unknown>, at: Date): void {
-  const shard = d.shard as number;
+/**
+ * One WinnerSelected event: the winners of up to WINNERS_PER_EVENT shards (v1 events, one shard
+ * each, arrive upcast). The selection completes with the event that names the last shard; then
+ * every other attempt becomes a loser, in one pass.
+ */
+function applyWinners(s: MutableRun, d: Record<string, unknown>, at: Date): void {
+  const named = d.winners as readonly Record<string, unknown>[];
   // A second selection for a shard (two publishers racing without an expected version) is void.
-  if (shard >= s.numShards || s.winners.has(shard)) return;
-  const completes = s.winners.size + 1 === s.numShards;
+  const fresh = new Map<number, Record<string, unknown>>();
+  for (const w of named) {
+    const shard = w.shard as number;
+    if (shard < s.numShards && !s.winners.has(shard) && !fresh.has(shard)) fresh.set(shard, w);
+  }
+  if (fresh.size === 0) return;
+  const completes = s.winners.size + fresh.size === s.numShards;
   if (!stepRun(s, completes ? "WinnerSelected.completes" : "WinnerSelected")) return;
-  const taskAttemptId = (d.taskAttemptId ?? null) as string | null;
-  const key = attemptKey(shard, d.attempt as number, taskAttemptId);
-  s.winners.set(shard, {
-    shard,
-    attempt: d.attempt as number,
-    taskAttemptId,
-    url: (d.url ?? null) as string | null,
-    attemptKey: key,
-    selectedAt: at,
-  });
-  const winner = s.attempts.get(key);
-  if (winner && stepAttempt(winner, "SELECT_WINNER")) winner.updatedAt = at;
+  for (const [shard, w] of fresh) {
+    const taskAttemptId = (w.taskAttemptId ?? null) as string | null;
+    const key = attemptKey(shard, w.attempt as number, taskAttemptId);
+    s.winners.set(shard, {
+      shard,
+      attempt: w.attempt as number,
+      taskAttemptId,
+      url: (w.url ?? null) as string | null,
+      attemptKey: key,
+      selectedAt: at,
+    });
+    const winner = s.attempts.get(key);
+    if (winner && stepAttempt(winner, "SELECT_WINNER")) winner.updatedAt = at;
+  }
   if (!completes) return;
   s.publishProgress = "winners_selected";
   for (const a of s.attempts.values()) if (stepAttempt(a, "SELECT_LOSER")) a.updatedAt = at;

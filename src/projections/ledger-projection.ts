@@ -32,6 +32,7 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
     started_at: "timestamptz",
     updated_at: "timestamptz",
     heartbeat_at: "timestamptz",
+    winners_selected_at: "timestamptz",
     succeeded_at: "timestamptz",
     failed_at: "timestamptz",
     replaced_at: "timestamptz",
@@ -48,7 +49,7 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
     attempts_cleanup_pending: "integer",
     attempts_deleted: "integer",
   },
-  attempts: {
+  attempt_records: {
     run_id: "text",
     attempt_key: "text",
     dataset_id: "text",
@@ -56,8 +57,8 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
     attempt: "integer",
     task_attempt_id: "text",
     url: "text",
-    status: "text",
     outcome: "text",
+    cleanup_status: "text",
     error: "text",
     reported_at: "timestamptz",
     updated_at: "timestamptz",
@@ -104,6 +105,22 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
   },
 };
 
+/** Column types of the `attempts` view (see createProjectionViews). */
+export const ATTEMPTS_VIEW_COLUMNS: Columns = {
+  run_id: "text",
+  attempt_key: "text",
+  dataset_id: "text",
+  shard: "integer",
+  attempt: "integer",
+  task_attempt_id: "text",
+  url: "text",
+  status: "text",
+  outcome: "text",
+  error: "text",
+  reported_at: "timestamptz",
+  updated_at: "timestamptz",
+};
+
 /**
  * The key of an attempt within its run: `shard/attempt/taskAttemptId` (`-` when the engine gave
  * none). The url is data, not identity.
@@ -133,8 +150,6 @@ const DATASET_WRITERS = new Set([
   "CurrentPointerMoved",
   "Pruned",
 ]);
-const PUBLISHED = new Set(["winners_selected", "manifest_published", "succeeded"]);
-const FINAL_ATTEMPT = new Set(["WINNER", "CLEANUP_PENDING", "DELETED"]);
 
 type Data = Record<string, unknown>;
 const str = (v: unknown): string => v as string;
@@ -204,20 +219,16 @@ class ProjectionBatch {
   readonly #schema: string;
   readonly datasets = new TableState("datasets");
   readonly runs = new TableState("runs");
-  readonly attempts = new TableState("attempts");
+  readonly attempts = new TableState("attempt_records");
   readonly winners = new TableState("winners");
   readonly pending = new TableState("pending_cleanup");
   readonly floors = new TableState("retention_floors");
   readonly rollups = new TableState("rollups");
   /** Attempts by run and url, for cleanup events that name a url. */
   readonly #byUrl = new Map<string, Row[]>();
-  /** Runs whose every attempt is loaded (publish and prune need them all). */
-  readonly #fullRuns = new Set<string>();
   readonly #prunedRuns = new Set<string>();
   /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
   readonly #clearedWinners = new Set<string>();
-  /** Runs that selected winners in this batch, with the time they did. */
-  readonly #published = new Map<string, Date>();
 
   constructor(db: LedgerDb, schema: string) {
     this.#db = db;
@@ -247,9 +258,8 @@ class ProjectionBatch {
             attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId)),
           ]);
           break;
-        case "WinnerSelected":
-        case "Pruned":
         case "RunFailed":
+          // A failure can void a selection, and the run's counts are then recounted from its rows.
           fullRuns.add(str(d.runId));
           break;
         case "CleanupPlanned":
@@ -297,12 +307,12 @@ class ProjectionBatch {
       for (const r of rows) attemptRows.push(r);
     };
     const loadRuns = [...fullRuns].filter((id) => !isNew(id));
-    if (loadRuns.length > 0) addAll(await q("attempts", sql`run_id = ANY(${loadRuns}::text[])`));
+    if (loadRuns.length > 0) addAll(await q("attempt_records", sql`run_id = ANY(${loadRuns}::text[])`));
     const loadKeys = attemptKeys.filter((k) => !isNew(k[0]));
     if (loadKeys.length > 0) {
       addAll(
         await q(
-          "attempts",
+          "attempt_records",
           sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${loadKeys.map((k) => k[0])}::text[], ${loadKeys.map((k) => k[1])}::text[]))`,
         ),
       );
@@ -311,9 +321,14 @@ class ProjectionBatch {
     if (loadUrls.length > 0) {
       const runs = loadUrls.map((u) => u[0]);
       const us = loadUrls.map((u) => u[1]);
-      addAll(
-        await q("attempts", sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`),
-      );
+      const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
+      addAll(await q("attempt_records", atUrls));
+      // Cleanup never changes a winner: the winners of the shards at these urls tell which is one.
+      for (const r of await q(
+        "winners",
+        sql`(run_id, shard) IN (SELECT run_id, shard FROM ${sql.id(this.#schema, "attempt_records")} WHERE ${atUrls})`,
+      ))
+        this.winners.add(r);
       for (const r of await q(
         "pending_cleanup",
         sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
@@ -323,7 +338,6 @@ class ProjectionBatch {
     for (const r of attemptRows) {
       if (!this.attempts.rows.has(this.attempts.key(r))) this.#indexAttempt(r);
     }
-    for (const id of fullRuns) this.#fullRuns.add(id);
     if (floorDatasets.size > 0) {
       for (const r of await q("retention_floors", sql`dataset_id = ANY(${[...floorDatasets]}::text[])`))
         this.floors.add(r);
@@ -356,7 +370,6 @@ class ProjectionBatch {
   }
 
   apply(e: RecordedEvent): void {
-    if (e.type !== "WinnerSelected") this.#classifyLosers();
     const d = e.data as Data;
     const at = e.recordedAt;
     const runId = typeof d.runId === "string" ? d.runId : undefined;
@@ -410,6 +423,7 @@ class ProjectionBatch {
           started_at: at,
           updated_at: at,
           heartbeat_at: at,
+          winners_selected_at: null,
           succeeded_at: null,
           failed_at: null,
           replaced_at: null,
@@ -421,7 +435,6 @@ class ProjectionBatch {
         for (const c of Object.values(COUNT_COLUMN)) row[c] = 0;
         row.attempts_total = 0;
         this.runs.put(row);
-        this.#fullRuns.add(str(d.runId));
         return;
       }
       case "RunHeartbeat":
@@ -435,7 +448,6 @@ class ProjectionBatch {
         let attempt = this.attempts.get(str(runId), key);
         const outcome =
           e.type === "AttemptStarted" ? "STARTED" : e.type === "AttemptSucceeded" ? "SUCCEEDED" : "FAILED";
-        const published = PUBLISHED.has(str(run.publish_progress));
         if (!attempt) {
           attempt = {
             run_id: runId,
@@ -445,8 +457,8 @@ class ProjectionBatch {
             attempt: d.attempt,
             task_attempt_id: strOrNull(d.taskAttemptId),
             url: strOrNull(d.url),
-            status: null,
             outcome,
+            cleanup_status: null,
             error: e.type === "AttemptFailed" ? d.error : null,
             reported_at: at,
             updated_at: at,
@@ -454,12 +466,16 @@ class ProjectionBatch {
           this.#indexAttempt(attempt);
           this.attempts.put(attempt);
           run.attempts_total = (run.attempts_total as number) + 1;
-          this.#setStatus(run, attempt, published ? "LOSER" : outcome);
+          // Reported after its run's winners were selected: a loser at once.
+          this.#count(run, this.#statusOf(run, attempt), 1);
           return;
         }
         if (e.type === "AttemptStarted") return;
         // The first reported outcome stands (a contradicting report is refused when decided).
         if (attempt.outcome !== "STARTED" && attempt.outcome !== outcome) return;
+        // A changed outcome is never a winner's (a winner had succeeded when it was selected), so
+        // its status needs no winners loaded.
+        const before = this.#statusOf(run, attempt);
         attempt.outcome = outcome;
         if (d.url !== null && d.url !== undefined && attempt.url !== d.url) {
           this.#unindexAttempt(attempt);
@@ -469,30 +485,35 @@ class ProjectionBatch {
         if (e.type === "AttemptFailed") attempt.error = d.error;
         attempt.updated_at = at;
         this.attempts.touch(attempt);
-        if (!FINAL_ATTEMPT.has(str(attempt.status)))
-          this.#setStatus(run, attempt, published ? "LOSER" : outcome);
+        this.#move(run, before, this.#statusOf(run, attempt));
         return;
       }
       case "WinnerSelected": {
         if (!run) return;
-        const tid = strOrNull(d.taskAttemptId);
-        this.winners.put({
-          run_id: runId,
-          shard: d.shard,
-          dataset_id: run.dataset_id,
-          attempt: d.attempt,
-          task_attempt_id: tid,
-          url: strOrNull(d.url),
-          selected_at: at,
-        });
-        run.status = "PUBLISHING";
-        run.publish_progress = "winners_selected";
-        const winner = this.attempts.get(str(runId), attemptKey(d.shard as number, d.attempt as number, tid));
-        if (winner) {
-          this.#setStatus(run, winner, "WINNER");
-          winner.updated_at = at;
+        if (run.winners_selected_at === null) {
+          // The selection begins: from now on every attempt the winners do not name is a loser.
+          run.winners_selected_at = at;
+          run.status = "PUBLISHING";
+          run.publish_progress = "winners_selected";
+          for (const outcome of ["STARTED", "SUCCEEDED", "FAILED"]) {
+            const column = COUNT_COLUMN[outcome] as string;
+            this.#count(run, "LOSER", run[column] as number);
+            run[column] = 0;
+          }
         }
-        this.#published.set(str(runId), at);
+        for (const w of d.winners as readonly Data[]) {
+          if (this.winners.get(str(runId), w.shard as number)) continue;
+          this.winners.put({
+            run_id: runId,
+            shard: w.shard,
+            dataset_id: run.dataset_id,
+            attempt: w.attempt,
+            task_attempt_id: strOrNull(w.taskAttemptId),
+            url: strOrNull(w.url),
+            selected_at: at,
+          });
+          this.#move(run, "LOSER", "WINNER");
+        }
         return;
       }
       case "ShardCoverageFailed":
@@ -595,7 +616,9 @@ class ProjectionBatch {
         });
         this.pending.put(row);
         for (const a of this.#attemptsAt(str(runId), str(d.url))) {
-          if (a.status !== "WINNER" && a.status !== "DELETED") this.#setStatus(run, a, "CLEANUP_PENDING");
+          const status = this.#statusOf(run, a);
+          if (status !== "WINNER" && status !== "DELETED")
+            this.#setCleanupStatus(run, a, "CLEANUP_PENDING", at);
         }
         if (d.exhausted) this.#protect(run, "failed_cleanup", str(d.url), at);
         return;
@@ -617,7 +640,7 @@ class ProjectionBatch {
         const row = this.pending.get(str(runId), str(d.url)) ?? { run_id: runId, url: d.url };
         this.pending.remove(row);
         for (const a of this.#attemptsAt(str(runId), str(d.url))) {
-          if (a.status !== "WINNER") this.#setStatus(run, a, "DELETED");
+          if (this.#statusOf(run, a) !== "WINNER") this.#setCleanupStatus(run, a, "DELETED", at);
         }
         this.#unprotect(run, "failed_cleanup", str(d.url));
         return;
@@ -647,11 +670,11 @@ class ProjectionBatch {
 
   /**
    * A run failed after its winners were chosen but before its manifest: the selection is void.
-   * Winners go, attempts return to what they reported, and a reopened run selects afresh.
+   * Winners go, attempts return to what they reported (the run's counts are recounted from its
+   * rows, all loaded for RunFailed), and a reopened run selects afresh.
    */
   #cancelSelection(run: Row): void {
     const runId = str(run.run_id);
-    this.#published.delete(runId);
     for (const [k, w] of this.winners.rows) {
       if (w.run_id === runId) {
         this.winners.rows.delete(k);
@@ -659,28 +682,52 @@ class ProjectionBatch {
       }
     }
     this.#clearedWinners.add(runId);
-    for (const a of this.attempts.rows.values()) {
-      if (a.run_id === runId && (a.status === "WINNER" || a.status === "LOSER"))
-        this.#setStatus(run, a, str(a.outcome));
-    }
+    run.winners_selected_at = null;
     run.publish_progress = "none";
+    for (const status of ["STARTED", "SUCCEEDED", "FAILED", "WINNER", "LOSER"])
+      run[COUNT_COLUMN[status] as string] = 0;
+    for (const a of this.attempts.rows.values()) {
+      if (a.run_id === runId && a.cleanup_status === null) this.#count(run, str(a.outcome), 1);
+    }
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
 
-  #setStatus(run: Row, attempt: Row, status: string): void {
-    const old = attempt.status as string | null;
-    if (old === status) return;
-    if (old) {
-      const c = COUNT_COLUMN[old] as string;
-      run[c] = (run[c] as number) - 1;
-    }
-    const c = COUNT_COLUMN[status] as string;
-    run[c] = (run[c] as number) + 1;
-    attempt.status = status;
+  /**
+   * An attempt's lifecycle status, derived exactly as the `attempts` view derives it: cleanup's
+   * verdict, else WINNER/LOSER once the run's winners are selected, else the reported outcome.
+   */
+  #statusOf(run: Row, attempt: Row): string {
+    if (attempt.cleanup_status !== null) return str(attempt.cleanup_status);
+    if (run.winners_selected_at === null) return str(attempt.outcome);
+    const w = this.winners.get(str(attempt.run_id), attempt.shard as number);
+    const wins =
+      w !== undefined && w.attempt === attempt.attempt && w.task_attempt_id === attempt.task_attempt_id;
+    return wins ? "WINNER" : "LOSER";
+  }
+
+  #setCleanupStatus(run: Row, attempt: Row, status: "CLEANUP_PENDING" | "DELETED", at: Date): void {
+    const before = this.#statusOf(run, attempt);
+    if (before === status) return;
+    attempt.cleanup_status = status;
+    attempt.updated_at = at;
     this.attempts.touch(attempt);
+    this.#move(run, before, status);
+  }
+
+  /** Moves one attempt between the run's status counts. */
+  #move(run: Row, from: string, to: string): void {
+    if (from === to) return;
+    this.#count(run, from, -1);
+    this.#count(run, to, 1);
+  }
+
+  #count(run: Row, status: string, delta: number): void {
+    if (delta === 0) return;
+    const c = COUNT_COLUMN[status] as string;
+    run[c] = (run[c] as number) + delta;
     this.runs.touch(run);
   }
 
@@ -701,27 +748,7 @@ class ProjectionBatch {
     this.floors.remove({ run_id: run.run_id, kind, url });
   }
 
-  /**
-   * Every attempt of a published run that is not its shard's winner is a loser. Done once after a
-   * run of WinnerSelected events (not per event, which would be quadratic), before any other event
-   * is applied, so the order of effects is the log's; an attempt whose own WinnerSelected comes in a
-   * later page of a replay is corrected by it.
-   */
-  #classifyLosers(): void {
-    if (this.#published.size === 0) return;
-    for (const a of this.attempts.rows.values()) {
-      const at = this.#published.get(str(a.run_id));
-      if (!at || FINAL_ATTEMPT.has(str(a.status)) || a.status === "LOSER") continue;
-      const run = this.runs.get(str(a.run_id));
-      if (!run) continue;
-      this.#setStatus(run, a, "LOSER");
-      a.updated_at = at;
-    }
-    this.#published.clear();
-  }
-
   async store(): Promise<void> {
-    this.#classifyLosers();
     const db = this.#db;
     const schema = this.#schema;
     await deleteWhereIn(db, schema, "winners", "run_id", [...this.#clearedWinners]);
@@ -750,7 +777,13 @@ class ProjectionBatch {
     }
     // A pruned run leaves no row behind in any table (the rollups keep its counts).
     const pruned = [...this.#prunedRuns];
-    for (const table of ["attempts", "winners", "pending_cleanup", "retention_floors", "runs"] as const) {
+    for (const table of [
+      "attempt_records",
+      "winners",
+      "pending_cleanup",
+      "retention_floors",
+      "runs",
+    ] as const) {
       await deleteWhereIn(db, schema, table, "run_id", pruned);
     }
   }

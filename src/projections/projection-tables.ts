@@ -1,14 +1,17 @@
 import { sql } from "kysely";
 import type { LedgerDb } from "../adapters/postgres/database.js";
 
-/** The version of the projection code; bump it when the fold changes so `rebuild` can switch. */
-export const PROJECTION_VERSION = 1;
+/**
+ * The version of the projection code; bump it when the fold changes, with a migration that
+ * rebuilds the tables from the log. 2: attempt statuses WINNER/LOSER derived at read time.
+ */
+export const PROJECTION_VERSION = 2;
 
 /** Projection tables, in dependency-free order. Every one is rebuilt from the log by `rebuild`. */
 export const PROJECTION_TABLES = [
   "datasets",
   "runs",
-  "attempts",
+  "attempt_records",
   "winners",
   "pending_cleanup",
   "retention_floors",
@@ -20,16 +23,19 @@ export type ProjectionTable = (typeof PROJECTION_TABLES)[number];
 export const PROJECTION_KEYS: Readonly<Record<ProjectionTable, readonly string[]>> = {
   datasets: ["dataset_id"],
   runs: ["run_id"],
-  attempts: ["run_id", "attempt_key"],
+  attempt_records: ["run_id", "attempt_key"],
   winners: ["run_id", "shard"],
   pending_cleanup: ["run_id", "url"],
   retention_floors: ["run_id", "kind", "url"],
   rollups: ["dataset_id", "reason"],
 };
 
+/** Views over the projection tables (part of the read interface; never compared by audit). */
+export const PROJECTION_VIEWS = ["attempts"] as const;
+
 /**
- * Creates the projection tables in `schema` (the live schema by migration, or a scratch schema by
- * rebuild). The columns are a documented, stable read interface: see docs/sql.md.
+ * Creates the projection tables and views in `schema` (the live schema by migration, or a scratch
+ * schema by rebuild). The columns are a documented, stable read interface: see docs/sql.md.
  */
 export async function createProjectionTables(db: LedgerDb, schema: string): Promise<void> {
   const t = (name: string) => sql.id(schema, name);
@@ -58,6 +64,7 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
     started_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL,
+    winners_selected_at timestamptz,
     succeeded_at timestamptz,
     failed_at timestamptz,
     replaced_at timestamptz,
@@ -76,7 +83,10 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
   )`.execute(db);
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, status, updated_at)`.execute(db);
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, started_at DESC)`.execute(db);
-  await sql`CREATE TABLE ${t("attempts")} (
+  // What each attempt reported, and what cleanup did to its data. Whether it won or lost is not
+  // stored here: it follows from `winners` and the run (see the `attempts` view), so a publish
+  // writes one row per shard, not one per attempt.
+  await sql`CREATE TABLE ${t("attempt_records")} (
     run_id text NOT NULL,
     attempt_key text NOT NULL,
     dataset_id text NOT NULL,
@@ -84,15 +94,14 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
     attempt integer NOT NULL,
     task_attempt_id text,
     url text,
-    status text NOT NULL,
     outcome text NOT NULL,
+    cleanup_status text,
     error text,
     reported_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     PRIMARY KEY (run_id, attempt_key)
   )`.execute(db);
-  await sql`CREATE INDEX ON ${t("attempts")} (run_id, url)`.execute(db);
-  await sql`CREATE INDEX ON ${t("attempts")} (dataset_id, status)`.execute(db);
+  await sql`CREATE INDEX ON ${t("attempt_records")} (run_id, url)`.execute(db);
   await sql`CREATE TABLE ${t("winners")} (
     run_id text NOT NULL,
     shard integer NOT NULL,
@@ -139,4 +148,37 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
     last_pruned_at timestamptz NOT NULL,
     PRIMARY KEY (dataset_id, reason)
   )`.execute(db);
+  await createProjectionViews(db, schema);
+}
+
+/**
+ * Creates the views of `schema`. `attempts` shows every attempt with its lifecycle status
+ * (SPEC "Attempt lifecycle"), derived as the fold derives it: cleanup's verdict once cleanup
+ * touched the data; else, once the run's winners are selected, WINNER for the attempt `winners`
+ * names and LOSER for every other; else what the writer reported.
+ */
+export async function createProjectionViews(db: LedgerDb, schema: string): Promise<void> {
+  const t = (name: string) => sql.id(schema, name);
+  await sql`CREATE VIEW ${t("attempts")} AS
+    SELECT a.run_id, a.attempt_key, a.dataset_id, a.shard, a.attempt, a.task_attempt_id, a.url,
+      CASE
+        WHEN a.cleanup_status IS NOT NULL THEN a.cleanup_status
+        WHEN r.winners_selected_at IS NULL THEN a.outcome
+        WHEN w.run_id IS NOT NULL THEN 'WINNER'
+        ELSE 'LOSER'
+      END AS status,
+      a.outcome, a.error, a.reported_at,
+      CASE
+        WHEN a.cleanup_status IS NULL AND r.winners_selected_at > a.updated_at THEN r.winners_selected_at
+        ELSE a.updated_at
+      END AS updated_at
+    FROM ${t("attempt_records")} a
+    JOIN ${t("runs")} r ON r.run_id = a.run_id
+    LEFT JOIN ${t("winners")} w ON w.run_id = a.run_id AND w.shard = a.shard AND w.attempt = a.attempt
+      AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id`.execute(db);
+}
+
+/** Drops the views of `schema` (before its tables are replaced). */
+export async function dropProjectionViews(db: LedgerDb, schema: string): Promise<void> {
+  for (const view of PROJECTION_VIEWS) await sql`DROP VIEW IF EXISTS ${sql.id(schema, view)}`.execute(db);
 }

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { LedgerDb } from "../adapters/postgres/database.js";
-import { PROJECTION_COLUMNS } from "./ledger-projection.js";
+import { ATTEMPTS_VIEW_COLUMNS, PROJECTION_COLUMNS } from "./ledger-projection.js";
 import type { ProjectionTable } from "./projection-tables.js";
 import { normaliseRow, type Row } from "./table-io.js";
 
@@ -120,13 +120,14 @@ export interface Rollup {
 async function select(
   db: LedgerDb,
   schema: string,
-  table: ProjectionTable,
+  table: ProjectionTable | "attempts",
   where: ReturnType<typeof sql>,
   order: ReturnType<typeof sql>,
 ): Promise<Row[]> {
   const { rows } =
     await sql<Row>`SELECT * FROM ${sql.id(schema, table)} WHERE ${where} ORDER BY ${order}`.execute(db);
-  return rows.map((r) => normaliseRow(r, PROJECTION_COLUMNS[table]));
+  const columns = table === "attempts" ? ATTEMPTS_VIEW_COLUMNS : PROJECTION_COLUMNS[table];
+  return rows.map((r) => normaliseRow(r, columns));
 }
 
 const d = (v: unknown) => v as Date;

@@ -5,6 +5,8 @@ import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { applyLedgerEvents, PROJECTION_COLUMNS } from "./ledger-projection.js";
 import {
   createProjectionTables,
+  createProjectionViews,
+  dropProjectionViews,
   PROJECTION_KEYS,
   PROJECTION_TABLES,
   PROJECTION_VERSION,
@@ -32,7 +34,11 @@ export interface AuditReport {
 const PAGE = 5_000;
 const MAX_DIFFERENCES = 1_000;
 
-async function replayInto(
+/**
+ * Replays the log after position `from` into the projection tables of `target`, page by page, with
+ * the inline projection's own code. Returns how many events it applied and the last position.
+ */
+export async function replayInto(
   log: PgEventLog,
   db: LedgerDb,
   scratch: string,
@@ -163,10 +169,13 @@ export async function rebuildProjections(
     const events = await db.transaction().execute(async (trx) => {
       await sql`LOCK TABLE ${sql.id(log.schema, "events")} IN EXCLUSIVE MODE`.execute(trx);
       const tail = await replayInto(log, trx, scratch, first.position);
+      // The live views read the tables being replaced: drop them first, recreate them on the new.
+      await dropProjectionViews(trx, log.schema);
       for (const table of PROJECTION_TABLES) {
-        await sql`DROP TABLE ${sql.id(log.schema, table)}`.execute(trx);
+        await sql`DROP TABLE IF EXISTS ${sql.id(log.schema, table)}`.execute(trx);
         await sql`ALTER TABLE ${sql.id(scratch, table)} SET SCHEMA ${sql.id(log.schema)}`.execute(trx);
       }
+      await createProjectionViews(trx, log.schema);
       await sql`
         INSERT INTO ${sql.id(log.schema, "projection_state")} (name, version, built_at) VALUES ('ledger', ${PROJECTION_VERSION}, now())
         ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, built_at = EXCLUDED.built_at`.execute(

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type ErrorCode, isShardledgerError, type ShardledgerError } from "../../src/errors.js";
+import { WINNERS_PER_EVENT } from "../../src/events/catalogue.js";
+import { defaultCatalogue } from "../../src/events/event-catalogue.js";
 import { ATTEMPT_TABLE, attemptPhaseInfo } from "../../src/machines/attempt-machine.js";
 import {
   attemptEventId,
@@ -329,11 +331,16 @@ describe("selectWinners", () => {
       succeeded(1, 1),
     );
     const events = s.run(selectWinners);
-    expect(events.map((e) => e.type)).toEqual(["WinnerSelected", "WinnerSelected"]);
+    expect(events.map((e) => e.type)).toEqual(["WinnerSelected"]);
     expect(events.map((e) => e.data)).toEqual([
-      { runId: RUN, shard: 0, attempt: 0, taskAttemptId: "7", url: url(0, 0, "7") },
-      // 2^63-1 and no taskAttemptId rank the same; the shorter url is first in code-unit order.
-      { runId: RUN, shard: 1, attempt: 1, taskAttemptId: null, url: url(1, 1) },
+      {
+        runId: RUN,
+        winners: [
+          { shard: 0, attempt: 0, taskAttemptId: "7", url: url(0, 0, "7") },
+          // 2^63-1 and no taskAttemptId rank the same; the shorter url is first in code-unit order.
+          { shard: 1, attempt: 1, taskAttemptId: null, url: url(1, 1) },
+        ],
+      },
     ]);
     expect(coverageErrorFrom(events)).toBeNull();
     expect(s.state).toMatchObject({ status: "PUBLISHING", publishProgress: "winners_selected" });
@@ -344,6 +351,53 @@ describe("selectWinners", () => {
     expect(statusOf(s, 1, 2)).toBe("LOSER"); // started, never finished
     expect(statusOf(s, 1, 1)).toBe("WINNER");
     expect(statusOf(s, 1, 1, "9223372036854775807")).toBe("LOSER"); // same rank; the url broke the tie
+  });
+
+  it("records 2,500 winners as three WinnerSelected events in shard order, with ids a retry repeats", () => {
+    const numShards = 2_500;
+    const s = new Scenario().given(start(numShards));
+    for (let shard = 0; shard < numShards; shard++) s.run(succeeded(shard));
+    const retry = decideRun(s.state, selectWinners, { now: s.now });
+    const events = s.run(selectWinners);
+    expect(events.map((e) => (e.data as { winners: unknown[] }).winners.length)).toEqual([1000, 1000, 500]);
+    expect(WINNERS_PER_EVENT).toBe(1000);
+    const shards = events.flatMap((e) =>
+      (e.data as { winners: { shard: number }[] }).winners.map((w) => w.shard),
+    );
+    expect(shards).toEqual([...Array(numShards).keys()]);
+    expect(retry.map((e) => e.eventId)).toEqual(events.map((e) => e.eventId));
+    expect(new Set(events.map((e) => e.eventId)).size).toBe(3);
+    // Every event is valid at the catalogue's current version (the log validates on append).
+    for (const e of events) expect(() => defaultCatalogue.validate("WinnerSelected", e.data)).not.toThrow();
+    expect(s.state).toMatchObject({ status: "PUBLISHING", publishProgress: "winners_selected" });
+    expect(s.state.winners.size).toBe(numShards);
+  });
+
+  it("folds v1 WinnerSelected events (one shard each, upcast on read) like the current shape", () => {
+    const s = new Scenario().given(start(2), succeeded(0), succeeded(0, 1), succeeded(1));
+    const v1 = [0, 1].map((shard) => ({
+      runId: RUN,
+      shard,
+      attempt: 0,
+      taskAttemptId: null,
+      url: url(shard, 0),
+    }));
+    const upcast = v1.map((d) => defaultCatalogue.upcast("WinnerSelected", 1, d));
+    expect(upcast[0]).toEqual({
+      schemaVersion: 2,
+      data: { runId: RUN, winners: [{ shard: 0, attempt: 0, taskAttemptId: null, url: url(0, 0) }] },
+    });
+    const v1Fold = foldRun([
+      ...s.log,
+      ...upcast.map((u) => ({ type: "WinnerSelected", data: u.data, recordedAt: s.now })),
+    ]);
+    s.run(selectWinners);
+    expect(v1Fold.status).toBe(s.state.status);
+    expect(v1Fold.publishProgress).toBe("winners_selected");
+    expect([...v1Fold.attempts.values()].map((a) => [a.key, a.status])).toEqual(
+      [...s.state.attempts.values()].map((a) => [a.key, a.status]),
+    );
+    expect([...v1Fold.winners.keys()]).toEqual([0, 1]);
   });
 
   it("given a missing shard, fails the run for coverage and names every missing shard", () => {
@@ -486,8 +540,8 @@ describe("reopen", () => {
     expect(statusOf(s, 0)).toBe("SUCCEEDED");
     expect(statusOf(s, 1)).toBe("FAILED");
     s.run(succeeded(1, 1));
-    const winners = s.run(selectWinners);
-    expect(winners.map((w) => (w.data as { url: string }).url)).toEqual([url(0, 0), url(1, 1), url(2, 1)]);
+    const winners = s.run(selectWinners).flatMap((e) => (e.data as { winners: { url: string }[] }).winners);
+    expect(winners.map((w) => w.url)).toEqual([url(0, 0), url(1, 1), url(2, 1)]);
     expect(s.state.status).toBe("PUBLISHING");
   });
 
@@ -727,7 +781,14 @@ describe("the fold", () => {
     for (let i = 0; i < numShards; i++) events.push({ type: "AttemptStarted", data: ref(i), recordedAt: at });
     for (let i = 0; i < numShards; i++)
       events.push({ type: "AttemptSucceeded", data: ref(i), recordedAt: at });
-    for (let i = 0; i < numShards; i++) events.push({ type: "WinnerSelected", data: ref(i), recordedAt: at });
+    for (let i = 0; i < numShards; i += WINNERS_PER_EVENT) {
+      const winners = [];
+      for (let shard = i; shard < Math.min(numShards, i + WINNERS_PER_EVENT); shard++) {
+        const { runId: _, ...winner } = ref(shard);
+        winners.push(winner);
+      }
+      events.push({ type: "WinnerSelected", data: { runId: RUN, winners }, recordedAt: at });
+    }
     // Speed is measured in bench/publish.ts, not asserted here.
     const state = foldRun(events);
     expect(state.status).toBe("PUBLISHING");

@@ -1,4 +1,6 @@
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CURRENT_SCHEMA_VERSIONS, type EventType } from "../../src/events/catalogue.js";
 import type { RecordedEvent } from "../../src/events/envelope.js";
 import { applyLedgerEvents } from "../../src/projections/ledger-projection.js";
 import { projectionQueries } from "../../src/projections/queries.js";
@@ -12,7 +14,7 @@ const event = (type: string, data: Record<string, unknown>): RecordedEvent => ({
   streamVersion: position,
   globalPosition: position,
   type,
-  schemaVersion: 1,
+  schemaVersion: CURRENT_SCHEMA_VERSIONS[type as EventType],
   data,
   metadata: { correlationId: null, causationId: null, actor: null },
   recordedAt: at,
@@ -27,7 +29,7 @@ describe(`a run larger than a call stack (${BACKEND})`, () => {
 
   // 130,000 attempts: more rows than V8 accepts as spread arguments (~125k), the bug that made
   // such runs impossible to publish, fail, audit or rebuild.
-  it("classifies 130,000 attempts when winners are selected", async () => {
+  it("classifies 130,000 attempts when winners are selected, and unclassifies them on failure", async () => {
     const shards = 65_000;
     await applyLedgerEvents(database.db, database.schema, [
       event("DatasetRegistered", {
@@ -55,13 +57,33 @@ describe(`a run larger than a call stack (${BACKEND})`, () => {
     await applyLedgerEvents(database.db, database.schema, [
       event("WinnerSelected", {
         runId: "big",
-        shard: 0,
-        attempt: 0,
-        taskAttemptId: null,
-        url: "file:///lake/d/data/big/0/0",
+        winners: [{ shard: 0, attempt: 0, taskAttemptId: null, url: "file:///lake/d/data/big/0/0" }],
       }),
     ]);
-    const run = (await projectionQueries(database.db, database.schema).runs("d"))[0];
-    expect(run?.attempts).toMatchObject({ total: 130_000, winner: 1, loser: 129_999, succeeded: 0 });
+    const queries = projectionQueries(database.db, database.schema);
+    const statuses = async () => {
+      const { rows } = await sql<{ status: string; n: string }>`
+        SELECT status, count(*) AS n FROM ${sql.id(database.schema, "attempts")} WHERE run_id = 'big'
+        GROUP BY status ORDER BY status`.execute(database.db);
+      return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+    };
+    expect((await queries.runs("d"))[0]?.attempts).toMatchObject({
+      total: 130_000,
+      winner: 1,
+      loser: 129_999,
+      succeeded: 0,
+    });
+    expect(await statuses()).toEqual({ LOSER: 129_999, WINNER: 1 });
+    // A failure voids the selection: every attempt row of the run is loaded and recounted.
+    await applyLedgerEvents(database.db, database.schema, [
+      event("RunFailed", { runId: "big", cause: "writer_abort", reason: "gave up" }),
+    ]);
+    expect((await queries.runs("d"))[0]?.attempts).toMatchObject({
+      total: 130_000,
+      winner: 0,
+      loser: 0,
+      succeeded: 130_000,
+    });
+    expect(await statuses()).toEqual({ SUCCEEDED: 130_000 });
   });
 });

@@ -209,6 +209,18 @@ describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
           );
           const folded = Object.fromEntries([...state.attempts.values()].map((a) => [a.key, a.status]));
           expect(projected, runId).toEqual(folded);
+          // The run's counts are kept by the fold, statuses are derived by the view: they agree.
+          const tally = (status: string) => (shown?.attempts ?? []).filter((a) => a.status === status).length;
+          expect(shown?.run.attempts, runId).toEqual({
+            total: shown?.attempts.length,
+            started: tally("STARTED"),
+            succeeded: tally("SUCCEEDED"),
+            failed: tally("FAILED"),
+            winner: tally("WINNER"),
+            loser: tally("LOSER"),
+            cleanupPending: tally("CLEANUP_PENDING"),
+            deleted: tally("DELETED"),
+          });
           expect((shown?.winners ?? []).map((w) => [w.shard, w.attempt, w.taskAttemptId, w.url])).toEqual(
             [...state.winners.values()]
               .sort((a, b) => a.shard - b.shard)

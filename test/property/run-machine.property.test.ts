@@ -402,7 +402,9 @@ class SelectWinnersCommand extends RunModelCommand {
       m.failedAt = now;
       return;
     }
-    expect(events.map((e) => (e.data as { shard: number }).shard)).toEqual([...winners.keys()]);
+    expect(
+      events.flatMap((e) => (e.data as { winners: { shard: number }[] }).winners.map((w) => w.shard)),
+    ).toEqual([...winners.keys()]);
     m.status = "PUBLISHING";
     m.progress = "winners_selected";
     m.winners = winners;

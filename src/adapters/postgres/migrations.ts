@@ -1,8 +1,15 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import { ShardledgerError } from "../../errors.js";
-import { createProjectionTables, PROJECTION_VERSION } from "../../projections/projection-tables.js";
+import {
+  createProjectionTables,
+  PROJECTION_TABLES,
+  PROJECTION_VERSION,
+  PROJECTION_VIEWS,
+} from "../../projections/projection-tables.js";
+import { replayInto } from "../../projections/rebuild.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
+import { createPgEventLog } from "./pg-event-log.js";
 
 /**
  * A migration that knows which schema it runs in. Migrations are append-only: a released one is
@@ -85,6 +92,9 @@ const eventLog: SchemaMigration = {
 const projections: SchemaMigration = {
   name: "0002_projections",
   async up(db, schema) {
+    // The tables of the current projection code. A later projection version is a migration that
+    // drops and rebuilds them from the log (0003 on), so an install that ran an older 0002 ends
+    // up with the same tables as a fresh one.
     await createProjectionTables(db, schema);
     // Which version of the projection code built the live tables, and up to which position.
     await sql`CREATE TABLE ${sql.id(schema, "projection_state")} (
@@ -98,8 +108,43 @@ const projections: SchemaMigration = {
   },
 };
 
+/**
+ * Projection version 2: an attempt's WINNER/LOSER status is derived at read time (`attempts` is a
+ * view over `attempt_records`, `runs` and `winners`) and WinnerSelected names up to 1,000 shards.
+ * Projections are folds of the log, so the change is a rebuild: drop the tables, create the new
+ * ones and replay every event into them. Appends wait for it (EXCLUSIVE lock on the log).
+ */
+const attemptStatusAtRead: SchemaMigration = {
+  name: "0003_attempt_status_at_read",
+  async up(db, schema) {
+    await sql`LOCK TABLE ${sql.id(schema, "events")} IN EXCLUSIVE MODE`.execute(db);
+    await dropProjectionRelations(db, schema, [...PROJECTION_VIEWS, ...PROJECTION_TABLES, "attempts"]);
+    await createProjectionTables(db, schema);
+    const log = createPgEventLog({ db, schema });
+    await replayInto(log, db, schema, 0);
+    await sql`UPDATE ${sql.id(schema, "projection_state")} SET version = ${PROJECTION_VERSION}, built_at = now()
+      WHERE name = 'ledger'`.execute(db);
+  },
+};
+
+/** Drops each named table or view of `schema` that exists, whichever of the two it is. */
+async function dropProjectionRelations(
+  db: LedgerDb,
+  schema: string,
+  names: readonly string[],
+): Promise<void> {
+  const { rows } = await sql<{ relname: string; relkind: string }>`
+    SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ${schema} AND c.relname = ANY(${[...new Set(names)]}::text[]) AND c.relkind IN ('r', 'v')
+    ORDER BY c.relkind DESC`.execute(db);
+  for (const r of rows) {
+    const kind = r.relkind === "v" ? sql`VIEW` : sql`TABLE`;
+    await sql`DROP ${kind} IF EXISTS ${sql.id(schema, r.relname)} CASCADE`.execute(db);
+  }
+}
+
 /** Every migration, in order. Later issues append here. */
-export const MIGRATIONS: readonly SchemaMigration[] = [eventLog, projections];
+export const MIGRATIONS: readonly SchemaMigration[] = [eventLog, projections, attemptStatusAtRead];
 
 /**
  * Creates or upgrades the ledger schema. Safe to run concurrently from several processes: kysely's

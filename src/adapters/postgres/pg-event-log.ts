@@ -318,8 +318,9 @@ export class PgEventLog implements EventLog {
       streamVersion: current + i + 1,
       globalPosition: first + i,
       type: event.type,
-      schemaVersion: event.schemaVersion,
-      data: event.data,
+      // An event appended at an older schema version (a tool writing an old shape on purpose)
+      // reaches projections and the caller upcast, exactly as a reader will see it.
+      ...this.#catalogue.upcast(event.type, event.schemaVersion, event.data),
       metadata: event.metadata,
       recordedAt,
     }));
