@@ -59,7 +59,8 @@ interface RunPlan {
 /**
  * A run as a writer and the ledger record it: RunStarted, heartbeats, ≈150 attempt events for 50
  * shards (started + outcome; a quarter retried after a failure, a quarter with a speculative
- * duplicate), then 50 WinnerSelected, ManifestPublished, RunSucceeded, and the loser cleanup
+ * duplicate), then one WinnerSelected naming the 50 winners (as publish records them since
+ * WinnerSelected v2), ManifestPublished, RunSucceeded, and the loser cleanup
  * (CleanupPlanned + CleanupSucceeded, one in ten failing once first). One run in 25 is aborted by
  * its writer instead (RunFailed).
  */
@@ -105,17 +106,17 @@ function planRun(
     return { runId, events, published: false, manifestUrl };
   }
   const { winners } = selectWinners(SHARDS_PER_RUN, attempts);
-  for (const w of winners.values()) {
-    events.push(
-      e("WinnerSelected", {
-        runId,
+  events.push(
+    e("WinnerSelected", {
+      runId,
+      winners: [...winners.values()].map((w) => ({
         shard: w.shard,
         attempt: w.attempt,
         taskAttemptId: w.taskAttemptId,
         url: w.url,
-      }),
-    );
-  }
+      })),
+    }),
+  );
   events.push(e("ManifestPublished", { runId, manifestUrl, createdAt: new Date().toISOString() }));
   events.push(e("RunSucceeded", { runId }));
   const winnerUrls = new Set([...winners.values()].map((w) => w.url));

@@ -33,6 +33,8 @@ export interface DemoOptions {
   home?: string;
   /** The database (default `pglite:<home>/db`). */
   database?: string;
+  /** The schema in it (default `shardledger`). */
+  schema?: string;
   shards?: number;
   onProgress?: (step: string, done: number, total: number) => void;
 }
@@ -61,6 +63,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   const faults = new FaultPlan();
   const ledger = await openLedger({
     database,
+    ...(options.schema ? { schema: options.schema } : {}),
     actor: "shardledger-demo",
     cleanupAfterPublish: false,
     objectStore: (url) => faults.wrap(openObjectStore(url)),

@@ -105,21 +105,9 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
   },
 };
 
-/** Column types of the `attempts` view (see createProjectionViews). */
-export const ATTEMPTS_VIEW_COLUMNS: Columns = {
-  run_id: "text",
-  attempt_key: "text",
-  dataset_id: "text",
-  shard: "integer",
-  attempt: "integer",
-  task_attempt_id: "text",
-  url: "text",
-  status: "text",
-  outcome: "text",
-  error: "text",
-  reported_at: "timestamptz",
-  updated_at: "timestamptz",
-};
+const { cleanup_status: _cleanupStatus, ...recordColumns } = PROJECTION_COLUMNS.attempt_records;
+/** Column types of the `attempts` view: an attempt record with `status` for `cleanup_status`. */
+export const ATTEMPTS_VIEW_COLUMNS: Columns = { ...recordColumns, status: "text" };
 
 /**
  * The key of an attempt within its run: `shard/attempt/taskAttemptId` (`-` when the engine gave
@@ -324,11 +312,20 @@ class ProjectionBatch {
       const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
       addAll(await q("attempt_records", atUrls));
       // Cleanup never changes a winner: the winners of the shards at these urls tell which is one.
-      for (const r of await q(
-        "winners",
-        sql`(run_id, shard) IN (SELECT run_id, shard FROM ${sql.id(this.#schema, "attempt_records")} WHERE ${atUrls})`,
-      ))
-        this.winners.add(r);
+      // Only runs that had selected winners before this batch need them loaded (a selection made
+      // in the batch is all in memory: a publish appends all its WinnerSelected events together,
+      // and a replay page that splits them leaves the run selected for the next page).
+      const selectedBefore = [...new Set(runs)].filter(
+        (id) => this.runs.get(id)?.winners_selected_at != null,
+      );
+      if (selectedBefore.length > 0) {
+        for (const r of await q(
+          "winners",
+          sql`(run_id, shard) IN (SELECT run_id, shard FROM ${sql.id(this.#schema, "attempt_records")}
+            WHERE ${atUrls} AND run_id = ANY(${selectedBefore}::text[]))`,
+        ))
+          this.winners.add(r);
+      }
       for (const r of await q(
         "pending_cleanup",
         sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,

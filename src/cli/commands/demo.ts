@@ -30,6 +30,7 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
           summary = await runDemo({
             home: options.home,
             database: ctx.globals.database,
+            schema: ctx.globals.schema,
             onProgress: (step, done, total) => {
               ctx.throwIfInterrupted();
               progress.update(done, total + 1);
