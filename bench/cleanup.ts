@@ -11,20 +11,16 @@ import { deletePrefix } from "../src/maintenance/prefix-deleter.js";
 import { DEFAULT_RETRY_POLICY } from "../src/maintenance/retry-policy.js";
 import type { ObjectStore } from "../src/storage/object-store.js";
 import { createTestS3Client, type S3rverHandle, startS3rver } from "../test/support/s3rver.js";
-import {
-  attemptEvents,
-  isMain,
-  loadNow,
-  type PlannedAttempt,
-  Probes,
-  printReport,
-  seedAttemptReports,
-} from "./publish.js";
+import { attemptEvents, type PlannedAttempt, seedAttemptReports } from "./publish.js";
 import {
   type BenchReport,
   type BenchRow,
   fmt,
+  isMain,
+  loadNow,
   machineFacts,
+  Probes,
+  printReport,
   sampleRss,
   scaled,
   withBenchDatabase,

@@ -9,23 +9,21 @@ import { type SelectableAttempt, selectWinners } from "../src/machines/winner-se
 import { applyLedgerEvents } from "../src/projections/ledger-projection.js";
 import { createProjectionTables } from "../src/projections/projection-tables.js";
 import {
+  type BenchReport,
+  type BenchRow,
   benchJob,
   finishJob,
+  fmt,
   isMain,
   loadNow,
+  machineFacts,
   printReport,
   prng,
   runInChild,
-  serverActiveMs,
-  timedPool,
-} from "./publish.js";
-import {
-  type BenchReport,
-  type BenchRow,
-  fmt,
-  machineFacts,
   sampleRss,
   scaled,
+  serverActiveMs,
+  timedPool,
   withBenchDatabase,
 } from "./support.js";
 

@@ -14,25 +14,13 @@ import { type CellText, renderPairs, renderTable } from "./table.js";
  *
  * @example `io.stdout.write(toJsonDocument(datasetJson(view)))`
  */
-export interface DatasetJson {
-  datasetId: string;
-  root: string;
-  policies: {
-    keepRuns: number;
+export interface DatasetJson extends Omit<DatasetView, "policies"> {
+  policies: DatasetView["policies"] & {
     retention: string;
     failedRetention: string;
     staleAfter: string;
     safetyWindow: string;
-    retentionMs: number;
-    failedRetentionMs: number;
-    staleAfterMs: number;
-    safetyWindowMs: number;
   };
-  currentRunId: string | null;
-  currentManifestUrl: string | null;
-  currentMovedAt: Date | null;
-  registeredAt: Date;
-  updatedAt: Date;
 }
 
 /**
@@ -44,8 +32,7 @@ export interface DatasetJson {
 export function datasetJson(view: DatasetView): DatasetJson {
   const p = view.policies;
   return {
-    datasetId: view.datasetId,
-    root: view.root,
+    ...view,
     policies: {
       keepRuns: p.keepRuns,
       retention: policyDuration(p.retentionMs),
@@ -57,11 +44,6 @@ export function datasetJson(view: DatasetView): DatasetJson {
       staleAfterMs: p.staleAfterMs,
       safetyWindowMs: p.safetyWindowMs,
     },
-    currentRunId: view.currentRunId,
-    currentManifestUrl: view.currentManifestUrl,
-    currentMovedAt: view.currentMovedAt,
-    registeredAt: view.registeredAt,
-    updatedAt: view.updatedAt,
   };
 }
 

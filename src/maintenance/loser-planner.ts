@@ -1,4 +1,4 @@
-import type { AttemptStatus } from "../projections/queries.js";
+import type { AttemptStatus } from "../machines/attempt-machine.js";
 import { type DatasetRoot, parseDatasetRoot } from "../storage/dataset-url.js";
 import { type Comparable, comparable, OverlapIndex, reservedKeyReason } from "./url-overlap.js";
 

@@ -1,20 +1,14 @@
 import { sql } from "kysely";
 import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { AttemptStatus } from "../machines/attempt-machine.js";
 import { ATTEMPTS_VIEW_COLUMNS, PROJECTION_COLUMNS } from "./ledger-projection.js";
 import type { ProjectionTable } from "./projection-tables.js";
 import { normaliseRow, type Row } from "./table-io.js";
 
 /** Run status as the registry shows it. */
 export type RunStatus = "STARTED" | "PUBLISHING" | "SUCCEEDED" | "FAILED";
-/** Attempt status: what it reported, then how publish classified it, then what cleanup did. */
-export type AttemptStatus =
-  | "STARTED"
-  | "SUCCEEDED"
-  | "FAILED"
-  | "WINNER"
-  | "LOSER"
-  | "CLEANUP_PENDING"
-  | "DELETED";
+/** Attempt status (the attempt machine's): what it reported, how publish classified it, what cleanup did. */
+export type { AttemptStatus };
 
 /** A dataset and its policies (durations in milliseconds). */
 export interface DatasetView {
