@@ -12,7 +12,8 @@ import { EventCatalogue } from "../src/events/event-catalogue.js";
 import type { EventLog } from "../src/events/event-log.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
 import { RunExecutor } from "../src/ledger/run-executor.js";
-import { manifestKey, runStream } from "../src/ledger/streams.js";
+import { runStream } from "../src/ledger/streams.js";
+import { manifestKey } from "../src/storage/object-layout.js";
 import { attemptEventId } from "../src/machines/run-commands.js";
 import {
   type AttemptOutcome,

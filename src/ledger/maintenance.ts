@@ -16,8 +16,8 @@ import {
 } from "../maintenance/retry-policy.js";
 import type { DatasetView, PendingCleanupItem, ProjectionQueries } from "../projections/queries.js";
 import { keyUnderRoot } from "../storage/dataset-url.js";
+import { manifestKey } from "../storage/object-layout.js";
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
-import { manifestKey } from "./streams.js";
 
 /** `cleanup --json`: what was deleted, what failed and stays pending, what was planned. */
 export interface CleanupReport {

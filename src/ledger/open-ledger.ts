@@ -23,7 +23,7 @@ import {
   type WinnerView,
 } from "../projections/queries.js";
 import { type AuditReport, auditProjections, rebuildProjections } from "../projections/rebuild.js";
-import { keyUnderRoot } from "../storage/dataset-url.js";
+import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import {
   attemptFailedInputSchema,
@@ -320,13 +320,14 @@ class LedgerImpl implements Ledger {
         ? parseInput(attemptFailedInputSchema, input)
         : parseInput(attemptInputSchema, input);
     const taskAttemptId = parsed.taskAttemptId ?? null;
-    const url = parsed.url ?? null;
+    let url = parsed.url ?? null;
     const state = await this.#executor.load(parsed.runId);
     if (url !== null && state.datasetId !== null) {
-      // Safety rail at the door: a url outside the dataset root is refused before it is recorded,
-      // so nothing downstream can ever be asked to delete it.
+      // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
+      // refused unless it lies inside this run's own data area — so nothing downstream can ever be
+      // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
       const dataset = await this.dataset(state.datasetId);
-      keyUnderRoot(dataset.root, url);
+      url = attemptUrlOf(dataset.root, parsed.runId, url);
     }
     const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
     const { state: after } =

@@ -5,9 +5,10 @@ import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../er
 import type { RunState } from "../machines/run-state.js";
 import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
 import { urlForKey } from "../storage/dataset-url.js";
+import { CURRENT_KEY, manifestKey } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
-import { CURRENT_KEY, datasetStream, manifestKey } from "./streams.js";
+import { datasetStream } from "./streams.js";
 
 /** One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string. */
 export interface PublishedWinner {

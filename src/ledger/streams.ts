@@ -11,10 +11,3 @@
 export const runStream = (runId: string): string => `run-${runId}`;
 /** @example `datasetStream("events") // "dataset-events"` */
 export const datasetStream = (datasetId: string): string => `dataset-${datasetId}`;
-
-/** Object keys under a dataset root (SPEC "Object-store layout"). */
-export const manifestKey = (runId: string): string => `manifests/${runId}.json`;
-/** The pointer readers follow; written last by publish. */
-export const CURRENT_KEY = "_CURRENT";
-/** Where a run's shard attempts are written by convention. */
-export const runDataPrefix = (runId: string): string => `data/${runId}/`;

@@ -111,7 +111,15 @@ const PRUNE_REASON: Readonly<Record<Exclude<GcActionKind, "fail_stale">, PruneRe
   retention: "retention",
 };
 
-type Decision = { act: GcActionKind; reason: string } | { keep: string };
+/**
+ * What gc decides for one run: an action, or why it keeps the run.
+ *
+ * @example
+ * ```ts
+ * const d: RetentionDecision = { keep: "current run: _CURRENT points to it" }
+ * ```
+ */
+export type RetentionDecision = { act: GcActionKind; reason: string } | { keep: string };
 
 /**
  * Plans garbage collection for one dataset, purely (no I/O, no clock: `now` is given). Per run,
@@ -129,9 +137,11 @@ type Decision = { act: GcActionKind; reason: string } | { keep: string };
  *    (`replacedAt + safetyWindow > now`), or FAILED with its last event
  *    (`max(updatedAt, heartbeatAt, failedAt)`) less than `safetyWindow` ago: kept;
  * 5. FAILED: `stale`, all its URLs (pruneReason `failed_retention`);
- * 6. SUCCEEDED: the kept set is the current run (when SUCCEEDED) plus the newest others by
- *    `succeededAt` (ties: the greater runId is newer) up to `keepRuns` runs in all; outside it:
- *    `keep_runs`; inside it but `updatedAt` more than `retention` ago: `retention`; else kept.
+ * 6. SUCCEEDED and never current, and either no run is current or it succeeded after the
+ *    current one: kept (publish may still be moving `_CURRENT` to it);
+ * 7. SUCCEEDED: the kept set is the newest `keepRuns` by `succeededAt` (ties: the greater runId
+ *    is newer) plus the current run; outside it: `keep_runs`; inside it but `updatedAt` more than
+ *    `retention` ago: `retention`; else kept.
  *
  * So a run is in at most one action, and the kinds never compete: `fail_stale` takes only active
  * runs, `stale` only FAILED ones, and a SUCCEEDED run beyond keepRuns is `keep_runs` even when
@@ -139,7 +149,8 @@ type Decision = { act: GcActionKind; reason: string } | { keep: string };
  * A timestamp in the future, or an invalid one, never makes its own run collectable sooner (an
  * invalid `succeededAt` ranks as the newest).
  *
- * The URLs of a pruned run are its attempt URLs, winner URLs and manifest URL, each mapped under
+ * The URLs of a pruned run are its manifest URL (first: the marker goes before what it names),
+ * its attempt URLs and winner URLs, each mapped under
  * the root with `keyUnderRoot` and deduplicated across the plan. A URL that escapes the root, is
  * reserved (`_CURRENT`, `_archive/…`, the bare `data`/`manifests` areas), or equals, contains or
  * lies inside (segment-wise) any URL of a run that is not pruned by this plan, or the current
@@ -159,10 +170,8 @@ type Decision = { act: GcActionKind; reason: string } | { keep: string };
  */
 export function planGc(input: GcInput): GcPlan {
   const { dataset, runUrls } = input;
-  const now = validNow(input.now);
-  const policies = validPolicies(dataset.policies);
   const root = parseDatasetRoot(dataset.root);
-
+  const decide = retentionDecider(input);
   const runs: RunView[] = [];
   const seen = new Set<string>();
   for (const run of input.runs) {
@@ -170,95 +179,6 @@ export function planGc(input: GcInput): GcPlan {
     seen.add(run.runId);
     runs.push(run);
   }
-  const isCurrent = (run: RunView) => run.runId === dataset.currentRunId || run.current;
-  const kept = keptSucceeded(runs, dataset, policies.keepRuns, isCurrent);
-  const floorUntil = new Map<string, number>();
-  for (const floor of input.floors) {
-    const until = floor.protectedUntil.getTime();
-    const prev = floorUntil.get(floor.runId);
-    // An invalid date protects forever (NaN is kept as the "largest").
-    floorUntil.set(floor.runId, prev === undefined || Number.isNaN(until) ? until : Math.max(prev, until));
-  }
-
-  const decide = (run: RunView): Decision => {
-    if (run.datasetId !== dataset.datasetId) {
-      return { keep: `belongs to dataset ${run.datasetId}, not ${dataset.datasetId}` };
-    }
-    if (isCurrent(run)) return { keep: "current run: _CURRENT points to it" };
-
-    if (run.status === "STARTED" || run.status === "PUBLISHING") {
-      if (run.status === "PUBLISHING" && manifestRecorded(run)) {
-        return {
-          keep: `active: publishing with its manifest recorded (${run.publishProgress}); only publish may finish it`,
-        };
-      }
-      const lastSign = latest(run.heartbeatAt, run.updatedAt);
-      const silent = now - lastSign;
-      if (silent > policies.staleAfterMs) {
-        return {
-          act: "fail_stale",
-          reason: `${run.status} and silent for ${span(silent)} (last sign of life ${iso(lastSign)}), longer than staleAfter ${span(policies.staleAfterMs)}`,
-        };
-      }
-      return {
-        keep: `active (${run.status}): last sign of life ${iso(lastSign)}, within staleAfter ${span(policies.staleAfterMs)}`,
-      };
-    }
-
-    const floor = floorUntil.get(run.runId);
-    if (floor !== undefined && !(now >= floor)) {
-      return { keep: `inside the failed-retention floor until ${iso(floor)}` };
-    }
-    if (run.status === "FAILED") {
-      const failedAt = (run.failedAt ?? run.updatedAt).getTime();
-      const until = failedAt + policies.failedRetentionMs;
-      if (!(now >= until)) return { keep: `inside the failed-retention floor until ${iso(until)}` };
-    }
-    if (run.replacedAt !== null) {
-      const until = run.replacedAt.getTime() + policies.safetyWindowMs;
-      if (!(until <= now)) {
-        return {
-          keep: `inside the safety window: replaced as current at ${iso(run.replacedAt.getTime())}, kept until ${iso(until)}`,
-        };
-      }
-    }
-
-    if (run.status === "FAILED") {
-      const lastEvent = latest(run.updatedAt, run.heartbeatAt, run.failedAt);
-      const until = lastEvent + policies.safetyWindowMs;
-      if (!(until <= now)) {
-        return {
-          keep: `inside the safety window: last event at ${iso(lastEvent)}, kept until ${iso(until)}`,
-        };
-      }
-      const failedAt = (run.failedAt ?? run.updatedAt).getTime();
-      return {
-        act: "stale",
-        reason: `failed ${span(now - failedAt)} ago (${iso(failedAt)}), past the failed-retention floor of ${span(policies.failedRetentionMs)}`,
-      };
-    }
-
-    if (run.status === "SUCCEEDED") {
-      const rank = kept.get(run.runId);
-      if (rank === undefined) {
-        return {
-          act: "keep_runs",
-          reason: `older than the ${policies.keepRuns} succeeded run(s) kept (keepRuns ${policies.keepRuns}); succeeded at ${iso(succeededTime(run))}`,
-        };
-      }
-      const age = now - run.updatedAt.getTime();
-      if (age > policies.retentionMs) {
-        return {
-          act: "retention",
-          reason: `last updated ${span(age)} ago (${iso(run.updatedAt.getTime())}), older than retention ${span(policies.retentionMs)}`,
-        };
-      }
-      return {
-        keep: `within keepRuns (${rank} of ${policies.keepRuns} kept) and retention ${span(policies.retentionMs)}`,
-      };
-    }
-    return { keep: `status ${String(run.status)} is not collected by gc` };
-  };
 
   const protectedList: GcProtection[] = [];
   const planned: { run: RunView; kind: GcActionKind; reason: string }[] = [];
@@ -325,6 +245,130 @@ export function planGc(input: GcInput): GcPlan {
   return { actions, protected: protectedList };
 }
 
+/**
+ * The gc decision for one run of a dataset, as {@link planGc} makes it: `act` with the action's
+ * kind, or `keep` with the reason. Pure. Maintenance calls it again on fresh state right before
+ * it acts, so a decision is only carried out while it still holds.
+ *
+ * @example
+ * ```ts
+ * const decide = retentionDecider({ now, dataset, runs, floors })
+ * const d = decide(run) // { act: "keep_runs", reason: "…" } or { keep: "current run: …" }
+ * ```
+ */
+export function retentionDecider(input: Omit<GcInput, "runUrls">): (run: RunView) => RetentionDecision {
+  const { dataset } = input;
+  const now = validNow(input.now);
+  const policies = validPolicies(dataset.policies);
+  const runs = input.runs;
+  const isCurrent = (run: RunView) => run.runId === dataset.currentRunId || run.current;
+  const kept = keptSucceeded(runs, dataset, policies.keepRuns, isCurrent);
+  // The dataset row names the current run; a stray `current` flag protects its run but is no
+  // reference point for "newer than the current run".
+  const current =
+    runs.find((r) => r.runId === dataset.currentRunId && r.datasetId === dataset.datasetId) ?? null;
+  const floorUntil = new Map<string, number>();
+  for (const floor of input.floors) {
+    const until = floor.protectedUntil.getTime();
+    const prev = floorUntil.get(floor.runId);
+    // An invalid date protects forever (NaN is kept as the "largest").
+    floorUntil.set(floor.runId, prev === undefined || Number.isNaN(until) ? until : Math.max(prev, until));
+  }
+
+  return (run: RunView): RetentionDecision => {
+    if (run.datasetId !== dataset.datasetId) {
+      return { keep: `belongs to dataset ${run.datasetId}, not ${dataset.datasetId}` };
+    }
+    if (isCurrent(run)) return { keep: "current run: _CURRENT points to it" };
+
+    if (run.status === "STARTED" || run.status === "PUBLISHING") {
+      if (run.status === "PUBLISHING" && manifestRecorded(run)) {
+        return {
+          keep: `active: publishing with its manifest recorded (${run.publishProgress}); only publish may finish it`,
+        };
+      }
+      const lastSign = latest(run.heartbeatAt, run.updatedAt);
+      const silent = now - lastSign;
+      if (silent > policies.staleAfterMs) {
+        return {
+          act: "fail_stale",
+          reason: `${run.status} and silent for ${span(silent)} (last sign of life ${iso(lastSign)}), longer than staleAfter ${span(policies.staleAfterMs)}`,
+        };
+      }
+      return {
+        keep: `active (${run.status}): last sign of life ${iso(lastSign)}, within staleAfter ${span(policies.staleAfterMs)}`,
+      };
+    }
+
+    const floor = floorUntil.get(run.runId);
+    if (floor !== undefined && !(now >= floor)) {
+      return { keep: `inside the failed-retention floor until ${iso(floor)}` };
+    }
+    if (run.status === "FAILED") {
+      const failedAt = (run.failedAt ?? run.updatedAt).getTime();
+      const until = failedAt + policies.failedRetentionMs;
+      if (!(now >= until)) return { keep: `inside the failed-retention floor until ${iso(until)}` };
+    }
+    if (run.replacedAt !== null) {
+      const until = run.replacedAt.getTime() + policies.safetyWindowMs;
+      if (!(until <= now)) {
+        return {
+          keep: `inside the safety window: replaced as current at ${iso(run.replacedAt.getTime())}, kept until ${iso(until)}`,
+        };
+      }
+    }
+
+    if (run.status === "FAILED") {
+      const lastEvent = latest(run.updatedAt, run.heartbeatAt, run.failedAt);
+      const until = lastEvent + policies.safetyWindowMs;
+      if (!(until <= now)) {
+        return {
+          keep: `inside the safety window: last event at ${iso(lastEvent)}, kept until ${iso(until)}`,
+        };
+      }
+      const failedAt = (run.failedAt ?? run.updatedAt).getTime();
+      return {
+        act: "stale",
+        reason: `failed ${span(now - failedAt)} ago (${iso(failedAt)}), past the failed-retention floor of ${span(policies.failedRetentionMs)}`,
+      };
+    }
+
+    if (run.status === "SUCCEEDED") {
+      // A run that succeeded after the current one and was never current is on its way to becoming
+      // current (its `_CURRENT` write may be slow, or failed and will be resumed): never pruned.
+      if (run.replacedAt === null && (current === null || succeededTime(run) > succeededTime(current))) {
+        return {
+          keep:
+            current === null
+              ? "succeeded and no run is current yet: publish may still move _CURRENT to it"
+              : `succeeded after the current run ${current.runId} and never current: publish may still move _CURRENT to it`,
+        };
+      }
+      const rank = kept.get(run.runId);
+      if (rank === undefined) {
+        return {
+          act: "keep_runs",
+          reason: `older than the ${policies.keepRuns} succeeded run(s) kept (keepRuns ${policies.keepRuns}); succeeded at ${iso(succeededTime(run))}`,
+        };
+      }
+      const age = now - run.updatedAt.getTime();
+      if (age > policies.retentionMs) {
+        return {
+          act: "retention",
+          reason: `last updated ${span(age)} ago (${iso(run.updatedAt.getTime())}), older than retention ${span(policies.retentionMs)}`,
+        };
+      }
+      return {
+        keep:
+          rank > policies.keepRuns
+            ? `current run (kept beside the newest ${policies.keepRuns}) and within retention ${span(policies.retentionMs)}`
+            : `within keepRuns (${rank} of ${policies.keepRuns} kept) and retention ${span(policies.retentionMs)}`,
+      };
+    }
+    return { keep: `status ${String(run.status)} is not collected by gc` };
+  };
+}
+
 /** The SUCCEEDED runs inside keepRuns, with their rank (1 = kept first). */
 function keptSucceeded(
   runs: readonly RunView[],
@@ -344,13 +388,13 @@ function keptSucceeded(
     return ta === tb ? compareIds(b.runId, a.runId) : tb > ta ? 1 : -1;
   });
   const kept = new Map<string, number>();
-  // The current run takes one of the keepRuns places whatever its age, so the data kept is bounded
-  // by keepRuns runs even when the clock put the current run in the past.
-  for (const r of succeeded) if (isCurrent(r)) kept.set(r.runId, kept.size + 1);
+  // The newest keepRuns succeeded runs, plus the current run whatever its age (it may be older
+  // than all of them after a rollback, or when the clock put it in the past).
   for (const r of succeeded) {
     if (kept.size >= keepRuns) break;
-    if (!kept.has(r.runId)) kept.set(r.runId, kept.size + 1);
+    kept.set(r.runId, kept.size + 1);
   }
+  for (const r of succeeded) if (isCurrent(r) && !kept.has(r.runId)) kept.set(r.runId, kept.size + 1);
   return kept;
 }
 
@@ -360,10 +404,11 @@ function manifestRecorded(run: RunView): boolean {
   return run.publishProgress === "manifest_published" || run.publishProgress === "succeeded";
 }
 
+/** The manifest first: it is the marker that names the data, so it goes before the data does. */
 function* allUrls(urls: RunUrls): Iterable<string> {
+  if (urls.manifestUrl !== null) yield urls.manifestUrl;
   yield* urls.attemptUrls;
   yield* urls.winnerUrls;
-  if (urls.manifestUrl !== null) yield urls.manifestUrl;
 }
 
 /** The latest of some timestamps; NaN when any is invalid, which makes every "old enough" test false. */

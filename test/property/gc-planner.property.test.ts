@@ -250,9 +250,17 @@ function pruneBlocker(input: GcInput, run: RunView): string | null {
     const last = Math.max(run.updatedAt.getTime(), run.heartbeatAt.getTime(), run.failedAt!.getTime());
     if (last + p.safetyWindowMs > now) return "window";
   }
+  if (run.status === "SUCCEEDED" && run.replacedAt === null) {
+    const current = input.runs.find(
+      (r) => r.runId === input.dataset.currentRunId && r.datasetId === input.dataset.datasetId,
+    );
+    if (!current || succeededTime(run) > succeededTime(current)) return "may become current";
+  }
   if (!input.runUrls.has(run.runId)) return "no urls";
   return null;
 }
+
+const succeededTime = (r: RunView) => (r.succeededAt ?? r.updatedAt).getTime();
 
 const PRUNE_KINDS = new Set(["stale", "keep_runs", "retention"]);
 const segments = (url: string): string[] | null => {
@@ -384,10 +392,14 @@ test.prop([historyArb], { numRuns: 200 })(
         r.replacedAt.getTime() + input.dataset.policies.safetyWindowMs <= input.now.getTime()) &&
       input.runUrls.has(r.runId);
     const succeeded = input.runs.filter((r) => r.status === "SUCCEEDED" && r.datasetId === DATASET);
-    fc.pre(succeeded.every(free));
+    fc.pre(succeeded.every((r) => free(r) && pruneBlocker(input, r) !== "may become current"));
     const plan = planGc(input);
     const pruned = plan.actions.filter((a) => a.kind === "keep_runs");
-    expect(pruned).toHaveLength(Math.max(0, succeeded.length - input.dataset.policies.keepRuns));
+    // Kept: the newest keepRuns, plus the current run wherever it ranks.
+    const newestFirst = [...succeeded].sort((a, b) => (newer(a, b) ? -1 : 1));
+    const kept = new Set(newestFirst.slice(0, input.dataset.policies.keepRuns).map((r) => r.runId));
+    for (const r of succeeded) if (r.runId === input.dataset.currentRunId || r.current) kept.add(r.runId);
+    expect(pruned).toHaveLength(succeeded.length - kept.size);
     for (const a of pruned) expect(a.runId === input.dataset.currentRunId).toBe(false);
   },
 );
@@ -424,6 +436,8 @@ test.prop([historyArb], { numRuns: 200 })(
       if (run.datasetId !== DATASET || run.runId === input.dataset.currentRunId || run.current) {
         expect(kind).toBeUndefined();
       } else if (run.status === "FAILED") expect(kind).toBe(hasUrls ? "stale" : undefined);
+      else if (run.status === "SUCCEEDED" && pruneBlocker(input, run) === "may become current")
+        expect(kind).toBeUndefined();
       else if (run.status === "SUCCEEDED")
         expect(hasUrls ? ["keep_runs", "retention"] : [undefined]).toContain(kind);
       else if (run.publishProgress === "manifest_published") expect(kind).toBeUndefined();
