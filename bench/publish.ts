@@ -13,7 +13,6 @@ import type { EventLog } from "../src/events/event-log.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
 import { RunExecutor } from "../src/ledger/run-executor.js";
 import { runStream } from "../src/ledger/streams.js";
-import { manifestKey } from "../src/storage/object-layout.js";
 import { attemptEventId } from "../src/machines/run-commands.js";
 import {
   type AttemptOutcome,
@@ -21,6 +20,7 @@ import {
   selectWinners,
 } from "../src/machines/winner-selection.js";
 import { ledgerProjection } from "../src/projections/ledger-projection.js";
+import { manifestKey } from "../src/storage/object-layout.js";
 import type { ObjectStore } from "../src/storage/object-store.js";
 import {
   type BenchReport,
