@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import { OneAppendPerTransactionError } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
@@ -123,6 +124,9 @@ describe.runIf(BACKEND === "postgres")("read-all never skips under concurrent co
       SELECT global_position AS p FROM ${sql.id(log.schema, "events")}
       WHERE stream_id IN (${streamA}, ${streamB}) ORDER BY global_position`.execute(log.db);
     expect(seen).toEqual(rows.map((r) => Number(r.p)));
+    // …because A's second append is refused and A rolls back: only B's event is stored.
+    expect(secondAppend).toBeInstanceOf(OneAppendPerTransactionError);
+    expect(rows).toHaveLength(1);
   });
 
   it("32 writers on 8 streams, 4 tailing readers: every reader sees every committed event once, in order", async () => {
