@@ -258,6 +258,30 @@ describe(`event log contract on ${BACKEND}`, () => {
     expect(await countEvents(log)).toBe(before);
   });
 
+  it("has the database refuse a second position reservation in one transaction", async () => {
+    const s = `s-${randomUUID()}`;
+    const reserve = sql`SELECT * FROM ${sql.id(database.schema, "reserve_positions")}(1)`;
+    const raw = await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await reserve.execute(trx);
+        await reserve.execute(trx);
+      })
+      .catch((e) => e);
+    expect(String(raw)).toContain("may append to the log once");
+    // An append after a reservation the session did not see is refused by the database, and
+    // reported with the same typed error.
+    const viaSession = await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await reserve.execute(trx);
+        await log.session(trx).append(s, [heartbeat("x")], { expectedVersion: "any" });
+      })
+      .catch((e) => e);
+    expect(viaSession).toBeInstanceOf(OneAppendPerTransactionError);
+    expect(await log.streamVersion(s)).toBe(0);
+  });
+
   it("refuses a transaction that writes before its first append (it would break read-all ordering)", async () => {
     const s = `s-${randomUUID()}`;
     await sql`CREATE TABLE IF NOT EXISTS ${sql.id(database.schema, "scratch")} (n int)`.execute(database.db);
