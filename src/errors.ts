@@ -63,6 +63,29 @@ export class ValidationError extends ShardledgerError {
 }
 
 /**
+ * A second append inside one log transaction (`log.transaction(fn)`); nothing was written for it.
+ * An append reserves the transaction's global positions together with its transaction id, and a
+ * second reservation would take positions above those of transactions that reserved in between
+ * with a larger id, so `readAll` could move past one of their events before it commits and never
+ * return it. Put all of the transaction's events in one append; let the error propagate, and the
+ * whole transaction rolls back.
+ *
+ * @example
+ * ```ts
+ * new OneAppendPerTransactionError("run-r1")
+ * ```
+ */
+export class OneAppendPerTransactionError extends ValidationError {
+  constructor(streamId: string, options: { cause?: unknown } = {}) {
+    super(
+      "append",
+      `a transaction may append to the log once; put all of its events in one append (the second append, to stream ${streamId}, wrote nothing)`,
+      { ...options, details: { streamId } },
+    );
+  }
+}
+
+/**
  * An append whose expected stream version did not match; nothing was written.
  *
  * @example

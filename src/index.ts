@@ -37,6 +37,7 @@ export {
   isShardledgerError,
   isValidationError,
   NotFoundError,
+  OneAppendPerTransactionError,
   SafetyRailError,
   ShardCoverageError,
   ShardledgerError,

@@ -43,7 +43,8 @@ export interface ReadStreamOptions {
 
 /**
  * Operations available inside one log transaction. Everything done through it commits or rolls
- * back together, including the inline projections of each append.
+ * back together, including the inline projections of its append. `append` may be called once per
+ * transaction (see {@link EventLog.transaction}).
  */
 export interface EventLogSession {
   append(
@@ -74,6 +75,11 @@ export interface EventLog extends EventLogSession {
    * will never later find a committed event below P.
    */
   readAll(options?: ReadAllOptions): Promise<RecordedEvent[]>;
-  /** Runs `fn` in one transaction; its appends and their inline projections commit together. */
+  /**
+   * Runs `fn` in one transaction; its append, the append's inline projections and everything else
+   * done through the session commit together. The session may append once: a second append
+   * throws `OneAppendPerTransactionError` (a second position reservation could make `readAll`
+   * skip another transaction's events), so put all of the events in one append.
+   */
   transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T>;
 }

@@ -12,6 +12,7 @@ import {
   ConcurrencyError,
   isConcurrencyError,
   isValidationError,
+  OneAppendPerTransactionError,
   type ValidationError,
 } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
@@ -201,21 +202,84 @@ describe(`event log contract on ${BACKEND}`, () => {
     expect(seen.length).toBe(await countEvents(log));
   });
 
-  it("commits the appends of one transaction together, or none of them", async () => {
-    const [s1, s2] = [`s-${randomUUID()}`, `s-${randomUUID()}`];
-    await log.transaction(async (session) => {
-      await session.append(s1, [heartbeat("a")], { expectedVersion: "no_stream" });
-      await session.append(s2, [heartbeat("b")], { expectedVersion: "no_stream" });
-    });
-    expect([await log.streamVersion(s1), await log.streamVersion(s2)]).toEqual([1, 1]);
+  it("commits a transaction's append with the rest of the transaction, or not at all", async () => {
+    const s = `s-${randomUUID()}`;
     const failed = await log
       .transaction(async (session) => {
-        await session.append(s1, [heartbeat("a")], { expectedVersion: 1 });
-        await session.append(s2, [heartbeat("b")], { expectedVersion: 0 });
+        await session.append(s, [heartbeat("a"), heartbeat("a")], { expectedVersion: "no_stream" });
+        throw new Error("the caller changed its mind");
       })
       .catch((e) => e);
-    expect(isConcurrencyError(failed)).toBe(true);
-    expect([await log.streamVersion(s1), await log.streamVersion(s2)]).toEqual([1, 1]);
+    expect(String(failed)).toContain("changed its mind");
+    expect(await log.streamVersion(s)).toBe(0);
+    const seenInside = await log.transaction(async (session) => {
+      await session.append(s, [heartbeat("a"), heartbeat("a")], { expectedVersion: "no_stream" });
+      return (await session.readStream(s)).length;
+    });
+    expect(seenInside).toBe(2);
+    expect(await log.streamVersion(s)).toBe(2);
+  });
+
+  it("refuses a second append in one transaction with a typed error, and the transaction stores nothing", async () => {
+    const [s1, s2] = [`s-${randomUUID()}`, `s-${randomUUID()}`];
+    const before = await countEvents(log);
+    const failed = await log
+      .transaction(async (session) => {
+        await session.append(s1, [heartbeat("a")], { expectedVersion: "no_stream" });
+        await session.append(s2, [heartbeat("b")], { expectedVersion: "no_stream" });
+      })
+      .catch((e) => e);
+    expect(failed).toBeInstanceOf(OneAppendPerTransactionError);
+    expect(isValidationError(failed)).toBe(true);
+    expect((failed as OneAppendPerTransactionError).details).toMatchObject({ field: "append", streamId: s2 });
+    expect(String(failed)).toContain("may append to the log once");
+    expect([await log.streamVersion(s1), await log.streamVersion(s2)]).toEqual([0, 0]);
+    expect(await countEvents(log)).toBe(before);
+
+    // The same stream twice, and a second session over the same transaction, are refused alike.
+    const again = await log
+      .transaction(async (session) => {
+        await session.append(s1, [heartbeat("a")], { expectedVersion: "any" });
+        await session.append(s1, [heartbeat("a")], { expectedVersion: "any" });
+      })
+      .catch((e) => e);
+    expect(again).toBeInstanceOf(OneAppendPerTransactionError);
+    const twoSessions = await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await log.session(trx).append(s1, [heartbeat("a")], { expectedVersion: "any" });
+        await createPgEventLog({ db: trx, schema: database.schema })
+          .session(trx)
+          .append(s2, [heartbeat("b")], { expectedVersion: "any" });
+      })
+      .catch((e) => e);
+    expect(twoSessions).toBeInstanceOf(OneAppendPerTransactionError);
+    expect([await log.streamVersion(s1), await log.streamVersion(s2)]).toEqual([0, 0]);
+    expect(await countEvents(log)).toBe(before);
+  });
+
+  it("has the database refuse a second position reservation in one transaction", async () => {
+    const s = `s-${randomUUID()}`;
+    const reserve = sql`SELECT * FROM ${sql.id(database.schema, "reserve_positions")}(1)`;
+    const raw = await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await reserve.execute(trx);
+        await reserve.execute(trx);
+      })
+      .catch((e) => e);
+    expect(String(raw)).toContain("may append to the log once");
+    // An append after a reservation the session did not see is refused by the database, and
+    // reported with the same typed error.
+    const viaSession = await database.db
+      .transaction()
+      .execute(async (trx) => {
+        await reserve.execute(trx);
+        await log.session(trx).append(s, [heartbeat("x")], { expectedVersion: "any" });
+      })
+      .catch((e) => e);
+    expect(viaSession).toBeInstanceOf(OneAppendPerTransactionError);
+    expect(await log.streamVersion(s)).toBe(0);
   });
 
   it("refuses a transaction that writes before its first append (it would break read-all ordering)", async () => {

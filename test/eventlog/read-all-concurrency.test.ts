@@ -2,8 +2,10 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import { OneAppendPerTransactionError } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
+import { eventually } from "../support/eventually.js";
 
 type TestDb = Awaited<ReturnType<typeof openTestDatabase>>;
 const heartbeat = (runId: string): NewEvent => ({ type: "RunHeartbeat", data: { runId } });
@@ -60,6 +62,71 @@ describe.runIf(BACKEND === "postgres")("read-all never skips under concurrent co
     expect(positions[1]).toBe(bPosition);
     expect(positions[0]).toBeLessThan(bPosition);
     expect(await naiveReadAll(log, bPosition)).not.toContain(positions[0]); // …and never see A
+  });
+
+  it("never skips an event when one transaction appends again after another transaction's append", async () => {
+    // Issue item 9, forced step by step: A reserves, B reserves, A tries to reserve again and
+    // commits, a reader reads, B commits. A second reservation would give A a position above B's
+    // while A's xid is below it, so the reader would pass B's position before B commits.
+    const start = await lastPosition(log, 0);
+    const [streamA, streamB] = [`twice-a-${randomUUID()}`, `twice-b-${randomUUID()}`];
+    const aAppended = deferred();
+    const bAppended = deferred();
+    const releaseB = deferred();
+    let aXid = "";
+    let bXid = "";
+    let secondAppend: unknown = null;
+    const currentXid = async (trx: typeof database.db) =>
+      (await sql<{ x: string }>`SELECT pg_current_xact_id()::text AS x`.execute(trx)).rows[0]?.x as string;
+
+    const a = database.db.transaction().execute(async (trx) => {
+      const session = log.session(trx);
+      await session.append(streamA, [heartbeat("a1")], { expectedVersion: "any" });
+      aXid = await currentXid(trx);
+      aAppended.resolve();
+      await bAppended.promise;
+      secondAppend = await session.append(streamA, [heartbeat("a2")], { expectedVersion: "any" }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      // A refused append must not commit the rest of the transaction.
+      if (secondAppend !== null) throw secondAppend;
+    });
+    const b = database.db.transaction().execute(async (trx) => {
+      await aAppended.promise;
+      await log.session(trx).append(streamB, [heartbeat("b")], { expectedVersion: "any" });
+      bXid = await currentXid(trx);
+      bAppended.resolve();
+      await releaseB.promise;
+    });
+
+    const seen: number[] = [];
+    let checkpoint = start;
+    try {
+      await a.catch(() => {});
+      // A has ended and B is still open: read as a tailing subscriber would, and move the checkpoint.
+      await waitForXminPast(log, aXid);
+      for (const e of await log.readAll({ after: checkpoint })) seen.push(e.globalPosition);
+      checkpoint = seen.at(-1) ?? checkpoint;
+    } finally {
+      releaseB.resolve();
+    }
+    await b;
+    await waitForXminPast(log, bXid);
+    for (;;) {
+      const page = await log.readAll({ after: checkpoint });
+      if (page.length === 0) break;
+      for (const e of page) seen.push(e.globalPosition);
+      checkpoint = page.at(-1)?.globalPosition as number;
+    }
+
+    const { rows } = await sql<{ p: string }>`
+      SELECT global_position AS p FROM ${sql.id(log.schema, "events")}
+      WHERE stream_id IN (${streamA}, ${streamB}) ORDER BY global_position`.execute(log.db);
+    expect(seen).toEqual(rows.map((r) => Number(r.p)));
+    // …because A's second append is refused and A rolls back: only B's event is stored.
+    expect(secondAppend).toBeInstanceOf(OneAppendPerTransactionError);
+    expect(rows).toHaveLength(1);
   });
 
   it("32 writers on 8 streams, 4 tailing readers: every reader sees every committed event once, in order", async () => {
@@ -123,4 +190,18 @@ async function lastPosition(log: PgEventLog, from: number): Promise<number> {
     if (page.length === 0) return after;
     after = page.at(-1)?.globalPosition as number;
   }
+}
+
+/** Waits until every transaction up to `xid` has ended for readers (the cluster's xmin is past it). */
+async function waitForXminPast(log: PgEventLog, xid: string): Promise<void> {
+  const past = await eventually(
+    async () =>
+      (
+        await sql<{ past: boolean }>`
+          SELECT pg_snapshot_xmin(pg_current_snapshot()) > ${xid}::xid8 AS past`.execute(log.db)
+      ).rows[0]?.past === true,
+    (value) => value,
+    60_000,
+  );
+  expect(past, `the cluster's xmin never passed ${xid} (another transaction held it back)`).toBe(true);
 }

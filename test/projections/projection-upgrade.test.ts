@@ -103,7 +103,7 @@ describe(`upgrading a version-1 install (${BACKEND})`, () => {
     ]);
 
     const { applied } = await migrateToLatest(db, schema);
-    expect(applied).toEqual(["0003_attempt_status_at_read"]);
+    expect(applied).toEqual(["0003_attempt_status_at_read", "0004_one_reservation_per_transaction"]);
 
     const { rows: state } = await sql<{
       version: number;

@@ -127,6 +127,52 @@ const attemptStatusAtRead: SchemaMigration = {
   },
 };
 
+/**
+ * One position reservation per transaction. A transaction that reserves twice holds positions on
+ * both sides of a later transaction's (a larger xid): once it commits, a reader whose xmin is that
+ * later transaction reads past its position before it commits and never returns it. The function
+ * already records the reserving xid in `shardledger.position_tx` (transaction-local); a second call
+ * that finds it equal to the current xid is now refused. Everything else is as in 0001, including
+ * the refusal of a transaction that wrote something else first.
+ */
+const oneReservationPerTransaction: SchemaMigration = {
+  name: "0004_one_reservation_per_transaction",
+  async up(db, schema) {
+    const positionsKey = sql.lit(advisoryKey(schema, "positions"));
+    await sql`CREATE OR REPLACE FUNCTION ${sql.id(schema, "reserve_positions")}(n integer)
+      RETURNS TABLE (tx xid8, first_position bigint)
+      LANGUAGE plpgsql AS $fn$
+      DECLARE
+        assigned xid8 := pg_current_xact_id_if_assigned();
+      BEGIN
+        IF assigned IS NOT NULL THEN
+          IF current_setting('shardledger.position_tx', true) = assigned::text THEN
+            RAISE EXCEPTION 'shardledger: a transaction may append to the log once; put all of its events in one append'
+              USING ERRCODE = 'P0001',
+                    HINT = 'a second reservation would hold positions above those of a transaction that reserved in between, and readAll could skip its events';
+          END IF;
+          RAISE EXCEPTION 'shardledger: a transaction must append events before it writes anything else'
+            USING ERRCODE = 'P0001', HINT = 'append first, then update projections';
+        END IF;
+        PERFORM pg_advisory_lock(${positionsKey}::bigint);
+        BEGIN
+          tx := pg_current_xact_id();
+          first_position := nextval(${sql.lit(`${schema}.global_position_seq`)}::regclass);
+          IF n > 1 THEN
+            PERFORM setval(${sql.lit(`${schema}.global_position_seq`)}::regclass, first_position + n - 1);
+          END IF;
+        EXCEPTION WHEN OTHERS THEN
+          PERFORM pg_advisory_unlock(${positionsKey}::bigint);
+          RAISE;
+        END;
+        PERFORM pg_advisory_unlock(${positionsKey}::bigint);
+        PERFORM set_config('shardledger.position_tx', tx::text, true);
+        RETURN NEXT;
+      END
+      $fn$`.execute(db);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -144,7 +190,12 @@ async function dropProjectionRelations(
 }
 
 /** Every migration, in order. Later issues append here. */
-export const MIGRATIONS: readonly SchemaMigration[] = [eventLog, projections, attemptStatusAtRead];
+export const MIGRATIONS: readonly SchemaMigration[] = [
+  eventLog,
+  projections,
+  attemptStatusAtRead,
+  oneReservationPerTransaction,
+];
 
 /**
  * Creates or upgrades the ledger schema. Safe to run concurrently from several processes: kysely's

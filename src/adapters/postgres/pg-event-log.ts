@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
-import { ConcurrencyError, ValidationError } from "../../errors.js";
+import { ConcurrencyError, OneAppendPerTransactionError, ValidationError } from "../../errors.js";
 import {
   type EventMetadata,
   eventMetadataInputSchema,
@@ -64,6 +64,18 @@ const pgConstraint = (e: unknown): string | undefined => (e as { constraint?: st
 const isUniqueViolation = (e: unknown, constraintSuffix: string) =>
   pgCode(e) === "23505" &&
   (pgConstraint(e)?.endsWith(constraintSuffix) ?? String((e as Error).message).includes(constraintSuffix));
+
+/**
+ * The transactions a session has appended in, shared by every log and session so that two
+ * sessions over one transaction are caught too. One append per transaction: a second position
+ * reservation breaks "position order equals transaction-id order" (see reserve_positions), which
+ * `readAll` relies on to never skip an event.
+ */
+const appendedIn = new WeakSet<LedgerDb>();
+
+/** The database's refusal of a second reservation (reserve_positions, migration 0004). */
+const isSecondReservation = (e: unknown) =>
+  pgCode(e) === "P0001" && String((e as Error | null)?.message).includes("may append to the log once");
 
 /**
  * The event log on PostgreSQL or PGlite (one implementation over kysely).
@@ -185,16 +197,23 @@ export class PgEventLog implements EventLog {
     return this.#db.transaction().execute((trx) => fn(this.session(trx)));
   }
 
-  /** A session bound to an open kysely transaction. @internal */
+  /**
+   * A session bound to an open kysely transaction. Its `append` may be called once per
+   * transaction (whatever became of the first call); a second call is refused before it touches
+   * the database. @internal
+   */
   session(trx: LedgerDb): EventLogSession {
     return {
-      append: (streamId, events, options) =>
-        this.#append(
+      append: async (streamId, events, options) => {
+        if (appendedIn.has(trx)) throw new OneAppendPerTransactionError(streamId);
+        appendedIn.add(trx);
+        return this.#append(
           trx,
           streamId,
           this.#prepare(streamId, events, options.expectedVersion),
           options.expectedVersion,
-        ),
+        );
+      },
       readStream: (streamId, options) => this.#readStream(trx, streamId, options ?? {}),
       streamVersion: (streamId) => this.#streamVersion(trx, streamId),
     };
@@ -267,11 +286,14 @@ export class PgEventLog implements EventLog {
       return { streamId, nextExpectedVersion: version, positions, written: [], duplicates: prepared.length };
     }
 
-    // The reservation must be this transaction's first write (see reserve_positions).
+    // The reservation must be this transaction's first write and its only one (see
+    // reserve_positions); the database refuses a second one even past the session's own check.
     const { rows: reserved } = await sql<{ tx: string; first_position: string | number }>`
-      SELECT tx::text AS tx, first_position FROM ${sql.id(this.schema, "reserve_positions")}(${fresh.length}::integer)`.execute(
-      trx,
-    );
+      SELECT tx::text AS tx, first_position FROM ${sql.id(this.schema, "reserve_positions")}(${fresh.length}::integer)`
+      .execute(trx)
+      .catch((e: unknown) => {
+        throw isSecondReservation(e) ? new OneAppendPerTransactionError(streamId, { cause: e }) : e;
+      });
     const reservation = reserved[0];
     if (!reservation) throw new Error("reserve_positions returned no row");
     const first = Number(reservation.first_position);
