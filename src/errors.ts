@@ -216,6 +216,9 @@ export const isValidationError = (e: unknown): e is ValidationError => hasCode(e
 export const isConcurrencyError = (e: unknown): e is ConcurrencyError => hasCode(e, "CONCURRENCY");
 /** @example `if (isShardCoverageError(e)) console.error(e.missingShards)` */
 export const isShardCoverageError = (e: unknown): e is ShardCoverageError => hasCode(e, "SHARD_COVERAGE");
+/** @example `if (isIllegalTransitionError(e)) console.error(e.message)` */
+export const isIllegalTransitionError = (e: unknown): e is IllegalTransitionError =>
+  hasCode(e, "ILLEGAL_TRANSITION");
 /** @example `if (isSafetyRailError(e)) process.exitCode = 3` */
 export const isSafetyRailError = (e: unknown): e is SafetyRailError => hasCode(e, "SAFETY_RAIL");
 

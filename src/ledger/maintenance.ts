@@ -5,6 +5,7 @@ import { isShardledgerError, ShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
+import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { planGc, type RunUrls } from "../maintenance/gc-planner.js";
 import { planLoserCleanup } from "../maintenance/loser-planner.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
@@ -15,9 +16,10 @@ import {
   type RetryPolicy,
 } from "../maintenance/retry-policy.js";
 import type { DatasetView, PendingCleanupItem, ProjectionQueries } from "../projections/queries.js";
-import { keyUnderRoot } from "../storage/dataset-url.js";
-import { manifestKey } from "../storage/object-layout.js";
+import { keyUnderRoot, objectKeyOfUrl, urlForKey } from "../storage/dataset-url.js";
+import { manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
+import { PassGuard } from "./pass-guard.js";
 
 /** `cleanup --json`: what was deleted, what failed and stays pending, what was planned. */
 export interface CleanupReport {
@@ -99,14 +101,21 @@ interface WorkItem {
   /** Already planned by an earlier pass that did not report (a crash): resume, do not plan again. */
   planned: boolean;
   priorTries: number;
+  /** The listed key of an orphan: a key is a key, never re-derived from its URL. */
+  key?: string;
+}
+
+/** The deletion-guard purpose of a cleanup reason. */
+function purposeOf(reason: CleanupReason): DeletionPurpose {
+  return reason === "failed_retention" ? "stale" : reason;
 }
 
 /**
  * Whether a cleanup item is one object (a manifest, an orphan file) rather than a prefix: an
  * object is deleted by its exact key, never as a prefix that could match its siblings.
  */
-function isObjectItem(dataset: DatasetView, runId: string, url: string, reason: CleanupReason): boolean {
-  return reason === "orphan" || url === `${dataset.root}/${manifestKey(runId)}`;
+function isObjectItem(runId: string, key: string, reason: CleanupReason): boolean {
+  return reason === "orphan" || key === manifestKey(runId);
 }
 
 interface ItemOutcome {
@@ -114,6 +123,8 @@ interface ItemOutcome {
   deleted: boolean;
   error: string | null;
   tries: number;
+  /** Set when the guard refused the deletion on fresh state (nothing was planned or sent). */
+  refused?: string;
 }
 
 /**
@@ -164,8 +175,11 @@ export class MaintenanceService {
   ): Promise<void> {
     const now = this.#deps.clock();
     const items = await this.#cleanupWork(dataset, now);
+    const guard = this.#guard(dataset.datasetId);
     if (options.dryRun) {
-      for (const i of items) report.planned.push(i.url);
+      // Exactly what a real pass would delete: the same fresh-state check, nothing recorded.
+      for (const i of items)
+        if ((await this.#refusal(guard, dataset, i)) === null) report.planned.push(i.url);
       return;
     }
     const store = this.#deps.storeFor(dataset);
@@ -173,8 +187,8 @@ export class MaintenanceService {
     let failed = 0;
     for (const item of items) {
       if (options.signal?.aborted) break;
-      if (!item.planned) report.planned.push(item.url);
-      const outcome = await this.#deleteItem(dataset, store, item, options.signal);
+      const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+      if (!item.planned && outcome.refused === undefined) report.planned.push(item.url);
       if (outcome.deleted) {
         report.deleted.push(item.url);
         deleted++;
@@ -226,20 +240,13 @@ export class MaintenanceService {
     }
     for (const [runId, attempts] of byRun) {
       const plan = planLoserCleanup({ root: dataset.root, attempts, winnerUrls });
-      for (const refused of plan.refused) {
-        this.#deps.log?.({
-          level: "warn",
-          msg: "loser cleanup refused",
-          datasetId: dataset.datasetId,
-          runId,
-          ...refused,
-        });
-      }
-      for (const p of plan.prefixes) {
-        const key = `${runId}\u0000${p.url}`;
+      // A loser the planner refuses is still an item: the guard refuses it again when it comes
+      // up and records why, so it shows in the pending set instead of staying a LOSER forever.
+      for (const url of [...plan.prefixes.map((p) => p.url), ...plan.refused.map((r) => r.url)]) {
+        const key = `${runId}\u0000${url}`;
         if (seen.has(key) || pendingByKey.has(key)) continue;
         seen.add(key);
-        items.push({ runId, url: p.url, reason: "loser", planned: false, priorTries: 0 });
+        items.push({ runId, url, reason: "loser", planned: false, priorTries: 0 });
       }
     }
     for (const p of pending) {
@@ -255,18 +262,85 @@ export class MaintenanceService {
     return items;
   }
 
-  /** Plans (unless resuming), deletes, verifies empty, records the outcome. */
+  #guard(datasetId: string): PassGuard {
+    return new PassGuard(
+      {
+        database: this.#deps.database,
+        queries: this.#deps.queries,
+        load: (runId) => this.#deps.load(runId),
+        clock: this.#deps.clock,
+      },
+      datasetId,
+    );
+  }
+
+  /** The item's root-relative key, or why it has none (a url that does not map under the root). */
+  #keyOf(dataset: DatasetView, item: WorkItem): { key: string } | { refused: string } {
+    if (item.key !== undefined) return { key: item.key };
+    try {
+      return {
+        key:
+          item.reason === "orphan"
+            ? objectKeyOfUrl(dataset.root, item.url)
+            : keyUnderRoot(dataset.root, item.url),
+      };
+    } catch (e) {
+      return { refused: e instanceof Error ? e.message : String(e) };
+    }
+  }
+
+  async #refusal(guard: PassGuard, dataset: DatasetView, item: WorkItem): Promise<string | null> {
+    const k = this.#keyOf(dataset, item);
+    if ("refused" in k) return k.refused;
+    const key = k.key.endsWith("/") && item.reason !== "orphan" ? k.key.slice(0, -1) : k.key;
+    return guard.refusal(item.runId, key, purposeOf(item.reason));
+  }
+
+  /**
+   * Justifies the deletion on fresh state (the guard), plans it (unless resuming), deletes,
+   * verifies, records the outcome. A refused loser is recorded as a failed cleanup with the
+   * reason, so it stays visible in the pending set and is looked at again when due.
+   */
   async #deleteItem(
     dataset: DatasetView,
     store: ObjectStore,
     item: WorkItem,
+    guard: PassGuard,
     signal?: AbortSignal,
   ): Promise<ItemOutcome> {
     const { runId, url } = item;
-    // Checked again at execution, not only at planning: nothing outside the root is ever touched.
-    const key = keyUnderRoot(dataset.root, url);
+    const refused = await this.#refusal(guard, dataset, item);
+    if (refused !== null) {
+      const tries = item.priorTries + 1;
+      if (item.reason === "loser") {
+        const exhausted = isExhausted(this.#deps.policies.pending, tries);
+        await this.#deps.execute({
+          type: "recordCleanupFailed",
+          runId,
+          url,
+          errorCode: "Protected",
+          errorMessage: `not deleted: ${refused}`.slice(0, 8000),
+          transient: true,
+          tries,
+          exhausted,
+          nextRetryAt: exhausted
+            ? null
+            : nextRetryAt(this.#deps.policies.pending, tries, this.#deps.clock(), this.#deps.random),
+        });
+      }
+      this.#deps.log?.({
+        level: "warn",
+        msg: "deletion refused",
+        datasetId: dataset.datasetId,
+        runId,
+        url,
+        refused,
+      });
+      return { url, deleted: false, error: `Protected: ${refused}`, tries, refused };
+    }
+    const key = (this.#keyOf(dataset, item) as { key: string }).key;
     if (!item.planned) await this.#deps.execute({ type: "planCleanup", runId, url, reason: item.reason });
-    const result = isObjectItem(dataset, runId, url, item.reason)
+    const result = isObjectItem(runId, key, item.reason)
       ? await deleteObject(store, key)
       : await deletePrefix(store, `${key}/`, {
           policy: this.#deps.policies.deletion,
@@ -323,88 +397,144 @@ export class MaintenanceService {
       datasetId,
       async () => {
         const now = this.#deps.clock();
+        const runs = await this.#deps.queries.runs(datasetId);
         const plan = planGc({
           now,
           dataset,
-          runs: await this.#deps.queries.runs(datasetId),
+          runs,
           floors: await this.#deps.queries.retentionFloors(datasetId),
           runUrls: await this.#runUrls(datasetId, dataset.root),
         });
-        const store = this.#deps.storeFor(dataset);
-        const orphans = await this.#planOrphans(
-          dataset,
-          store,
-          now,
-          new Set(plan.actions.map((a) => a.runId)),
-        );
         const report: GcReport = {
-          actions: [
-            ...plan.actions.map((a) => ({ kind: a.kind, runId: a.runId, urls: [...a.urls] })),
-            ...orphans.map((o) => ({ kind: "orphan", runId: o.runId, urls: o.urls })),
-          ],
+          actions: [],
           failed: [],
           protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
         };
-        if (options.dryRun) return report;
+        const guard = this.#guard(datasetId);
+        const store = this.#deps.storeFor(dataset);
+        const sinceOf = new Map(runs.map((r) => [r.runId, r]));
         let pruned = 0;
         let failedStale = 0;
+
         for (const action of plan.actions) {
           if (options.signal?.aborted) break;
           if (action.kind === "fail_stale") {
-            await this.#deps.execute({
-              type: "fail",
-              runId: action.runId,
-              cause: "heartbeat_timeout",
-              reason: action.reason,
-            });
-            failedStale++;
+            report.actions.push({ kind: action.kind, runId: action.runId, urls: [] });
+            if (options.dryRun) continue;
+            const seen = sinceOf.get(action.runId);
+            try {
+              // The decision travels with the command: the decider refuses it if the run showed a
+              // sign of life after gc looked (a heartbeat while the pass was listing the store).
+              await this.#deps.execute({
+                type: "fail",
+                runId: action.runId,
+                cause: "heartbeat_timeout",
+                reason: action.reason,
+                ...(seen ? { silentSince: latestOf(seen.heartbeatAt, seen.updatedAt) } : {}),
+                staleAfterMs: dataset.policies.staleAfterMs,
+              });
+              failedStale++;
+            } catch (e) {
+              if (!isShardledgerError(e) || e.code !== "ILLEGAL_TRANSITION") throw e;
+              report.actions.pop();
+              report.protected.push({ runId: action.runId, why: `not failed: ${e.message}` });
+            }
             continue;
           }
           const reason: CleanupReason = action.kind;
+          const entry = { kind: action.kind as string, runId: action.runId, urls: [] as string[] };
+          report.actions.push(entry);
           const pending = new Map(
             (await this.#deps.queries.pendingCleanup({ datasetId }))
               .filter((p) => p.runId === action.runId)
               .map((p) => [p.url, p]),
           );
           let allDeleted = true;
+          // In plan order, the manifest first: if the marker cannot go, the data it names stays.
           for (const url of action.urls) {
+            if (options.signal?.aborted) {
+              allDeleted = false;
+              break;
+            }
             const prior = pending.get(url);
-            const outcome = await this.#deleteItem(
-              dataset,
-              store,
-              {
+            const item: WorkItem = {
+              runId: action.runId,
+              url,
+              reason,
+              planned: prior?.state === "planned",
+              priorTries: prior?.tries ?? 0,
+            };
+            if (options.dryRun) {
+              const refused = await this.#refusal(guard, dataset, item);
+              if (refused === null) entry.urls.push(url);
+              else
+                report.protected.push({ runId: action.runId, why: `url ${url} is not deleted: ${refused}` });
+              continue;
+            }
+            const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+            if (outcome.refused !== undefined) {
+              report.protected.push({
                 runId: action.runId,
-                url,
-                reason,
-                planned: prior?.state === "planned",
-                priorTries: prior?.tries ?? 0,
-              },
-              options.signal,
-            );
+                why: `url ${url} is not deleted: ${outcome.refused}`,
+              });
+              allDeleted = false;
+              break;
+            }
+            entry.urls.push(url);
             if (!outcome.deleted) {
               allDeleted = false;
               report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
+              break;
             }
           }
-          if (allDeleted && action.pruneReason) {
+          if (!options.dryRun && allDeleted && action.pruneReason) {
             await this.#prune(action.runId, action.pruneReason);
             pruned++;
           }
         }
+
+        const orphans = await this.#planOrphans(
+          dataset,
+          store,
+          now,
+          new Set(plan.actions.map((a) => a.runId)),
+          report,
+        );
         for (const orphan of orphans) {
-          for (const url of orphan.urls) {
+          const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
+          report.actions.push(entry);
+          for (const key of orphan.keys) {
             if (options.signal?.aborted) break;
-            const item = {
+            let url: string;
+            try {
+              url = urlForKey(dataset.root, key);
+            } catch (e) {
+              // A key no URL can name (a backslash, a dot segment) is never sent in a delete.
+              report.protected.push({
+                runId: orphan.runId,
+                why: `key ${JSON.stringify(key)} is not deleted: ${String(e)}`,
+              });
+              continue;
+            }
+            const item: WorkItem = {
               runId: orphan.runId,
               url,
-              reason: "orphan" as const,
+              key,
+              reason: "orphan",
               planned: false,
               priorTries: 0,
             };
-            const outcome = await this.#deleteItem(dataset, store, item, options.signal);
+            if (options.dryRun) {
+              if ((await this.#refusal(guard, dataset, item)) === null) entry.urls.push(item.url);
+              continue;
+            }
+            const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+            if (outcome.refused !== undefined) continue;
+            entry.urls.push(item.url);
             if (!outcome.deleted)
-              report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
+              report.failed.push({ url: item.url, error: outcome.error ?? "unknown", tries: outcome.tries });
           }
+          if (entry.urls.length === 0) report.actions.pop();
         }
         this.#deps.metric?.({ name: "gc.pruned", value: pruned, datasetId });
         this.#deps.metric?.({ name: "gc.failed_stale", value: failedStale, datasetId });
@@ -423,47 +553,66 @@ export class MaintenanceService {
   }
 
   /**
-   * Orphans under the data prefix of a live published run: objects under no recorded winner and
+   * Orphans under the data area of a live published run: listed keys under no recorded winner and
    * under no loser still awaiting cleanup (a speculative attempt killed before it reported, or one
    * that kept writing after its prefix was cleaned), once older than the safety window. Planned
-   * per object, so a stray file beside a winner's directory never widens into a prefix delete.
+   * per key, so a stray file beside a winner's directory never widens into a prefix delete. A run
+   * with a winner whose url is unknown gets none: that winner's data may be anywhere in its area.
    */
   async #planOrphans(
     dataset: DatasetView,
     store: ObjectStore,
     now: Date,
     skip: ReadonlySet<string>,
-  ): Promise<{ runId: string; urls: string[] }[]> {
+    report: GcReport,
+  ): Promise<{ runId: string; keys: string[] }[]> {
     const runs = (await this.#deps.queries.runs(dataset.datasetId)).filter(
       (r) => r.status === "SUCCEEDED" && !skip.has(r.runId),
     );
-    const pending = new Set(
-      (await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId })).map((p) => p.url),
-    );
-    const out: { runId: string; urls: string[] }[] = [];
+    const pendingKeys = new Set<string>();
+    for (const p of await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId })) {
+      try {
+        pendingKeys.add(keyUnderRoot(dataset.root, p.url));
+      } catch {}
+    }
+    const out: { runId: string; keys: string[] }[] = [];
     for (const run of runs) {
-      const shown = await this.#deps.queries.run(run.runId);
-      if (!shown) continue;
-      const keep = shown.attempts
-        .filter(
-          (a) =>
-            a.url !== null &&
-            (a.status === "WINNER" || a.status === "LOSER" || a.status === "CLEANUP_PENDING"),
-        )
-        .map((a) => `${keyUnderRoot(dataset.root, a.url as string)}/`);
-      const urls: string[] = [];
+      const state = await this.#deps.load(run.runId);
+      if ([...state.winners.values()].some((w) => w.url === null)) {
+        report.protected.push({
+          runId: run.runId,
+          why: "no orphan collection: a winner was reported without a url, so its data may lie anywhere in the run's area",
+        });
+        continue;
+      }
+      // Keys kept, exactly and as prefixes: every attempt with data that may still be there.
+      const keep = new Set<string>();
+      for (const a of state.attempts.values()) {
+        if (a.url === null || a.status === "DELETED") continue;
+        try {
+          keep.add(keyUnderRoot(dataset.root, a.url));
+        } catch {}
+      }
+      for (const k of pendingKeys) keep.add(k);
+      const kept = (key: string): boolean => {
+        const bare = key.endsWith("/") ? key.slice(0, -1) : key;
+        if (keep.has(bare)) return true;
+        const parts = bare.split("/");
+        for (let i = 1; i < parts.length; i++) if (keep.has(parts.slice(0, i).join("/"))) return true;
+        return false;
+      };
+      const keys: string[] = [];
       let token: string | null = null;
       do {
-        const page = await store.list(`data/${run.runId}/`, { token });
+        const page = await store.list(runDataPrefix(run.runId), { token });
         for (const o of page.objects) {
-          if (keep.some((k) => o.key.startsWith(k))) continue;
+          if (kept(o.key)) continue;
           if (o.lastModified.getTime() + dataset.policies.safetyWindowMs > now.getTime()) continue;
-          const url = `${dataset.root}/${o.key}`;
-          if (!pending.has(url)) urls.push(url);
+          keys.push(o.key);
         }
         token = page.nextToken;
       } while (token);
-      if (urls.length > 0) out.push({ runId: run.runId, urls });
+      if (keys.length > 0) out.push({ runId: run.runId, keys });
     }
     return out;
   }
@@ -553,8 +702,8 @@ export class MaintenanceService {
   async #runUrls(datasetId: string, root: string): Promise<Map<string, RunUrls>> {
     const schema = this.#deps.database.schema;
     const db = this.#deps.database.db;
-    // Every attempt url whose data may still be there (status other than DELETED), and whether
-    // it is a winner's; through the dataset's runs, which are indexed by dataset.
+    // A run's attempts lie inside its data area, which goes as one prefix; only urls recorded
+    // outside it (before attempt urls were confined to their run's area) are listed one by one.
     const { rows: attempts } = await sql<{ run_id: string; url: string; winner: boolean }>`
       SELECT a.run_id, a.url, (w.run_id IS NOT NULL) AS winner
       FROM ${sql.id(schema, "runs")} r
@@ -562,15 +711,15 @@ export class MaintenanceService {
       LEFT JOIN ${sql.id(schema, "winners")} w ON w.run_id = a.run_id AND w.shard = a.shard
         AND w.attempt = a.attempt AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id
       WHERE r.dataset_id = ${datasetId} AND a.url IS NOT NULL
-        AND a.cleanup_status IS DISTINCT FROM 'DELETED'`.execute(db);
+        AND a.cleanup_status IS DISTINCT FROM 'DELETED'
+        AND NOT starts_with(a.url, ${`${root}/data/`} || a.run_id || '/')`.execute(db);
     const { rows: runs } = await sql<{ run_id: string; manifest_url: string | null }>`
       SELECT run_id, manifest_url FROM ${sql.id(schema, "runs")} WHERE dataset_id = ${datasetId}`.execute(db);
-    // Sets, not array lookups: a 100,000-shard run has 200,000 attempt urls.
     const sets = new Map<
       string,
       { attemptUrls: Set<string>; winnerUrls: Set<string>; manifestUrl: string | null }
     >();
-    // A pruned run's whole data prefix goes with it, so files no attempt reported are not stranded
+    // A pruned run's whole data area goes with it, so files no attempt reported are not stranded
     // (the planner still refuses it if it overlaps a run that stays).
     for (const r of runs) {
       sets.set(r.run_id, {
@@ -595,6 +744,10 @@ export class MaintenanceService {
     }
     return out;
   }
+}
+
+function latestOf(...dates: Date[]): Date {
+  return new Date(Math.max(...dates.map((d) => d.getTime())));
 }
 
 function isDue(item: PendingCleanupItem, now: Date): boolean {

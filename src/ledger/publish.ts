@@ -4,8 +4,8 @@ import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
-import { urlForKey } from "../storage/dataset-url.js";
-import { CURRENT_KEY, manifestKey } from "../storage/object-layout.js";
+import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
+import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
 import { datasetStream } from "./streams.js";
@@ -78,6 +78,13 @@ export async function publishRun(deps: PublishDeps, runId: string): Promise<Publ
     if (!dataset) throw new NotFoundError("dataset", datasetId);
     const store = deps.storeFor(dataset);
     let state = await deps.executor.load(runId);
+    if (state.status === "PRUNED") {
+      throw new IllegalTransitionError(
+        "publish",
+        state.status,
+        `run ${runId} was pruned (${state.pruneReason ?? "pruned"}); its data and manifest are gone, so _CURRENT will not point to it — publish a new run`,
+      );
+    }
     const resuming = state.publishProgress !== "none";
     if (state.publishProgress === "succeeded" && (await pointerSettled(deps, dataset, state))) {
       throw new IllegalTransitionError(
@@ -114,8 +121,14 @@ export async function publishRun(deps: PublishDeps, runId: string): Promise<Publ
       }
       state = (await deps.executor.execute({ type: "markSucceeded", runId })).state;
     }
-    if (!resuming || !(await pointerSettled(deps, dataset, state)))
+    if (!resuming || !(await pointerSettled(deps, dataset, state))) {
+      // Marker rule at the last step: _CURRENT names only a manifest that is there, whose winners
+      // are there. A resumed publish may come long after the first try (gc ran meanwhile), so it
+      // also checks every winner, with one listing of the run's data area.
+      await assertManifestPresent(store, state, manifestUrl);
+      if (resuming) await assertWinnersPresent(store, dataset, state);
       await movePointer(deps, store, dataset, state, manifestUrl);
+    }
     return { runId, status: "SUCCEEDED", winners, manifestUrl };
   });
 }
@@ -184,5 +197,49 @@ async function movePointer(
       },
     ],
     { expectedVersion: await deps.log.streamVersion(stream) },
+  );
+}
+
+async function assertManifestPresent(
+  store: ObjectStore,
+  state: RunState,
+  manifestUrl: string,
+): Promise<void> {
+  if ((await store.get(manifestKey(state.runId as string))) !== null) return;
+  throw new IllegalTransitionError(
+    "publish",
+    state.status,
+    `run ${state.runId}: its manifest ${manifestUrl} is missing, so _CURRENT will not point to it; publish a new run`,
+  );
+}
+
+async function assertWinnersPresent(
+  store: ObjectStore,
+  dataset: DatasetView,
+  state: RunState,
+): Promise<void> {
+  const runId = state.runId as string;
+  // Every listed key and each of its ancestors: a winner url names an object or a prefix.
+  const present = new Set<string>();
+  let token: string | null = null;
+  do {
+    const page = await store.list(runDataPrefix(runId), { token });
+    for (const o of page.objects) {
+      const parts = o.key.split("/");
+      for (let i = 1; i <= parts.length; i++) present.add(parts.slice(0, i).join("/"));
+    }
+    token = page.nextToken;
+  } while (token !== null);
+  const missing: number[] = [];
+  for (const w of state.winners.values()) {
+    if (w.url === null) continue;
+    if (!present.has(keyUnderRoot(dataset.root, w.url))) missing.push(w.shard);
+  }
+  if (missing.length === 0) return;
+  missing.sort((a, b) => a - b);
+  throw new IllegalTransitionError(
+    "publish",
+    state.status,
+    `run ${runId}: the data of the winner(s) of shard(s) ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""} is missing, so _CURRENT will not point to it; publish a new run`,
   );
 }

@@ -59,7 +59,19 @@ export type RunCommand =
   | { type: "selectWinners"; runId: string }
   | { type: "recordManifest"; runId: string; manifestUrl: string; createdAt?: Date }
   | { type: "markSucceeded"; runId: string }
-  | { type: "fail"; runId: string; cause: "writer_abort" | "heartbeat_timeout"; reason: string }
+  | {
+      type: "fail";
+      runId: string;
+      cause: "writer_abort" | "heartbeat_timeout";
+      reason: string;
+      /**
+       * For a `heartbeat_timeout`: the last sign of life the caller saw when it decided. Refused
+       * when the run showed one since (a heartbeat or any report), or is no longer silent for
+       * longer than `staleAfterMs` — the decision is re-made on the state the append sees.
+       */
+      silentSince?: Date;
+      staleAfterMs?: number;
+    }
   | { type: "reopen"; runId: string; reason?: string }
   | { type: "planCleanup"; runId: string; url: string; reason: CleanupReason }
   | { type: "recordCleanupSucceeded"; runId: string; url: string; deletedObjects: number }
@@ -210,6 +222,22 @@ export function decideRun(state: RunState, command: RunCommand, context: DecideC
         b.generationId("failed"),
       );
       b.requireRun();
+      if (command.cause === "heartbeat_timeout") {
+        const lastSign = Math.max(state.lastHeartbeatAt?.getTime() ?? 0, state.updatedAt?.getTime() ?? 0);
+        if (command.silentSince !== undefined && lastSign > command.silentSince.getTime()) {
+          b.refuse(
+            `run ${command.runId} showed a sign of life at ${new Date(lastSign).toISOString()}, after the silence this was decided on (${command.silentSince.toISOString()}); it is not abandoned`,
+          );
+        }
+        if (
+          command.staleAfterMs !== undefined &&
+          !(context.now.getTime() - lastSign > command.staleAfterMs)
+        ) {
+          b.refuse(
+            `run ${command.runId} is not silent for longer than staleAfter (${command.staleAfterMs} ms)`,
+          );
+        }
+      }
       b.requireAccepted(
         "RunFailed",
         state.status === "PUBLISHING"

@@ -1,0 +1,357 @@
+/**
+ * One regression test per wrong deletion (or lie) that adversarial trials found in the safety
+ * core (issue "Safety core", items 1, 2, 3, 5, 6, 7 and 12). Each was run against the code before
+ * its fix and failed there. The filesystem store is real; the wrappers around it only inject a
+ * failure or hold a request at an exact step, which a real store cannot be told to do.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { createFilesystemObjectStore } from "../../src/adapters/objectstore/filesystem-object-store.js";
+import { isIllegalTransitionError, isSafetyRailError } from "../../src/errors.js";
+import type { Ledger } from "../../src/ledger/open-ledger.js";
+import type { RunCommand } from "../../src/machines/run-commands.js";
+import { type ObjectStore, ObjectStoreError } from "../../src/storage/object-store.js";
+import { BACKEND } from "../support/database.js";
+import { failingStore, openTestLedger, testClock } from "../support/ledger.js";
+
+const HOUR = 3_600_000;
+
+type Harness = Awaited<ReturnType<typeof openTestLedger>>;
+let t: Harness | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+/** A store that does what `store` does; spread it and override one operation. */
+const delegate = (store: ObjectStore): ObjectStore => ({
+  rootUrl: store.rootUrl,
+  list: (prefix, options) => store.list(prefix, options),
+  deleteMany: (keys) => store.deleteMany(keys),
+  put: (key, body, options) => store.put(key, body, options),
+  get: (key) => store.get(key),
+});
+
+/** What an older version of shardledger recorded without today's report-time rules. */
+const legacy = (ledger: Ledger, command: RunCommand) =>
+  (ledger as unknown as { executeRunCommand(c: RunCommand): Promise<unknown> }).executeRunCommand(command);
+
+async function setup(
+  options: { wrap?: (store: ObjectStore) => ObjectStore; policies?: Record<string, unknown> } = {},
+) {
+  // The filesystem store stamps objects with the real mtime; the ledger's clock starts at real now.
+  const clock = testClock(new Date().toISOString());
+  t = await openTestLedger({
+    clock: clock.now,
+    objectStore: (root) => {
+      const store = createFilesystemObjectStore(root);
+      return options.wrap ? options.wrap(store) : store;
+    },
+  });
+  const h = t;
+  const ledger = h.ledger;
+  const root = `${h.root}/ds`;
+  await ledger.createDataset({
+    datasetId: "ds",
+    root,
+    keepRuns: 1,
+    safetyWindow: "0s",
+    staleAfter: "1h",
+    ...options.policies,
+  });
+  const path = (key: string) => join(h.dir, "ds", key);
+  const write = (key: string) => {
+    mkdirSync(dirname(path(key)), { recursive: true });
+    writeFileSync(path(key), key);
+  };
+  const exists = (key: string) => existsSync(path(key));
+  const attemptKey = (runId: string, shard: number, attempt: number) =>
+    `data/${runId}/shard=${String(shard).padStart(5, "0")}/attempt=${String(attempt).padStart(2, "0")}`;
+  /** Starts a run, writes and reports one successful attempt per shard (attempt 0), and extras. */
+  async function writeRun(runId: string, shards = 1, losers: number[] = []) {
+    await ledger.startRun({ datasetId: "ds", numShards: shards, runId });
+    for (let s = 0; s < shards; s++) {
+      write(`${attemptKey(runId, s, 0)}/part-0`);
+      await ledger.attemptSucceeded({
+        runId,
+        shard: s,
+        attempt: 0,
+        url: `${root}/${attemptKey(runId, s, 0)}`,
+      });
+    }
+    for (const s of losers) {
+      write(`${attemptKey(runId, s, 1)}/part-0`);
+      await ledger.attemptSucceeded({
+        runId,
+        shard: s,
+        attempt: 1,
+        url: `${root}/${attemptKey(runId, s, 1)}`,
+      });
+    }
+  }
+  const current = () => {
+    const p = path("_CURRENT");
+    return existsSync(p) ? (JSON.parse(readFileSync(p, "utf8")) as { runId: string }).runId : null;
+  };
+  return { ledger, clock, root, path, write, exists, attemptKey, writeRun, current };
+}
+
+describe(`safety regressions (${BACKEND})`, () => {
+  it("1: gc never prunes a run that succeeded after the current one; the resumed publish finds it whole", async () => {
+    let failPointer = false;
+    const s = await setup({
+      wrap: (store) => failingStore(store, (op, key) => failPointer && op === "put" && key === "_CURRENT"),
+    });
+    await s.writeRun("a");
+    await s.ledger.publish("a");
+    await s.writeRun("b");
+    failPointer = true;
+    await expect(s.ledger.publish("b")).rejects.toThrow(/injected failure: put _CURRENT/);
+    failPointer = false;
+    expect(s.current()).toBe("a");
+    s.clock.advance(HOUR);
+    await s.ledger.gc("ds");
+    expect(s.exists("manifests/b.json")).toBe(true);
+    expect(s.exists(`${s.attemptKey("b", 0, 0)}/part-0`)).toBe(true);
+    await s.ledger.publish("b");
+    expect(s.current()).toBe("b");
+    expect(s.exists("manifests/b.json")).toBe(true);
+    expect(s.exists(`${s.attemptKey("b", 0, 0)}/part-0`)).toBe(true);
+  });
+
+  it("1: publish refuses to move _CURRENT to a pruned run, or to one whose manifest or winners are gone", async () => {
+    let failPointer = false;
+    const s = await setup({
+      wrap: (store) => failingStore(store, (op, key) => failPointer && op === "put" && key === "_CURRENT"),
+    });
+    await s.writeRun("a");
+    await s.ledger.publish("a");
+    for (const id of ["b", "c", "d"]) {
+      await s.writeRun(id);
+      failPointer = true;
+      await expect(s.ledger.publish(id)).rejects.toThrow(/injected/);
+      failPointer = false;
+    }
+    await legacy(s.ledger, { type: "prune", runId: "b", reason: "keep_runs" });
+    await expect(s.ledger.publish("b")).rejects.toSatisfy(isIllegalTransitionError);
+    rmSync(s.path("manifests/c.json"));
+    await expect(s.ledger.publish("c")).rejects.toThrow(/manifest/);
+    rmSync(s.path(s.attemptKey("d", 0, 0)), { recursive: true });
+    await expect(s.ledger.publish("d")).rejects.toThrow(/winner/);
+    expect(s.current()).toBe("a");
+  });
+
+  it("2a: a winner reported without a url protects its run's whole area from orphan collection", async () => {
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });
+    s.write(`${s.attemptKey("r", 0, 0)}/part-0`);
+    await s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 0 });
+    await s.ledger.publish("r");
+    s.clock.advance(HOUR);
+    const report = await s.ledger.gc("ds");
+    expect(s.exists(`${s.attemptKey("r", 0, 0)}/part-0`)).toBe(true);
+    expect(report.protected.map((p) => p.why).join("\n")).toMatch(/without a url/);
+  });
+
+  it("2b: a winner whose url names one object protects exactly that object, and gc passes", async () => {
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });
+    const file = `${s.attemptKey("r", 0, 0)}/part-0.parquet`;
+    s.write(file);
+    await s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 0, url: `${s.root}/${file}` });
+    await s.ledger.publish("r");
+    s.clock.advance(HOUR);
+    const dry = await s.ledger.gc("ds", { dryRun: true });
+    expect(dry.actions.flatMap((a) => a.urls)).toEqual([]);
+    await s.ledger.gc("ds");
+    await s.ledger.gc("ds");
+    expect(s.exists(file)).toBe(true);
+  });
+
+  it("2c: a winner url spelled FILE:// (or with escapes) is the same key, and protects its object", async () => {
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 2, runId: "r" });
+    s.write(`${s.attemptKey("r", 0, 0)}/part-0`);
+    s.write(`${s.attemptKey("r", 1, 0)}/part-0`);
+    const upper = `${s.root.replace(/^file:/, "FILE:")}/${s.attemptKey("r", 0, 0)}/`;
+    const escaped = `${s.root}/data/r/shard%3D00001/attempt%3D00`;
+    const a = await s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 0, url: upper });
+    await s.ledger.attemptSucceeded({ runId: "r", shard: 1, attempt: 0, url: escaped });
+    expect(a.url).toBe(`${s.root}/${s.attemptKey("r", 0, 0)}`);
+    await s.ledger.publish("r");
+    s.clock.advance(HOUR);
+    await s.ledger.gc("ds");
+    expect(s.exists(`${s.attemptKey("r", 0, 0)}/part-0`)).toBe(true);
+    expect(s.exists(`${s.attemptKey("r", 1, 0)}/part-0`)).toBe(true);
+  });
+
+  it("3: loser cleanup never deletes another run's live data, planned now or retried later", async () => {
+    let failLoser = true;
+    const s = await setup({
+      policies: { keepRuns: 2 },
+      wrap: (store) =>
+        failingStore(
+          store,
+          (op, key) => failLoser && op === "deleteMany" && key.startsWith("data/b/shard=00001/attempt=01"),
+        ),
+    });
+    await s.writeRun("a", 2);
+    await s.ledger.startRun({ datasetId: "ds", numShards: 2, runId: "active" });
+    s.write(`${s.attemptKey("active", 0, 0)}/part-0`);
+    await s.ledger.attemptSucceeded({
+      runId: "active",
+      shard: 0,
+      attempt: 0,
+      url: `${s.root}/${s.attemptKey("active", 0, 0)}`,
+    });
+    await s.writeRun("b", 2, [1]);
+    // Recorded by an older version: a loser of b whose url is the active run's attempt.
+    await legacy(s.ledger, {
+      type: "attemptSucceeded",
+      runId: "b",
+      shard: 0,
+      attempt: 5,
+      url: `${s.root}/${s.attemptKey("active", 0, 0)}`,
+    });
+    await s.ledger.publish("b");
+    const first = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(s.exists(`${s.attemptKey("active", 0, 0)}/part-0`)).toBe(true);
+    expect(first.deleted).not.toContain(`${s.root}/${s.attemptKey("active", 0, 0)}`);
+    const pending = await s.ledger.pendingCleanup({ datasetId: "ds" });
+    expect(pending.find((p) => p.url === `${s.root}/${s.attemptKey("active", 0, 0)}`)).toMatchObject({
+      lastErrorCode: "Protected",
+    });
+    // b's own loser failed transiently; before its retry, the active run records the same url.
+    expect(pending.map((p) => p.url)).toContain(`${s.root}/${s.attemptKey("b", 1, 1)}`);
+    await s.ledger.attemptSucceeded({
+      runId: "active",
+      shard: 1,
+      attempt: 0,
+      url: `${s.root}/${s.attemptKey("active", 1, 0)}`,
+    });
+    await legacy(s.ledger, {
+      type: "attemptSucceeded",
+      runId: "active",
+      shard: 1,
+      attempt: 9,
+      url: `${s.root}/${s.attemptKey("b", 1, 1)}`,
+    });
+    failLoser = false;
+    s.clock.advance(2 * HOUR);
+    await s.ledger.cleanup({ datasetId: "ds" });
+    expect(s.exists(`${s.attemptKey("b", 1, 1)}/part-0`)).toBe(true);
+  });
+
+  it("5: a heartbeat-timeout failure decided on a stale view is refused when the append sees the heartbeat", async () => {
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "slow" });
+    s.clock.advance(2 * HOUR);
+    // What gc saw when it decided (the run silent for 2h), then the heartbeat lands before its append.
+    const seen = (await s.ledger.run("slow")).run;
+    await s.ledger.heartbeat("slow");
+    await expect(
+      legacy(s.ledger, {
+        type: "fail",
+        runId: "slow",
+        cause: "heartbeat_timeout",
+        reason: "silent",
+        silentSince: new Date(Math.max(seen.heartbeatAt.getTime(), seen.updatedAt.getTime())),
+        staleAfterMs: HOUR,
+      } as RunCommand),
+    ).rejects.toSatisfy(isIllegalTransitionError);
+    // A pass now sees the heartbeat and keeps the run.
+    await s.ledger.gc("ds");
+    expect((await s.ledger.run("slow")).run.status).toBe("STARTED");
+    s.clock.advance(2 * HOUR);
+    await s.ledger.gc("ds");
+    expect((await s.ledger.run("slow")).run).toMatchObject({
+      status: "FAILED",
+      failureCause: "heartbeat_timeout",
+    });
+  });
+
+  it("6: a pruned run loses its manifest before its data: a manifest never names deleted data", async () => {
+    const s = await setup({
+      wrap: (store) => ({
+        ...delegate(store),
+        async deleteMany(keys) {
+          // No permission on manifests/ (a bucket policy, a retention lock): that delete fails.
+          if (keys.includes("manifests/old.json"))
+            throw new ObjectStoreError("Access Denied", { code: "AccessDenied", transient: false });
+          return store.deleteMany(keys);
+        },
+      }),
+    });
+    await s.writeRun("old", 2);
+    await s.ledger.publish("old");
+    await s.writeRun("new", 1);
+    await s.ledger.publish("new");
+    s.clock.advance(HOUR);
+    await s.ledger.gc("ds");
+    const manifest = s.exists("manifests/old.json");
+    const complete =
+      s.exists(`${s.attemptKey("old", 0, 0)}/part-0`) && s.exists(`${s.attemptKey("old", 1, 0)}/part-0`);
+    expect(!manifest || complete).toBe(true);
+    expect(s.current()).toBe("new");
+  });
+
+  it("7: keys with '#', '?', '%2F', spaces and non-ASCII are keys: losers and orphans holding them are deleted", async () => {
+    const s = await setup();
+    await s.writeRun("r", 1, [0]);
+    const odd = ["a b#1?.parquet", "x%2Fy", "é.parquet", "50%.txt"];
+    for (const name of odd) s.write(`${s.attemptKey("r", 0, 1)}/${name}`);
+    await s.ledger.publish("r");
+    const report = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(report.failed).toEqual([]);
+    for (const name of odd) expect(s.exists(`${s.attemptKey("r", 0, 1)}/${name}`), name).toBe(false);
+    expect(await s.ledger.pendingCleanup({ datasetId: "ds" })).toEqual([]);
+    for (const name of odd) s.write(`data/r/shard=00000/stray/${name}`);
+    s.clock.advance(HOUR);
+    await s.ledger.gc("ds");
+    for (const name of odd) expect(s.exists(`data/r/shard=00000/stray/${name}`), name).toBe(false);
+    expect(s.exists(`${s.attemptKey("r", 0, 0)}/part-0`)).toBe(true);
+  });
+
+  it("12: an attempt url must lie strictly inside its run's own data area", async () => {
+    const s = await setup();
+    await s.writeRun("other");
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });
+    for (const key of [
+      "data",
+      "data/r",
+      "_CURRENT",
+      "manifests/other.json",
+      "manifests",
+      "data/other/shard=00000/attempt=00",
+    ]) {
+      await expect(
+        s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 0, url: `${s.root}/${key}` }),
+      ).rejects.toSatisfy(isSafetyRailError);
+    }
+    expect((await s.ledger.run("r")).attempts).toEqual([]);
+  });
+
+  it("12: a loser cleanup refuses is visible in the pending set with the reason, never reported deleted", async () => {
+    const s = await setup({ policies: { keepRuns: 2 } });
+    await s.writeRun("a");
+    await s.ledger.publish("a");
+    await s.writeRun("b");
+    await legacy(s.ledger, {
+      type: "attemptSucceeded",
+      runId: "b",
+      shard: 0,
+      attempt: 3,
+      url: `${s.root}/manifests/a.json`,
+    });
+    await s.ledger.publish("b");
+    const report = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(s.exists("manifests/a.json")).toBe(true);
+    expect(report.deleted).not.toContain(`${s.root}/manifests/a.json`);
+    const item = (await s.ledger.pendingCleanup({ datasetId: "ds" })).find(
+      (p) => p.url === `${s.root}/manifests/a.json`,
+    );
+    expect(item).toMatchObject({ lastErrorCode: "Protected" });
+    expect(item?.lastErrorMessage).toMatch(/outside every run's data area/);
+  });
+});
