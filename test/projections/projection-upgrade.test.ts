@@ -103,7 +103,9 @@ describe(`upgrading a version-1 install (${BACKEND})`, () => {
     ]);
 
     const { applied } = await migrateToLatest(db, schema);
-    expect(applied).toEqual(["0003_attempt_status_at_read"]);
+    // 0003 rebuilds the projections; the migrations after it (leases, …) come along.
+    expect(applied).toEqual(MIGRATIONS.slice(2).map((m) => m.name));
+    expect(applied[0]).toBe("0003_attempt_status_at_read");
 
     const { rows: state } = await sql<{
       version: number;
