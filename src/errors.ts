@@ -19,6 +19,7 @@ export type ErrorCode =
   | "CONTRADICTING_REPORT"
   | "NOT_FOUND"
   | "LOCKED"
+  | "LEASE_LOST"
   | "INTERNAL";
 
 /** Base class of all deliberate shardledger errors. */
@@ -196,6 +197,48 @@ export class NotFoundError extends ShardledgerError {
   }
 }
 
+/**
+ * A maintenance pass lost its lease on a dataset: another pass acquired it (the stored epoch
+ * moved past ours), or the connection that held the pass's advisory lock is gone. Raised by
+ * `lease.assertHeld()` before a store request and by a fenced append, which then wrote nothing.
+ * The pass must stop: whatever it still meant to do is the new holder's to decide.
+ *
+ * @example
+ * ```ts
+ * try { await lease.assertHeld() } catch (e) {
+ *   if (isLeaseLostError(e)) return // stop the pass; the next one resumes from the log
+ * }
+ * ```
+ */
+export class LeaseLostError extends ShardledgerError {
+  readonly datasetId: string;
+  /** The epoch this pass was granted. */
+  readonly epoch: number;
+  /** The epoch stored now (`null` when unknown: the row is missing or could not be read). */
+  readonly currentEpoch: number | null;
+  constructor(
+    datasetId: string,
+    epoch: number,
+    currentEpoch: number | null,
+    reason: string,
+    options: { cause?: unknown; holder?: string | null } = {},
+  ) {
+    super(
+      "LEASE_LOST",
+      `maintenance lease of dataset ${datasetId} lost (ours: epoch ${epoch}${
+        currentEpoch === null ? "" : `, stored: epoch ${currentEpoch}`
+      }${options.holder ? ` held by ${options.holder}` : ""}): ${reason}; the pass stops and writes nothing more`,
+      {
+        cause: options.cause,
+        details: { datasetId, epoch, currentEpoch, holder: options.holder ?? null, reason },
+      },
+    );
+    this.datasetId = datasetId;
+    this.epoch = epoch;
+    this.currentEpoch = currentEpoch;
+  }
+}
+
 function summariseShards(shards: readonly number[]): string {
   const shown = shards.slice(0, 20).join(", ");
   return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
@@ -221,6 +264,8 @@ export const isIllegalTransitionError = (e: unknown): e is IllegalTransitionErro
   hasCode(e, "ILLEGAL_TRANSITION");
 /** @example `if (isSafetyRailError(e)) process.exitCode = 3` */
 export const isSafetyRailError = (e: unknown): e is SafetyRailError => hasCode(e, "SAFETY_RAIL");
+/** @example `if (isLeaseLostError(e)) report.stopped = e.datasetId` */
+export const isLeaseLostError = (e: unknown): e is LeaseLostError => hasCode(e, "LEASE_LOST");
 
 /**
  * The CLI exit code for an error: 2 bad input, 3 refused by a rule, 1 anything unexpected.
@@ -242,6 +287,7 @@ export function exitCodeFor(e: unknown): 1 | 2 | 3 {
     case "ILLEGAL_TRANSITION":
     case "CONTRADICTING_REPORT":
     case "LOCKED":
+    case "LEASE_LOST":
       return 3;
     default:
       return 1;

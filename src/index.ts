@@ -32,10 +32,12 @@ export {
   exitCodeFor,
   IllegalTransitionError,
   isConcurrencyError,
+  isLeaseLostError,
   isSafetyRailError,
   isShardCoverageError,
   isShardledgerError,
   isValidationError,
+  LeaseLostError,
   NotFoundError,
   OneAppendPerTransactionError,
   SafetyRailError,
@@ -58,6 +60,8 @@ export { envelopeToJson } from "./events/envelope.js";
 export type { EventDefinition, Upcaster } from "./events/event-catalogue.js";
 export { defaultCatalogue, EventCatalogue } from "./events/event-catalogue.js";
 export type {
+  AppendFence,
+  AppendOptions,
   AppendResult,
   EventLog,
   EventLogSession,

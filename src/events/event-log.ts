@@ -7,6 +7,35 @@ import type { NewEvent, RecordedEvent } from "./envelope.js";
 export type ExpectedVersion = number | "no_stream" | "any";
 
 /**
+ * A fencing token: the maintenance lease a write is made under. An append that carries one
+ * commits only while `epoch` is still the dataset's stored lease epoch; otherwise it throws a
+ * `LeaseLostError` and writes nothing. A pass gets it from its lease (`lease.fence`).
+ *
+ * @example
+ * ```ts
+ * await log.append(stream, events, { expectedVersion: 3, fence: { datasetId: "sales", epoch: 7 } })
+ * ```
+ */
+export interface AppendFence {
+  readonly datasetId: string;
+  readonly epoch: number;
+}
+
+/**
+ * Options of an append: the stream version it expects and, for a write made by a maintenance
+ * pass, the fence it is made under.
+ *
+ * @example
+ * ```ts
+ * const options: AppendOptions = { expectedVersion: "no_stream", fence: lease.fence }
+ * ```
+ */
+export interface AppendOptions {
+  expectedVersion: ExpectedVersion;
+  fence?: AppendFence;
+}
+
+/**
  * The result of an append. `positions[i]` is the global position of the i-th event given, whether
  * it was written now or already stored (idempotent retry); `written` holds the events this call
  * stored, `duplicates` how many were already there.
@@ -47,11 +76,11 @@ export interface ReadStreamOptions {
  * transaction (see {@link EventLog.transaction}).
  */
 export interface EventLogSession {
-  append(
-    streamId: string,
-    events: readonly NewEvent[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult>;
+  /**
+   * Appends `events` to `streamId` if the stream is at `expectedVersion` (and, with a `fence`,
+   * if the fence's lease epoch is still current); otherwise throws and writes nothing.
+   */
+  append(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult>;
   readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
   /** The current version of a stream (0 when it does not exist). */
   streamVersion(streamId: string): Promise<number>;

@@ -7,6 +7,7 @@ import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event
 import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
+import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
@@ -465,7 +466,7 @@ class LedgerImpl implements Ledger {
   /** @internal executes any run command (maintenance and tests). */
   executeRunCommand(
     command: RunCommand,
-    context: { failedRetentionMs?: number } = {},
+    context: { failedRetentionMs?: number; fence?: AppendFence } = {},
   ): Promise<{ state: RunState; events: RecordedEvent[] }> {
     return this.#executor.execute(command, context);
   }

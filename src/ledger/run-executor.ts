@@ -1,6 +1,7 @@
 import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { isConcurrencyError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
+import type { AppendFence } from "../events/event-log.js";
 import { type DecideContext, decideRun, type RunCommand } from "../machines/run-commands.js";
 import { evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
 import { runStream } from "./streams.js";
@@ -36,17 +37,20 @@ export class RunExecutor {
 
   /**
    * Decides and appends `command`. Returns the state after it and the events this call stored
-   * (empty when the command was already so, e.g. a repeated report).
+   * (empty when the command was already so, e.g. a repeated report). With `context.fence` (a
+   * maintenance pass's `lease.fence`) the append commits only while that lease is current;
+   * otherwise it throws `LeaseLostError`, which is final: deciding again cannot bring a lease back.
    */
   execute(
     command: RunCommand,
-    context: Omit<DecideContext, "now" | "metadata"> = {},
+    context: Omit<DecideContext, "now" | "metadata"> & { fence?: AppendFence } = {},
   ): Promise<{ state: RunState; events: RecordedEvent[] }> {
+    const { fence, ...decideContext } = context;
     return this.#serial(command.runId, async () => {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
         const decided = decideRun(state, command, {
-          ...context,
+          ...decideContext,
           now: this.#clock(),
           metadata: this.#metadata,
         });
@@ -54,6 +58,7 @@ export class RunExecutor {
         try {
           const result = await this.#log.append(runStream(command.runId), decided, {
             expectedVersion: state.version === 0 ? "no_stream" : state.version,
+            ...(fence ? { fence } : {}),
           });
           if (result.written.length !== decided.length) {
             // Some were already stored (a writer's retry raced us): re-read rather than guess.
@@ -64,6 +69,7 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(command.runId);
+          // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }

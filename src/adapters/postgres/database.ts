@@ -74,6 +74,7 @@ export async function openDatabase(
       });
       // Idle clients can error when the server restarts; without a listener that crashes the process.
       pool.on("error", () => {});
+      pool.on("connect", (client) => survivesConnectionLoss(client));
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool }) });
       return { db, schema, kind: "postgres", close: () => db.destroy() };
     }
@@ -98,9 +99,32 @@ export async function openDatabase(
     });
     return { db, schema, kind: "pglite", close: () => db.destroy() };
   }
-  const borrowed: PostgresPool = { connect: () => input.connect(), end: async () => {} };
+  const borrowed: PostgresPool = {
+    connect: async () => {
+      const client = await input.connect();
+      survivesConnectionLoss(client);
+      return client;
+    },
+    end: async () => {},
+  };
   const db = newLedgerDb({ dialect: new PostgresDialect({ pool: borrowed }) });
   return { db, schema, kind: "postgres", close: () => db.destroy() };
+}
+
+const guarded = new WeakSet<object>();
+
+/**
+ * pg's pool listens for errors only on idle clients. A checked-out client that sits idle (the
+ * connection holding a maintenance lock while the pass talks to the object store) and whose
+ * server session ends (idle_session_timeout, failover, pg_terminate_backend) emits an `error`
+ * event nobody hears, which crashes the process. With this listener the client just becomes
+ * unusable: its next query fails, which is how the lock's owner learns the lock is gone.
+ */
+function survivesConnectionLoss(client: unknown): void {
+  const emitter = client as { on?: (event: "error", listener: () => void) => unknown };
+  if (typeof emitter.on !== "function" || guarded.has(client as object)) return;
+  guarded.add(client as object);
+  emitter.on("error", () => {});
 }
 
 function newLedgerDb(config: KyselyConfig): LedgerDb {

@@ -1,7 +1,26 @@
 import { sql } from "kysely";
 import { ShardledgerError } from "../../errors.js";
 import { advisoryKey } from "./advisory-keys.js";
-import type { Database } from "./database.js";
+import type { Database, LedgerDb } from "./database.js";
+
+/**
+ * A dataset lock while it is held: its name and, on a server, the connection whose session holds
+ * the advisory lock (`null` on PGlite, whose lock is an in-process queue). A holder probes that
+ * connection to learn whether the lock still exists.
+ *
+ * @example
+ * ```ts
+ * await withDatasetLock(database, "maintenance", "sales", async (held) => {
+ *   if (held.connection) await sql`SELECT 1`.execute(held.connection)
+ * })
+ * ```
+ */
+export interface HeldDatasetLock {
+  readonly name: string;
+  /** The advisory-lock key (bigint as a decimal string). */
+  readonly key: string;
+  readonly connection: LedgerDb | null;
+}
 
 const inProcess = new Map<string, Promise<void>>();
 
@@ -15,6 +34,10 @@ const inProcess = new Map<string, Promise<void>>();
  * backend that cannot be shared between processes, so there an in-process queue is the same
  * guarantee. With `wait: false` a held lock throws a `LOCKED` error instead of waiting.
  *
+ * The lock is a hint, not a guarantee: its session can end while `fn` runs (idle_session_timeout,
+ * failover, pg_terminate_backend) and another process then takes it. Maintenance therefore holds
+ * it through a lease that fences its writes (`withMaintenanceLease`).
+ *
  * @example
  * ```ts
  * await withDatasetLock(database, "maintenance", "events", () => runPass(), { wait: false })
@@ -24,10 +47,11 @@ export async function withDatasetLock<T>(
   database: Database,
   purpose: "publish" | "maintenance",
   datasetId: string,
-  fn: () => Promise<T>,
+  fn: (held: HeldDatasetLock) => Promise<T>,
   options: { wait?: boolean } = {},
 ): Promise<T> {
   const name = `${purpose}:${datasetId}`;
+  const key = advisoryKey(database.schema, name);
   if (database.kind === "pglite") {
     const previous = inProcess.get(`${database.schema}\0${name}`);
     if (previous && options.wait === false) throw locked(name);
@@ -39,14 +63,13 @@ export async function withDatasetLock<T>(
     inProcess.set(`${database.schema}\0${name}`, chained);
     await previous;
     try {
-      return await fn();
+      return await fn({ name, key, connection: null });
     } finally {
       release();
       if (inProcess.get(`${database.schema}\0${name}`) === chained)
         inProcess.delete(`${database.schema}\0${name}`);
     }
   }
-  const key = advisoryKey(database.schema, name);
   return database.db.connection().execute(async (conn) => {
     if (options.wait === false) {
       const { rows } = await sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`.execute(
@@ -56,12 +79,38 @@ export async function withDatasetLock<T>(
     } else {
       await sql`SELECT pg_advisory_lock(${key}::bigint)`.execute(conn);
     }
+    const unlock = () => sql`SELECT pg_advisory_unlock(${key}::bigint)`.execute(conn);
+    let result: T;
     try {
-      return await fn();
-    } finally {
-      await sql`SELECT pg_advisory_unlock(${key}::bigint)`.execute(conn);
+      result = await fn({ name, key, connection: conn });
+    } catch (e) {
+      // fn's own error is the one the caller needs (a lost lease, say), not a failed unlock.
+      await unlock().catch(() => {});
+      throw e;
     }
+    await unlock().catch((e: unknown) => {
+      // A session that ended took its lock with it: nothing is left to release.
+      if (!isConnectionLost(e)) throw e;
+    });
+    return result;
   });
+}
+
+/**
+ * Whether `e` says the connection is gone (its session, and every session lock, ended with it):
+ * pg's "not queryable" and "Connection terminated" errors, or a server error of class 08
+ * (connection exception) or 57P (operator intervention: terminated, shut down).
+ *
+ * @example
+ * ```ts
+ * await sql`SELECT 1`.execute(connection).catch((e) => { if (!isConnectionLost(e)) throw e })
+ * ```
+ */
+export function isConnectionLost(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"))) return true;
+  const message = e instanceof Error ? e.message : String(e);
+  return /not queryable|Connection terminated|ECONNRESET|EPIPE|socket hang up/i.test(message);
 }
 
 function locked(name: string): ShardledgerError {

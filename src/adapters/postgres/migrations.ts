@@ -173,6 +173,26 @@ const oneReservationPerTransaction: SchemaMigration = {
   },
 };
 
+/**
+ * Maintenance leases: one row per dataset that ever had a maintenance pass. Whoever takes the
+ * dataset's maintenance advisory lock bumps `epoch`; a fenced append commits only while its epoch
+ * is the stored one. The advisory lock alone dies silently with its session (idle timeout,
+ * failover, a pooler), so it is only a hint; this row is what fences a pass that lost it. Not a
+ * projection: it is not derived from the log, and rebuild and audit leave it alone.
+ */
+const maintenanceLeases: SchemaMigration = {
+  name: "0005_maintenance_leases",
+  async up(db, schema) {
+    await sql`CREATE TABLE ${sql.id(schema, "maintenance_leases")} (
+      dataset_id text PRIMARY KEY,
+      epoch bigint NOT NULL,
+      holder text NOT NULL,
+      acquired_at timestamptz NOT NULL,
+      renewed_at timestamptz NOT NULL
+    )`.execute(db);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -195,6 +215,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   projections,
   attemptStatusAtRead,
   oneReservationPerTransaction,
+  maintenanceLeases,
 ];
 
 /**

@@ -1,6 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
-import { ConcurrencyError, OneAppendPerTransactionError, ValidationError } from "../../errors.js";
+import {
+  ConcurrencyError,
+  LeaseLostError,
+  OneAppendPerTransactionError,
+  ValidationError,
+} from "../../errors.js";
 import {
   type EventMetadata,
   eventMetadataInputSchema,
@@ -10,6 +15,8 @@ import {
 } from "../../events/envelope.js";
 import { defaultCatalogue, type EventCatalogue } from "../../events/event-catalogue.js";
 import type {
+  AppendFence,
+  AppendOptions,
   AppendResult,
   EventLog,
   EventLogSession,
@@ -118,20 +125,16 @@ export class PgEventLog implements EventLog {
     return this.#catalogue;
   }
 
-  async append(
-    streamId: string,
-    events: readonly NewEvent[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult> {
-    const prepared = this.#prepare(streamId, events, options.expectedVersion);
+  async append(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult> {
+    const prepared = this.#prepare(streamId, events, options.expectedVersion, options.fence);
     // A concurrent writer may store the same eventId or create the same stream between our checks
     // and our insert; the retry then sees it and either returns the stored positions or reports a
-    // real conflict.
+    // real conflict. A lost lease is final and is never retried.
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#db
           .transaction()
-          .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion));
+          .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion, options.fence));
       } catch (e) {
         const retriable = e instanceof ConcurrencyError || isUniqueViolation(e, "event_id_key");
         if (!retriable || attempt >= 3)
@@ -210,8 +213,9 @@ export class PgEventLog implements EventLog {
         return this.#append(
           trx,
           streamId,
-          this.#prepare(streamId, events, options.expectedVersion),
+          this.#prepare(streamId, events, options.expectedVersion, options.fence),
           options.expectedVersion,
+          options.fence,
         );
       },
       readStream: (streamId, options) => this.#readStream(trx, streamId, options ?? {}),
@@ -220,7 +224,18 @@ export class PgEventLog implements EventLog {
   }
 
   /** Validates everything before any database access, so invalid input writes nothing. */
-  #prepare(streamId: string, events: readonly NewEvent[], expected: ExpectedVersion): PreparedEvent[] {
+  #prepare(
+    streamId: string,
+    events: readonly NewEvent[],
+    expected: ExpectedVersion,
+    fence?: AppendFence,
+  ): PreparedEvent[] {
+    if (fence !== undefined) {
+      if (typeof fence.datasetId !== "string" || fence.datasetId.length === 0)
+        throw new ValidationError("fence.datasetId", "must be a non-empty string");
+      if (!Number.isSafeInteger(fence.epoch) || fence.epoch < 1)
+        throw new ValidationError("fence.epoch", "must be a positive integer");
+    }
     if (typeof streamId !== "string" || streamId.length === 0 || streamId.length > 512) {
       throw new ValidationError("streamId", "must be a non-empty string of at most 512 characters");
     }
@@ -257,6 +272,7 @@ export class PgEventLog implements EventLog {
     streamId: string,
     prepared: PreparedEvent[],
     expected: ExpectedVersion,
+    fence?: AppendFence,
   ): Promise<AppendResult> {
     const events = sql.id(this.schema, "events");
     const streams = sql.id(this.schema, "streams");
@@ -282,6 +298,10 @@ export class PgEventLog implements EventLog {
       }
     });
     if (fresh.length === 0) {
+      // Nothing will be written, so a plain read is enough; a lost lease still stops the pass. No
+      // row lock here: it would give the transaction an xid before any reservation and make a
+      // later append in the same transaction fail (see reserve_positions).
+      if (fence) await this.#checkFence(trx, fence, false);
       const version = await this.#streamVersion(trx, streamId);
       return { streamId, nextExpectedVersion: version, positions, written: [], duplicates: prepared.length };
     }
@@ -297,6 +317,10 @@ export class PgEventLog implements EventLog {
     const reservation = reserved[0];
     if (!reservation) throw new Error("reserve_positions returned no row");
     const first = Number(reservation.first_position);
+    // The fence is checked after the reservation (which must stay the first write) and before any
+    // row is written. FOR SHARE holds the lease row until commit: a pass acquiring the lease in
+    // between waits for us to finish, so no event commits under an epoch already superseded.
+    if (fence) await this.#checkFence(trx, fence, true);
 
     // One statement checks and moves the stream's version (row-locked until commit) and inserts
     // the events numbered from it; no row back means the expected version did not hold.
@@ -362,6 +386,24 @@ export class PgEventLog implements EventLog {
       written,
       duplicates: prepared.length - fresh.length,
     };
+  }
+
+  /** Throws `LeaseLostError` unless `fence.epoch` is the dataset's stored lease epoch. */
+  async #checkFence(trx: LedgerDb, fence: AppendFence, lock: boolean): Promise<void> {
+    const { rows } = await sql<{ epoch: string | number; holder: string }>`
+      SELECT epoch, holder FROM ${sql.id(this.schema, "maintenance_leases")}
+      WHERE dataset_id = ${fence.datasetId} ${lock ? sql`FOR SHARE` : sql``}`.execute(trx);
+    const row = rows[0];
+    const current = row ? Number(row.epoch) : null;
+    if (current !== fence.epoch) {
+      throw new LeaseLostError(
+        fence.datasetId,
+        fence.epoch,
+        current,
+        current === null ? "no lease is recorded for the dataset" : "another pass acquired the lease",
+        { holder: row?.holder ?? null },
+      );
+    }
   }
 
   async #readStream(db: LedgerDb, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
