@@ -103,6 +103,8 @@ interface WorkItem {
   priorTries: number;
   /** The listed key of an orphan: a key is a key, never re-derived from its URL. */
   key?: string;
+  /** A prune's later deletions: its gc decision was re-made before its first one. */
+  decisionConfirmed?: boolean;
 }
 
 /** The deletion-guard purpose of a cleanup reason. */
@@ -293,7 +295,9 @@ export class MaintenanceService {
     const k = this.#keyOf(dataset, item);
     if ("refused" in k) return k.refused;
     const key = k.key.endsWith("/") && item.reason !== "orphan" ? k.key.slice(0, -1) : k.key;
-    return guard.refusal(item.runId, key, purposeOf(item.reason));
+    return guard.refusal(item.runId, key, purposeOf(item.reason), {
+      ...(item.decisionConfirmed ? { decisionConfirmed: true } : {}),
+    });
   }
 
   /**
@@ -451,7 +455,7 @@ export class MaintenanceService {
           );
           let allDeleted = true;
           // In plan order, the manifest first: if the marker cannot go, the data it names stays.
-          for (const url of action.urls) {
+          for (const [index, url] of action.urls.entries()) {
             if (options.signal?.aborted) {
               allDeleted = false;
               break;
@@ -463,6 +467,7 @@ export class MaintenanceService {
               reason,
               planned: prior?.state === "planned",
               priorTries: prior?.tries ?? 0,
+              ...(index > 0 ? { decisionConfirmed: true } : {}),
             };
             if (options.dryRun) {
               const refused = await this.#refusal(guard, dataset, item);

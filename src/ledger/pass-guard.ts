@@ -26,7 +26,12 @@ export class PassGuard {
   }
 
   /** Why `key` must not be deleted for `runId` now, or null. */
-  async refusal(runId: string, key: string, purpose: DeletionPurpose): Promise<string | null> {
+  async refusal(
+    runId: string,
+    key: string,
+    purpose: DeletionPurpose,
+    options: { decisionConfirmed?: boolean } = {},
+  ): Promise<string | null> {
     const dataset = await this.#deps.queries.dataset(this.#datasetId);
     if (!dataset) return `dataset ${this.#datasetId} no longer exists`;
     this.#foreign ??= await this.#readForeign(dataset);
@@ -39,7 +44,7 @@ export class PassGuard {
     const owner = runOfDataKey(key) ?? /^data\/([^/]+)$/.exec(key)?.[1] ?? null;
     if (owner !== null && owner !== runId) states.set(owner, await this.#deps.load(owner));
     return deletionRefusal(
-      { runId, key, purpose },
+      { runId, key, purpose, ...(options.decisionConfirmed ? { decisionConfirmed: true } : {}) },
       { now: this.#deps.clock(), dataset, runs, floors, states, foreign: this.#foreign },
     );
   }

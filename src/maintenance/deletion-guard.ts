@@ -70,6 +70,12 @@ export interface GuardedDeletion {
   readonly runId: string;
   readonly key: string;
   readonly purpose: DeletionPurpose;
+  /**
+   * For a prune: the run's gc decision was already re-made on fresh state before the first
+   * deletion of this prune (its manifest). Once the marker is gone nothing can make the run
+   * current again, and the prune's own events must not make it look "recently updated".
+   */
+  readonly decisionConfirmed?: boolean;
 }
 
 /**
@@ -103,6 +109,10 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
   if (pruning) {
     const run = byId.get(item.runId);
     if (!run) return `run ${item.runId} is no longer in the registry`;
+    if (run.status !== "SUCCEEDED" && run.status !== "FAILED") return `run ${item.runId} is ${run.status}`;
+  }
+  if (pruning && !item.decisionConfirmed) {
+    const run = byId.get(item.runId) as RunView;
     const decision = retentionDecider(facts)(run);
     if ("keep" in decision) return `run ${item.runId} is kept now: ${decision.keep}`;
     if (decision.act !== item.purpose) {

@@ -59,6 +59,12 @@ export interface DeletePrefixOptions {
   signal?: AbortSignal;
   /** Called with the keys of each batch the store confirmed deleted (what it throws, deletePrefix throws). */
   onBatch?: (deletedKeys: readonly string[]) => void;
+  /**
+   * Awaited before every request to the store; what it throws, deletePrefix throws at once, with
+   * nothing more sent. Maintenance checks its fencing lease here, so a pass that lost its lease
+   * stops before its next request.
+   */
+  beforeRequest?: () => Promise<void>;
 }
 
 const REMAINING_SHOWN = 10;
@@ -104,6 +110,14 @@ export async function deletePrefix(
   assertDeletablePrefix(prefix);
   const policy = parseRetryPolicy(options.policy);
   const { signal, onBatch } = options;
+  const authorise = async () => {
+    if (!options.beforeRequest) return;
+    try {
+      await options.beforeRequest();
+    } catch (e) {
+      throw new CallbackFailed(e);
+    }
+  };
   const random = options.random ?? Math.random;
   const sleep = options.sleep ?? ((ms: number) => abortableSleep(ms, signal));
 
@@ -130,6 +144,7 @@ export async function deletePrefix(
     let token: string | null = null;
     do {
       checkAbort();
+      await authorise();
       const page = await store.list(prefix, { pageSize: PAGE_SIZE, token });
       for (const o of page.objects) keys.push(o.key);
       token = page.nextToken;
@@ -145,6 +160,7 @@ export async function deletePrefix(
       checkAbort();
       let batch: string[] = [];
       try {
+        await authorise();
         const page = await store.list(prefix, { pageSize: PAGE_SIZE, token });
         token = page.nextToken;
         batch = page.objects.map((o) => o.key);
@@ -169,6 +185,7 @@ export async function deletePrefix(
         }
         if (batch.length === 0) continue;
         checkAbort();
+        await authorise();
         const outcome = await store.deleteMany(batch);
         deletedObjects += outcome.deleted.length;
         if (outcome.deleted.length > 0 && onBatch) {
@@ -225,7 +242,7 @@ export async function deletePrefix(
             remainingKeys: left,
           };
         } catch (e) {
-          if (e instanceof Aborted) throw e;
+          if (e instanceof Aborted || e instanceof CallbackFailed) throw e;
           failure = { error: requestError(e), remainingKeys: [] };
         }
       } else {

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
@@ -163,6 +163,10 @@ describe(`ledger publish protocol on ${BACKEND}`, () => {
     await ledger.publish("a");
     clock.advance(60_000);
     await ledger.startRun({ datasetId: "ds", numShards: 1, runId: "b" });
+    // The writer's data: a resumed publish checks that the winners it points readers to are there.
+    const winnerDir = join(t.dir, new URL(shardUrl(t.root, "b", 0, 0)).pathname.slice(t.dir.length));
+    mkdirSync(winnerDir, { recursive: true });
+    writeFileSync(join(winnerDir, "part-0"), "b");
     await ledger.attemptSucceeded({ runId: "b", shard: 0, attempt: 0, url: shardUrl(t.root, "b", 0, 0) });
 
     failOn = (op, key) => op === "put" && key === "manifests/b.json";
