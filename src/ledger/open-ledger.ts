@@ -2,9 +2,11 @@ import { randomBytes } from "node:crypto";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
 import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
 import { type Database, type DatabaseInput, openDatabase } from "../adapters/postgres/database.js";
+import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
 import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
+import { assertRootIsolated } from "../datasets/root-overlap.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import type { RunCommand } from "../machines/run-commands.js";
@@ -133,7 +135,10 @@ export interface Ledger {
   readonly schema: string;
   /** Creates or upgrades the schema; returns the latest migration name. */
   migrate(): Promise<{ version: string }>;
-  /** Registers a dataset (idempotent when the definition is identical). */
+  /**
+   * Registers a dataset (idempotent when the definition is identical). A root equal to, inside or
+   * containing another dataset's root is refused with a `SafetyRailError` naming that dataset.
+   */
   createDataset(input: DatasetInput): Promise<DatasetView>;
   dataset(datasetId: string): Promise<DatasetView>;
   datasets(): Promise<DatasetView[]>;
@@ -245,26 +250,31 @@ class LedgerImpl implements Ledger {
 
   async createDataset(input: DatasetInput): Promise<DatasetView> {
     const parsed = parseDatasetInput(input);
-    const existing = await this.#queries.dataset(parsed.datasetId);
-    if (existing) {
-      if (
-        existing.root === parsed.root &&
-        JSON.stringify(existing.policies) === JSON.stringify(parsed.policies)
-      )
-        return existing;
-      throw new IllegalTransitionError(
-        "createDataset",
-        "registered",
-        `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+    // One registration at a time across processes: the overlap check reads every root, and two
+    // nesting roots registered side by side would each pass it against the other's absence.
+    await withDatasetLock(this.#database, "registry", "roots", async () => {
+      const existing = await this.#queries.dataset(parsed.datasetId);
+      if (existing) {
+        if (
+          existing.root === parsed.root &&
+          JSON.stringify(existing.policies) === JSON.stringify(parsed.policies)
+        )
+          return;
+        throw new IllegalTransitionError(
+          "createDataset",
+          "registered",
+          `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+        );
+      }
+      assertRootIsolated(parsed.datasetId, parsed.root, await this.#queries.datasets());
+      await this.#log.append(
+        datasetStream(parsed.datasetId),
+        [{ type: "DatasetRegistered", data: parsed, metadata: this.#metadata() }],
+        {
+          expectedVersion: "no_stream",
+        },
       );
-    }
-    await this.#log.append(
-      datasetStream(parsed.datasetId),
-      [{ type: "DatasetRegistered", data: parsed, metadata: this.#metadata() }],
-      {
-        expectedVersion: "no_stream",
-      },
-    );
+    });
     return this.dataset(parsed.datasetId);
   }
 

@@ -207,3 +207,27 @@ describe("PGlite directory lock", () => {
     expect(existsSync(join(dir, "db.lock"))).toBe(false);
   });
 });
+
+/** Runs one command in process on `db` and returns its exit code and output. */
+async function cli(db: string[], ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out = capture();
+  const err = capture();
+  const code = await runCli([...db, ...args], { stdout: out.stream, stderr: err.stream });
+  return { code, out: out.text(), err: err.text() };
+}
+
+describe("rule refusals exit 3", () => {
+  it("dataset create refuses a root inside another dataset's, naming it", async () => {
+    const db = freshDatabase();
+    const root = `file://${mkdtempSync(join(tmpdir(), "shardledger-roots-"))}`;
+    dirs.push(root.slice("file://".length));
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect(await cli(db, "--json", "dataset", "create", "a", "--root", root)).toMatchObject({
+      code: EXIT.OK,
+      err: "",
+    });
+    const nested = await cli(db, "--json", "dataset", "create", "b", "--root", `${root}/data`);
+    expect(nested).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(nested.err).toMatch(/dataset a\b/);
+  });
+});
