@@ -10,6 +10,7 @@ import { assertRootIsolated } from "../datasets/root-overlap.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import type { RunCommand } from "../machines/run-commands.js";
+import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
 import { ledgerProjection } from "../projections/ledger-projection.js";
@@ -114,7 +115,8 @@ export interface StartedRun {
   runId: string;
   datasetId: string;
   numShards: number;
-  status: "STARTED";
+  /** The run's status as recorded (STARTED: a start is refused for a run in any other status). */
+  status: RunStatus;
 }
 
 /**
@@ -298,7 +300,7 @@ class LedgerImpl implements Ledger {
       datasetId: parsed.datasetId,
       numShards: parsed.numShards,
     });
-    return { runId, datasetId: state.datasetId as string, numShards: state.numShards, status: "STARTED" };
+    return { runId, datasetId: state.datasetId as string, numShards: state.numShards, status: state.status };
   }
 
   async heartbeat(runId: string): Promise<RunView> {

@@ -126,7 +126,7 @@ export function attemptEventId(
  * `foldRun(all events)`.
  *
  * An empty array means "already so": a repeated report, `AttemptStarted` after an outcome, a
- * repeated identical `start`, `recordManifest` of the recorded manifest, `markSucceeded` of a
+ * repeated identical `start` of a STARTED run, `recordManifest` of the recorded manifest, `markSucceeded` of a
  * succeeded run. `selectWinners` with a shard missing returns ShardCoverageFailed + RunFailed
  * (cause `coverage`): append them, then throw {@link coverageErrorFrom}'s error.
  *
@@ -379,10 +379,17 @@ function decideStart(b: EventBuilder, command: Extract<RunCommand, { type: "star
   if (state.status === "PRUNED")
     b.refuse(`run ${command.runId} existed and was pruned; choose another runId`);
   if (state.status !== "NONE") {
-    // An identical start is a retry of the one recorded: nothing to add.
-    if (state.datasetId === e.data.datasetId && state.numShards === e.data.numShards) return [];
+    // An identical start is a retry of the one recorded, but only while that run still takes
+    // reports: "starting" a finished run again would let a rerun's attempts join a published or
+    // failed run (and be deleted as its losers) while the caller believes it has a fresh run.
+    if (
+      state.status === "STARTED" &&
+      state.datasetId === e.data.datasetId &&
+      state.numShards === e.data.numShards
+    )
+      return [];
     b.refuse(
-      `run ${command.runId} already exists (dataset ${state.datasetId}, ${state.numShards} shards, ${state.status})`,
+      `run ${command.runId} already exists and is ${state.status} (dataset ${state.datasetId}, ${state.numShards} shards); choose another runId`,
     );
   }
   b.requireAccepted("RunStarted", `run ${command.runId} cannot start in ${state.status}`);

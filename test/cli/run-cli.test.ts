@@ -230,4 +230,27 @@ describe("rule refusals exit 3", () => {
     expect(nested).toMatchObject({ code: EXIT.REFUSED, out: "" });
     expect(nested.err).toMatch(/dataset a\b/);
   });
+
+  it("run start of a published run's id is refused, naming its status; a STARTED run's retry is not", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-rerun-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect((await cli(db, "dataset", "create", "ds", "--root", root)).code).toBe(EXIT.OK);
+    const start = ["--json", "run", "start", "ds", "--shards", "1", "--run-id", "r1"];
+    const first = await cli(db, ...start);
+    expect(first.code).toBe(EXIT.OK);
+    const again = await cli(db, ...start);
+    expect(again).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(again.out)).toEqual({ runId: "r1", datasetId: "ds", numShards: 1, status: "STARTED" });
+    const url = `${root}/data/r1/shard=00000/attempt=00`;
+    expect(
+      (await cli(db, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url)).code,
+    ).toBe(EXIT.OK);
+    expect((await cli(db, "publish", "r1")).code).toBe(EXIT.OK);
+    const rerun = await cli(db, ...start);
+    expect(rerun).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(rerun.err).toMatch(/r1.*SUCCEEDED/);
+  });
 });

@@ -173,6 +173,27 @@ describe("start", () => {
     );
   });
 
+  it("refuses an identical start of a run that is no longer STARTED, naming its status", () => {
+    const publishing = new Scenario().given(start(1), succeeded(0), selectWinners);
+    const done = new Scenario().given(start(1), succeeded(0), ...publish);
+    const failedRun = new Scenario().given(start(1), {
+      type: "fail",
+      runId: RUN,
+      cause: "writer_abort",
+      reason: "x",
+    });
+    for (const [s, status] of [
+      [publishing, "PUBLISHING"],
+      [done, "SUCCEEDED"],
+      [failedRun, "FAILED"],
+    ] as const) {
+      const e = s.refused(start(1));
+      expect(code(e)).toBe("ILLEGAL_TRANSITION");
+      expect(e.message).toContain(status);
+      expect(e.details).toMatchObject({ command: "start", state: status });
+    }
+  });
+
   it("refuses bad input naming the field", () => {
     const s = new Scenario();
     const e = s.refused({ type: "start", runId: RUN, datasetId: "ds", numShards: 0 });

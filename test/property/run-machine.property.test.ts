@@ -289,7 +289,8 @@ class StartCommand extends RunModelCommand {
   }
   override expect(m: Model): Expect {
     if (m.status === "NONE") return OK;
-    if (m.status === "PRUNED" || m.numShards !== this.numShards) return ILLEGAL;
+    // A repeated start is a retry only while the run it names is still STARTED.
+    if (m.status !== "STARTED" || m.numShards !== this.numShards) return ILLEGAL;
     return NOOP;
   }
   override command(): RunCommand {
