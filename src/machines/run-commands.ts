@@ -121,7 +121,7 @@ export function attemptEventId(
  * {@link ValidationError} naming the field for bad input (including `shard` outside the run), an
  * {@link IllegalTransitionError} for what the lifecycle refuses (no such run, a pruned run,
  * publishing twice, reopening past the floor, …), a {@link ContradictingReportError} for an
- * attempt reported with the other outcome. Pure: reads `state`, never changes it. Folding the
+ * attempt reported with the other outcome or at another url (both urls given and different). Pure: reads `state`, never changes it. Folding the
  * returned events (with the time the log records them) into `state` gives exactly
  * `foldRun(all events)`.
  *
@@ -436,6 +436,15 @@ function decideReport(
   }
   const existing = state.attempts.get(attemptKey(data.shard, data.attempt, data.taskAttemptId));
   if (existing) {
+    // One attempt wrote to one place: a second url for it is a different attempt misreported, and
+    // dropping it silently would leave its data unrecorded (never cleaned) while the writer
+    // believes it was. A url on one side only is a report completing the other, not contradicting it.
+    if (existing.url !== null && data.url !== null && existing.url !== data.url) {
+      throw new ContradictingReportError(`${command.runId}/${existing.key}`, existing.outcome, outcome, {
+        recordedUrl: existing.url,
+        reportedUrl: data.url,
+      });
+    }
     if (existing.outcome === outcome) return [];
     if (ATTEMPT_TABLE.next(existing.phase, REPORT_EVENT[outcome]) === undefined) {
       if (outcome === "STARTED") return [];

@@ -253,4 +253,23 @@ describe("rule refusals exit 3", () => {
     expect(rerun).toMatchObject({ code: EXIT.REFUSED, out: "" });
     expect(rerun.err).toMatch(/r1.*SUCCEEDED/);
   });
+
+  it("attempt succeed of a recorded attempt at another url is refused as contradicting", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-contradict-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect((await cli(db, "dataset", "create", "ds", "--root", root)).code).toBe(EXIT.OK);
+    expect((await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "r1")).code).toBe(EXIT.OK);
+    const report = (url: string) =>
+      cli(db, "--json", "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url);
+    const first = `${root}/data/r1/shard=00000/attempt=00`;
+    const second = `${root}/data/r1/shard=00000/attempt=00-retry`;
+    expect((await report(first)).code).toBe(EXIT.OK);
+    const contradicting = await report(second);
+    expect(contradicting).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(contradicting.err).toContain(second);
+    expect(JSON.parse((await report(first)).out)).toMatchObject({ url: first, status: "SUCCEEDED" });
+  });
 });

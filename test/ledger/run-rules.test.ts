@@ -57,4 +57,71 @@ describe(`run and attempt rules on ${BACKEND}`, () => {
       /r2.*FAILED/,
     );
   });
+
+  it("refuses a report of a recorded attempt with another url as contradicting, writing nothing", async () => {
+    await ledger.startRun({ datasetId: "ds", numShards: 4, runId: "r3" });
+    const a = (shard: number) => shardUrl(t.root, "r3", shard, 0);
+    const b = (shard: number) => shardUrl(t.root, "r3", shard, 1);
+
+    async function contradicts(
+      report: "attemptStarted" | "attemptSucceeded" | "attemptFailed",
+      shard: number,
+      url: string,
+    ) {
+      const before = await streamLength("r3");
+      const input = { runId: "r3", shard, attempt: 0, url };
+      const reported =
+        report === "attemptFailed"
+          ? ledger.attemptFailed({ ...input, error: "lost" })
+          : ledger[report](input);
+      const error = await reported.then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error, `${report} ${url}`).toBeInstanceOf(ContradictingReportError);
+      expect((error as ContradictingReportError).message).toContain(url);
+      expect((error as ContradictingReportError).details).toMatchObject({
+        identity: `r3/${shard}/0/-`,
+        recordedUrl: a(shard),
+        reportedUrl: url,
+      });
+      expect(await streamLength("r3"), "nothing written").toBe(before);
+    }
+
+    // Shard 0: the same outcome twice, with different urls.
+    await ledger.attemptSucceeded({ runId: "r3", shard: 0, attempt: 0, url: a(0) });
+    await contradicts("attemptSucceeded", 0, b(0));
+    await contradicts("attemptStarted", 0, b(0));
+    // Shard 1: started at one url, succeeded at another.
+    await ledger.attemptStarted({ runId: "r3", shard: 1, attempt: 0, url: a(1) });
+    await contradicts("attemptSucceeded", 1, b(1));
+    // Shard 2: failed twice at different urls.
+    await ledger.attemptFailed({ runId: "r3", shard: 2, attempt: 0, url: a(2), error: "OOM" });
+    await contradicts("attemptFailed", 2, b(2));
+
+    // No contradiction: a url repeated, or given on only one side.
+    expect(await ledger.attemptSucceeded({ runId: "r3", shard: 0, attempt: 0 })).toMatchObject({
+      url: a(0),
+      status: "SUCCEEDED",
+    });
+    expect(await ledger.attemptSucceeded({ runId: "r3", shard: 0, attempt: 0, url: a(0) })).toMatchObject({
+      url: a(0),
+    });
+    expect(await ledger.attemptSucceeded({ runId: "r3", shard: 1, attempt: 0, url: a(1) })).toMatchObject({
+      url: a(1),
+      status: "SUCCEEDED",
+    });
+    await ledger.attemptStarted({ runId: "r3", shard: 3, attempt: 0 });
+    expect(await ledger.attemptSucceeded({ runId: "r3", shard: 3, attempt: 0, url: a(3) })).toMatchObject({
+      url: a(3),
+      status: "SUCCEEDED",
+    });
+    const shown = await ledger.run("r3");
+    expect(shown.attempts.map((x) => [x.shard, x.url, x.status])).toEqual([
+      [0, a(0), "SUCCEEDED"],
+      [1, a(1), "SUCCEEDED"],
+      [2, a(2), "FAILED"],
+      [3, a(3), "SUCCEEDED"],
+    ]);
+  });
 });

@@ -297,7 +297,10 @@ describe("attempt reports", () => {
   it("keeps identities apart: the taskAttemptId is part of it, the url is not", () => {
     const s = new Scenario().given(start(), succeeded(0, 0, "1"));
     expect(s.run(failed(0, 0, "2"))).toHaveLength(1);
-    expect(s.run({ ...(succeeded(0, 0, "1") as object), url: "s3://elsewhere" } as RunCommand)).toEqual([]);
+    // Another url for a recorded identity is not another attempt: it contradicts the recorded one.
+    const e = s.refused({ ...(succeeded(0, 0, "1") as object), url: "s3://elsewhere" } as RunCommand);
+    expect(code(e)).toBe("CONTRADICTING_REPORT");
+    expect(e.details).toMatchObject({ recordedUrl: url(0, 0, "1"), reportedUrl: "s3://elsewhere" });
     expect(s.state.attempts.size).toBe(2);
     expect(s.state.attempts.get("0/0/1")?.url).toBe(url(0, 0, "1"));
   });
