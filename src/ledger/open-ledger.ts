@@ -167,9 +167,16 @@ export interface Ledger {
   rebuild(options?: { onProgress?: (events: number) => void }): Promise<{ events: number; version: number }>;
   /**
    * Deletes the losers of published runs and drains the due part of the pending-cleanup set, each
-   * deletion planned as an event first. `dryRun` lists what would be deleted and changes nothing.
+   * deletion planned as an event first. `dryRun` lists what would be deleted and changes nothing;
+   * `retryNow` tries every pending item that is not exhausted, due or not. The report's `pending`
+   * counts what is left in the pending set afterwards, and `nextDueAt` says when the next waits end.
    */
-  cleanup(options?: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal }): Promise<CleanupReport>;
+  cleanup(options?: {
+    datasetId?: string;
+    dryRun?: boolean;
+    retryNow?: boolean;
+    signal?: AbortSignal;
+  }): Promise<CleanupReport>;
   /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
   gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
@@ -395,7 +402,7 @@ class LedgerImpl implements Ledger {
   }
 
   cleanup(
-    options: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal } = {},
+    options: { datasetId?: string; dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal } = {},
   ): Promise<CleanupReport> {
     return this.#maintenance.cleanup(options);
   }

@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommanderError } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
+import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import { cliExitCode, EXIT, InterruptedError } from "../../src/cli/exit-codes.js";
 import { acquireDirLock } from "../../src/cli/pglite-dir-lock.js";
 import { runCli } from "../../src/cli/program.js";
@@ -18,7 +19,9 @@ import {
   ShardledgerError,
   ValidationError,
 } from "../../src/errors.js";
+import { openLedger } from "../../src/ledger/open-ledger.js";
 import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
+import { failingStore } from "../support/ledger.js";
 
 /**
  * `runCli` in process, with injected io: what the end-to-end suite cannot observe from outside
@@ -271,5 +274,61 @@ describe("rule refusals exit 3", () => {
     expect(contradicting).toMatchObject({ code: EXIT.REFUSED, out: "" });
     expect(contradicting.err).toContain(second);
     expect(JSON.parse((await report(first)).out)).toMatchObject({ url: first, status: "SUCCEEDED" });
+  });
+});
+
+describe("cleanup exit 4", () => {
+  it("exits 4 while the pending set is not empty, due or not; --retry-now tries the waiting items at once", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-pending-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    // A library ledger whose store refuses deletes leaves one loser waiting for its next retry.
+    const ledger = await openLedger({
+      database: db[1] as string,
+      ...(db[3] !== undefined ? { schema: db[3] } : {}),
+      cleanupAfterPublish: false,
+      sleep: async () => {},
+      // The longest backoff, an hour: the item is certainly not due when the CLI runs.
+      random: () => 1,
+      maintenance: {
+        deletion: { maxTries: 1, baseDelayMs: 1, maxDelayMs: 1 },
+        pending: { maxTries: 5, baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+      },
+      objectStore: (r) =>
+        failingStore(openObjectStore(r), (op) => {
+          if (op === "deleteMany") throw new Error("connection reset");
+          return false;
+        }),
+    });
+    let due: string | undefined;
+    try {
+      await ledger.createDataset({ datasetId: "ds", root, safetyWindow: "0s" });
+      await ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r1" });
+      for (const attempt of [0, 1]) {
+        const rel = `data/r1/shard=00000/attempt=0${attempt}`;
+        mkdirSync(join(dir, rel), { recursive: true });
+        writeFileSync(join(dir, rel, "part-0"), "x");
+        await ledger.attemptSucceeded({ runId: "r1", shard: 0, attempt, url: `${root}/${rel}` });
+      }
+      await ledger.publish("r1");
+      expect((await ledger.cleanup({ datasetId: "ds" })).failed).toHaveLength(1);
+      due = (await ledger.pendingCleanup({ datasetId: "ds" }))[0]?.nextRetryAt?.toISOString();
+    } finally {
+      await ledger.close();
+    }
+    const loser = `${root}/data/r1/shard=00000/attempt=01`;
+
+    const waiting = await cli(db, "--json", "cleanup", "--dataset", "ds");
+    expect(waiting.code).toBe(EXIT.PENDING);
+    expect(waiting.err).toMatch(/1 item\(s\) pending/);
+    expect(due).toBeDefined();
+    expect(JSON.parse(waiting.out)).toMatchObject({ deleted: [], failed: [], pending: 1, nextDueAt: due });
+
+    const forced = await cli(db, "--json", "cleanup", "--retry-now");
+    expect(forced).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(forced.out)).toMatchObject({ deleted: [loser], pending: 0, nextDueAt: null });
+    expect(existsSync(join(dir, "data/r1/shard=00000/attempt=01"))).toBe(false);
   });
 });
