@@ -166,19 +166,28 @@ export class IllegalTransitionError extends ShardledgerError {
 }
 
 /**
- * The same attempt identity reported with two different outcomes.
+ * The same attempt identity reported with two different outcomes, or at two different urls
+ * (`urls`, when both reports name one).
  *
  * @example
  * ```ts
  * new ContradictingReportError("r1/3/0", "SUCCEEDED", "FAILED")
+ * new ContradictingReportError("r1/3/0", "SUCCEEDED", "SUCCEEDED", { recordedUrl: "s3://b/d/x", reportedUrl: "s3://b/d/y" })
  * ```
  */
 export class ContradictingReportError extends ShardledgerError {
-  constructor(identity: string, recorded: string, reported: string) {
+  constructor(
+    identity: string,
+    recorded: string,
+    reported: string,
+    urls?: { recordedUrl: string; reportedUrl: string },
+  ) {
     super(
       "CONTRADICTING_REPORT",
-      `attempt ${identity} is already recorded as ${recorded}; a ${reported} report contradicts it`,
-      { details: { identity, recorded, reported } },
+      urls === undefined
+        ? `attempt ${identity} is already recorded as ${recorded}; a ${reported} report contradicts it`
+        : `attempt ${identity} is already recorded (${recorded}) at ${urls.recordedUrl}; a ${reported} report at ${urls.reportedUrl} contradicts it`,
+      { details: { identity, recorded, reported, ...(urls ?? {}) } },
     );
   }
 }

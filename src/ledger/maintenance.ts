@@ -28,6 +28,13 @@ export interface CleanupReport {
   planned: string[];
   /** Datasets skipped because another maintenance pass holds their lock. */
   skipped: string[];
+  /**
+   * Items of the selected datasets still in the pending set after the pass (planned, failed and
+   * waiting for their retry, or exhausted), whether or not this pass tried them.
+   */
+  pending: number;
+  /** ISO time of the earliest next retry among the waiting (failed, not exhausted) items, or null. */
+  nextDueAt: string | null;
 }
 
 /** `gc --json`: one entry per run acted on. */
@@ -144,11 +151,21 @@ export class MaintenanceService {
     this.#deps = deps;
   }
 
-  /** Deletes losers of published runs and drains the due part of the pending set. */
+  /**
+   * Deletes losers of published runs and drains the due part of the pending set (`retryNow`: every
+   * item that is not exhausted, due or not).
+   */
   async cleanup(
-    options: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal } = {},
+    options: { datasetId?: string; dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal } = {},
   ): Promise<CleanupReport> {
-    const report: CleanupReport = { deleted: [], failed: [], planned: [], skipped: [] };
+    const report: CleanupReport = {
+      deleted: [],
+      failed: [],
+      planned: [],
+      skipped: [],
+      pending: 0,
+      nextDueAt: null,
+    };
     const datasets = options.datasetId
       ? [await this.#dataset(options.datasetId)]
       : await this.#deps.queries.datasets();
@@ -167,16 +184,23 @@ export class MaintenanceService {
         else throw e;
       }
     }
+    // Counted after the pass, over every selected dataset (skipped ones too): an item that was not
+    // due, or whose dataset another pass held, is still work left, and exit 4 must say so.
+    const pending = await this.#deps.queries.pendingCleanup(
+      options.datasetId ? { datasetId: options.datasetId } : {},
+    );
+    report.pending = pending.length;
+    report.nextDueAt = earliestRetry(pending);
     return report;
   }
 
   async #cleanupDataset(
     dataset: DatasetView,
     report: CleanupReport,
-    options: { dryRun?: boolean; signal?: AbortSignal },
+    options: { dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal },
   ): Promise<void> {
     const now = this.#deps.clock();
-    const items = await this.#cleanupWork(dataset, now);
+    const items = await this.#cleanupWork(dataset, now, options.retryNow === true);
     const guard = this.#guard(dataset.datasetId);
     if (options.dryRun) {
       // Exactly what a real pass would delete: the same fresh-state check, nothing recorded.
@@ -214,7 +238,7 @@ export class MaintenanceService {
   }
 
   /** Losers not yet planned, plus pending items that are due (or were planned and never reported). */
-  async #cleanupWork(dataset: DatasetView, now: Date): Promise<WorkItem[]> {
+  async #cleanupWork(dataset: DatasetView, now: Date, retryNow: boolean): Promise<WorkItem[]> {
     const db = this.#deps.database.db;
     const schema = this.#deps.database.schema;
     const pending = await this.#deps.queries.pendingCleanup({ datasetId: dataset.datasetId });
@@ -252,7 +276,7 @@ export class MaintenanceService {
       }
     }
     for (const p of pending) {
-      if (!isDue(p, now)) continue;
+      if (!isDue(p, now, retryNow)) continue;
       items.push({
         runId: p.runId,
         url: p.url,
@@ -755,10 +779,20 @@ function latestOf(...dates: Date[]): Date {
   return new Date(Math.max(...dates.map((d) => d.getTime())));
 }
 
-function isDue(item: PendingCleanupItem, now: Date): boolean {
+/** Exhausted items wait for `retry-failed` (which re-queues them), even with `retryNow`. */
+function isDue(item: PendingCleanupItem, now: Date, retryNow = false): boolean {
   if (item.state === "exhausted") return false;
-  if (item.state === "planned") return true;
+  if (item.state === "planned" || retryNow) return true;
   return item.nextRetryAt === null || item.nextRetryAt.getTime() <= now.getTime();
+}
+
+function earliestRetry(items: readonly PendingCleanupItem[]): string | null {
+  let earliest: Date | null = null;
+  for (const i of items) {
+    if (i.state === "exhausted" || i.nextRetryAt === null) continue;
+    if (earliest === null || i.nextRetryAt.getTime() < earliest.getTime()) earliest = i.nextRetryAt;
+  }
+  return earliest === null ? null : earliest.toISOString();
 }
 
 /** Deletes one object (a manifest) and verifies it is gone. */

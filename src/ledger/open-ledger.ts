@@ -2,13 +2,16 @@ import { randomBytes } from "node:crypto";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
 import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
 import { type Database, type DatabaseInput, openDatabase } from "../adapters/postgres/database.js";
+import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
 import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
+import { assertRootIsolated } from "../datasets/root-overlap.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
+import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
 import { ledgerProjection } from "../projections/ledger-projection.js";
@@ -113,7 +116,8 @@ export interface StartedRun {
   runId: string;
   datasetId: string;
   numShards: number;
-  status: "STARTED";
+  /** The run's status as recorded (STARTED: a start is refused for a run in any other status). */
+  status: RunStatus;
 }
 
 /**
@@ -134,7 +138,10 @@ export interface Ledger {
   readonly schema: string;
   /** Creates or upgrades the schema; returns the latest migration name. */
   migrate(): Promise<{ version: string }>;
-  /** Registers a dataset (idempotent when the definition is identical). */
+  /**
+   * Registers a dataset (idempotent when the definition is identical). A root equal to, inside or
+   * containing another dataset's root is refused with a `SafetyRailError` naming that dataset.
+   */
   createDataset(input: DatasetInput): Promise<DatasetView>;
   dataset(datasetId: string): Promise<DatasetView>;
   datasets(): Promise<DatasetView[]>;
@@ -161,9 +168,16 @@ export interface Ledger {
   rebuild(options?: { onProgress?: (events: number) => void }): Promise<{ events: number; version: number }>;
   /**
    * Deletes the losers of published runs and drains the due part of the pending-cleanup set, each
-   * deletion planned as an event first. `dryRun` lists what would be deleted and changes nothing.
+   * deletion planned as an event first. `dryRun` lists what would be deleted and changes nothing;
+   * `retryNow` tries every pending item that is not exhausted, due or not. The report's `pending`
+   * counts what is left in the pending set afterwards, and `nextDueAt` says when the next waits end.
    */
-  cleanup(options?: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal }): Promise<CleanupReport>;
+  cleanup(options?: {
+    datasetId?: string;
+    dryRun?: boolean;
+    retryNow?: boolean;
+    signal?: AbortSignal;
+  }): Promise<CleanupReport>;
   /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
   gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
@@ -246,26 +260,31 @@ class LedgerImpl implements Ledger {
 
   async createDataset(input: DatasetInput): Promise<DatasetView> {
     const parsed = parseDatasetInput(input);
-    const existing = await this.#queries.dataset(parsed.datasetId);
-    if (existing) {
-      if (
-        existing.root === parsed.root &&
-        JSON.stringify(existing.policies) === JSON.stringify(parsed.policies)
-      )
-        return existing;
-      throw new IllegalTransitionError(
-        "createDataset",
-        "registered",
-        `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+    // One registration at a time across processes: the overlap check reads every root, and two
+    // nesting roots registered side by side would each pass it against the other's absence.
+    await withDatasetLock(this.#database, "registry", "roots", async () => {
+      const existing = await this.#queries.dataset(parsed.datasetId);
+      if (existing) {
+        if (
+          existing.root === parsed.root &&
+          JSON.stringify(existing.policies) === JSON.stringify(parsed.policies)
+        )
+          return;
+        throw new IllegalTransitionError(
+          "createDataset",
+          "registered",
+          `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+        );
+      }
+      assertRootIsolated(parsed.datasetId, parsed.root, await this.#queries.datasets());
+      await this.#log.append(
+        datasetStream(parsed.datasetId),
+        [{ type: "DatasetRegistered", data: parsed, metadata: this.#metadata() }],
+        {
+          expectedVersion: "no_stream",
+        },
       );
-    }
-    await this.#log.append(
-      datasetStream(parsed.datasetId),
-      [{ type: "DatasetRegistered", data: parsed, metadata: this.#metadata() }],
-      {
-        expectedVersion: "no_stream",
-      },
-    );
+    });
     return this.dataset(parsed.datasetId);
   }
 
@@ -289,7 +308,7 @@ class LedgerImpl implements Ledger {
       datasetId: parsed.datasetId,
       numShards: parsed.numShards,
     });
-    return { runId, datasetId: state.datasetId as string, numShards: state.numShards, status: "STARTED" };
+    return { runId, datasetId: state.datasetId as string, numShards: state.numShards, status: state.status };
   }
 
   async heartbeat(runId: string): Promise<RunView> {
@@ -385,7 +404,7 @@ class LedgerImpl implements Ledger {
   }
 
   cleanup(
-    options: { datasetId?: string; dryRun?: boolean; signal?: AbortSignal } = {},
+    options: { datasetId?: string; dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal } = {},
   ): Promise<CleanupReport> {
     return this.#maintenance.cleanup(options);
   }

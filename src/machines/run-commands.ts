@@ -133,12 +133,12 @@ export function attemptEventId(
  * {@link ValidationError} naming the field for bad input (including `shard` outside the run), an
  * {@link IllegalTransitionError} for what the lifecycle refuses (no such run, a pruned run,
  * publishing twice, reopening past the floor, …), a {@link ContradictingReportError} for an
- * attempt reported with the other outcome. Pure: reads `state`, never changes it. Folding the
+ * attempt reported with the other outcome or at another url (both urls given and different). Pure: reads `state`, never changes it. Folding the
  * returned events (with the time the log records them) into `state` gives exactly
  * `foldRun(all events)`.
  *
  * An empty array means "already so": a repeated report, `AttemptStarted` after an outcome, a
- * repeated identical `start`, `recordManifest` of the recorded manifest, `markSucceeded` of a
+ * repeated identical `start` of a STARTED run, `recordManifest` of the recorded manifest, `markSucceeded` of a
  * succeeded run. `selectWinners` with a shard missing returns ShardCoverageFailed + RunFailed
  * (cause `coverage`): append them, then throw {@link coverageErrorFrom}'s error.
  *
@@ -407,10 +407,17 @@ function decideStart(b: EventBuilder, command: Extract<RunCommand, { type: "star
   if (state.status === "PRUNED")
     b.refuse(`run ${command.runId} existed and was pruned; choose another runId`);
   if (state.status !== "NONE") {
-    // An identical start is a retry of the one recorded: nothing to add.
-    if (state.datasetId === e.data.datasetId && state.numShards === e.data.numShards) return [];
+    // An identical start is a retry of the one recorded, but only while that run still takes
+    // reports: "starting" a finished run again would let a rerun's attempts join a published or
+    // failed run (and be deleted as its losers) while the caller believes it has a fresh run.
+    if (
+      state.status === "STARTED" &&
+      state.datasetId === e.data.datasetId &&
+      state.numShards === e.data.numShards
+    )
+      return [];
     b.refuse(
-      `run ${command.runId} already exists (dataset ${state.datasetId}, ${state.numShards} shards, ${state.status})`,
+      `run ${command.runId} already exists and is ${state.status} (dataset ${state.datasetId}, ${state.numShards} shards); choose another runId`,
     );
   }
   b.requireAccepted("RunStarted", `run ${command.runId} cannot start in ${state.status}`);
@@ -457,6 +464,15 @@ function decideReport(
   }
   const existing = state.attempts.get(attemptKey(data.shard, data.attempt, data.taskAttemptId));
   if (existing) {
+    // One attempt wrote to one place: a second url for it is a different attempt misreported, and
+    // dropping it silently would leave its data unrecorded (never cleaned) while the writer
+    // believes it was. A url on one side only is a report completing the other, not contradicting it.
+    if (existing.url !== null && data.url !== null && existing.url !== data.url) {
+      throw new ContradictingReportError(`${command.runId}/${existing.key}`, existing.outcome, outcome, {
+        recordedUrl: existing.url,
+        reportedUrl: data.url,
+      });
+    }
     if (existing.outcome === outcome) return [];
     if (ATTEMPT_TABLE.next(existing.phase, REPORT_EVENT[outcome]) === undefined) {
       if (outcome === "STARTED") return [];

@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommanderError } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
+import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import { cliExitCode, EXIT, InterruptedError } from "../../src/cli/exit-codes.js";
 import { acquireDirLock } from "../../src/cli/pglite-dir-lock.js";
 import { runCli } from "../../src/cli/program.js";
@@ -18,7 +19,9 @@ import {
   ShardledgerError,
   ValidationError,
 } from "../../src/errors.js";
+import { openLedger } from "../../src/ledger/open-ledger.js";
 import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
+import { failingStore } from "../support/ledger.js";
 
 /**
  * `runCli` in process, with injected io: what the end-to-end suite cannot observe from outside
@@ -205,5 +208,127 @@ describe("PGlite directory lock", () => {
     const taken = await acquireDirLock(join(dir, "db"), 1_000);
     taken.release();
     expect(existsSync(join(dir, "db.lock"))).toBe(false);
+  });
+});
+
+/** Runs one command in process on `db` and returns its exit code and output. */
+async function cli(db: string[], ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out = capture();
+  const err = capture();
+  const code = await runCli([...db, ...args], { stdout: out.stream, stderr: err.stream });
+  return { code, out: out.text(), err: err.text() };
+}
+
+describe("rule refusals exit 3", () => {
+  it("dataset create refuses a root inside another dataset's, naming it", async () => {
+    const db = freshDatabase();
+    const root = `file://${mkdtempSync(join(tmpdir(), "shardledger-roots-"))}`;
+    dirs.push(root.slice("file://".length));
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect(await cli(db, "--json", "dataset", "create", "a", "--root", root)).toMatchObject({
+      code: EXIT.OK,
+      err: "",
+    });
+    const nested = await cli(db, "--json", "dataset", "create", "b", "--root", `${root}/data`);
+    expect(nested).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(nested.err).toMatch(/dataset a\b/);
+  });
+
+  it("run start of a published run's id is refused, naming its status; a STARTED run's retry is not", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-rerun-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect((await cli(db, "dataset", "create", "ds", "--root", root)).code).toBe(EXIT.OK);
+    const start = ["--json", "run", "start", "ds", "--shards", "1", "--run-id", "r1"];
+    const first = await cli(db, ...start);
+    expect(first.code).toBe(EXIT.OK);
+    const again = await cli(db, ...start);
+    expect(again).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(again.out)).toEqual({ runId: "r1", datasetId: "ds", numShards: 1, status: "STARTED" });
+    const url = `${root}/data/r1/shard=00000/attempt=00`;
+    expect(
+      (await cli(db, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url)).code,
+    ).toBe(EXIT.OK);
+    expect((await cli(db, "publish", "r1")).code).toBe(EXIT.OK);
+    const rerun = await cli(db, ...start);
+    expect(rerun).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(rerun.err).toMatch(/r1.*SUCCEEDED/);
+  });
+
+  it("attempt succeed of a recorded attempt at another url is refused as contradicting", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-contradict-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    expect((await cli(db, "dataset", "create", "ds", "--root", root)).code).toBe(EXIT.OK);
+    expect((await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "r1")).code).toBe(EXIT.OK);
+    const report = (url: string) =>
+      cli(db, "--json", "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url);
+    const first = `${root}/data/r1/shard=00000/attempt=00`;
+    const second = `${root}/data/r1/shard=00000/attempt=00-retry`;
+    expect((await report(first)).code).toBe(EXIT.OK);
+    const contradicting = await report(second);
+    expect(contradicting).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(contradicting.err).toContain(second);
+    expect(JSON.parse((await report(first)).out)).toMatchObject({ url: first, status: "SUCCEEDED" });
+  });
+});
+
+describe("cleanup exit 4", () => {
+  it("exits 4 while the pending set is not empty, due or not; --retry-now tries the waiting items at once", async () => {
+    const db = freshDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-pending-"));
+    dirs.push(dir);
+    const root = `file://${dir}`;
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    // A library ledger whose store refuses deletes leaves one loser waiting for its next retry.
+    const ledger = await openLedger({
+      database: db[1] as string,
+      ...(db[3] !== undefined ? { schema: db[3] } : {}),
+      cleanupAfterPublish: false,
+      sleep: async () => {},
+      // The longest backoff, an hour: the item is certainly not due when the CLI runs.
+      random: () => 1,
+      maintenance: {
+        deletion: { maxTries: 1, baseDelayMs: 1, maxDelayMs: 1 },
+        pending: { maxTries: 5, baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+      },
+      objectStore: (r) =>
+        failingStore(openObjectStore(r), (op) => {
+          if (op === "deleteMany") throw new Error("connection reset");
+          return false;
+        }),
+    });
+    let due: string | undefined;
+    try {
+      await ledger.createDataset({ datasetId: "ds", root, safetyWindow: "0s" });
+      await ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r1" });
+      for (const attempt of [0, 1]) {
+        const rel = `data/r1/shard=00000/attempt=0${attempt}`;
+        mkdirSync(join(dir, rel), { recursive: true });
+        writeFileSync(join(dir, rel, "part-0"), "x");
+        await ledger.attemptSucceeded({ runId: "r1", shard: 0, attempt, url: `${root}/${rel}` });
+      }
+      await ledger.publish("r1");
+      expect((await ledger.cleanup({ datasetId: "ds" })).failed).toHaveLength(1);
+      due = (await ledger.pendingCleanup({ datasetId: "ds" }))[0]?.nextRetryAt?.toISOString();
+    } finally {
+      await ledger.close();
+    }
+    const loser = `${root}/data/r1/shard=00000/attempt=01`;
+
+    const waiting = await cli(db, "--json", "cleanup", "--dataset", "ds");
+    expect(waiting.code).toBe(EXIT.PENDING);
+    expect(waiting.err).toMatch(/1 item\(s\) pending/);
+    expect(due).toBeDefined();
+    expect(JSON.parse(waiting.out)).toMatchObject({ deleted: [], failed: [], pending: 1, nextDueAt: due });
+
+    const forced = await cli(db, "--json", "cleanup", "--retry-now");
+    expect(forced).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(forced.out)).toMatchObject({ deleted: [loser], pending: 0, nextDueAt: null });
+    expect(existsSync(join(dir, "data/r1/shard=00000/attempt=01"))).toBe(false);
   });
 });

@@ -173,6 +173,27 @@ describe("start", () => {
     );
   });
 
+  it("refuses an identical start of a run that is no longer STARTED, naming its status", () => {
+    const publishing = new Scenario().given(start(1), succeeded(0), selectWinners);
+    const done = new Scenario().given(start(1), succeeded(0), ...publish);
+    const failedRun = new Scenario().given(start(1), {
+      type: "fail",
+      runId: RUN,
+      cause: "writer_abort",
+      reason: "x",
+    });
+    for (const [s, status] of [
+      [publishing, "PUBLISHING"],
+      [done, "SUCCEEDED"],
+      [failedRun, "FAILED"],
+    ] as const) {
+      const e = s.refused(start(1));
+      expect(code(e)).toBe("ILLEGAL_TRANSITION");
+      expect(e.message).toContain(status);
+      expect(e.details).toMatchObject({ command: "start", state: status });
+    }
+  });
+
   it("refuses bad input naming the field", () => {
     const s = new Scenario();
     const e = s.refused({ type: "start", runId: RUN, datasetId: "ds", numShards: 0 });
@@ -276,7 +297,10 @@ describe("attempt reports", () => {
   it("keeps identities apart: the taskAttemptId is part of it, the url is not", () => {
     const s = new Scenario().given(start(), succeeded(0, 0, "1"));
     expect(s.run(failed(0, 0, "2"))).toHaveLength(1);
-    expect(s.run({ ...(succeeded(0, 0, "1") as object), url: "s3://elsewhere" } as RunCommand)).toEqual([]);
+    // Another url for a recorded identity is not another attempt: it contradicts the recorded one.
+    const e = s.refused({ ...(succeeded(0, 0, "1") as object), url: "s3://elsewhere" } as RunCommand);
+    expect(code(e)).toBe("CONTRADICTING_REPORT");
+    expect(e.details).toMatchObject({ recordedUrl: url(0, 0, "1"), reportedUrl: "s3://elsewhere" });
     expect(s.state.attempts.size).toBe(2);
     expect(s.state.attempts.get("0/0/1")?.url).toBe(url(0, 0, "1"));
   });

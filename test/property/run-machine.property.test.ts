@@ -289,7 +289,8 @@ class StartCommand extends RunModelCommand {
   }
   override expect(m: Model): Expect {
     if (m.status === "NONE") return OK;
-    if (m.status === "PRUNED" || m.numShards !== this.numShards) return ILLEGAL;
+    // A repeated start is a retry only while the run it names is still STARTED.
+    if (m.status !== "STARTED" || m.numShards !== this.numShards) return ILLEGAL;
     return NOOP;
   }
   override command(): RunCommand {
@@ -322,6 +323,10 @@ class ReportCommand extends RunModelCommand {
     if (this.shard >= m.numShards) return { refused: "VALIDATION" };
     const existing = m.attempts.get(this.key);
     if (!existing) return OK;
+    // One attempt, one place: two urls for it contradict, whatever the outcomes.
+    if (existing.url !== null && this.url !== null && existing.url !== this.url) {
+      return { refused: "CONTRADICTING_REPORT" };
+    }
     if (existing.outcome === this.outcome || this.outcome === "STARTED") return NOOP;
     if (existing.outcome !== "STARTED") return { refused: "CONTRADICTING_REPORT" };
     return OK;

@@ -26,7 +26,8 @@ const inProcess = new Map<string, Promise<void>>();
 
 /**
  * Runs `fn` while holding the named lock of one dataset (`publish:<id>` or `maintenance:<id>`),
- * exclusive across processes and machines.
+ * or of the dataset registry as a whole (`registry:<name>`), exclusive across processes and
+ * machines.
  *
  * On a server it is a session-level Postgres advisory lock on a connection of its own, held for
  * the whole of `fn` (which talks to the object store in between) and released in `finally`; if the
@@ -45,7 +46,7 @@ const inProcess = new Map<string, Promise<void>>();
  */
 export async function withDatasetLock<T>(
   database: Database,
-  purpose: "publish" | "maintenance",
+  purpose: "publish" | "maintenance" | "registry",
   datasetId: string,
   fn: (held: HeldDatasetLock) => Promise<T>,
   options: { wait?: boolean } = {},

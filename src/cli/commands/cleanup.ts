@@ -7,10 +7,11 @@ import type { Style } from "../style.js";
 import { renderTable } from "../table.js";
 
 /**
- * `cleanup [--dataset ID] [--dry-run]`: deletes the losers of published runs and drains the due
- * part of the pending-cleanup set. `--json` prints `{ deleted: [url], failed: [{ url, error,
- * tries }], planned: [url] }` (plus `skipped`: datasets another pass was working on). Exit 4 when
- * something was left pending.
+ * `cleanup [--dataset ID] [--dry-run] [--retry-now]`: deletes the losers of published runs and
+ * drains the due part of the pending-cleanup set (`--retry-now`: every item not exhausted, due or
+ * not). `--json` prints `{ deleted: [url], failed: [{ url, error, tries }], planned: [url] }` plus
+ * `skipped` (datasets another pass was working on), `pending` (items left in the pending set) and
+ * `nextDueAt` (the earliest next retry, or null). Exit 4 whenever `pending` is not 0.
  *
  * @example `shardledger cleanup --dataset events --dry-run --json`
  */
@@ -22,45 +23,58 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
     )
     .option("--dataset <id>", "only this dataset")
     .option("--dry-run", "list exactly what would be deleted; delete nothing")
+    .option(
+      "--retry-now",
+      "try every pending item that is not exhausted now, even before its next retry time",
+    )
     .action(
-      runtime.action<{ dataset?: string; dryRun?: boolean }>(async (ctx, _args, options) => {
-        const datasetId =
-          options.dataset === undefined ? undefined : idArgument("--dataset", options.dataset);
-        const ledger = await ctx.ledger();
-        if (datasetId !== undefined) await ledger.dataset(datasetId);
-        const progress = ctx.progress({
-          label: options.dryRun ? "cleanup (dry run)" : "cleanup",
-          unit: "datasets",
-        });
-        let report: CleanupReport;
-        try {
-          report = await ledger.cleanup({
-            ...(datasetId !== undefined ? { datasetId } : {}),
-            ...(options.dryRun ? { dryRun: true } : {}),
-            signal: ctx.signal,
+      runtime.action<{ dataset?: string; dryRun?: boolean; retryNow?: boolean }>(
+        async (ctx, _args, options) => {
+          const datasetId =
+            options.dataset === undefined ? undefined : idArgument("--dataset", options.dataset);
+          const ledger = await ctx.ledger();
+          if (datasetId !== undefined) await ledger.dataset(datasetId);
+          const progress = ctx.progress({
+            label: options.dryRun ? "cleanup (dry run)" : "cleanup",
+            unit: "datasets",
           });
-        } finally {
-          progress.stop();
-        }
-        const { skipped, ...contract } = report;
-        return {
-          json: { ...contract, skipped },
-          human: (style) => renderCleanup(style, report, options.dryRun === true),
-          ...(report.failed.length > 0
-            ? {
-                exitCode: EXIT.PENDING,
-                message: `cleanup: ${report.failed.length} item(s) left pending; a later pass retries them`,
-              }
-            : {}),
-        };
-      }),
+          let report: CleanupReport;
+          try {
+            report = await ledger.cleanup({
+              ...(datasetId !== undefined ? { datasetId } : {}),
+              ...(options.dryRun ? { dryRun: true } : {}),
+              ...(options.retryNow ? { retryNow: true } : {}),
+              signal: ctx.signal,
+            });
+          } finally {
+            progress.stop();
+          }
+          const { skipped, ...contract } = report;
+          return {
+            json: { ...contract, skipped },
+            human: (style) => renderCleanup(style, report, options.dryRun === true),
+            ...(report.pending > 0 || report.failed.length > 0
+              ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
+              : {}),
+          };
+        },
+      ),
     );
   withExamples(
     command,
-    ["shardledger cleanup --dry-run", "shardledger cleanup --dataset events --json"],
-    "Exit 4 when some deletions failed: they stay in the pending set (see `shardledger pending`)\nwith their last error, and a later pass retries them when due.",
+    [
+      "shardledger cleanup --dry-run",
+      "shardledger cleanup --dataset events --json",
+      "shardledger cleanup --dataset events --retry-now",
+    ],
+    "Exit 4 whenever the pending set is not empty after the pass: deletions that failed, items\nwaiting for their next retry (`nextDueAt` says when the first is due) and exhausted items\n(see `shardledger pending`, `shardledger retry-failed`). Alert when exit 4 persists.\n--retry-now tries every waiting item now instead of when it is due.",
   );
 };
+
+function pendingMessage(report: CleanupReport): string {
+  const when = report.nextDueAt === null ? "" : ` (next retry due at ${report.nextDueAt})`;
+  return `cleanup: ${report.pending} item(s) pending${when}; a later pass retries them when due, --retry-now at once`;
+}
 
 function renderCleanup(style: Style, report: CleanupReport, dryRun: boolean): string {
   const lines: string[] = [];
@@ -85,6 +99,11 @@ function renderCleanup(style: Style, report: CleanupReport, dryRun: boolean): st
         ).trimEnd(),
       );
     }
+  }
+  if (report.pending > 0) {
+    lines.push(
+      `pending ${style.red(String(report.pending))}${report.nextDueAt === null ? "" : `, next retry due at ${report.nextDueAt}`}`,
+    );
   }
   if (report.skipped.length > 0)
     lines.push(style.dim(`skipped (another pass holds the lock): ${report.skipped.join(", ")}`));
