@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
-import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
-import { isShardledgerError, ShardledgerError } from "../errors.js";
+import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
+import { isLeaseLostError, isShardledgerError, ShardledgerError } from "../errors.js";
+import type { AppendFence } from "../events/event-log.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
@@ -28,6 +29,8 @@ export interface CleanupReport {
   planned: string[];
   /** Datasets skipped because another maintenance pass holds their lock. */
   skipped: string[];
+  /** Datasets whose pass lost its lease midway and stopped before its next request (fencing). */
+  leaseLost: string[];
   /**
    * Items of the selected datasets still in the pending set after the pass (planned, failed and
    * waiting for their retry, or exhausted), whether or not this pass tried them.
@@ -90,7 +93,10 @@ export const DEFAULT_MAINTENANCE_POLICIES: MaintenancePolicies = Object.freeze({
 export interface MaintenanceDeps {
   database: Database;
   queries: ProjectionQueries;
-  execute(command: RunCommand, context?: { failedRetentionMs?: number }): Promise<{ state: RunState }>;
+  execute(
+    command: RunCommand,
+    context?: { failedRetentionMs?: number; fence?: AppendFence },
+  ): Promise<{ state: RunState }>;
   load(runId: string): Promise<RunState>;
   storeFor(dataset: DatasetView): ObjectStore;
   clock(): Date;
@@ -125,6 +131,14 @@ function purposeOf(reason: CleanupReason): DeletionPurpose {
  */
 function isObjectItem(runId: string, key: string, reason: CleanupReason): boolean {
   return reason === "orphan" || key === manifestKey(runId);
+}
+
+/** One pass over one dataset: its lease (every append is fenced by it) and its deletion guard. */
+interface Pass {
+  lease: MaintenanceLease;
+  guard: PassGuard;
+  /** Executes a run command fenced by the pass's lease. */
+  execute(command: RunCommand): Promise<{ state: RunState }>;
 }
 
 interface ItemOutcome {
@@ -163,6 +177,7 @@ export class MaintenanceService {
       failed: [],
       planned: [],
       skipped: [],
+      leaseLost: [],
       pending: 0,
       nextDueAt: null,
     };
@@ -172,16 +187,24 @@ export class MaintenanceService {
     for (const dataset of datasets) {
       if (options.signal?.aborted) break;
       try {
-        await withDatasetLock(
+        await withMaintenanceLease(
           this.#deps.database,
-          "maintenance",
           dataset.datasetId,
-          () => this.#cleanupDataset(dataset, report, options),
+          (lease) => this.#cleanupDataset(dataset, report, options, this.#pass(dataset.datasetId, lease)),
           { wait: false },
         );
       } catch (e) {
         if (isShardledgerError(e) && e.code === "LOCKED") report.skipped.push(dataset.datasetId);
-        else throw e;
+        else if (isLeaseLostError(e)) {
+          // Fenced off mid-pass: nothing more was sent or appended; another pass owns the dataset.
+          report.leaseLost.push(dataset.datasetId);
+          this.#deps.log?.({
+            level: "error",
+            msg: "maintenance lease lost; the pass stopped",
+            datasetId: dataset.datasetId,
+            error: e.message,
+          });
+        } else throw e;
       }
     }
     // Counted after the pass, over every selected dataset (skipped ones too): an item that was not
@@ -198,10 +221,11 @@ export class MaintenanceService {
     dataset: DatasetView,
     report: CleanupReport,
     options: { dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal },
+    pass: Pass,
   ): Promise<void> {
     const now = this.#deps.clock();
     const items = await this.#cleanupWork(dataset, now, options.retryNow === true);
-    const guard = this.#guard(dataset.datasetId);
+    const guard = pass.guard;
     if (options.dryRun) {
       // Exactly what a real pass would delete: the same fresh-state check, nothing recorded.
       for (const i of items)
@@ -213,7 +237,7 @@ export class MaintenanceService {
     let failed = 0;
     for (const item of items) {
       if (options.signal?.aborted) break;
-      const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+      const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
       if (!item.planned && outcome.refused === undefined) report.planned.push(item.url);
       if (outcome.deleted) {
         report.deleted.push(item.url);
@@ -288,6 +312,14 @@ export class MaintenanceService {
     return items;
   }
 
+  #pass(datasetId: string, lease: MaintenanceLease): Pass {
+    return {
+      lease,
+      guard: this.#guard(datasetId),
+      execute: (command) => this.#deps.execute(command, { fence: lease.fence }),
+    };
+  }
+
   #guard(datasetId: string): PassGuard {
     return new PassGuard(
       {
@@ -333,16 +365,16 @@ export class MaintenanceService {
     dataset: DatasetView,
     store: ObjectStore,
     item: WorkItem,
-    guard: PassGuard,
+    pass: Pass,
     signal?: AbortSignal,
   ): Promise<ItemOutcome> {
     const { runId, url } = item;
-    const refused = await this.#refusal(guard, dataset, item);
+    const refused = await this.#refusal(pass.guard, dataset, item);
     if (refused !== null) {
       const tries = item.priorTries + 1;
       if (item.reason === "loser") {
         const exhausted = isExhausted(this.#deps.policies.pending, tries);
-        await this.#deps.execute({
+        await pass.execute({
           type: "recordCleanupFailed",
           runId,
           url,
@@ -367,20 +399,21 @@ export class MaintenanceService {
       return { url, deleted: false, error: `Protected: ${refused}`, tries, refused };
     }
     const key = (this.#keyOf(dataset, item) as { key: string }).key;
-    if (!item.planned) await this.#deps.execute({ type: "planCleanup", runId, url, reason: item.reason });
+    if (!item.planned) await pass.execute({ type: "planCleanup", runId, url, reason: item.reason });
     const result = isObjectItem(runId, key, item.reason)
-      ? await deleteObject(store, key)
+      ? await deleteObject(store, key, () => pass.lease.assertHeld())
       : await deletePrefix(store, `${key}/`, {
           policy: this.#deps.policies.deletion,
+          beforeRequest: () => pass.lease.assertHeld(),
           ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
           ...(this.#deps.random ? { random: this.#deps.random } : {}),
           ...(signal ? { signal } : {}),
         });
     const tries = item.priorTries + Math.max(1, result.tries);
     if (result.status === "deleted") {
-      if (item.reason === "stale") await this.#deps.execute({ type: "recordStaleCollected", runId, url });
+      if (item.reason === "stale") await pass.execute({ type: "recordStaleCollected", runId, url });
       else
-        await this.#deps.execute({
+        await pass.execute({
           type: "recordCleanupSucceeded",
           runId,
           url,
@@ -390,7 +423,7 @@ export class MaintenanceService {
     }
     const error = result.error ?? { code: "Unknown", message: "deletion did not complete", transient: true };
     const exhausted = !error.transient || isExhausted(this.#deps.policies.pending, tries);
-    await this.#deps.execute({
+    await pass.execute({
       type: "recordCleanupFailed",
       runId,
       url,
@@ -419,11 +452,11 @@ export class MaintenanceService {
   /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
   async gc(datasetId: string, options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcReport> {
     const dataset = await this.#dataset(datasetId);
-    return withDatasetLock(
+    return withMaintenanceLease(
       this.#deps.database,
-      "maintenance",
       datasetId,
-      async () => {
+      async (lease) => {
+        const pass = this.#pass(datasetId, lease);
         const now = this.#deps.clock();
         const runs = await this.#deps.queries.runs(datasetId);
         const plan = planGc({
@@ -438,7 +471,6 @@ export class MaintenanceService {
           failed: [],
           protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
         };
-        const guard = this.#guard(datasetId);
         const store = this.#deps.storeFor(dataset);
         const sinceOf = new Map(runs.map((r) => [r.runId, r]));
         let pruned = 0;
@@ -453,7 +485,7 @@ export class MaintenanceService {
             try {
               // The decision travels with the command: the decider refuses it if the run showed a
               // sign of life after gc looked (a heartbeat while the pass was listing the store).
-              await this.#deps.execute({
+              await pass.execute({
                 type: "fail",
                 runId: action.runId,
                 cause: "heartbeat_timeout",
@@ -494,13 +526,13 @@ export class MaintenanceService {
               ...(index > 0 ? { decisionConfirmed: true } : {}),
             };
             if (options.dryRun) {
-              const refused = await this.#refusal(guard, dataset, item);
+              const refused = await this.#refusal(pass.guard, dataset, item);
               if (refused === null) entry.urls.push(url);
               else
                 report.protected.push({ runId: action.runId, why: `url ${url} is not deleted: ${refused}` });
               continue;
             }
-            const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+            const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
             if (outcome.refused !== undefined) {
               report.protected.push({
                 runId: action.runId,
@@ -517,7 +549,7 @@ export class MaintenanceService {
             }
           }
           if (!options.dryRun && allDeleted && action.pruneReason) {
-            await this.#prune(action.runId, action.pruneReason);
+            await this.#prune(pass, action.runId, action.pruneReason);
             pruned++;
           }
         }
@@ -554,10 +586,10 @@ export class MaintenanceService {
               priorTries: 0,
             };
             if (options.dryRun) {
-              if ((await this.#refusal(guard, dataset, item)) === null) entry.urls.push(item.url);
+              if ((await this.#refusal(pass.guard, dataset, item)) === null) entry.urls.push(item.url);
               continue;
             }
-            const outcome = await this.#deleteItem(dataset, store, item, guard, options.signal);
+            const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
             if (outcome.refused !== undefined) continue;
             entry.urls.push(item.url);
             if (!outcome.deleted)
@@ -646,12 +678,12 @@ export class MaintenanceService {
     return out;
   }
 
-  async #prune(runId: string, reason: PruneReason): Promise<void> {
+  async #prune(pass: Pass, runId: string, reason: PruneReason): Promise<void> {
     const state = await this.#deps.load(runId);
     const failedItems =
       (state.status === "FAILED" ? 1 : 0) +
       [...state.cleanup.values()].filter((c) => c.exhausted && c.state !== "deleted").length;
-    await this.#deps.execute({ type: "prune", runId, reason, attempts: state.attempts.size, failedItems });
+    await pass.execute({ type: "prune", runId, reason, attempts: state.attempts.size, failedItems });
   }
 
   /** Reopens failed runs and re-queues exhausted cleanup items that are still inside the floor. */
@@ -795,8 +827,13 @@ function earliestRetry(items: readonly PendingCleanupItem[]): string | null {
   return earliest === null ? null : earliest.toISOString();
 }
 
-/** Deletes one object (a manifest) and verifies it is gone. */
-async function deleteObject(store: ObjectStore, key: string): Promise<PrefixCleanupResult> {
+/** Deletes one object (a manifest, an orphan) and verifies it is gone; `authorise` before each request. */
+async function deleteObject(
+  store: ObjectStore,
+  key: string,
+  authorise: () => Promise<void>,
+): Promise<PrefixCleanupResult> {
+  await authorise();
   try {
     const outcome = await store.deleteMany([key]);
     const failure = outcome.errors[0];
@@ -809,6 +846,7 @@ async function deleteObject(store: ObjectStore, key: string): Promise<PrefixClea
         remainingKeys: [key],
       };
     }
+    await authorise();
     if ((await store.get(key)) !== null) {
       return {
         status: "failed",

@@ -112,27 +112,24 @@ describe(`fenced appends on ${BACKEND}`, () => {
     expect(await eventsOf(stream)).toBe(1);
   });
 
-  it("keeps several fenced appends of one transaction together, and rolls all back when one is stale", async () => {
+  it("commits a fenced append with its transaction, and a stale one rolls its transaction back", async () => {
     const datasetId = `d-${randomUUID()}`;
     const [a, b] = [`s-${randomUUID()}`, `s-${randomUUID()}`];
     await setEpoch(datasetId, 3);
-    await log.transaction(async (session) => {
-      await session.append(a, [heartbeat()], {
-        expectedVersion: "no_stream",
-        fence: { datasetId, epoch: 3 },
-      });
-      await session.append(b, [heartbeat()], {
-        expectedVersion: "no_stream",
-        fence: { datasetId, epoch: 3 },
-      });
-    });
+    // A transaction appends once (one position reservation per transaction): both streams' events
+    // go through their own transactions here.
+    await log.transaction((session) =>
+      session.append(a, [heartbeat()], { expectedVersion: "no_stream", fence: { datasetId, epoch: 3 } }),
+    );
+    await log.transaction((session) =>
+      session.append(b, [heartbeat()], { expectedVersion: "no_stream", fence: { datasetId, epoch: 3 } }),
+    );
     expect([await eventsOf(a), await eventsOf(b)]).toEqual([1, 1]);
 
     const error = await log
-      .transaction(async (session) => {
-        await session.append(a, [heartbeat()], { expectedVersion: 1 });
-        await session.append(b, [heartbeat()], { expectedVersion: 1, fence: { datasetId, epoch: 2 } });
-      })
+      .transaction((session) =>
+        session.append(b, [heartbeat(), heartbeat()], { expectedVersion: 1, fence: { datasetId, epoch: 2 } }),
+      )
       .catch((e: unknown) => e);
     expect(isLeaseLostError(error)).toBe(true);
     expect([await eventsOf(a), await eventsOf(b)]).toEqual([1, 1]);

@@ -6,6 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { createFilesystemObjectStore } from "../../src/adapters/objectstore/filesystem-object-store.js";
 import { isIllegalTransitionError, isSafetyRailError } from "../../src/errors.js";
@@ -294,6 +295,40 @@ describe(`safety regressions (${BACKEND})`, () => {
       s.exists(`${s.attemptKey("old", 0, 0)}/part-0`) && s.exists(`${s.attemptKey("old", 1, 0)}/part-0`);
     expect(!manifest || complete).toBe(true);
     expect(s.current()).toBe("new");
+  });
+
+  it("8: a pass whose lease another pass took stops before its next request and appends nothing more", async () => {
+    let h: Harness | undefined;
+    const s = await setup({
+      wrap: (store) => ({
+        ...delegate(store),
+        async deleteMany(keys) {
+          const outcome = await store.deleteMany(keys);
+          // Another pass acquires the dataset's lease while this request is in flight.
+          if (keys.some((k) => k.startsWith("data/r/shard=00000/attempt=01"))) {
+            await sql`UPDATE ${sql.id((h as Harness).schema, "maintenance_leases")} SET epoch = epoch + 1
+              WHERE dataset_id = 'ds'`.execute((h as Harness).database.db);
+          }
+          return outcome;
+        },
+      }),
+    });
+    h = t;
+    await s.writeRun("r", 2, [0, 1]);
+    await s.ledger.publish("r");
+    const report = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(report.leaseLost).toEqual(["ds"]);
+    expect(report.deleted).toEqual([]);
+    // The second loser was never planned, sent or deleted; the first's outcome was not recorded.
+    expect(s.exists(`${s.attemptKey("r", 1, 1)}/part-0`)).toBe(true);
+    const types = (await s.ledger.events({ stream: "run-r", limit: 1000 })).map((e) => e.type);
+    expect(types.filter((x) => x === "CleanupPlanned")).toHaveLength(1);
+    expect(types).not.toContain("CleanupSucceeded");
+    // The next pass (a new lease) finishes the job exactly.
+    const next = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(next.leaseLost).toEqual([]);
+    expect(s.exists(`${s.attemptKey("r", 1, 1)}/part-0`)).toBe(false);
+    expect(await s.ledger.pendingCleanup({ datasetId: "ds" })).toEqual([]);
   });
 
   it("7: keys with '#', '?', '%2F', spaces and non-ASCII are keys: losers and orphans holding them are deleted", async () => {

@@ -78,6 +78,7 @@ describe(`cleanup reports what stays pending (${BACKEND})`, () => {
       failed: [],
       planned: [],
       skipped: [],
+      leaseLost: [],
       pending: 1,
       nextDueAt: due,
     });

@@ -30,6 +30,8 @@ export async function openTestLedger(
   root: string;
   dir: string;
   schema: string;
+  /** The test database itself, for a test that must act behind the ledger's back. */
+  database: Awaited<ReturnType<typeof openTestDatabase>>;
   close(): Promise<void>;
   reopen(extra?: Partial<LedgerOptions>): Promise<Ledger>;
 }> {
@@ -47,6 +49,7 @@ export async function openTestLedger(
     dir,
     root: `file://${dir}`,
     schema: database.schema,
+    database,
     async reopen(more = {}) {
       const other = await openLedger({
         cleanupAfterPublish: false,

@@ -53,9 +53,15 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
           return {
             json: { ...contract, skipped },
             human: (style) => renderCleanup(style, report, options.dryRun === true),
-            ...(report.pending > 0 || report.failed.length > 0
-              ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
-              : {}),
+            // A pass fenced off midway is a refusal by a rule (another pass owns the dataset now).
+            ...(report.leaseLost.length > 0
+              ? {
+                  exitCode: EXIT.REFUSED,
+                  message: `cleanup: the maintenance lease of ${report.leaseLost.join(", ")} was lost midway (another pass took it); this pass stopped before its next request`,
+                }
+              : report.pending > 0 || report.failed.length > 0
+                ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
+                : {}),
           };
         },
       ),
