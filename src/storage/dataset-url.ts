@@ -206,24 +206,6 @@ export function parseDatasetRoot(url: string): DatasetRoot {
   });
 }
 
-/**
- * Whether two dataset roots coincide or one lies inside the other (compared by scheme, bucket and
- * decoded path segments, so `s3://b/a` and `s3://b/ab` are unrelated).
- *
- * @example
- * ```ts
- * rootsOverlap(parseDatasetRoot("s3://b/x"), parseDatasetRoot("S3://B/x/data")) // true
- * ```
- */
-export function rootsOverlap(a: DatasetRoot, b: DatasetRoot): boolean {
-  if (a.scheme !== b.scheme || a.bucket !== b.bucket) return false;
-  const sa = a.prefix === "" ? [] : a.prefix.split("/");
-  const sb = b.prefix === "" ? [] : b.prefix.split("/");
-  const n = Math.min(sa.length, sb.length);
-  for (let i = 0; i < n; i++) if (sa[i] !== sb[i]) return false;
-  return true;
-}
-
 const encoder = new TextEncoder();
 const utf8Length = (text: string): number => encoder.encode(text).length;
 
