@@ -2,8 +2,8 @@ import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
 import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
 import { isLeaseLostError, isShardledgerError, ShardledgerError } from "../errors.js";
-import type { AppendFence } from "../events/event-log.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
+import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
@@ -373,19 +373,10 @@ export class MaintenanceService {
     if (refused !== null) {
       const tries = item.priorTries + 1;
       if (item.reason === "loser") {
-        const exhausted = isExhausted(this.#deps.policies.pending, tries);
-        await pass.execute({
-          type: "recordCleanupFailed",
-          runId,
-          url,
-          errorCode: "Protected",
-          errorMessage: `not deleted: ${refused}`.slice(0, 8000),
+        await this.#recordFailed(pass, item, tries, {
+          code: "Protected",
+          message: `not deleted: ${refused}`,
           transient: true,
-          tries,
-          exhausted,
-          nextRetryAt: exhausted
-            ? null
-            : nextRetryAt(this.#deps.policies.pending, tries, this.#deps.clock(), this.#deps.random),
         });
       }
       this.#deps.log?.({
@@ -422,20 +413,7 @@ export class MaintenanceService {
       return { url, deleted: true, error: null, tries };
     }
     const error = result.error ?? { code: "Unknown", message: "deletion did not complete", transient: true };
-    const exhausted = !error.transient || isExhausted(this.#deps.policies.pending, tries);
-    await pass.execute({
-      type: "recordCleanupFailed",
-      runId,
-      url,
-      errorCode: error.code,
-      errorMessage: error.message.slice(0, 8000),
-      transient: error.transient,
-      tries,
-      exhausted,
-      nextRetryAt: exhausted
-        ? null
-        : nextRetryAt(this.#deps.policies.pending, tries, this.#deps.clock(), this.#deps.random),
-    });
+    const exhausted = await this.#recordFailed(pass, item, tries, error);
     this.#deps.log?.({
       level: "warn",
       msg: "cleanup failed",
@@ -447,6 +425,30 @@ export class MaintenanceService {
       exhausted,
     });
     return { url, deleted: false, error: `${error.code}: ${error.message}`, tries };
+  }
+
+  /** Records a failed (or refused) cleanup with its next retry; returns whether it is exhausted. */
+  async #recordFailed(
+    pass: Pass,
+    item: WorkItem,
+    tries: number,
+    error: { code: string; message: string; transient: boolean },
+  ): Promise<boolean> {
+    const exhausted = !error.transient || isExhausted(this.#deps.policies.pending, tries);
+    await pass.execute({
+      type: "recordCleanupFailed",
+      runId: item.runId,
+      url: item.url,
+      errorCode: error.code,
+      errorMessage: error.message.slice(0, 8000),
+      transient: error.transient,
+      tries,
+      exhausted,
+      nextRetryAt: exhausted
+        ? null
+        : nextRetryAt(this.#deps.policies.pending, tries, this.#deps.clock(), this.#deps.random),
+    });
+    return exhausted;
   }
 
   /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */

@@ -751,7 +751,15 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
       "cleanup",
       "--dry-run",
     );
-    expect(keys(dry)).toEqual(["deleted", "failed", "nextDueAt", "pending", "planned", "skipped"]);
+    expect(keys(dry)).toEqual([
+      "deleted",
+      "failed",
+      "leaseLost",
+      "nextDueAt",
+      "pending",
+      "planned",
+      "skipped",
+    ]);
     expect(dry).toMatchObject({ pending: 0, nextDueAt: null });
     expect(dry.planned).toEqual([shardUrl(s.root, "r1", 0, 1)]);
     expect(files(shardUrl(s.root, "r1", 0, 1))).toBe(true);

@@ -10,7 +10,8 @@ import { renderTable } from "../table.js";
  * `cleanup [--dataset ID] [--dry-run] [--retry-now]`: deletes the losers of published runs and
  * drains the due part of the pending-cleanup set (`--retry-now`: every item not exhausted, due or
  * not). `--json` prints `{ deleted: [url], failed: [{ url, error, tries }], planned: [url] }` plus
- * `skipped` (datasets another pass was working on), `pending` (items left in the pending set) and
+ * `skipped` (datasets another pass was working on), `leaseLost` (datasets whose pass was fenced off
+ * midway; exit 3), `pending` (items left in the pending set) and
  * `nextDueAt` (the earliest next retry, or null). Exit 4 whenever `pending` is not 0.
  *
  * @example `shardledger cleanup --dataset events --dry-run --json`
