@@ -140,12 +140,13 @@ export type RetentionDecision = { act: GcActionKind; reason: string } | { keep: 
  * 6. SUCCEEDED and never current, and either no run is current or it succeeded after the
  *    current one: kept (publish may still be moving `_CURRENT` to it);
  * 7. SUCCEEDED: the kept set is the newest `keepRuns` by `succeededAt` (ties: the greater runId
- *    is newer) plus the current run; outside it: `keep_runs`; inside it but `updatedAt` more than
- *    `retention` ago: `retention`; else kept.
+ *    is newer) plus the current run, never pruned (retention included: the newest keepRuns are a
+ *    safety rail); outside it, once its last event is older than the safety window: `retention`
+ *    when `updatedAt` is more than `retention` ago, else `keep_runs`.
  *
  * So a run is in at most one action, and the kinds never compete: `fail_stale` takes only active
- * runs, `stale` only FAILED ones, and a SUCCEEDED run beyond keepRuns is `keep_runs` even when
- * retention would take it too. A run that would be pruned but has no `runUrls` entry is kept.
+ * runs, `stale` only FAILED ones, and a SUCCEEDED run beyond keepRuns is `retention` when it is
+ * also past retention (the more telling reason), else `keep_runs`. A run that would be pruned but has no `runUrls` entry is kept.
  * A timestamp in the future, or an invalid one, never makes its own run collectable sooner (an
  * invalid `succeededAt` ranks as the newest).
  *
@@ -345,24 +346,32 @@ export function retentionDecider(input: Omit<GcInput, "runUrls">): (run: RunView
         };
       }
       const rank = kept.get(run.runId);
-      if (rank === undefined) {
+      if (rank !== undefined) {
+        // The newest keepRuns (and the current run) are a safety rail, not a preference:
+        // retention never takes them, however old.
         return {
-          act: "keep_runs",
-          reason: `older than the ${policies.keepRuns} succeeded run(s) kept (keepRuns ${policies.keepRuns}); succeeded at ${iso(succeededTime(run))}`,
+          keep:
+            rank > policies.keepRuns
+              ? `current run (kept beside the newest ${policies.keepRuns})`
+              : `one of the newest keepRuns (${rank} of ${policies.keepRuns} kept)`,
+        };
+      }
+      const lastEvent = latest(run.updatedAt, run.succeededAt);
+      if (!(lastEvent + policies.safetyWindowMs <= now)) {
+        return {
+          keep: `inside the safety window: last event at ${iso(lastEvent)}, kept until ${iso(lastEvent + policies.safetyWindowMs)}`,
         };
       }
       const age = now - run.updatedAt.getTime();
       if (age > policies.retentionMs) {
         return {
           act: "retention",
-          reason: `last updated ${span(age)} ago (${iso(run.updatedAt.getTime())}), older than retention ${span(policies.retentionMs)}`,
+          reason: `beyond the newest ${policies.keepRuns} succeeded run(s) and last updated ${span(age)} ago (${iso(run.updatedAt.getTime())}), older than retention ${span(policies.retentionMs)}`,
         };
       }
       return {
-        keep:
-          rank > policies.keepRuns
-            ? `current run (kept beside the newest ${policies.keepRuns}) and within retention ${span(policies.retentionMs)}`
-            : `within keepRuns (${rank} of ${policies.keepRuns} kept) and retention ${span(policies.retentionMs)}`,
+        act: "keep_runs",
+        reason: `older than the ${policies.keepRuns} succeeded run(s) kept (keepRuns ${policies.keepRuns}); succeeded at ${iso(succeededTime(run))}`,
       };
     }
     return { keep: `status ${String(run.status)} is not collected by gc` };

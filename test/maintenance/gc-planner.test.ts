@@ -171,7 +171,7 @@ describe("the current run and keepRuns", () => {
       `${ROOT}/data/r1/shard=00000/attempt=01`,
     ]);
     expect(plan.protected).toEqual([
-      { runId: "r3", why: "within keepRuns (2 of 2 kept) and retention 30d" },
+      { runId: "r3", why: "one of the newest keepRuns (2 of 2 kept)" },
       { runId: "r4", why: "current run: _CURRENT points to it" },
     ]);
   });
@@ -195,10 +195,29 @@ describe("the current run and keepRuns", () => {
     expect(kinds(input(runs, { policies: { keepRuns: 1 } }))).toEqual({ ra: "keep_runs", rb: "keep_runs" });
   });
 
-  it("prunes a kept run by retention once its last update is too old, never the current one", () => {
-    const runs = [run("r1", { updatedAt: ago(31 * D) }), run("r2", { updatedAt: ago(300 * D) })];
-    expect(kinds(input(runs, { current: "r2" }))).toEqual({ r1: "retention" });
-    expect(kinds(input([run("r1", { updatedAt: ago(30 * D) })]))).toEqual({});
+  it("never lets retention take one of the newest keepRuns; beyond them it names the reason", () => {
+    const old = [run("r1", { updatedAt: ago(31 * D) }), run("r2", { updatedAt: ago(300 * D) })];
+    expect(kinds(input(old, { current: "r2" }))).toEqual({});
+    expect(whyOf(input(old, { current: "r2" }), "r1")).toEqual(["one of the newest keepRuns (2 of 2 kept)"]);
+    const more = [
+      run("r0", { succeededAt: ago(40 * D), updatedAt: ago(40 * D) }),
+      run("r1", { succeededAt: ago(3 * D), updatedAt: ago(3 * D) }),
+      run("r2", { succeededAt: ago(2 * D) }),
+      run("r3", { succeededAt: ago(D) }),
+    ];
+    expect(kinds(input(more, { current: "r3" }))).toEqual({ r0: "retention", r1: "keep_runs" });
+  });
+
+  it("waits until a run's last event is older than the safety window before pruning it", () => {
+    const runs = [
+      run("r1", { succeededAt: ago(3 * D), updatedAt: ago(H - 1) }),
+      run("r2", { succeededAt: ago(2 * D) }),
+      run("r3", { succeededAt: ago(D) }),
+    ];
+    expect(kinds(input(runs, { current: "r3" }))).toEqual({});
+    expect(whyOf(input(runs, { current: "r3" }), "r1")[0]).toMatch(/^inside the safety window: last event/);
+    runs[0] = run("r1", { succeededAt: ago(3 * D), updatedAt: ago(H) });
+    expect(kinds(input(runs, { current: "r3" }))).toEqual({ r1: "keep_runs" });
   });
 });
 

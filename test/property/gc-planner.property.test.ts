@@ -256,6 +256,15 @@ function pruneBlocker(input: GcInput, run: RunView): string | null {
     );
     if (!current || succeededTime(run) > succeededTime(current)) return "may become current";
   }
+  if (run.status === "SUCCEEDED") {
+    // The newest keepRuns are a rail: nothing prunes them, retention included.
+    const newestFirst = input.runs
+      .filter((r) => r.status === "SUCCEEDED" && r.datasetId === input.dataset.datasetId)
+      .sort((a, b) => (newer(a, b) ? -1 : 1));
+    if (newestFirst.slice(0, p.keepRuns).some((r) => r.runId === run.runId)) return "kept";
+    const last = Math.max(run.updatedAt.getTime(), succeededTime(run));
+    if (!(last + p.safetyWindowMs <= now)) return "window";
+  }
   if (!input.runUrls.has(run.runId)) return "no urls";
   return null;
 }
@@ -361,17 +370,12 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
     }
   }
 
-  // keepRuns: the pruned ones are older than every unprotected succeeded run left in place.
+  // Every unprotected succeeded run is pruned, as retention when it is past retention too.
   const succeeded = input.runs.filter((r) => r.status === "SUCCEEDED" && r.datasetId === DATASET);
-  const byKeepRuns = succeeded.filter((r) => actionOf.get(r.runId)?.kind === "keep_runs");
-  const keptFree = succeeded.filter(
-    (r) => pruneBlocker(input, r) === null && actionOf.get(r.runId)?.kind !== "keep_runs",
-  );
-  for (const p of byKeepRuns) for (const k of keptFree) expect(newer(k, p)).toBe(true);
-  // ...and retention takes exactly the unprotected kept runs whose last update is too old.
-  for (const k of keptFree) {
-    const old = input.now.getTime() - k.updatedAt.getTime() > input.dataset.policies.retentionMs;
-    expect(actionOf.get(k.runId)?.kind === "retention").toBe(old);
+  for (const r of succeeded) {
+    if (pruneBlocker(input, r) !== null) continue;
+    const old = input.now.getTime() - r.updatedAt.getTime() > input.dataset.policies.retentionMs;
+    expect(actionOf.get(r.runId)?.kind).toBe(old ? "retention" : "keep_runs");
   }
 }
 
@@ -392,9 +396,14 @@ test.prop([historyArb], { numRuns: 200 })(
         r.replacedAt.getTime() + input.dataset.policies.safetyWindowMs <= input.now.getTime()) &&
       input.runUrls.has(r.runId);
     const succeeded = input.runs.filter((r) => r.status === "SUCCEEDED" && r.datasetId === DATASET);
-    fc.pre(succeeded.every((r) => free(r) && pruneBlocker(input, r) !== "may become current"));
+    fc.pre(
+      succeeded.every(
+        (r) =>
+          free(r) && pruneBlocker(input, r) !== "may become current" && pruneBlocker(input, r) !== "window",
+      ),
+    );
     const plan = planGc(input);
-    const pruned = plan.actions.filter((a) => a.kind === "keep_runs");
+    const pruned = plan.actions.filter((a) => a.kind === "keep_runs" || a.kind === "retention");
     // Kept: the newest keepRuns, plus the current run wherever it ranks.
     const newestFirst = [...succeeded].sort((a, b) => (newer(a, b) ? -1 : 1));
     const kept = new Set(newestFirst.slice(0, input.dataset.policies.keepRuns).map((r) => r.runId));
@@ -424,7 +433,7 @@ test.prop([historyArb, fc.integer({ min: -10 * D, max: 400 * D })], { numRuns: 2
 );
 
 test.prop([historyArb], { numRuns: 200 })(
-  "advancing the clock far enough plans every non-current terminal run",
+  "advancing the clock far enough plans every terminal run the rails do not keep",
   (h) => {
     const input = buildInput(h, 10 * 365 * D);
     const plan = planGc(input);
@@ -436,7 +445,10 @@ test.prop([historyArb], { numRuns: 200 })(
       if (run.datasetId !== DATASET || run.runId === input.dataset.currentRunId || run.current) {
         expect(kind).toBeUndefined();
       } else if (run.status === "FAILED") expect(kind).toBe(hasUrls ? "stale" : undefined);
-      else if (run.status === "SUCCEEDED" && pruneBlocker(input, run) === "may become current")
+      else if (
+        run.status === "SUCCEEDED" &&
+        (pruneBlocker(input, run) === "may become current" || pruneBlocker(input, run) === "kept")
+      )
         expect(kind).toBeUndefined();
       else if (run.status === "SUCCEEDED")
         expect(hasUrls ? ["keep_runs", "retention"] : [undefined]).toContain(kind);

@@ -138,7 +138,8 @@ describe(`maintenance never deletes what readers or operators still need (${BACK
             }
             await checkSafety();
           }
-          // Advancing the clock far enough lets every policy act: all but the current run go.
+          // Advancing the clock far enough lets every policy act: all but the current run and the
+          // newest keepRuns succeeded runs (a rail: retention never takes them) go.
           for (let round = 0; round < 3; round++) {
             clock.advance(100 * HOUR);
             for (const r of runs)
@@ -150,10 +151,18 @@ describe(`maintenance never deletes what readers or operators still need (${BACK
           clock.advance(100 * HOUR);
           await ledger.gc(datasetId);
           const dataset = await ledger.dataset(datasetId);
-          const left = (await ledger.runs(datasetId)).map((r) => r.runId);
-          expect(left).toEqual(dataset.currentRunId ? [dataset.currentRunId] : []);
+          const leftRuns = await ledger.runs(datasetId);
+          const left = leftRuns.map((r) => r.runId);
+          // Newest first by run order in the history (each publish succeeded later than the last).
+          const newest = runs
+            .filter((r) => r.kind === "published")
+            .reverse()
+            .slice(0, keepRuns)
+            .map((r) => r.runId);
+          const kept = new Set([...newest, ...(dataset.currentRunId ? [dataset.currentRunId] : [])]);
+          expect(new Set(left)).toEqual(kept);
           for (const r of runs) {
-            if (r.runId === dataset.currentRunId) continue;
+            if (kept.has(r.runId)) continue;
             for (const d of r.dirs) expect(existsSync(dir(d)) ? readdirSync(dir(d)) : [], d).toEqual([]);
           }
           expect((await ledger.audit()).match).toBe(true);
