@@ -396,6 +396,10 @@ export class MaintenanceService {
       : await deletePrefix(store, `${key}/`, {
           policy: this.#deps.policies.deletion,
           beforeRequest: () => pass.lease.assertHeld(),
+          // An attempt url may name one object (a file) rather than a directory: both go. (Not
+          // for a run's whole area: `data/<runId>` is never an object, and listing it without its
+          // slash would walk every run whose id starts with this one.)
+          includeExactKey: `${key}/` !== runDataPrefix(runId),
           ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
           ...(this.#deps.random ? { random: this.#deps.random } : {}),
           ...(signal ? { signal } : {}),

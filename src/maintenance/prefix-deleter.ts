@@ -65,6 +65,12 @@ export interface DeletePrefixOptions {
    * stops before its next request.
    */
   beforeRequest?: () => Promise<void>;
+  /**
+   * Also delete the object whose key is the prefix without its trailing `/` (an attempt url may
+   * name one object rather than a directory). Listed by that shorter prefix and filtered, so a
+   * sibling such as `…/attempt=010` is never sent.
+   */
+  includeExactKey?: boolean;
 }
 
 const REMAINING_SHOWN = 10;
@@ -110,6 +116,9 @@ export async function deletePrefix(
   assertDeletablePrefix(prefix);
   const policy = parseRetryPolicy(options.policy);
   const { signal, onBatch } = options;
+  const exactKey = options.includeExactKey ? prefix.slice(0, -1) : null;
+  const listPrefix = exactKey ?? prefix;
+  const ours = (key: string) => key === exactKey || key.startsWith(prefix);
   const authorise = async () => {
     if (!options.beforeRequest) return;
     try {
@@ -145,8 +154,8 @@ export async function deletePrefix(
     do {
       checkAbort();
       await authorise();
-      const page = await store.list(prefix, { pageSize: PAGE_SIZE, token });
-      for (const o of page.objects) keys.push(o.key);
+      const page = await store.list(listPrefix, { pageSize: PAGE_SIZE, token });
+      for (const o of page.objects) if (ours(o.key)) keys.push(o.key);
       token = page.nextToken;
     } while (keys.length === 0 && token !== null);
     return keys;
@@ -161,12 +170,14 @@ export async function deletePrefix(
       let batch: string[] = [];
       try {
         await authorise();
-        const page = await store.list(prefix, { pageSize: PAGE_SIZE, token });
+        const page = await store.list(listPrefix, { pageSize: PAGE_SIZE, token });
         token = page.nextToken;
-        batch = page.objects.map((o) => o.key);
+        // Siblings that merely share the shorter listing prefix are not ours and are never sent;
+        // a key outside the listing prefix altogether stays in, for the check below to refuse.
+        batch = page.objects.map((o) => o.key).filter((k) => ours(k) || !k.startsWith(listPrefix));
         listed += batch.length;
         const unsafe = batch.flatMap((key) => {
-          const reason = unsafeListedKey(prefix, key);
+          const reason = ours(key) ? unsafeListedKey(key) : "it does not lie under the prefix";
           return reason === null ? [] : [{ key, reason }];
         });
         const first = unsafe[0];
@@ -274,8 +285,7 @@ function assertDeletablePrefix(prefix: string): void {
   assertSafePrefix(prefix);
 }
 
-function unsafeListedKey(prefix: string, key: string): string | null {
-  if (!key.startsWith(prefix)) return "it does not lie under the prefix";
+function unsafeListedKey(key: string): string | null {
   try {
     assertSafeKey(key);
     return null;

@@ -170,6 +170,21 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(s.exists(file)).toBe(true);
   });
 
+  it("2b: a loser whose url names one object is deleted, not reported deleted while it stays", async () => {
+    const s = await setup();
+    await s.writeRun("r", 1);
+    const file = `${s.attemptKey("r", 0, 3)}/part-0`;
+    s.write(file);
+    s.write(`${s.attemptKey("r", 0, 3)}0/part-0`); // a sibling sharing the string prefix stays
+    await s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 3, url: `${s.root}/${file}` });
+    await s.ledger.publish("r");
+    const report = await s.ledger.cleanup({ datasetId: "ds" });
+    expect(report.deleted).toEqual([`${s.root}/${file}`]);
+    expect(s.exists(file)).toBe(false);
+    expect(s.exists(`${s.attemptKey("r", 0, 3)}0/part-0`)).toBe(true);
+    expect(s.exists(`${s.attemptKey("r", 0, 0)}/part-0`)).toBe(true);
+  });
+
   it("2c: a winner url spelled FILE:// (or with escapes) is the same key, and protects its object", async () => {
     const s = await setup();
     await s.ledger.startRun({ datasetId: "ds", numShards: 2, runId: "r" });
