@@ -565,4 +565,32 @@ describe("on the filesystem store", () => {
     expect(await fx.left()).toHaveLength(100);
     await fx.expectSiblingsIntact();
   });
+
+  it("sends nothing more once beforeRequest throws (a lost lease), and rethrows it", async () => {
+    const fx = await fixture(targetKeys(1100));
+    let calls = 0;
+    const lost = new Error("lease lost");
+    const error = await deletePrefix(fx.store, TARGET, {
+      policy: POLICY,
+      // list, delete the first page, list the second page: then the lease is gone.
+      beforeRequest: async () => {
+        if (++calls > 3) throw lost;
+      },
+    }).catch((e: unknown) => e);
+    expect(error).toBe(lost);
+    expect(await fx.left()).toHaveLength(100);
+    await fx.expectSiblingsIntact();
+  });
+
+  it("with includeExactKey also deletes the object named by the prefix itself, never its siblings", async () => {
+    const exact = TARGET.slice(0, -1);
+    const fx = await fixture([]);
+    await writeFile(path.join(fx.rootDir, ...exact.split("/")), "one object");
+    const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, includeExactKey: true });
+    expect(result).toMatchObject({ status: "deleted", deletedObjects: 1 });
+    await expect(readdir(path.dirname(path.join(fx.rootDir, ...exact.split("/"))))).resolves.not.toContain(
+      path.basename(exact),
+    );
+    await fx.expectSiblingsIntact();
+  });
 });
