@@ -753,6 +753,7 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
     );
     expect(keys(dry)).toEqual([
       "deleted",
+      "dryRun",
       "failed",
       "leaseLost",
       "nextDueAt",
@@ -760,7 +761,7 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
       "planned",
       "skipped",
     ]);
-    expect(dry).toMatchObject({ pending: 0, nextDueAt: null });
+    expect(dry).toMatchObject({ pending: 0, nextDueAt: null, dryRun: true });
     expect(dry.planned).toEqual([shardUrl(s.root, "r1", 0, 1)]);
     expect(files(shardUrl(s.root, "r1", 0, 1))).toBe(true);
     const done = await ok<{ deleted: string[]; failed: unknown[] }>(expect, s, "cleanup", "--dataset", "ds");
@@ -786,17 +787,24 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
       shardUrl(s.root, "r2", 0, 0),
     );
     await ok(expect, s, "publish", "r2");
-    const plan = await ok<{ actions: { kind: string; runId: string; urls: string[] }[] }>(
+    const plan = await ok<{ actions: { kind: string; runId: string; urls: string[] }[]; dryRun: boolean }>(
       expect,
       s,
       "gc",
       "ds",
       "--dry-run",
     );
-    expect(keys(plan)).toEqual(["actions", "failed", "protected"]);
+    expect(keys(plan)).toEqual(["actions", "dryRun", "failed", "protected"]);
+    expect(plan.dryRun).toBe(true);
     expect(plan.actions.map((a) => [a.kind, a.runId])).toEqual([["keep_runs", "r1"]]);
     expect(files(shardUrl(s.root, "r1", 0, 0))).toBe(true);
-    const gc = await ok<{ actions: { kind: string; runId: string }[] }>(expect, s, "gc", "ds");
+    const gc = await ok<{ actions: { kind: string; runId: string }[]; dryRun: boolean }>(
+      expect,
+      s,
+      "gc",
+      "ds",
+    );
+    expect(gc.dryRun).toBe(false);
     expect(gc.actions.map((a) => [a.kind, a.runId])).toEqual([["keep_runs", "r1"]]);
     expect(files(shardUrl(s.root, "r1", 0, 0))).toBe(false);
     expect(files(shardUrl(s.root, "r2", 0, 0))).toBe(true);

@@ -88,7 +88,7 @@ describe(`retry-failed tells "nothing failed" from "failed and pruned" (${BACKEN
       writeFileSync(join(t.dir, "rf/data", p, "part"), "x");
     }
     const gc = await ledger.gc("rf");
-    expect(gc.actions.map((a) => [a.kind, a.runId])).toContainEqual(["stale", "b"]);
+    expect(gc.actions.map((a) => [a.kind, a.runId])).toContainEqual(["failed_retention", "b"]);
     expect(await ledger.runs("rf").then((r) => r.map((x) => x.runId))).not.toContain("b");
     expect(await ledger.retryFailed({ datasetId: "rf", runId: "b" })).toEqual({
       matched: 0,
