@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
 import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
-import { isLeaseLostError, isShardledgerError, ShardledgerError } from "../errors.js";
+import { isLeaseLostError, isShardledgerError, NotFoundError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
@@ -721,7 +721,16 @@ export class MaintenanceService {
     if (input.runId && runs.length === 0) {
       // The run is gone from the registry: was it pruned past the floor, or did it never fail?
       const state = await this.#deps.load(input.runId);
-      if (state.status === "PRUNED" && state.datasetId === dataset.datasetId) {
+      // A run with no events, or another dataset's, is a wrong --run: answering "nothing failed"
+      // would hide the typo from the operator who asked.
+      if (state.status === "NONE") throw new NotFoundError("run", input.runId);
+      if (state.datasetId !== dataset.datasetId) {
+        throw new NotFoundError("run", input.runId, {
+          message: `run ${input.runId} belongs to dataset ${state.datasetId}, not ${dataset.datasetId}`,
+          details: { datasetId: dataset.datasetId, runDatasetId: state.datasetId },
+        });
+      }
+      if (state.status === "PRUNED") {
         const pruned = await this.#prunedFailedItems(input.runId);
         report.prunedPastRetention = pruned;
       }
@@ -767,10 +776,7 @@ export class MaintenanceService {
 
   async #dataset(datasetId: string): Promise<DatasetView> {
     const dataset = await this.#deps.queries.dataset(datasetId);
-    if (!dataset)
-      throw new ShardledgerError("NOT_FOUND", `dataset ${datasetId} does not exist`, {
-        details: { datasetId },
-      });
+    if (!dataset) throw new NotFoundError("dataset", datasetId);
     return dataset;
   }
 

@@ -1,6 +1,7 @@
 import {
   ContradictingReportError,
   IllegalTransitionError,
+  NotFoundError,
   ShardCoverageError,
   ValidationError,
 } from "../errors.js";
@@ -130,9 +131,11 @@ export function attemptEventId(
 
 /**
  * Decides which events a command appends to the run stream, or throws a typed error: a
- * {@link ValidationError} naming the field for bad input (including `shard` outside the run), an
- * {@link IllegalTransitionError} for what the lifecycle refuses (no such run, a pruned run,
- * publishing twice, reopening past the floor, …), a {@link ContradictingReportError} for an
+ * {@link ValidationError} naming the field for bad input (including `shard` outside the run), a
+ * {@link NotFoundError} for any command but `start` to a run that does not exist, an
+ * {@link IllegalTransitionError} for what the lifecycle refuses (a pruned run, publishing twice,
+ * reopening past the floor, …), a
+ * {@link ContradictingReportError} for an
  * attempt reported with the other outcome or at another url (both urls given and different). Pure: reads `state`, never changes it. Folding the
  * returned events (with the time the log records them) into `state` gives exactly
  * `foldRun(all events)`.
@@ -375,11 +378,15 @@ class EventBuilder {
   }
 
   refuse(message: string): never {
-    throw new IllegalTransitionError(this.command.type, this.state.status, message);
+    throw new IllegalTransitionError(this.command.type, this.state.status, message, {
+      runId: this.command.runId,
+      ...(this.state.datasetId !== null ? { datasetId: this.state.datasetId } : {}),
+    });
   }
 
   requireRun(options: { allowPruned?: boolean } = {}): void {
-    if (this.state.status === "NONE") this.refuse(`run ${this.command.runId} does not exist`);
+    // No such run is a wrong id (exit 2 in the CLI), not a state that refuses the command.
+    if (this.state.status === "NONE") throw new NotFoundError("run", this.command.runId);
     if (this.state.status === "PRUNED" && !options.allowPruned) {
       this.refuse(`run ${this.command.runId} is pruned; it accepts no more commands`);
     }
