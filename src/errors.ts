@@ -20,6 +20,8 @@ export type ErrorCode =
   | "NOT_FOUND"
   | "LOCKED"
   | "LEASE_LOST"
+  | "USAGE"
+  | "INTERRUPTED"
   | "INTERNAL";
 
 /** Base class of all deliberate shardledger errors. */
@@ -124,11 +126,22 @@ export class ConcurrencyError extends ShardledgerError {
 export class ShardCoverageError extends ShardledgerError {
   readonly runId: string;
   readonly missingShards: readonly number[];
-  constructor(runId: string, missingShards: readonly number[]) {
+  constructor(runId: string, missingShards: readonly number[], options: { datasetId?: string | null } = {}) {
+    const shards = summariseShards(missingShards);
+    // The message says how to finish the run, not only what is wrong: a writer that reads
+    // "missing shards" and starts a new run rewrites every shard; reopening keeps the good ones.
     super(
       "SHARD_COVERAGE",
-      `run ${runId}: no successful attempt for shard(s) ${summariseShards(missingShards)}; nothing was published`,
-      { details: { runId, missingShards: [...missingShards] } },
+      `run ${runId}: no successful attempt for shard(s) ${shards}; nothing was published and the run is FAILED. ` +
+        `To finish it, reopen it with \`${retryFailedCommand(options.datasetId, runId)}\` (inside its failed-retention floor; its successful attempts are kept), ` +
+        `write shard(s) ${shards}, then publish again`,
+      {
+        details: {
+          runId,
+          ...(options.datasetId ? { datasetId: options.datasetId } : {}),
+          missingShards: [...missingShards],
+        },
+      },
     );
     this.runId = runId;
     this.missingShards = Object.freeze([...missingShards]);
@@ -136,12 +149,26 @@ export class ShardCoverageError extends ShardledgerError {
 }
 
 /**
- * A request that would break a safety rail (a URL outside the dataset root, deleting the current
- * run, …). Raised before any request is sent.
+ * The CLI command that reopens a FAILED run inside its failed-retention floor, for messages that
+ * must name the fix.
  *
  * @example
  * ```ts
- * new SafetyRailError("url escapes the dataset root", { url, root })
+ * retryFailedCommand("events", "r1") // "shardledger retry-failed events --run r1"
+ * ```
+ */
+export function retryFailedCommand(datasetId: string | null | undefined, runId: string): string {
+  return `shardledger retry-failed ${datasetId || "<datasetId>"} --run ${runId}`;
+}
+
+/**
+ * A request that would break a safety rail (a URL outside the dataset root, deleting the current
+ * run, …). Raised before any request is sent. `details.rule` names the rail (for example
+ * `"url inside the dataset root"`), beside what it applies to (`url`, `root`, `key`, …).
+ *
+ * @example
+ * ```ts
+ * new SafetyRailError("url escapes the dataset root", { url, root, rule: "url inside the dataset root" })
  * ```
  */
 export class SafetyRailError extends ShardledgerError {
@@ -160,8 +187,12 @@ export class SafetyRailError extends ShardledgerError {
  * ```
  */
 export class IllegalTransitionError extends ShardledgerError {
-  constructor(command: string, state: string, message: string) {
-    super("ILLEGAL_TRANSITION", message, { details: { command, state } });
+  /**
+   * `state` is the status the refusal was decided on (a run's `STARTED`, `FAILED`, …); `details`
+   * adds what names the subject, such as `runId` and `datasetId`.
+   */
+  constructor(command: string, state: string, message: string, details: Record<string, unknown> = {}) {
+    super("ILLEGAL_TRANSITION", message, { details: { ...details, command, state } });
   }
 }
 
@@ -193,16 +224,36 @@ export class ContradictingReportError extends ShardledgerError {
 }
 
 /**
- * A dataset, run or stream that does not exist.
+ * A dataset, run or stream that does not exist (or not where it was looked for). `details` has
+ * `kind` and `id`, and `field` when the caller knows which argument named it (the CLI's
+ * `<runId>`, `--run`, …). Exit code 2: the id is invalid input, and repeating the same command
+ * can never succeed.
  *
  * @example
  * ```ts
  * new NotFoundError("run", "r1")
+ * new NotFoundError("run", "r1", { field: "--run", message: "run r1 belongs to dataset b, not a" })
  * ```
  */
 export class NotFoundError extends ShardledgerError {
-  constructor(kind: string, id: string) {
-    super("NOT_FOUND", `${kind} ${id} does not exist`, { details: { kind, id } });
+  readonly kind: string;
+  readonly id: string;
+  constructor(
+    kind: string,
+    id: string,
+    options: { message?: string; field?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super("NOT_FOUND", options.message ?? `${kind} ${id} does not exist`, {
+      cause: options.cause,
+      details: {
+        ...(options.details ?? {}),
+        kind,
+        id,
+        ...(options.field !== undefined ? { field: options.field } : {}),
+      },
+    });
+    this.kind = kind;
+    this.id = id;
   }
 }
 
@@ -277,7 +328,8 @@ export const isSafetyRailError = (e: unknown): e is SafetyRailError => hasCode(e
 export const isLeaseLostError = (e: unknown): e is LeaseLostError => hasCode(e, "LEASE_LOST");
 
 /**
- * The CLI exit code for an error: 2 bad input, 3 refused by a rule, 1 anything unexpected.
+ * The CLI exit code for an error: 2 bad usage, invalid input or not found, 3 refused by a rule,
+ * 1 anything unexpected. The README's "Exit codes and JSON errors" has the table.
  *
  * @example
  * ```ts
@@ -288,6 +340,7 @@ export function exitCodeFor(e: unknown): 1 | 2 | 3 {
   if (!isShardledgerError(e)) return 1;
   switch (e.code) {
     case "VALIDATION":
+    case "USAGE":
     case "NOT_FOUND":
       return 2;
     case "CONCURRENCY":
@@ -301,4 +354,58 @@ export function exitCodeFor(e: unknown): 1 | 2 | 3 {
     default:
       return 1;
   }
+}
+
+/**
+ * The JSON body of an error, as `--json` prints it on stdout (and as an HTTP API answers it):
+ * `{ "error": { "code", "message", "field"?, …details } }`. The details of the error are spread
+ * beside `code` and `message` (they never replace them): `missingShards` for `SHARD_COVERAGE`,
+ * `expected`/`actual` for `CONCURRENCY`, `url`/`root`/`rule` for `SAFETY_RAIL`, `state` for
+ * `ILLEGAL_TRANSITION`, `kind`/`id` for `NOT_FOUND`, `field` for `VALIDATION`, … Anything that
+ * is not a {@link ShardledgerError} is a bug or an outage: code `INTERNAL`, its message kept.
+ *
+ * @example
+ * ```ts
+ * errorBody(new ShardCoverageError("r1", [3]))
+ * // { error: { code: "SHARD_COVERAGE", message: "run r1: no successful attempt for shard(s) 3; …", runId: "r1", missingShards: [3] } }
+ * ```
+ */
+export function errorBody(e: unknown): ErrorBody {
+  if (!isShardledgerError(e)) {
+    return { error: { code: "INTERNAL", message: `unexpected error: ${describeError(e)}` } };
+  }
+  const { code: _code, message: _message, ...details } = (e.details ?? {}) as Record<string, unknown>;
+  return { error: { code: e.code, message: e.message, ...details } };
+}
+
+/**
+ * The body {@link errorBody} builds.
+ *
+ * @example
+ * ```ts
+ * const body: ErrorBody = { error: { code: "NOT_FOUND", message: "run r1 does not exist", kind: "run", id: "r1" } }
+ * ```
+ */
+export interface ErrorBody {
+  error: {
+    code: ErrorCode;
+    message: string;
+    /** The argument or input field that was wrong (VALIDATION, USAGE, NOT_FOUND), when known. */
+    field?: string;
+    [detail: string]: unknown;
+  };
+}
+
+/**
+ * A one-line description of anything thrown. Node reports a refused connection to `localhost`
+ * as an AggregateError with an empty message, one error per address tried.
+ *
+ * @example `describeError(new AggregateError([new Error("connect ECONNREFUSED ::1:5432")])) // "connect ECONNREFUSED ::1:5432"`
+ */
+export function describeError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  if (e.message) return e.message;
+  if (e instanceof AggregateError) return e.errors.map(describeError).join("; ");
+  const code = (e as { code?: unknown }).code;
+  return typeof code === "string" ? code : e.name;
 }

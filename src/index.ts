@@ -25,10 +25,11 @@ export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
 export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
 export { runDemo } from "./demo/run-demo.js";
-export type { ErrorCode } from "./errors.js";
+export type { ErrorBody, ErrorCode } from "./errors.js";
 export {
   ConcurrencyError,
   ContradictingReportError,
+  errorBody,
   exitCodeFor,
   IllegalTransitionError,
   isConcurrencyError,

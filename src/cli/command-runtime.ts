@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { CommanderError } from "commander";
-import { isShardledgerError } from "../errors.js";
+import { errorBody, isShardledgerError } from "../errors.js";
 import type { Ledger } from "../ledger/open-ledger.js";
+import { cliError, type Invocation } from "./cli-errors.js";
 import type { CliIo } from "./cli-io.js";
 import { cliExitCode, EXIT, type ExitCode, InterruptedError } from "./exit-codes.js";
 import { type GlobalOptions, resolveGlobalOptions } from "./global-options.js";
@@ -88,6 +89,8 @@ const FORCED_CLOSE_MS = 3_000;
 export class CliRuntime {
   readonly io: CliIo;
   #exitCode: number = EXIT.OK;
+  /** An error body is on stdout already (a forced exit wrote it); never print a second one. */
+  #errorPrinted = false;
 
   constructor(io: CliIo) {
     this.io = io;
@@ -108,9 +111,21 @@ export class CliRuntime {
     };
   }
 
-  /** Prints an error on stderr (commander already printed its own) and returns its exit code. */
-  reportError(e: unknown): number {
+  /**
+   * Prints an error on stderr (commander already printed its own) and returns its exit code. With
+   * `json`, stdout gets exactly one JSON error body (`errorBody`), as one line when the command
+   * was streaming JSON lines; help and `--version` are no failure and print none.
+   */
+  reportError(
+    e: unknown,
+    context: { json?: boolean; invocation?: Invocation; streaming?: boolean } = {},
+  ): number {
     const code = cliExitCode(e);
+    if (context.json && code !== EXIT.OK && !this.#errorPrinted) {
+      const body = errorBody(cliError(e, context.invocation));
+      this.io.stdout.write(context.streaming ? toJsonLine(body) : toJsonDocument(body));
+      this.#errorPrinted = true;
+    }
     if (e instanceof CommanderError) return code;
     const debug = this.io.env.SHARDLEDGER_DEBUG !== undefined && this.io.env.SHARDLEDGER_DEBUG !== "";
     if (code === EXIT.UNEXPECTED && !isShardledgerError(e)) {
@@ -136,12 +151,15 @@ export class CliRuntime {
     options: O,
   ): Promise<number> {
     const io = this.io;
+    const raw = command.optsWithGlobals();
+    const invocation: Invocation = { command, args, options };
     let globals: GlobalOptions;
     try {
-      globals = await resolveGlobalOptions(command.optsWithGlobals(), io);
+      globals = await resolveGlobalOptions(raw, io);
     } catch (e) {
-      return this.reportError(e);
+      return this.reportError(e, { json: raw.json === true, invocation });
     }
+    let streaming = false;
     const style = createStyle(io, { color: globals.color });
     const controller = new AbortController();
     let session: Promise<LedgerSession> | undefined;
@@ -162,6 +180,12 @@ export class CliRuntime {
       const exitCode = new InterruptedError(signal).exitCode;
       if (controller.signal.aborted) {
         io.stderr.write(`shardledger: ${signal} again; exiting now\n`);
+        // The command never gets to report: this is the invocation's one error body.
+        if (globals.json && !this.#errorPrinted) {
+          const body = errorBody(cliError(new InterruptedError(signal)));
+          io.stdout.write(streaming ? toJsonLine(body) : toJsonDocument(body));
+          this.#errorPrinted = true;
+        }
         const timer = setTimeout(() => io.exit(exitCode), FORCED_CLOSE_MS);
         timer.unref?.();
         void close()
@@ -202,6 +226,7 @@ export class CliRuntime {
         io.stderr.write(`shardledger: ${message}\n`);
       },
       emit(json, human) {
+        streaming = true;
         io.stdout.write(globals.json ? toJsonLine(json) : ensureNewline(human(style)));
       },
     };
@@ -222,7 +247,7 @@ export class CliRuntime {
       io.signals.off("SIGINT", onSignal);
       io.signals.off("SIGTERM", onSignal);
     }
-    if (failure) return this.reportError(failure.error);
+    if (failure) return this.reportError(failure.error, { json: globals.json, invocation, streaming });
     if (!outcome) return EXIT.OK;
     io.stdout.write(globals.json ? toJsonDocument(outcome.json) : ensureNewline(outcome.human(style)));
     if (outcome.message !== undefined) io.stderr.write(`shardledger: ${outcome.message}\n`);

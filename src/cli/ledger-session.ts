@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { DatabaseInput } from "../adapters/postgres/database.js";
-import { ShardledgerError, ValidationError } from "../errors.js";
+import { describeError, ShardledgerError, ValidationError } from "../errors.js";
 import type { Ledger } from "../ledger/open-ledger.js";
 import type { GlobalOptions } from "./global-options.js";
 import { redactUrl } from "./global-options.js";
@@ -189,15 +189,9 @@ async function checkSchema(
 }
 
 /**
- * A one-line description of a driver error. Node reports a refused connection to `localhost` as an
- * AggregateError with an empty message, one error per address tried.
+ * A one-line description of a driver error (kept here for the CLI's imports; defined beside the
+ * error classes, which use it for the JSON error body).
  *
  * @example `describeError(new AggregateError([new Error("connect ECONNREFUSED ::1:5432")])) // "connect ECONNREFUSED ::1:5432"`
  */
-export function describeError(e: unknown): string {
-  if (!(e instanceof Error)) return String(e);
-  if (e.message) return e.message;
-  if (e instanceof AggregateError) return e.errors.map(describeError).join("; ");
-  const code = (e as { code?: unknown }).code;
-  return typeof code === "string" ? code : e.name;
-}
+export { describeError } from "../errors.js";

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { wantsJson } from "./cli-errors.js";
 import { type CliIo, resolveIo } from "./cli-io.js";
 import { CliRuntime, type RegisterCommand } from "./command-runtime.js";
 import { registerAttempt } from "./commands/attempt.js";
@@ -57,9 +58,11 @@ unless NO_COLOR is set.
 Environment: SHARDLEDGER_DATABASE_URL (default database), SHARDLEDGER_SCHEMA,
 NO_COLOR, SHARDLEDGER_DEBUG=1 (stack traces of unexpected errors).
 
-Exit codes: 0 done; 1 unexpected error; 2 bad usage or invalid input (nothing was written);
-3 refused by a rule (shard coverage, concurrency conflict, safety rail, illegal transition,
-audit mismatch); 4 done but items left pending; 130/143 stopped by SIGINT/SIGTERM.`;
+Exit codes: 0 done; 1 unexpected error; 2 bad usage, invalid input or not found (a run,
+dataset or stream that does not exist; nothing was written); 3 refused by a rule (shard
+coverage, concurrency conflict, safety rail, illegal transition, locked, audit mismatch); 4 done
+but items left pending; 130/143 stopped by SIGINT/SIGTERM. With --json a failure prints one
+document on stdout: {"error": {"code", "message", "field"?, ...details}} (see the README).`;
 
 /**
  * The `shardledger` commander program, wired to a runtime.
@@ -120,7 +123,8 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
     await program.parseAsync([...argv], { from: "user" });
     return runtime.exitCode;
   } catch (e) {
-    return runtime.reportError(e);
+    // Commander's usage errors come before any action, so --json is read from argv itself.
+    return runtime.reportError(e, { json: wantsJson(argv) });
   }
 }
 

@@ -78,7 +78,14 @@ export function assertRootIsolated(
           : "contains the root of";
     throw new SafetyRailError(
       `dataset root ${mine.url} ${how} dataset ${other.datasetId} (${other.root}); dataset roots never coincide or nest, so ${datasetId} was not registered`,
-      { datasetId, root: mine.url, otherDatasetId: other.datasetId, otherRoot: other.root, relation },
+      {
+        datasetId,
+        root: mine.url,
+        otherDatasetId: other.datasetId,
+        otherRoot: other.root,
+        relation,
+        rule: "dataset roots never coincide or nest",
+      },
     );
   }
 }

@@ -1,13 +1,13 @@
 import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
 import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
-import { isLeaseLostError, isShardledgerError, ShardledgerError } from "../errors.js";
+import { isLeaseLostError, isShardledgerError, NotFoundError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
-import { planGc, type RunUrls } from "../maintenance/gc-planner.js";
+import { type GcAction, planGc, type RunUrls } from "../maintenance/gc-planner.js";
 import { planLoserCleanup } from "../maintenance/loser-planner.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import {
@@ -38,15 +38,32 @@ export interface CleanupReport {
   pending: number;
   /** ISO time of the earliest next retry among the waiting (failed, not exhausted) items, or null. */
   nextDueAt: string | null;
+  /** True when nothing was deleted or recorded: `planned` is what a real pass would delete. */
+  dryRun: boolean;
 }
 
-/** `gc --json`: one entry per run acted on. */
+/**
+ * `gc --json`: one entry per run acted on. An action's `kind` is what gc did to the run, in the
+ * vocabulary of the `Pruned` event and the rollups: `failed_retention` (a FAILED run past the
+ * failed-retention floor), `keep_runs`, `retention` (each pruned with that reason), `fail_stale`
+ * (a silent run marked FAILED, nothing deleted) and `orphan` (unreported files of a live run).
+ */
 export interface GcReport {
   actions: { kind: string; runId: string; urls: string[] }[];
   /** Deletions that failed; their runs are not pruned until a later pass deletes them. */
   failed: { url: string; error: string; tries: number }[];
   /** Runs gc deliberately kept, and why. */
   protected: { runId: string; why: string }[];
+  /** True when nothing was deleted or recorded: `actions` is what a real pass would do. */
+  dryRun: boolean;
+}
+
+/**
+ * The `kind` a gc action shows: the reason its run is pruned with (so `gc --json`, the `Pruned`
+ * event and `rollups` say the same word), or what it does when it prunes nothing.
+ */
+function reportedKind(action: GcAction): string {
+  return action.pruneReason ?? action.kind;
 }
 
 /** `retry-failed --json`. */
@@ -180,6 +197,7 @@ export class MaintenanceService {
       leaseLost: [],
       pending: 0,
       nextDueAt: null,
+      dryRun: options.dryRun === true,
     };
     const datasets = options.datasetId
       ? [await this.#dataset(options.datasetId)]
@@ -476,6 +494,7 @@ export class MaintenanceService {
           actions: [],
           failed: [],
           protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
+          dryRun: options.dryRun === true,
         };
         const store = this.#deps.storeFor(dataset);
         const sinceOf = new Map(runs.map((r) => [r.runId, r]));
@@ -485,7 +504,7 @@ export class MaintenanceService {
         for (const action of plan.actions) {
           if (options.signal?.aborted) break;
           if (action.kind === "fail_stale") {
-            report.actions.push({ kind: action.kind, runId: action.runId, urls: [] });
+            report.actions.push({ kind: reportedKind(action), runId: action.runId, urls: [] });
             if (options.dryRun) continue;
             const seen = sinceOf.get(action.runId);
             try {
@@ -508,7 +527,7 @@ export class MaintenanceService {
             continue;
           }
           const reason: CleanupReason = action.kind;
-          const entry = { kind: action.kind as string, runId: action.runId, urls: [] as string[] };
+          const entry = { kind: reportedKind(action), runId: action.runId, urls: [] as string[] };
           report.actions.push(entry);
           const pending = new Map(
             (await this.#deps.queries.pendingCleanup({ datasetId }))
@@ -706,7 +725,16 @@ export class MaintenanceService {
     if (input.runId && runs.length === 0) {
       // The run is gone from the registry: was it pruned past the floor, or did it never fail?
       const state = await this.#deps.load(input.runId);
-      if (state.status === "PRUNED" && state.datasetId === dataset.datasetId) {
+      // A run with no events, or another dataset's, is a wrong --run: answering "nothing failed"
+      // would hide the typo from the operator who asked.
+      if (state.status === "NONE") throw new NotFoundError("run", input.runId);
+      if (state.datasetId !== dataset.datasetId) {
+        throw new NotFoundError("run", input.runId, {
+          message: `run ${input.runId} belongs to dataset ${state.datasetId}, not ${dataset.datasetId}`,
+          details: { datasetId: dataset.datasetId, runDatasetId: state.datasetId },
+        });
+      }
+      if (state.status === "PRUNED") {
         const pruned = await this.#prunedFailedItems(input.runId);
         report.prunedPastRetention = pruned;
       }
@@ -752,10 +780,7 @@ export class MaintenanceService {
 
   async #dataset(datasetId: string): Promise<DatasetView> {
     const dataset = await this.#deps.queries.dataset(datasetId);
-    if (!dataset)
-      throw new ShardledgerError("NOT_FOUND", `dataset ${datasetId} does not exist`, {
-        details: { datasetId },
-      });
+    if (!dataset) throw new NotFoundError("dataset", datasetId);
     return dataset;
   }
 

@@ -48,7 +48,7 @@ import {
 } from "./maintenance.js";
 import { type PublishResult, publishRun } from "./publish.js";
 import { RunExecutor } from "./run-executor.js";
-import { datasetStream } from "./streams.js";
+import { datasetStream, streamCandidates } from "./streams.js";
 
 /**
  * Options of {@link openLedger}.
@@ -153,14 +153,21 @@ export interface Ledger {
   /** Selects winners, writes the manifest, marks the run SUCCEEDED, then moves `_CURRENT`. */
   publish(runId: string): Promise<PublishResult>;
   failRun(runId: string, reason: string): Promise<RunView>;
-  /** The run registry of a dataset, newest first. */
+  /** The run registry of a dataset, newest first. An unknown dataset is a `NotFoundError`. */
   runs(datasetId: string): Promise<RunView[]>;
   /** One run with its attempts and winners. */
   run(runId: string): Promise<{ run: RunView; attempts: AttemptView[]; winners: WinnerView[] }>;
+  /** The pending-cleanup set; a `datasetId` that names no dataset is a `NotFoundError`. */
   pendingCleanup(filter?: { datasetId?: string; dueBefore?: Date }): Promise<PendingCleanupItem[]>;
+  /** What the failed-retention floor protects; an unknown dataset is a `NotFoundError`. */
   retentionFloors(datasetId: string): Promise<RetentionFloor[]>;
+  /** Pruned counts per reason; an unknown dataset is a `NotFoundError`. */
   rollups(datasetId: string): Promise<Rollup[]>;
-  /** Reads the log: one stream, or the global log after a position. */
+  /**
+   * Reads the log: one stream from a version, or the global log after a position. `stream` is a
+   * stream id (`run-<runId>`, `dataset-<datasetId>`), a run id, `run:<runId>` or
+   * `dataset:<datasetId>`; a stream with no events is a `NotFoundError` (kind `stream`).
+   */
   events(options?: { stream?: string; from?: number; limit?: number }): Promise<RecordedEvent[]>;
   /** Replays the log into scratch projections and compares them with the live ones. */
   audit(options?: { onProgress?: (events: number) => void }): Promise<AuditReport>;
@@ -428,7 +435,9 @@ class LedgerImpl implements Ledger {
     return (await this.run(parsed.runId)).run;
   }
 
-  runs(datasetId: string): Promise<RunView[]> {
+  async runs(datasetId: string): Promise<RunView[]> {
+    // A filter naming nothing is a wrong id, not an empty answer ("no runs" would be a lie).
+    await this.dataset(datasetId);
     return this.#queries.runs(datasetId);
   }
 
@@ -438,15 +447,18 @@ class LedgerImpl implements Ledger {
     return found;
   }
 
-  pendingCleanup(filter: { datasetId?: string; dueBefore?: Date } = {}): Promise<PendingCleanupItem[]> {
+  async pendingCleanup(filter: { datasetId?: string; dueBefore?: Date } = {}): Promise<PendingCleanupItem[]> {
+    if (filter.datasetId !== undefined) await this.dataset(filter.datasetId);
     return this.#queries.pendingCleanup(filter);
   }
 
-  retentionFloors(datasetId: string): Promise<RetentionFloor[]> {
+  async retentionFloors(datasetId: string): Promise<RetentionFloor[]> {
+    await this.dataset(datasetId);
     return this.#queries.retentionFloors(datasetId);
   }
 
-  rollups(datasetId: string): Promise<Rollup[]> {
+  async rollups(datasetId: string): Promise<Rollup[]> {
+    await this.dataset(datasetId);
     return this.#queries.rollups(datasetId);
   }
 
@@ -455,9 +467,21 @@ class LedgerImpl implements Ledger {
     if (!Number.isSafeInteger(limit) || limit < 1)
       throw new ValidationError("limit", "must be a positive integer");
     if (options.stream !== undefined) {
-      return this.#log.readStream(options.stream, { fromVersion: options.from ?? 1, limit });
+      const stream = await this.#resolveStream(options.stream);
+      return this.#log.readStream(stream, { fromVersion: options.from ?? 1, limit });
     }
     return this.#log.readAll({ after: options.from ?? 0, limit });
+  }
+
+  /** The stream a name means (see {@link streamCandidates}); one with no events is not found. */
+  async #resolveStream(name: string): Promise<string> {
+    const candidates = streamCandidates(name);
+    for (const candidate of candidates) {
+      if ((await this.#log.streamVersion(candidate)) > 0) return candidate;
+    }
+    throw new NotFoundError("stream", name, {
+      message: `stream ${name} does not exist (looked for ${candidates.join(", ")}); give a run id, run-<runId>, or dataset:<datasetId>`,
+    });
   }
 
   audit(options: { onProgress?: (events: number) => void } = {}): Promise<AuditReport> {

@@ -97,7 +97,7 @@ export async function publishRun(deps: PublishDeps, runId: string): Promise<Publ
     if (state.publishProgress === "none") {
       state = (await deps.executor.execute({ type: "selectWinners", runId })).state;
       if (state.status === "FAILED" && state.failureCause === "coverage") {
-        throw new ShardCoverageError(runId, state.missingShards);
+        throw new ShardCoverageError(runId, state.missingShards, { datasetId });
       }
     }
 

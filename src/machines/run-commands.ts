@@ -1,6 +1,8 @@
 import {
   ContradictingReportError,
   IllegalTransitionError,
+  NotFoundError,
+  retryFailedCommand,
   ShardCoverageError,
   ValidationError,
 } from "../errors.js";
@@ -130,9 +132,11 @@ export function attemptEventId(
 
 /**
  * Decides which events a command appends to the run stream, or throws a typed error: a
- * {@link ValidationError} naming the field for bad input (including `shard` outside the run), an
- * {@link IllegalTransitionError} for what the lifecycle refuses (no such run, a pruned run,
- * publishing twice, reopening past the floor, …), a {@link ContradictingReportError} for an
+ * {@link ValidationError} naming the field for bad input (including `shard` outside the run), a
+ * {@link NotFoundError} for any command but `start` to a run that does not exist, an
+ * {@link IllegalTransitionError} for what the lifecycle refuses (a pruned run, publishing twice,
+ * reopening past the floor, …; a FAILED run's refusal names `retry-failed`, which reopens it), a
+ * {@link ContradictingReportError} for an
  * attempt reported with the other outcome or at another url (both urls given and different). Pure: reads `state`, never changes it. Folding the
  * returned events (with the time the log records them) into `state` gives exactly
  * `foldRun(all events)`.
@@ -166,7 +170,7 @@ export function decideRun(state: RunState, command: RunCommand, context: DecideC
       b.requireRun();
       b.requireAccepted(
         "RunHeartbeat",
-        `run ${command.runId} is ${state.status}; only a STARTED run heartbeats`,
+        `run ${command.runId} is ${state.status}; only a STARTED run heartbeats${b.reopenHint()}`,
       );
       return [e];
     }
@@ -375,11 +379,15 @@ class EventBuilder {
   }
 
   refuse(message: string): never {
-    throw new IllegalTransitionError(this.command.type, this.state.status, message);
+    throw new IllegalTransitionError(this.command.type, this.state.status, message, {
+      runId: this.command.runId,
+      ...(this.state.datasetId !== null ? { datasetId: this.state.datasetId } : {}),
+    });
   }
 
   requireRun(options: { allowPruned?: boolean } = {}): void {
-    if (this.state.status === "NONE") this.refuse(`run ${this.command.runId} does not exist`);
+    // No such run is a wrong id (exit 2 in the CLI), not a state that refuses the command.
+    if (this.state.status === "NONE") throw new NotFoundError("run", this.command.runId);
     if (this.state.status === "PRUNED" && !options.allowPruned) {
       this.refuse(`run ${this.command.runId} is pruned; it accepts no more commands`);
     }
@@ -387,6 +395,15 @@ class EventBuilder {
 
   requireAccepted(eventKey: string, message: string): void {
     if (RUN_TABLE.next(this.state.phase, eventKey) === undefined) this.refuse(message);
+  }
+
+  /**
+   * For a FAILED run, the command that reopens it (after a `; `), so a refusal names its fix;
+   * empty for any other status.
+   */
+  reopenHint(): string {
+    if (this.state.status !== "FAILED") return "";
+    return `; reopen it with \`${retryFailedCommand(this.state.datasetId, this.command.runId)}\` while it is inside its failed-retention floor`;
   }
 
   cleanupRefusal(): string {
@@ -417,7 +434,7 @@ function decideStart(b: EventBuilder, command: Extract<RunCommand, { type: "star
     )
       return [];
     b.refuse(
-      `run ${command.runId} already exists and is ${state.status} (dataset ${state.datasetId}, ${state.numShards} shards); choose another runId`,
+      `run ${command.runId} already exists and is ${state.status} (dataset ${state.datasetId}, ${state.numShards} shards); choose another runId${b.reopenHint()}`,
     );
   }
   b.requireAccepted("RunStarted", `run ${command.runId} cannot start in ${state.status}`);
@@ -454,7 +471,10 @@ function decideReport(
       : b.build(type as "AttemptStarted" | "AttemptSucceeded", ref);
   const state = b.state;
   b.requireRun();
-  b.requireAccepted(type, `run ${command.runId} is ${state.status}; it records no attempt reports`);
+  b.requireAccepted(
+    type,
+    `run ${command.runId} is ${state.status}; it records no attempt reports${b.reopenHint()}`,
+  );
   const data = e.data as EventData<"AttemptStarted">;
   if (data.shard >= state.numShards) {
     throw new ValidationError(
@@ -490,7 +510,7 @@ function decideSelectWinners(b: EventBuilder): RunEvent[] {
   if (state.status !== "STARTED") {
     b.refuse(
       state.status === "FAILED"
-        ? `run ${runId} is FAILED; reopen it before publishing`
+        ? `run ${runId} is FAILED${b.reopenHint()}, write its missing shards, then publish`
         : `run ${runId} is ${state.status}; a run publishes at most once`,
     );
   }

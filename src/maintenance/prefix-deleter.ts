@@ -279,7 +279,7 @@ function assertDeletablePrefix(prefix: string): void {
   if (typeof prefix !== "string" || prefix === "" || !prefix.endsWith("/")) {
     throw new SafetyRailError(
       `prefix ${JSON.stringify(prefix)} cannot be deleted: it must be a non-empty root-relative prefix ending with "/"`,
-      { prefix },
+      { prefix, rule: "deletable prefix" },
     );
   }
   assertSafePrefix(prefix);

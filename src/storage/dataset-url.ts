@@ -216,7 +216,7 @@ function splitUnderRoot(r: DatasetRoot, url: string, strict = true): { key: stri
   const refuse = (reason: string) =>
     new SafetyRailError(
       `${JSON.stringify(url)} is not under the dataset root ${r.url}: ${reason}; refused before any request`,
-      { url, root: r.url, reason },
+      { url, root: r.url, reason, rule: "url inside the dataset root" },
     );
   const split = splitUrl(url, strict);
   if (!split.ok) throw refuse(split.reason);
@@ -303,6 +303,7 @@ export function assertSafeKey(key: string): void {
     throw new SafetyRailError(`key ${JSON.stringify(key)} is not a safe root-relative key: ${reason}`, {
       key,
       reason,
+      rule: "safe root-relative key",
     });
   }
 }
@@ -325,6 +326,7 @@ export function assertSafePrefix(prefix: string): void {
       {
         prefix,
         reason,
+        rule: "safe root-relative prefix",
       },
     );
   }

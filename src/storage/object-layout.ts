@@ -69,7 +69,12 @@ export function attemptUrlOf(root: DatasetRoot | string, runId: string, url: str
   if (!key.startsWith(area) || key.length === area.length) {
     throw new SafetyRailError(
       `${JSON.stringify(url)} is not inside run ${runId}'s data area ${area} under the dataset root; an attempt of a run writes only there`,
-      { url, rule: "attempt url inside its run's data area", expected: area },
+      {
+        url,
+        root: typeof root === "string" ? root : root.url,
+        rule: "attempt url inside its run's data area",
+        expected: area,
+      },
     );
   }
   return canonicalUrl(root, url);

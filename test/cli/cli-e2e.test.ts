@@ -129,7 +129,26 @@ async function ok<T = Record<string, unknown>>(
   return JSON.parse(r.stdout) as T;
 }
 
-/** Runs a command that must fail with `code`, printing nothing on stdout. */
+/** The exit code of each JSON error code (README, "Exit codes and JSON errors"). */
+const EXIT_OF_ERROR: Readonly<Record<string, number>> = {
+  USAGE: 2,
+  VALIDATION: 2,
+  NOT_FOUND: 2,
+  SHARD_COVERAGE: 3,
+  CONCURRENCY: 3,
+  SAFETY_RAIL: 3,
+  ILLEGAL_TRANSITION: 3,
+  CONTRADICTING_REPORT: 3,
+  LOCKED: 3,
+  LEASE_LOST: 3,
+  INTERNAL: 1,
+};
+
+/**
+ * Runs a command that must fail with `code`. Without `--json` it prints nothing on stdout; with
+ * it, exactly one JSON error body whose code maps to that exit code and whose message, like
+ * stderr, matches.
+ */
 async function fails(
   expect: ExpectStatic,
   code: number,
@@ -137,8 +156,17 @@ async function fails(
   stderrMatches: RegExp,
 ): Promise<CliResult> {
   const r = await runBuiltCli(args);
-  expect({ args, code: r.code, stdout: r.stdout }).toEqual({ args, code, stdout: "" });
   expect(r.stderr, `stderr of ${args.join(" ")}`).toMatch(stderrMatches);
+  if (!args.includes("--json")) {
+    expect({ args, code: r.code, stdout: r.stdout }).toEqual({ args, code, stdout: "" });
+    return r;
+  }
+  expect({ args, code: r.code }).toEqual({ args, code });
+  // JSON.parse throws on anything but exactly one document.
+  const body = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+  expect(keys(body)).toEqual(["error"]);
+  expect({ args, exit: EXIT_OF_ERROR[body.error.code] }).toEqual({ args, exit: code });
+  expect(body.error.message, `error body of ${args.join(" ")}`).toMatch(stderrMatches);
   return r;
 }
 
@@ -578,6 +606,53 @@ describe(`shardledger CLI end to end (built, ${BACKEND})`, () => {
     if (BACKEND === "pglite") expect(existsSync(join(s.dir, "never"))).toBe(false);
   });
 
+  test.concurrent("not found: every command that names a run, dataset or stream exits 2 with one NOT_FOUND body", async ({
+    expect,
+  }) => {
+    const s = await scenario("notfound");
+    await ok(expect, s, "migrate");
+    await ok(expect, s, "dataset", "create", "ds", "--root", s.root);
+    // Every command and filter that names something: [args, kind, the argument that named it].
+    const cases: [string[], string, string][] = [
+      [["run", "start", "nosuch", "--shards", "1"], "dataset", "<datasetId>"],
+      [["run", "heartbeat", "nosuch"], "run", "<runId>"],
+      [["run", "fail", "nosuch", "--reason", "gave up"], "run", "<runId>"],
+      [["attempt", "start", "nosuch", "--shard", "0", "--attempt", "0"], "run", "<runId>"],
+      [["attempt", "succeed", "nosuch", "--shard", "0", "--attempt", "0"], "run", "<runId>"],
+      [["attempt", "fail", "nosuch", "--shard", "0", "--attempt", "0"], "run", "<runId>"],
+      [["publish", "nosuch"], "run", "<runId>"],
+      [["show", "nosuch"], "run", "<runId>"],
+      [["runs", "nosuch"], "dataset", "<datasetId>"],
+      [["events", "--stream", "nosuch"], "stream", "--stream"],
+      [["pending", "--dataset", "nosuch"], "dataset", "--dataset"],
+      [["floors", "nosuch"], "dataset", "<datasetId>"],
+      [["rollups", "nosuch"], "dataset", "<datasetId>"],
+      [["cleanup", "--dataset", "nosuch"], "dataset", "--dataset"],
+      [["gc", "nosuch"], "dataset", "<datasetId>"],
+      [["gc", "nosuch", "--dry-run"], "dataset", "<datasetId>"],
+      [["retry-failed", "nosuch"], "dataset", "<datasetId>"],
+      [["retry-failed", "ds", "--run", "nosuch"], "run", "--run"],
+      [["maintain", "--dataset", "nosuch", "--every", "1h"], "dataset", "--dataset"],
+    ];
+    const before = await ok<unknown[]>(expect, s, "events", "--limit", "1000");
+    await inBatches(cases, 2, async ([args, kind, field]) => {
+      const r = await runBuiltCli([...s.args, "--json", ...args]);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      // JSON.parse throws on anything but exactly one document.
+      const body = JSON.parse(r.stdout) as { error: Record<string, unknown> };
+      expect(keys(body), args.join(" ")).toEqual(["error"]);
+      expect(body.error, args.join(" ")).toEqual({
+        code: "NOT_FOUND",
+        message: expect.stringContaining("nosuch"),
+        kind,
+        id: "nosuch",
+        field,
+      });
+      expect(r.stderr, args.join(" ")).toMatch(/^shardledger: .*nosuch/);
+    });
+    expect(await ok<unknown[]>(expect, s, "events", "--limit", "1000")).toEqual(before);
+  });
+
   test.concurrent("exit 1 for an unexpected error: a database that cannot be reached, without hanging", async ({
     expect,
   }) => {
@@ -753,6 +828,7 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
     );
     expect(keys(dry)).toEqual([
       "deleted",
+      "dryRun",
       "failed",
       "leaseLost",
       "nextDueAt",
@@ -760,7 +836,7 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
       "planned",
       "skipped",
     ]);
-    expect(dry).toMatchObject({ pending: 0, nextDueAt: null });
+    expect(dry).toMatchObject({ pending: 0, nextDueAt: null, dryRun: true });
     expect(dry.planned).toEqual([shardUrl(s.root, "r1", 0, 1)]);
     expect(files(shardUrl(s.root, "r1", 0, 1))).toBe(true);
     const done = await ok<{ deleted: string[]; failed: unknown[] }>(expect, s, "cleanup", "--dataset", "ds");
@@ -786,17 +862,24 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, () =
       shardUrl(s.root, "r2", 0, 0),
     );
     await ok(expect, s, "publish", "r2");
-    const plan = await ok<{ actions: { kind: string; runId: string; urls: string[] }[] }>(
+    const plan = await ok<{ actions: { kind: string; runId: string; urls: string[] }[]; dryRun: boolean }>(
       expect,
       s,
       "gc",
       "ds",
       "--dry-run",
     );
-    expect(keys(plan)).toEqual(["actions", "failed", "protected"]);
+    expect(keys(plan)).toEqual(["actions", "dryRun", "failed", "protected"]);
+    expect(plan.dryRun).toBe(true);
     expect(plan.actions.map((a) => [a.kind, a.runId])).toEqual([["keep_runs", "r1"]]);
     expect(files(shardUrl(s.root, "r1", 0, 0))).toBe(true);
-    const gc = await ok<{ actions: { kind: string; runId: string }[] }>(expect, s, "gc", "ds");
+    const gc = await ok<{ actions: { kind: string; runId: string }[]; dryRun: boolean }>(
+      expect,
+      s,
+      "gc",
+      "ds",
+    );
+    expect(gc.dryRun).toBe(false);
     expect(gc.actions.map((a) => [a.kind, a.runId])).toEqual([["keep_runs", "r1"]]);
     expect(files(shardUrl(s.root, "r1", 0, 0))).toBe(false);
     expect(files(shardUrl(s.root, "r2", 0, 0))).toBe(true);

@@ -13,6 +13,7 @@ import { createProgress } from "../../src/cli/progress.js";
 import { createStyle } from "../../src/cli/style.js";
 import {
   ConcurrencyError,
+  errorBody,
   NotFoundError,
   SafetyRailError,
   ShardCoverageError,
@@ -65,10 +66,10 @@ async function until(condition: () => boolean): Promise<void> {
 }
 
 describe("runCli with injected io", () => {
-  it("writes usage errors to the injected stderr, nothing to stdout, and returns 2", async () => {
+  it("writes usage errors to the injected stderr, nothing to stdout without --json, and returns 2", async () => {
     const out = capture();
     const err = capture();
-    const code = await runCli(["run", "start", "ds", "--shards", "-1x", "--json"], {
+    const code = await runCli(["run", "start", "ds", "--shards", "-1x"], {
       stdout: out.stream,
       stderr: err.stream,
       env: { SHARDLEDGER_DATABASE_URL: "pglite:/nonexistent/never-opened" },
@@ -106,7 +107,14 @@ describe("runCli with injected io", () => {
     await until(() => signals.listenerCount("SIGINT") > 0);
     signals.emit("SIGINT", "SIGINT");
     expect(await running).toBe(EXIT.SIGINT);
-    expect(out.text()).toBe("");
+    // --json: the interruption is the one document on stdout.
+    expect(JSON.parse(out.text())).toEqual({
+      error: {
+        code: "INTERRUPTED",
+        message: "interrupted by SIGINT; the ledger was closed cleanly",
+        signal: "SIGINT",
+      },
+    });
     expect(err.text()).toMatch(/SIGINT received; stopping after the current step/);
     expect(err.text()).toMatch(/interrupted by SIGINT; the ledger was closed cleanly/);
     expect(signals.listenerCount("SIGINT")).toBe(0);
@@ -230,8 +238,13 @@ describe("rule refusals exit 3", () => {
       err: "",
     });
     const nested = await cli(db, "--json", "dataset", "create", "b", "--root", `${root}/data`);
-    expect(nested).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(nested.code).toBe(EXIT.REFUSED);
     expect(nested.err).toMatch(/dataset a\b/);
+    expect(errorOf(nested.out)).toMatchObject({
+      code: "SAFETY_RAIL",
+      otherDatasetId: "a",
+      relation: "inside",
+    });
   });
 
   it("run start of a published run's id is refused, naming its status; a STARTED run's retry is not", async () => {
@@ -253,8 +266,9 @@ describe("rule refusals exit 3", () => {
     ).toBe(EXIT.OK);
     expect((await cli(db, "publish", "r1")).code).toBe(EXIT.OK);
     const rerun = await cli(db, ...start);
-    expect(rerun).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(rerun.code).toBe(EXIT.REFUSED);
     expect(rerun.err).toMatch(/r1.*SUCCEEDED/);
+    expect(errorOf(rerun.out)).toMatchObject({ code: "ILLEGAL_TRANSITION", state: "SUCCEEDED", runId: "r1" });
   });
 
   it("attempt succeed of a recorded attempt at another url is refused as contradicting", async () => {
@@ -271,8 +285,9 @@ describe("rule refusals exit 3", () => {
     const second = `${root}/data/r1/shard=00000/attempt=00-retry`;
     expect((await report(first)).code).toBe(EXIT.OK);
     const contradicting = await report(second);
-    expect(contradicting).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(contradicting.code).toBe(EXIT.REFUSED);
     expect(contradicting.err).toContain(second);
+    expect(errorOf(contradicting.out)).toMatchObject({ code: "CONTRADICTING_REPORT", reportedUrl: second });
     expect(JSON.parse((await report(first)).out)).toMatchObject({ url: first, status: "SUCCEEDED" });
   });
 });
@@ -330,5 +345,266 @@ describe("cleanup exit 4", () => {
     expect(forced).toMatchObject({ code: EXIT.OK, err: "" });
     expect(JSON.parse(forced.out)).toMatchObject({ deleted: [loser], pending: 0, nextDueAt: null });
     expect(existsSync(join(dir, "data/r1/shard=00000/attempt=01"))).toBe(false);
+  });
+});
+
+/** The one JSON document a `--json` failure prints on stdout. */
+function errorOf(out: string): Record<string, unknown> {
+  const doc = JSON.parse(out) as { error?: Record<string, unknown> };
+  expect(Object.keys(doc)).toEqual(["error"]);
+  return doc.error as Record<string, unknown>;
+}
+
+/** A migrated ledger with dataset `ds` on a filesystem root; returns the db flags and the root. */
+async function ledgerWithDataset(label: string): Promise<{ db: string[]; root: string }> {
+  const db = freshDatabase();
+  const dir = mkdtempSync(join(tmpdir(), `shardledger-${label}-`));
+  dirs.push(dir);
+  const root = `file://${dir}`;
+  expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+  expect((await cli(db, "dataset", "create", "ds", "--root", root, "--safety-window", "0s")).code).toBe(
+    EXIT.OK,
+  );
+  return { db, root };
+}
+
+describe("--json failures print exactly one JSON error document on stdout", () => {
+  it("a coverage failure: exit 3, the missing shards, and the command that reopens the run", async () => {
+    const { db, root } = await ledgerWithDataset("coverage");
+    expect((await cli(db, "run", "start", "ds", "--shards", "3", "--run-id", "r1")).code).toBe(EXIT.OK);
+    const url = `${root}/data/r1/shard=00000/attempt=00`;
+    expect(
+      (await cli(db, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url)).code,
+    ).toBe(EXIT.OK);
+    const refused = await cli(db, "publish", "r1", "--json");
+    expect(refused.code).toBe(EXIT.REFUSED);
+    const error = errorOf(refused.out);
+    expect(error).toMatchObject({
+      code: "SHARD_COVERAGE",
+      runId: "r1",
+      datasetId: "ds",
+      missingShards: [1, 2],
+    });
+    expect(error.message).toMatch(/shard\(s\) 1, 2/);
+    expect(error.message).toContain("shardledger retry-failed ds --run r1");
+    // The human message still goes to stderr.
+    expect(refused.err).toContain("shardledger retry-failed ds --run r1");
+
+    // A heartbeat of the FAILED run is refused with its status and the command that reopens it.
+    const late = await cli(db, "--json", "run", "heartbeat", "r1");
+    expect(late.code).toBe(EXIT.REFUSED);
+    const illegal = errorOf(late.out);
+    expect(illegal).toMatchObject({ code: "ILLEGAL_TRANSITION", state: "FAILED", runId: "r1" });
+    expect(illegal.message).toContain("shardledger retry-failed ds --run r1");
+    const again = errorOf((await cli(db, "--json", "publish", "r1")).out);
+    expect(again).toMatchObject({ code: "ILLEGAL_TRANSITION", state: "FAILED" });
+    expect(again.message).toContain("shardledger retry-failed ds --run r1");
+
+    // Following the advice works: reopen, write the missing shards, publish.
+    expect(JSON.parse((await cli(db, "--json", "retry-failed", "ds", "--run", "r1")).out)).toMatchObject({
+      retried: 1,
+    });
+    for (const shard of [1, 2]) {
+      const u = `${root}/data/r1/shard=0000${shard}/attempt=00`;
+      expect(
+        (await cli(db, "attempt", "succeed", "r1", "--shard", String(shard), "--attempt", "0", "--url", u))
+          .code,
+      ).toBe(EXIT.OK);
+    }
+    expect((await cli(db, "publish", "r1")).code).toBe(EXIT.OK);
+  });
+
+  it("usage and input errors: USAGE or VALIDATION with the field, exit 2, nothing opened", async () => {
+    const env = { SHARDLEDGER_DATABASE_URL: "pglite:/nonexistent/never-opened" };
+    const cases: [string[], string, string | undefined, RegExp][] = [
+      [["runs", "ds", "--bogus"], "USAGE", "--bogus", /unknown option '--bogus'/],
+      [["show"], "USAGE", "<runId>", /missing required argument 'runId'/],
+      [["run", "start", "ds"], "USAGE", "--shards", /required option '--shards <n>' not specified/],
+      [["runs", "ds", "extra"], "USAGE", undefined, /too many arguments/],
+      [["frobnicate"], "USAGE", undefined, /unknown command 'frobnicate'/],
+      [["run"], "USAGE", undefined, /a subcommand/],
+      [
+        ["run", "start", "ds", "--shards", "x"],
+        "VALIDATION",
+        "--shards",
+        /--shards: must be a positive integer/,
+      ],
+      [["--database", "mysql://db/x", "runs", "ds"], "VALIDATION", "--database", /postgres:\/\//],
+      [["--connect-timeout", "soon", "runs", "ds"], "VALIDATION", "--connect-timeout", /duration/],
+    ];
+    for (const [args, code, field, message] of cases) {
+      const out = capture();
+      const err = capture();
+      const exit = await runCli(["--json", ...args], { stdout: out.stream, stderr: err.stream, env });
+      expect({ args, exit }).toEqual({ args, exit: EXIT.USAGE });
+      const error = errorOf(out.text());
+      expect({ args, code: error.code, field: error.field }).toEqual({ args, code, field });
+      expect(error.message).toMatch(message);
+      expect(err.text().length, "the human message stays on stderr").toBeGreaterThan(0);
+    }
+    expect(existsSync("/nonexistent/never-opened")).toBe(false);
+    // --json after the command, and help, which is no failure.
+    const out = capture();
+    expect(
+      await runCli(["runs", "--json", "ds", "--bogus"], {
+        stdout: out.stream,
+        stderr: capture().stream,
+        env,
+      }),
+    ).toBe(EXIT.USAGE);
+    expect(errorOf(out.text())).toMatchObject({ code: "USAGE", field: "--bogus" });
+  });
+
+  it("not found: exit 2, NOT_FOUND with the kind, the id and the argument that named it", async () => {
+    const { db } = await ledgerWithDataset("notfound");
+    const cases: [string[], string, string][] = [
+      [["run", "heartbeat", "nosuch"], "run", "<runId>"],
+      [["attempt", "start", "nosuch", "--shard", "0", "--attempt", "0"], "run", "<runId>"],
+      [["retry-failed", "ds", "--run", "nosuch"], "run", "--run"],
+      [["events", "--stream", "nosuch"], "stream", "--stream"],
+      [["gc", "nosuch"], "dataset", "<datasetId>"],
+    ];
+    for (const [args, kind, field] of cases) {
+      const r = await cli(db, "--json", ...args);
+      expect({ args, code: r.code }).toEqual({ args, code: EXIT.USAGE });
+      expect(errorOf(r.out)).toMatchObject({ code: "NOT_FOUND", kind, id: "nosuch", field });
+    }
+  });
+
+  it("refusals carry what a program needs: SAFETY_RAIL url and root, CONTRADICTING_REPORT both urls", async () => {
+    const { db, root } = await ledgerWithDataset("refusals");
+    expect((await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "r1")).code).toBe(EXIT.OK);
+    const outside = `${root}/../elsewhere/x`;
+    const rail = await cli(
+      db,
+      "--json",
+      "attempt",
+      "succeed",
+      "r1",
+      "--shard",
+      "0",
+      "--attempt",
+      "0",
+      "--url",
+      outside,
+    );
+    expect(rail.code).toBe(EXIT.REFUSED);
+    expect(errorOf(rail.out)).toMatchObject({
+      code: "SAFETY_RAIL",
+      url: outside,
+      root,
+      rule: expect.any(String),
+    });
+
+    const first = `${root}/data/r1/shard=00000/attempt=00`;
+    const second = `${root}/data/r1/shard=00000/attempt=00-b`;
+    expect(
+      (await cli(db, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", first)).code,
+    ).toBe(EXIT.OK);
+    const contradicting = await cli(
+      db,
+      "--json",
+      "attempt",
+      "succeed",
+      "r1",
+      "--shard",
+      "0",
+      "--attempt",
+      "0",
+      "--url",
+      second,
+    );
+    expect(contradicting.code).toBe(EXIT.REFUSED);
+    expect(errorOf(contradicting.out)).toMatchObject({
+      code: "CONTRADICTING_REPORT",
+      recordedUrl: first,
+      reportedUrl: second,
+    });
+  });
+
+  it("LOCKED names the lock and its holder and says to try later", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shardledger-locked-"));
+    dirs.push(dir);
+    const db = ["--database", `pglite:${dir}/db`];
+    expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+    const held = await acquireDirLock(join(dir, "db"), 1_000);
+    try {
+      const r = await cli(db, "--json", "--connect-timeout", "1s", "events");
+      expect(r.code).toBe(EXIT.REFUSED);
+      const error = errorOf(r.out);
+      expect(error).toMatchObject({ code: "LOCKED", lock: join(dir, "db.lock"), pid: process.pid });
+      expect(error.message).toMatch(/wait for it|try again/);
+    } finally {
+      held.release();
+    }
+  });
+
+  it("an unexpected error is INTERNAL with exit 1", async () => {
+    const r = await cli(
+      ["--database", "postgres://shardledger@127.0.0.1:1/x", "--connect-timeout", "2s"],
+      "--json",
+      "events",
+    );
+    expect(r.code).toBe(EXIT.UNEXPECTED);
+    expect(errorOf(r.out)).toMatchObject({
+      code: "INTERNAL",
+      message: expect.stringMatching(/cannot reach the database/),
+    });
+  });
+
+  it("errorBody: one shape for every error, the details flattened, a bug is INTERNAL", () => {
+    expect(errorBody(new ConcurrencyError("run-r1", 3, 4))).toEqual({
+      error: {
+        code: "CONCURRENCY",
+        message: "stream run-r1: expected version 3, but it is at 4; nothing was written",
+        streamId: "run-r1",
+        expected: 3,
+        actual: 4,
+      },
+    });
+    expect(errorBody(new ValidationError("--shards", "must be ≥ 1"))).toEqual({
+      error: { code: "VALIDATION", message: "--shards: must be ≥ 1", field: "--shards" },
+    });
+    expect(errorBody(new TypeError("x is undefined"))).toEqual({
+      error: { code: "INTERNAL", message: "unexpected error: x is undefined" },
+    });
+    expect(errorBody("thrown string")).toEqual({
+      error: { code: "INTERNAL", message: "unexpected error: thrown string" },
+    });
+    // Details never overwrite the code or the message.
+    expect(
+      errorBody(new ShardledgerError("LOCKED", "busy", { details: { code: "x", message: "y", lock: "l" } })),
+    ).toEqual({
+      error: { code: "LOCKED", message: "busy", lock: "l" },
+    });
+  });
+});
+
+describe("names", () => {
+  it("events --stream takes a run id or dataset:<id>, not only run-<runId>", async () => {
+    const { db } = await ledgerWithDataset("streams");
+    expect((await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "r1")).code).toBe(EXIT.OK);
+    const byStream = await cli(db, "--json", "events", "--stream", "run-r1");
+    const byRun = await cli(db, "--json", "events", "--stream", "r1");
+    expect(byRun).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(byRun.out)).toEqual(JSON.parse(byStream.out));
+    expect(JSON.parse(byRun.out).map((e: { type: string }) => e.type)).toEqual(["RunStarted"]);
+    const dataset = await cli(db, "--json", "events", "--stream", "dataset:ds");
+    expect(JSON.parse(dataset.out).map((e: { streamId: string }) => e.streamId)).toEqual(["dataset-ds"]);
+  });
+
+  it("gc and cleanup --dry-run --json say dryRun: true (and false when they acted)", async () => {
+    const { db } = await ledgerWithDataset("dryrun");
+    for (const args of [
+      ["gc", "ds", "--dry-run"],
+      ["cleanup", "--dry-run"],
+      ["cleanup", "--dataset", "ds", "--dry-run"],
+    ]) {
+      const r = await cli(db, "--json", ...args);
+      expect({ args, code: r.code }).toEqual({ args, code: EXIT.OK });
+      expect(JSON.parse(r.out)).toMatchObject({ dryRun: true });
+    }
+    expect(JSON.parse((await cli(db, "--json", "gc", "ds")).out)).toMatchObject({ dryRun: false });
+    expect(JSON.parse((await cli(db, "--json", "cleanup")).out)).toMatchObject({ dryRun: false });
   });
 });

@@ -228,10 +228,11 @@ describe("a run that does not exist", () => {
     { type: "archive", runId: RUN, archiveUrl: "s3://b/_archive/run-r1.jsonl", events: 3 },
   ];
   for (const command of commands) {
-    it(`refuses ${command.type}`, () => {
+    it(`refuses ${command.type} as not found`, () => {
       const e = new Scenario().refused(command);
-      expect(e.code).toBe("ILLEGAL_TRANSITION");
-      expect(e.message).toContain("does not exist");
+      expect(e.code).toBe("NOT_FOUND");
+      expect(e.details).toEqual({ kind: "run", id: RUN });
+      expect(e.message).toBe(`run ${RUN} does not exist`);
     });
   }
 });

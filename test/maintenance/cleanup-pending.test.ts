@@ -81,6 +81,7 @@ describe(`cleanup reports what stays pending (${BACKEND})`, () => {
       leaseLost: [],
       pending: 1,
       nextDueAt: due,
+      dryRun: false,
     });
     const all = await ledger.cleanup();
     expect(all).toMatchObject({ pending: 1, nextDueAt: due });

@@ -195,6 +195,12 @@ describe(`maintenance leases on ${BACKEND}`, () => {
         (e: unknown) => e,
       );
       expect(isShardledgerError(error) && error.code).toBe("LOCKED");
+      // It names the pass that holds the lease and says what to do.
+      expect(error).toMatchObject({
+        details: { lock: `maintenance:${datasetId}`, datasetId, holder: lease.holder },
+      });
+      expect((error as Error).message).toContain(lease.holder);
+      expect((error as Error).message).toMatch(/try again later/);
       expect(await storedEpoch(database, datasetId)).toBe(lease.epoch);
       await lease.assertHeld();
     } finally {

@@ -88,7 +88,7 @@ describe(`retry-failed tells "nothing failed" from "failed and pruned" (${BACKEN
       writeFileSync(join(t.dir, "rf/data", p, "part"), "x");
     }
     const gc = await ledger.gc("rf");
-    expect(gc.actions.map((a) => [a.kind, a.runId])).toContainEqual(["stale", "b"]);
+    expect(gc.actions.map((a) => [a.kind, a.runId])).toContainEqual(["failed_retention", "b"]);
     expect(await ledger.runs("rf").then((r) => r.map((x) => x.runId))).not.toContain("b");
     expect(await ledger.retryFailed({ datasetId: "rf", runId: "b" })).toEqual({
       matched: 0,
@@ -99,11 +99,10 @@ describe(`retry-failed tells "nothing failed" from "failed and pruned" (${BACKEN
     expect(await ledger.rollups("rf")).toMatchObject([
       { reason: "failed_retention", prunedRuns: 1, prunedFailedItems: 1 },
     ]);
-    // A run that never existed is neither matched nor pruned.
-    expect(await ledger.retryFailed({ datasetId: "rf", runId: "never" })).toEqual({
-      matched: 0,
-      retried: 0,
-      prunedPastRetention: 0,
+    // A run that never existed is a wrong --run, not "nothing failed".
+    await expect(ledger.retryFailed({ datasetId: "rf", runId: "never" })).rejects.toMatchObject({
+      code: "NOT_FOUND",
+      details: { kind: "run", id: "never" },
     });
     clock.advance(HOUR);
   });

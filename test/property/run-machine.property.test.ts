@@ -183,6 +183,7 @@ interface Model {
 
 type Expect = { refused: ErrorCode } | { events: "none" | "some" };
 const ILLEGAL: Expect = { refused: "ILLEGAL_TRANSITION" };
+const NOT_FOUND: Expect = { refused: "NOT_FOUND" };
 const NOOP: Expect = { events: "none" };
 const OK: Expect = { events: "some" };
 
@@ -265,7 +266,10 @@ abstract class RunModelCommand implements fc.Command<Model, Live> {
   }
   run(m: Model, live: Live): void {
     live.now += this.advanceBy();
-    const expected = this.expect(m, live.now);
+    // A run that does not exist answers every command but start with NOT_FOUND, whatever the
+    // command's own rule would say of an existing run.
+    const expected =
+      m.status === "NONE" && !(this instanceof StartCommand) ? NOT_FOUND : this.expect(m, live.now);
     const outcome = live.run(this.command());
     if ("refused" in expected) {
       expect(outcome, this.toString()).toEqual({ ok: false, code: expected.refused });

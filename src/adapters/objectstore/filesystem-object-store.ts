@@ -245,6 +245,7 @@ class FilesystemObjectStore implements ObjectStore {
       throw new SafetyRailError(`key ${JSON.stringify(key)} resolves outside the root ${this.rootUrl}`, {
         key,
         root: this.rootUrl,
+        rule: "key inside the root",
       });
     }
     return p;
@@ -263,7 +264,7 @@ class FilesystemObjectStore implements ObjectStore {
         if (real === realRoot || real.startsWith(realRoot + path.sep)) return;
         throw new SafetyRailError(
           `key ${JSON.stringify(key)} resolves through a symbolic link outside the root ${this.rootUrl}`,
-          { key, root: this.rootUrl, resolved: real },
+          { key, root: this.rootUrl, resolved: real, rule: "key inside the root" },
         );
       }
       if (cur === this.#dir || cur === path.dirname(cur)) return;

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { sql } from "kysely";
-import { LeaseLostError, ValidationError } from "../../errors.js";
+import { isShardledgerError, LeaseLostError, ShardledgerError, ValidationError } from "../../errors.js";
 import type { AppendFence } from "../../events/event-log.js";
 import { advisoryLockIds } from "./advisory-keys.js";
 import type { Database, LedgerDb } from "./database.js";
@@ -85,11 +85,13 @@ export async function withMaintenanceLease<T>(
   const holder = options.holder ?? `${hostname()}/pid-${process.pid}/${randomUUID().slice(0, 8)}`;
   if (holder.length === 0 || holder.length > 200)
     throw new ValidationError("holder", "must be a string of 1 to 200 characters");
+  let acquired = false;
   return withDatasetLock(
     database,
     "maintenance",
     datasetId,
     async (held) => {
+      acquired = true;
       const epoch = await bumpEpoch(held.connection ?? database.db, database.schema, datasetId, holder);
       const lease = new Lease(database, held, datasetId, epoch, holder);
       try {
@@ -99,7 +101,42 @@ export async function withMaintenanceLease<T>(
       }
     },
     options.wait === undefined ? {} : { wait: options.wait },
-  );
+  ).catch(async (e: unknown) => {
+    // Only our own refusal to wait is enriched, never a LOCKED thrown from inside the pass.
+    if (acquired || !isShardledgerError(e) || e.code !== "LOCKED") throw e;
+    throw await lockedByHolder(database, datasetId, e);
+  });
+}
+
+/**
+ * A LOCKED refusal that names the pass holding the lease (the holder recorded by its acquire) and
+ * says what to do, so an operator can tell a busy worker from a stuck one. Falls back to the
+ * plain refusal when the lease row cannot be read.
+ */
+async function lockedByHolder(
+  database: Database,
+  datasetId: string,
+  locked: ShardledgerError,
+): Promise<ShardledgerError> {
+  try {
+    const { rows } = await sql<{ holder: string; acquired_at: Date | string; renewed_at: Date | string }>`
+      SELECT holder, acquired_at, renewed_at FROM ${sql.id(database.schema, "maintenance_leases")}
+      WHERE dataset_id = ${datasetId}`.execute(database.db);
+    const row = rows[0];
+    if (!row) return locked;
+    const acquiredAt = new Date(row.acquired_at).toISOString();
+    const renewedAt = new Date(row.renewed_at).toISOString();
+    return new ShardledgerError(
+      "LOCKED",
+      `maintenance of dataset ${datasetId} is held by another pass (${row.holder}, since ${acquiredAt}, last seen ${renewedAt}); try again later — it is released when that pass ends or its process dies`,
+      {
+        cause: locked,
+        details: { ...locked.details, datasetId, holder: row.holder, acquiredAt, renewedAt },
+      },
+    );
+  } catch {
+    return locked;
+  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { renderTable } from "../table.js";
  * not). `--json` prints `{ deleted: [url], failed: [{ url, error, tries }], planned: [url] }` plus
  * `skipped` (datasets another pass was working on), `leaseLost` (datasets whose pass was fenced off
  * midway; exit 3), `pending` (items left in the pending set) and
- * `nextDueAt` (the earliest next retry, or null). Exit 4 whenever `pending` is not 0.
+ * `nextDueAt` (the earliest next retry, or null) and `dryRun`. Exit 4 whenever `pending` is not 0.
  *
  * @example `shardledger cleanup --dataset events --dry-run --json`
  */

@@ -19,16 +19,20 @@ const MAX_LIMIT = 100_000;
 
 /**
  * `events [--stream ID] [--from P] [--limit N]`: reads the log. `--from` is inclusive: the first
- * global position (or, with `--stream`, the first stream version) to print. `--json` prints an
- * array of event envelopes (`envelopeToJson`).
+ * global position (or, with `--stream`, the first stream version) to print. `--stream` takes a
+ * stream id, a run id, `run:<runId>` or `dataset:<datasetId>`; a stream with no events is not
+ * found (exit 2). `--json` prints an array of event envelopes (`envelopeToJson`).
  *
- * @example `shardledger events --stream run-2026-11-23 --from 1 --limit 50 --json`
+ * @example `shardledger events --stream 2026-11-23 --from 1 --limit 50 --json`
  */
 export const registerEvents: RegisterCommand = (program, runtime) => {
   const command = program
     .command("events")
     .description("read the event log: the global log in order, or one stream")
-    .option("--stream <id>", "only this stream (run-<runId> or dataset-<datasetId>)")
+    .option(
+      "--stream <id>",
+      "only this stream: a run id, run-<runId>, dataset:<datasetId> or dataset-<datasetId> (unknown: exit 2)",
+    )
     .option("--from <n>", "first global position to print, or first stream version with --stream (inclusive)")
     .option("--limit <n>", `at most this many events (default ${DEFAULT_LIMIT}, max ${MAX_LIMIT})`)
     .action(
@@ -51,7 +55,8 @@ export const registerEvents: RegisterCommand = (program, runtime) => {
     );
   withExamples(command, [
     "shardledger events --limit 20",
-    "shardledger events --stream run-2026-11-23",
+    "shardledger events --stream 2026-11-23            # a run's stream (run-2026-11-23)",
+    "shardledger events --stream dataset:events        # a dataset's stream (dataset-events)",
     "shardledger events --from 1200 --limit 500 --json",
   ]);
 };

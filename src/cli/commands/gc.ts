@@ -9,7 +9,9 @@ import { renderTable } from "../table.js";
 /**
  * `gc <datasetId> [--dry-run]`: stale runs, keep-runs, retention and the failed-retention floor,
  * plus orphans, in one locked pass. `--json` prints `{ actions: [{ kind, runId, urls }] }` (plus
- * `failed` and `protected`). Exit 4 when a deletion failed (its run is pruned by a later pass).
+ * `failed`, `protected` and `dryRun`); `kind` is `fail_stale`, `failed_retention`, `keep_runs`,
+ * `retention` or `orphan`, the pruning kinds being the `Pruned` reasons the rollups count. Exit 4
+ * when a deletion failed (its run is pruned by a later pass).
  *
  * @example `shardledger gc events --dry-run --json`
  */

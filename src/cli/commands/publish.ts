@@ -32,6 +32,6 @@ export const registerPublish: RegisterCommand = (program, runtime) => {
   withExamples(
     command,
     ["shardledger publish 2026-11-23", "shardledger publish 2026-11-23 --json | jq .manifestUrl"],
-    "Exit 3 when a shard has no successful attempt (the run becomes FAILED and nothing is\npublished) or when the run is already published.",
+    "Exit 3 when a shard has no successful attempt (the run becomes FAILED and nothing is\npublished; with --json the error body lists missingShards, and `shardledger retry-failed\n<dataset> --run <runId>` reopens the run) or when the run is already published.",
   );
 };
