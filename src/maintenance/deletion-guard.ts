@@ -120,7 +120,7 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     }
   } else {
     const state = facts.states.get(item.runId);
-    if (!state || state.status !== "SUCCEEDED") {
+    if (state?.status !== "SUCCEEDED") {
       return `run ${item.runId} is ${state?.status ?? "unknown"}; only a SUCCEEDED run's ${item.purpose}s are deleted`;
     }
     if (item.purpose === "orphan" && [...state.winners.values()].some((w) => w.url === null)) {
