@@ -3,7 +3,7 @@
  * real ledger instances and a real object store, checking the oracle (safety-oracle.ts) after
  * every step.
  *
- * A history is data: one or two datasets (sibling roots) with their policies, and 4–18 steps.
+ * A history is data: one or two datasets (sibling roots) with their policies, and 3–12 steps.
  * Steps name runs and attempts by small indices counted from the newest (resolved when the step
  * runs, skipped when there is nothing to name), so that fast-check can drop any step while
  * shrinking and the rest still makes sense.
@@ -27,7 +27,7 @@ import {
   SafetyOracle,
   type Violation,
 } from "./safety-oracle.js";
-import type { StoreBackend } from "./safety-world.js";
+import type { StoreBackend, StoreSnapshot } from "./safety-world.js";
 
 // ---------------------------------------------------------------------------- the generated data
 
@@ -315,7 +315,7 @@ export function historyArbitrary(
       { weight: 3, arbitrary: fc.tuple(policies) },
       { weight: 1, arbitrary: fc.tuple(policies, policies) },
     ),
-    steps: fc.array(step, { minLength: options.minSteps ?? 4, maxLength: options.maxSteps ?? 18 }),
+    steps: fc.array(step, { minLength: options.minSteps ?? 3, maxLength: options.maxSteps ?? 12 }),
   });
 }
 
@@ -418,7 +418,7 @@ class Runner {
   #bodies = 0;
   #hung = false;
   #interleaver: Interleaver | null = null;
-  #lastSnapshot = new Map<string, string>();
+  #lastSnapshot: StoreSnapshot | null = null;
 
   constructor(env: SafetyEnv, backend: StoreBackend, id: string, history: History) {
     this.#env = env;
@@ -664,8 +664,11 @@ class Runner {
         break;
       }
       case "misdirect": {
-        const others = [...this.oracle.attempts.values()].filter((o) => o.ds === d.name && o.id !== a.id);
-        const target = others.length === 0 ? a : others[spec.other % others.length]!;
+        // Another run's attempt when there is one (the dangerous case), else a sibling's.
+        const same = [...this.oracle.attempts.values()].filter((o) => o.ds === d.name && o.id !== a.id);
+        const otherRuns = same.filter((o) => o.runId !== a.runId);
+        const pool = otherRuns.length > 0 ? otherRuns : same;
+        const target = pool.length === 0 ? a : pool[pool.length - 1 - (spec.other % pool.length)]!;
         url = `${d.root}/${target.dir}`;
         break;
       }
@@ -982,7 +985,7 @@ class Runner {
         if (dry) {
           await this.oracle.sync();
           const after = await this.#backend.snapshot();
-          const gone = [...this.#lastSnapshot.keys()].filter((k) => !after.has(k));
+          const gone = [...(this.#lastSnapshot?.keys ?? [])].filter((k) => !after.has(k));
           if (gone.length > 0 || this.oracle.eventCount() !== before)
             this.oracle.violate(
               "R8",
@@ -1020,7 +1023,7 @@ class Runner {
       }
     }
     const snapshot = await this.#backend.snapshot();
-    await this.oracle.checkStep(snapshot);
+    await this.oracle.checkStep(snapshot, { verifyBodies: true });
     await this.oracle.checkLiveness(snapshot);
     this.trace.push(`${this.oracle.step}: ${this.oracle.stepLabel}`);
   }

@@ -36,6 +36,7 @@ import {
   manifestKeyOf,
   runStreamId,
 } from "./safety-semantics.js";
+import type { StoreSnapshot } from "./safety-world.js";
 
 export type DsName = "A" | "B";
 
@@ -681,30 +682,39 @@ export class SafetyOracle {
     }
   }
 
-  /** The checks after a step, on a direct snapshot of the store (base key → body). */
-  async checkStep(snapshot: ReadonlyMap<string, string>): Promise<void> {
-    await this.sync();
-    const currents = new Map<DsName, string | null>();
+  /** The run `_CURRENT` names in the store, per dataset (null: no pointer, or unreadable). */
+  async #currentsIn(snapshot: StoreSnapshot): Promise<Map<DsName, string | null>> {
+    const out = new Map<DsName, string | null>();
     for (const d of this.datasets.values()) {
-      const text = snapshot.get(`${d.dir}/${CURRENT_KEY}`);
-      currents.set(d.name, text === undefined ? null : parsePointer(text));
+      const text = await snapshot.body(`${d.dir}/${CURRENT_KEY}`);
+      out.set(d.name, text === null ? null : parsePointer(text));
     }
-    this.#checkCurrent(snapshot);
-    this.#checkManifests(snapshot);
+    return out;
+  }
+
+  /**
+   * The checks after a step, on a direct listing of the store. `verifyBodies`: also compare the
+   * bytes of every protected object with what the test wrote (the current run's winners are always
+   * compared).
+   */
+  async checkStep(snapshot: StoreSnapshot, options: { verifyBodies?: boolean } = {}): Promise<void> {
+    await this.sync();
+    const currents = await this.#currentsIn(snapshot);
+    await this.#checkCurrent(snapshot);
+    await this.#checkManifests(snapshot);
     this.#checkWinnerSelection();
     this.#checkStaleFailures();
     const must = this.mustExist(currents);
     for (const [key, why] of must) {
-      const body = snapshot.get(key);
       const o = this.objects.get(key);
-      if (body === undefined)
+      if (!snapshot.has(key))
         this.#violate(
           "R2",
           key,
           `protected object ${key} is gone; protected as: ${why.why.join("; ")}`,
           `gone: ${strongest(why)}`,
         );
-      else if (o && body !== o.body)
+      else if (options.verifyBodies && o && (await snapshot.body(key)) !== o.body)
         this.#violate("R2", key, `protected object ${key} was overwritten`, "protected object overwritten");
     }
     for (const o of this.objects.values()) {
@@ -720,11 +730,11 @@ export class SafetyOracle {
     }
   }
 
-  #checkCurrent(snapshot: ReadonlyMap<string, string>): void {
+  async #checkCurrent(snapshot: StoreSnapshot): Promise<void> {
     for (const d of this.datasets.values()) {
       const key = `${d.dir}/${CURRENT_KEY}`;
-      const text = snapshot.get(key);
-      if (text === undefined) {
+      const text = await snapshot.body(key);
+      if (text === null) {
         if ((this.#pointerMoves.get(d.name) ?? []).length > 0)
           this.#violate("R1", key, `${key} is gone although _CURRENT was moved before`, "_CURRENT gone");
         continue;
@@ -772,29 +782,36 @@ export class SafetyOracle {
           `${key} names ${runId}, but its manifest ${manifest} is gone`,
           "the current manifest is gone",
         );
-      this.#checkManifestData(d, runId, snapshot, "R1", `the current run ${runId}`);
+      await this.#checkManifestData(d, runId, snapshot, "R1", `the current run ${runId}`, true);
     }
   }
 
-  #checkManifests(snapshot: ReadonlyMap<string, string>): void {
+  async #checkManifests(snapshot: StoreSnapshot): Promise<void> {
     for (const d of this.datasets.values()) {
       for (const r of this.#runsOf(d.name)) {
         if (!snapshot.has(`${d.dir}/${manifestKeyOf(r.runId)}`)) continue;
-        this.#checkManifestData(d, r.runId, snapshot, "R1c", `run ${r.runId}, whose manifest is present`);
+        await this.#checkManifestData(
+          d,
+          r.runId,
+          snapshot,
+          "R1c",
+          `run ${r.runId}, whose manifest is present`,
+        );
       }
     }
   }
 
   /** Every winner the manifest lists has its data, as the test wrote it. */
-  #checkManifestData(
+  async #checkManifestData(
     d: ModelDataset,
     runId: string,
-    snapshot: ReadonlyMap<string, string>,
+    snapshot: StoreSnapshot,
     rule: string,
     what: string,
-  ): void {
-    const text = snapshot.get(`${d.dir}/${manifestKeyOf(runId)}`);
-    if (text === undefined) return;
+    verifyBodies = false,
+  ): Promise<void> {
+    const text = await snapshot.body(`${d.dir}/${manifestKeyOf(runId)}`);
+    if (text === null) return;
     let winners: { shard: number; attempt: number; taskAttemptId: string | null; url: string | null }[];
     try {
       winners = (JSON.parse(text) as { winners: typeof winners }).winners;
@@ -826,15 +843,14 @@ export class SafetyOracle {
         objects = (a?.objects ?? []).map((k) => this.objects.get(k)).filter((o): o is ModelObject => !!o);
       }
       for (const o of objects) {
-        const body = snapshot.get(o.baseKey);
-        if (body === undefined)
+        if (!snapshot.has(o.baseKey))
           this.#violate(
             rule,
             o.baseKey,
             `${o.baseKey}, data of the winner of shard ${w.shard} (url ${w.url ?? "none"}) of ${what}, is gone`,
             `manifest winner data gone (winner url ${w.url === null ? "none" : /^[a-z0-9]+:/.test(w.url) ? "lower-case scheme" : "upper-case scheme"})`,
           );
-        else if (body !== o.body)
+        else if (verifyBodies && (await snapshot.body(o.baseKey)) !== o.body)
           this.#violate(
             rule,
             o.baseKey,
@@ -930,14 +946,9 @@ export class SafetyOracle {
    * R4, after a quiescent final pass: every loser of a published run is deleted (nothing the test
    * wrote under its url is left, other than what is protected) or is in the pending-cleanup set.
    */
-  async checkLiveness(snapshot: ReadonlyMap<string, string>): Promise<void> {
+  async checkLiveness(snapshot: StoreSnapshot): Promise<void> {
     await this.sync();
-    const currents = new Map<DsName, string | null>();
-    for (const d of this.datasets.values()) {
-      const text = snapshot.get(`${d.dir}/${CURRENT_KEY}`);
-      currents.set(d.name, text === undefined ? null : parsePointer(text));
-    }
-    const must = this.mustExist(currents);
+    const must = this.mustExist(await this.#currentsIn(snapshot));
     for (const d of this.datasets.values()) {
       const pending = (await this.#observer.pendingCleanup({ datasetId: d.datasetId }))
         .map((p) => keyOf(d.root, p.url))

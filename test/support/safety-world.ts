@@ -25,13 +25,49 @@ export interface StoreBackend {
   url(baseKey: string): string;
   /** Writes an object like a writer would, stamped `mtimeMs`; returns the time the store records. */
   write(baseKey: string, body: string, mtimeMs: number): Promise<number>;
-  /** Every object under the base: base key → body. */
-  snapshot(): Promise<Map<string, string>>;
+  /** Every object under the base, listed now; bodies are read on demand. */
+  snapshot(): Promise<StoreSnapshot>;
   read(baseKey: string): Promise<string | null>;
   /** The real store of a dataset root (the ledger's, before any fault wrapper). */
   store(rootUrl: string): ObjectStore;
   /** Removes the history's objects. */
   dispose(): Promise<void>;
+}
+
+/**
+ * What exists under a history's base at one moment (the keys), with each object's body read the
+ * first time it is asked for (most checks need existence only; reading every body each step
+ * would cost more than the ledger's own work).
+ *
+ * @example
+ * ```ts
+ * const snap = await backend.snapshot()
+ * if (snap.has("dsA/_CURRENT")) console.log(await snap.body("dsA/_CURRENT"))
+ * ```
+ */
+export interface StoreSnapshot {
+  readonly keys: ReadonlySet<string>;
+  has(baseKey: string): boolean;
+  /** The body, or null when the object is not in the snapshot (or went since). */
+  body(baseKey: string): Promise<string | null>;
+}
+
+function snapshotOf(keys: string[], read: (baseKey: string) => Promise<string | null>): StoreSnapshot {
+  const set = new Set(keys);
+  const bodies = new Map<string, Promise<string | null>>();
+  return {
+    keys: set,
+    has: (k) => set.has(k),
+    body(k) {
+      if (!set.has(k)) return Promise.resolve(null);
+      let b = bodies.get(k);
+      if (!b) {
+        b = read(k);
+        bodies.set(k, b);
+      }
+      return b;
+    },
+  };
 }
 
 const FS_TEMP = /^\.shardledger-tmp-/;
@@ -76,12 +112,7 @@ export function fsBackend(scratch: string, id: string): StoreBackend {
     async snapshot() {
       const keys: string[] = [];
       await walk(base, "", keys);
-      const out = new Map<string, string>();
-      for (const k of keys) {
-        const body = await readOrNull(file(k));
-        if (body !== null) out.set(k, body);
-      }
-      return out;
+      return snapshotOf(keys, (k) => readOrNull(file(k)));
     },
     read: (baseKey) => readOrNull(file(baseKey)),
     store: (rootUrl) => openObjectStore(rootUrl),
@@ -117,12 +148,7 @@ export function s3Backend(s3: S3rverHandle, bucket: string, id: string): StoreBa
     async snapshot() {
       const keys: string[] = [];
       await walk(dir, "", keys, S3_SUFFIX);
-      const out = new Map<string, string>();
-      for (const k of keys) {
-        const body = await readOrNull(file(k));
-        if (body !== null) out.set(k, body);
-      }
-      return out;
+      return snapshotOf(keys, (k) => readOrNull(file(k)));
     },
     read: (baseKey) => readOrNull(file(baseKey)),
     store: (rootUrl) => openObjectStore(rootUrl, { s3: { client: s3.client } }),
