@@ -89,6 +89,8 @@ export type Step =
   | { t: "cycle"; ds: number; shards: number; url: UrlSpec; losers: number; fault: PublishFault }
   | { t: "advance"; ms: number }
   | { t: "crash"; op: PublishOp | GcOp | CleanupOp; at: number; after: boolean }
+  /** A maintenance pass whose lease is revoked before store call #at (see LOST_LEASE_EXTENSION). */
+  | { t: "lease"; op: GcOp | CleanupOp; at: number }
   | { t: "concurrent"; ops: [ConcurrentOp, ConcurrentOp]; choices: number[] }
   | ConcurrentOp;
 
@@ -98,10 +100,13 @@ export interface History {
 }
 
 /**
- * The hook for "a maintenance pass that lost its lease" (SPEC "Safety rails": fencing). The
- * fencing API is being built separately; when it exists, implement this (e.g. revoke the lease of
- * the pass running in the current operation) and set `enabled`, and the generator starts to emit
- * `lose-lease` points inside interleaved gc/cleanup. Until then nothing is faked.
+ * EXTENSION POINT — lost maintenance leases (SPEC "Safety rails": "a pass that lost its lock (its
+ * connection died) stops before its next request (fencing)"). The fencing API is being built
+ * separately; nothing here fakes it. When it exists: implement `loseLease` (revoke the lease the
+ * maintenance pass on `datasetId` holds through `ledger`, as a dead connection would) and set
+ * `enabled`. The generator then emits `lease` steps: a gc or cleanup whose lease is revoked right
+ * before its store call #at, and the runner reports any store request the pass makes after that
+ * (rule R7), on top of every other rule.
  */
 export const LOST_LEASE_EXTENSION: {
   enabled: boolean;
@@ -282,6 +287,15 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     }),
   },
   {
+    // Only once the fencing API exists (LOST_LEASE_EXTENSION); weight 0 keeps the generator as is.
+    weight: LOST_LEASE_EXTENSION.enabled ? 1 : 0,
+    arbitrary: fc.record({
+      t: fc.constant("lease" as const),
+      op: fc.oneof(gcOp(false), cleanupOp(false)),
+      at: fc.nat(4),
+    }),
+  },
+  {
     weight: 4,
     arbitrary: fc.record({
       t: fc.constant("concurrent" as const),
@@ -337,6 +351,11 @@ interface FaultPlan {
   deleteFaultsLeft: number;
   crashAt: number | null;
   crashAfter: boolean;
+  /** Revoke the pass's lease before this store call (LOST_LEASE_EXTENSION). */
+  loseLeaseAt: number | null;
+  leaseLost: boolean;
+  datasetId: string | null;
+  ledger: Ledger | null;
 }
 
 const describeUrl = (u: UrlSpec): string =>
@@ -347,7 +366,8 @@ interface Prepared {
   kind: ConcurrentOp["t"];
   label: string;
   plan: FaultPlan | null;
-  fn: () => Promise<string | undefined>;
+  /** Runs the operation on one ledger instance. */
+  fn: (ledger: Ledger) => Promise<string | undefined>;
 }
 
 /** The refusals each operation's contract allows (anything else it throws is an R6 violation). */
@@ -414,6 +434,7 @@ class Runner {
   readonly #history: History;
   readonly #workers: Ledger[] = [];
   #ledger!: Ledger;
+  #peer: Ledger | null = null;
   #instance = { dead: false, n: 0 };
   #bodies = 0;
   #hung = false;
@@ -481,7 +502,19 @@ class Runner {
 
   // ------------------------------------------------------------------ ledger instances and faults
 
+  /** A second ledger instance on the same database, for the second of two concurrent operations. */
+  async #peerLedger(): Promise<Ledger> {
+    this.#peer ??= (await this.#newInstance()).ledger;
+    return this.#peer;
+  }
+
   async #openWorker(): Promise<void> {
+    const { ledger, instance } = await this.#newInstance();
+    this.#ledger = ledger;
+    this.#instance = instance;
+  }
+
+  async #newInstance(): Promise<{ ledger: Ledger; instance: { dead: boolean; n: number } }> {
     const instance = { dead: false, n: this.#workers.length };
     const controller = {
       beforeCall: (call: StoreCall) => this.#beforeCall(instance, call),
@@ -499,8 +532,7 @@ class Runner {
       createFaultyStore(this.#backend.store(root), controller),
     );
     this.#workers.push(ledger);
-    this.#ledger = ledger;
-    this.#instance = instance;
+    return { ledger, instance };
   }
 
   async #beforeCall(instance: { dead: boolean; n: number }, call: StoreCall): Promise<FaultAction> {
@@ -514,6 +546,17 @@ class Runner {
     const plan = ctx?.data as FaultPlan | undefined;
     if (!ctx || !plan) return { kind: "pass" };
     const index = ctx.calls++;
+    if (plan.loseLeaseAt === index && plan.datasetId && plan.ledger && LOST_LEASE_EXTENSION.loseLease) {
+      await LOST_LEASE_EXTENSION.loseLease(plan.ledger, plan.datasetId);
+      plan.leaseLost = true;
+    } else if (plan.leaseLost) {
+      this.oracle.violate(
+        "R7",
+        `${ctx.label} after lease loss`,
+        `${ctx.label} made a store request (${call.op} ${call.key}) after its lease was revoked`,
+        "a pass kept going after losing its lease",
+      );
+    }
     if (plan.crashAt === index) {
       instance.dead = true;
       return {
@@ -683,15 +726,21 @@ class Runner {
     return { url, foreign };
   }
 
-  async #report(d: ModelDataset, a: ModelAttempt, outcome: Outcome, spec: UrlSpec): Promise<string> {
+  async #report(
+    d: ModelDataset,
+    a: ModelAttempt,
+    outcome: Outcome,
+    spec: UrlSpec,
+    ledger: Ledger = this.#ledger,
+  ): Promise<string> {
     const { url, foreign } = this.#urlFor(d, a, spec);
     const input = { runId: a.runId, shard: a.shard, attempt: a.attempt, taskAttemptId: a.tid, url };
     const at = this.#env.clock.now().getTime();
     const what = `${outcome} ${a.id} url=${url ?? "none"}`;
     try {
-      if (outcome === "started") await this.#ledger.attemptStarted(input);
-      else if (outcome === "succeeded") await this.#ledger.attemptSucceeded(input);
-      else await this.#ledger.attemptFailed({ ...input, error: "task lost" });
+      if (outcome === "started") await ledger.attemptStarted(input);
+      else if (outcome === "succeeded") await ledger.attemptSucceeded(input);
+      else await ledger.attemptFailed({ ...input, error: "task lost" });
     } catch (e) {
       const code = isShardledgerError(e) ? e.code : null;
       if (foreign && code === "SAFETY_RAIL") return `${what}: refused (outside the root), as it must be`;
@@ -725,10 +774,10 @@ class Runner {
   }
 
   /** The operation as a function that reports, rather than throws, what its contract allows. */
-  #guarded(p: Prepared): () => Promise<string> {
+  #guarded(p: Prepared, ledger: Ledger): () => Promise<string> {
     return async () => {
       try {
-        return (await p.fn()) ?? "ok";
+        return (await p.fn(ledger)) ?? "ok";
       } catch (e) {
         if (isInjected(e)) return `failed by injection: ${(e as Error).message}`;
         const code = isShardledgerError(e) ? e.code : null;
@@ -748,6 +797,10 @@ class Runner {
       deleteFaultsLeft: 0,
       crashAt: null,
       crashAfter: false,
+      loseLeaseAt: null,
+      leaseLost: false,
+      datasetId: null,
+      ledger: null,
       ...fault,
     });
     switch (s.t) {
@@ -758,8 +811,8 @@ class Runner {
           kind: s.t,
           label: `publish ${run.runId}${s.fault === "none" ? "" : ` (fault: ${s.fault})`}`,
           plan: plan({ publishFault: s.fault }),
-          fn: async () => {
-            const r = await this.#ledger.publish(run.runId);
+          fn: async (ledger) => {
+            const r = await ledger.publish(run.runId);
             return `published, ${r.winners.length} winner(s)`;
           },
         };
@@ -770,8 +823,8 @@ class Runner {
           kind: s.t,
           label: `gc ${d.name}${s.dry ? " --dry-run" : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
           plan: plan({ deleteFault: s.fault, deleteFaultsLeft: s.times }),
-          fn: async () => {
-            const r = await this.#ledger.gc(d.datasetId, { dryRun: s.dry });
+          fn: async (ledger) => {
+            const r = await ledger.gc(d.datasetId, { dryRun: s.dry });
             return `actions ${r.actions.map((a) => `${a.kind}:${a.runId}`).join(",") || "none"}${r.failed.length ? `, ${r.failed.length} failed` : ""}`;
           },
         };
@@ -782,8 +835,8 @@ class Runner {
           kind: s.t,
           label: `cleanup ${d.name}${s.dry ? " --dry-run" : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
           plan: plan({ deleteFault: s.fault, deleteFaultsLeft: s.times }),
-          fn: async () => {
-            const r = await this.#ledger.cleanup({ datasetId: d.datasetId, dryRun: s.dry });
+          fn: async (ledger) => {
+            const r = await ledger.cleanup({ datasetId: d.datasetId, dryRun: s.dry });
             return `deleted ${r.deleted.length}, failed ${r.failed.length}, planned ${r.planned.length}`;
           },
         };
@@ -809,7 +862,7 @@ class Runner {
           kind: s.t,
           label: `write ${written}, report ${report}`,
           plan: null,
-          fn: () => this.#report(d, a, report, s.url),
+          fn: (ledger) => this.#report(d, a, report, s.url, ledger),
         };
       }
       case "report": {
@@ -823,7 +876,7 @@ class Runner {
           kind: s.t,
           label: `report ${s.outcome} ${a.id} (${s.url.style})`,
           plan: null,
-          fn: () => this.#report(d, a, s.outcome, s.url),
+          fn: (ledger) => this.#report(d, a, s.outcome, s.url, ledger),
         };
       }
       case "heartbeat": {
@@ -833,8 +886,8 @@ class Runner {
           kind: s.t,
           label: `heartbeat ${run.runId}`,
           plan: null,
-          fn: async () => {
-            await this.#ledger.heartbeat(run.runId);
+          fn: async (ledger) => {
+            await ledger.heartbeat(run.runId);
             return undefined;
           },
         };
@@ -846,8 +899,8 @@ class Runner {
           kind: s.t,
           label: `failRun ${run.runId}`,
           plan: null,
-          fn: async () => {
-            await this.#ledger.failRun(run.runId, "writer aborted");
+          fn: async (ledger) => {
+            await ledger.failRun(run.runId, "writer aborted");
             return undefined;
           },
         };
@@ -859,8 +912,8 @@ class Runner {
           kind: s.t,
           label: `retry-failed ${d.name}${run ? ` --run ${run.runId}` : ""}`,
           plan: null,
-          fn: async () => {
-            const r = await this.#ledger.retryFailed({
+          fn: async (ledger) => {
+            const r = await ledger.retryFailed({
               datasetId: d.datasetId,
               ...(run ? { runId: run.runId } : {}),
             });
@@ -935,7 +988,7 @@ class Runner {
         this.oracle.stepLabel = `start ${runId} (${s.shards} shard(s)), fill (winner url: ${describeUrl(s.url)}, ${s.losers} loser(s) per shard), ${publish!.label}`;
         const note = await runAsOp(
           { op: 0, label: publish!.label, calls: 0, data: publish!.plan },
-          this.#guarded(publish!),
+          this.#guarded(publish!, this.#ledger),
         );
         return `${filled}; ${note}`;
       }
@@ -946,13 +999,24 @@ class Runner {
         const plan = { ...prepared.plan!, crashAt: s.at, crashAfter: s.after };
         const note = await runAsOp(
           { op: 0, label: prepared.label, calls: 0, data: plan },
-          this.#guarded(prepared),
+          this.#guarded(prepared, this.#ledger),
         );
         if (this.#instance.dead) {
           await this.#openWorker();
           return `${note}; crashed; a new ledger instance continues`;
         }
         return `${note}; the crash point was not reached`;
+      }
+      case "lease": {
+        const prepared = await this.#prepare(s.op);
+        if (!prepared) return "skipped";
+        const d = this.#dataset(s.op.ds);
+        this.oracle.stepLabel = `${prepared.label}, its lease revoked before store call #${s.at}`;
+        const plan = { ...prepared.plan!, loseLeaseAt: s.at, datasetId: d.datasetId, ledger: this.#ledger };
+        return runAsOp(
+          { op: 0, label: prepared.label, calls: 0, data: plan },
+          this.#guarded(prepared, this.#ledger),
+        );
       }
       case "concurrent": {
         const prepared: Prepared[] = [];
@@ -964,8 +1028,10 @@ class Runner {
         this.oracle.stepLabel = `concurrently: ${prepared.map((p) => p.label).join(" ‖ ")}`;
         const il = new Interleaver(s.choices);
         this.#interleaver = il;
+        // Like two processes: the second operation runs on a second ledger instance.
+        const ledgers = [this.#ledger, await this.#peerLedger()];
         const results = await il.run(
-          prepared.map((p) => ({ label: p.label, data: p.plan, fn: this.#guarded(p) })),
+          prepared.map((p, i) => ({ label: p.label, data: p.plan, fn: this.#guarded(p, ledgers[i]!) })),
         );
         const notes = results.map(
           (r, i) => `${prepared[i]!.label}: ${r.status === "fulfilled" ? r.value : String(r.reason)}`,
@@ -980,7 +1046,7 @@ class Runner {
         const before = dry ? this.oracle.eventCount() : 0;
         const note = await runAsOp(
           { op: 0, label: prepared.label, calls: 0, data: prepared.plan },
-          this.#guarded(prepared),
+          this.#guarded(prepared, this.#ledger),
         );
         if (dry) {
           await this.oracle.sync();

@@ -24,6 +24,8 @@
  *       the pending-cleanup set.
  * - R5  gc fails a run for a heartbeat timeout only when it was silent longer than staleAfter.
  * - R6  operations throw only the refusals their contract allows (checked by the runner).
+ * - R7  fencing: a maintenance pass whose lease was revoked makes no further store request
+ *       (checked by the runner once LOST_LEASE_EXTENSION in safety-history.ts is implemented).
  * - R8  a dry run deletes and records nothing (checked by the runner).
  */
 import type { Ledger, RecordedEvent } from "../../src/index.js";
@@ -584,7 +586,7 @@ export class SafetyOracle {
     });
   }
 
-  /** Records a violation the runner found (R6, R8). */
+  /** Records a violation the runner found (R6, R7, R8). */
   violate(rule: string, key: string, message: string, category: string): void {
     this.#violate(rule, key, message, category);
   }
