@@ -14,7 +14,7 @@
  *   SAFETY_STORE=fs|s3       run only one of the two properties
  *   SAFETY_ONLY=regex        fail only on violations whose "RULE message" matches (to hunt one
  *                            bug while others are known), e.g. SAFETY_ONLY='^R5'
- *   SAFETY_STEPS=3-12        the history length range
+ *   SAFETY_STEPS=1-12        the history length range
  *   SAFETY_SURVEY=1          never fail: count the violations by category and print each
  *                            category's first (unshrunk) history at the end
  *   SAFETY_KEEP=1            keep the objects of each history (under the scratch directory)
@@ -36,7 +36,7 @@ const PATH = process.env.SAFETY_PATH;
 const ONLY = process.env.SAFETY_ONLY === undefined ? null : new RegExp(process.env.SAFETY_ONLY);
 const SURVEY = process.env.SAFETY_SURVEY === "1";
 const STORES = (process.env.SAFETY_STORE ?? "fs,s3").split(",");
-const [MIN_STEPS, MAX_STEPS] = (process.env.SAFETY_STEPS ?? "3-12").split("-").map(Number) as [
+const [MIN_STEPS, MAX_STEPS] = (process.env.SAFETY_STEPS ?? "1-12").split("-").map(Number) as [
   number,
   number,
 ];
