@@ -21,13 +21,10 @@
  *   DATABASE_URL=postgres:…  run on a real server instead of PGlite (as the suite does)
  */
 import { fc } from "@fast-check/vitest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Ledger, openLedger } from "../../src/index.js";
-import { BACKEND, openTestDatabase } from "../support/database.js";
-import { testClock } from "../support/ledger.js";
-import { type S3rverHandle, scratchDir, startS3rver } from "../support/s3rver.js";
-import { type History, historyArbitrary, runHistory, type SafetyEnv } from "../support/safety-history.js";
-import { fsBackend, type StoreBackend, s3Backend } from "../support/safety-world.js";
+import { describe, expect, it } from "vitest";
+import { BACKEND } from "../support/database.js";
+import { type History, historyArbitrary } from "../support/safety-history.js";
+import { useSafetySuite } from "../support/safety-suite.js";
 
 const TOTAL = Number(process.env.SAFETY_HISTORIES ?? 1000);
 const S3_SHARE = 0.1;
@@ -45,64 +42,11 @@ const runsFor = (store: "fs" | "s3") =>
   STORES.includes(store) ? Math.max(1, Math.round(TOTAL * (store === "s3" ? S3_SHARE : 1 - S3_SHARE))) : 0;
 
 describe(`safety under random interleavings (${BACKEND})`, () => {
-  let database: Awaited<ReturnType<typeof openTestDatabase>>;
-  let observer: Ledger;
-  let scratch: string;
-  let s3: S3rverHandle | undefined;
-  let histories = 0;
+  const play = useSafetySuite({ s3: runsFor("s3") > 0 });
   const survey = new Map<string, { count: number; example: string }>();
-  // One clock for every ledger instance; it ticks 1 ms per reading so that no two events share a
-  // timestamp ("newest" is then unambiguous), and steps move it by seconds to days.
-  const base = testClock();
-  const clock = {
-    now: () => {
-      const d = base.now();
-      base.advance(1);
-      return d;
-    },
-    advance: (ms: number) => base.advance(ms),
-  };
-  const databaseInput = () =>
-    database.url === "pglite:memory"
-      ? (database as unknown as { pglite: Parameters<typeof openLedger>[0]["database"] }).pglite
-      : database.url;
-  const env = (): SafetyEnv => ({
-    clock,
-    observer,
-    openLedger: (objectStore) =>
-      openLedger({
-        database: databaseInput(),
-        schema: database.schema,
-        migrate: false,
-        clock: clock.now,
-        objectStore,
-        cleanupAfterPublish: false,
-        poolSize: 3,
-        // Retries inside a pass do not wait for real, and their jitter is fixed.
-        sleep: async () => {},
-        random: () => 0.5,
-      }),
-  });
-
-  beforeAll(async () => {
-    database = await openTestDatabase("safety");
-    observer = await openLedger({ database: databaseInput(), schema: database.schema, migrate: false });
-    scratch = await scratchDir("safety");
-    if (runsFor("s3") > 0) s3 = await startS3rver({ buckets: ["lake"] });
-  });
-  afterAll(async () => {
-    await observer?.close();
-    await database?.close();
-    await s3?.stop();
-  });
 
   async function check(store: "fs" | "s3", history: History): Promise<void> {
-    const id = `h${histories++}`;
-    // Every history starts at the same instant: its datasets are its own, and the clock stays in
-    // a range every timestamp format handles however many histories run.
-    base.set("2026-01-01T00:00:00Z");
-    const backend: StoreBackend = store === "fs" ? fsBackend(scratch, id) : s3Backend(s3!, "lake", id);
-    const { violations, trace } = await runHistory(env(), backend, id, history);
+    const { id, violations, trace } = await play(store, history);
     const failing = ONLY ? violations.filter((v) => ONLY.test(`${v.rule} ${v.message}`)) : violations;
     if (SURVEY) {
       for (const v of failing) {

@@ -92,6 +92,11 @@ export type Step =
   /** A maintenance pass whose lease is revoked before store call #at (see LOST_LEASE_EXTENSION). */
   | { t: "lease"; op: GcOp | CleanupOp; at: number }
   | { t: "concurrent"; ops: [ConcurrentOp, ConcurrentOp]; choices: number[] }
+  /**
+   * Never generated: the oracle's own tests use it to delete, behind the ledger's back, the first
+   * object (in key order) the test wrote whose base key matches, to show that the oracle notices.
+   */
+  | { t: "tamper"; match: string }
   | ConcurrentOp;
 
 export interface History {
@@ -1006,6 +1011,13 @@ class Runner {
           return `${note}; crashed; a new ledger instance continues`;
         }
         return `${note}; the crash point was not reached`;
+      }
+      case "tamper": {
+        const key = [...this.oracle.objects.keys()].sort().find((k) => new RegExp(s.match).test(k));
+        if (key === undefined) return `nothing matches ${s.match}`;
+        this.oracle.stepLabel = `tamper: delete ${key} behind the ledger's back`;
+        await this.#backend.remove(key);
+        return "";
       }
       case "lease": {
         const prepared = await this.#prepare(s.op);

@@ -6,7 +6,7 @@
  */
 import { mkdir, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { PutObjectCommand } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { type ObjectStore, openObjectStore } from "../../src/index.js";
 import type { S3rverHandle } from "./s3rver.js";
 
@@ -30,6 +30,8 @@ export interface StoreBackend {
   read(baseKey: string): Promise<string | null>;
   /** The real store of a dataset root (the ledger's, before any fault wrapper). */
   store(rootUrl: string): ObjectStore;
+  /** Deletes one object directly (only the oracle's self-test does, to show it is noticed). */
+  remove(baseKey: string): Promise<void>;
   /** Removes the history's objects. */
   dispose(): Promise<void>;
 }
@@ -115,6 +117,7 @@ export function fsBackend(scratch: string, id: string): StoreBackend {
       return snapshotOf(keys, (k) => readOrNull(file(k)));
     },
     read: (baseKey) => readOrNull(file(baseKey)),
+    remove: (baseKey) => rm(file(baseKey), { force: true }),
     store: (rootUrl) => openObjectStore(rootUrl),
     dispose: () => rm(base, { recursive: true, force: true }),
   };
@@ -151,6 +154,9 @@ export function s3Backend(s3: S3rverHandle, bucket: string, id: string): StoreBa
       return snapshotOf(keys, (k) => readOrNull(file(k)));
     },
     read: (baseKey) => readOrNull(file(baseKey)),
+    async remove(baseKey) {
+      await s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${id}/${baseKey}` }));
+    },
     store: (rootUrl) => openObjectStore(rootUrl, { s3: { client: s3.client } }),
     dispose: () => rm(dir, { recursive: true, force: true }),
   };
