@@ -1,0 +1,63 @@
+/**
+ * The oracle of the safety property has teeth: a history with nothing wrong passes, and an object
+ * deleted behind the ledger's back (as a buggy deleter would) is reported under the right rules,
+ * with the object and the step. Runs in a second, on the suite's backend and the filesystem store.
+ */
+import { describe, expect, it } from "vitest";
+import { BACKEND } from "../support/database.js";
+import type { History, UrlSpec } from "../support/safety-history.js";
+import type { Policies } from "../support/safety-oracle.js";
+import { useSafetySuite } from "../support/safety-suite.js";
+
+const policies: Policies = {
+  keepRuns: 2,
+  safetyWindowMs: 0,
+  staleAfterMs: 3_600_000,
+  failedRetentionMs: 86_400_000,
+  retentionMs: 30 * 86_400_000,
+};
+const prefix: UrlSpec = { style: "prefix", upper: false, encode: false, other: 0 };
+const publishedRun = { t: "cycle", ds: 0, shards: 2, url: prefix, losers: 1, fault: "none" } as const;
+
+describe(`the safety oracle itself (${BACKEND})`, () => {
+  const play = useSafetySuite({ s3: false });
+  const rulesOf = (r: { violations: { rule: string }[] }) =>
+    [...new Set(r.violations.map((v) => v.rule))].sort();
+
+  it("finds nothing wrong in a publish with losers, their cleanup and a quiescent final pass", async () => {
+    const history: History = {
+      datasets: [policies, policies],
+      steps: [publishedRun, { t: "cleanup", ds: 0, dry: false, fault: "none", times: 1 }],
+    };
+    const result = await play("fs", history);
+    expect(result.violations.map((v) => v.message)).toEqual([]);
+  });
+
+  it("reports a winner of the current run deleted behind the ledger's back (R1, R1c, R2, R3) at that step", async () => {
+    const history: History = {
+      datasets: [policies],
+      steps: [publishedRun, { t: "tamper", match: "/shard=00001/attempt=00/part-0$" }],
+    };
+    const result = await play("fs", history);
+    expect(rulesOf(result)).toEqual(["R1", "R1c", "R2", "R3"]);
+    const r2 = result.violations.find((v) => v.rule === "R2")!;
+    expect(r2.step).toBe(1);
+    expect(r2.key).toMatch(/^dsA\/data\/h\d+-A-r0\/shard=00001\/attempt=00\/part-0$/);
+    expect(r2.category).toBe("R2 gone: winner of the current run");
+  });
+
+  it("reports an object outside every root, and one of the other dataset, deleted behind its back (R2)", async () => {
+    const history: History = {
+      datasets: [policies, policies],
+      steps: [
+        { ...publishedRun, ds: 1 },
+        { t: "tamper", match: "^sentinel/" },
+        { t: "tamper", match: "^dsB/data/.*/attempt=00/part-0$" },
+      ],
+    };
+    const result = await play("fs", history);
+    const categories = result.violations.map((v) => v.category);
+    expect(categories).toContain("R2 gone: outside every root");
+    expect(categories).toContain("R2 gone: winner of the current run");
+  });
+});
