@@ -585,6 +585,7 @@ export class MaintenanceService {
           now,
           new Set(plan.actions.map((a) => a.runId)),
           report,
+          pass,
         );
         for (const orphan of orphans) {
           const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
@@ -651,6 +652,7 @@ export class MaintenanceService {
     now: Date,
     skip: ReadonlySet<string>,
     report: GcReport,
+    pass: Pass,
   ): Promise<{ runId: string; keys: string[] }[]> {
     const runs = (await this.#deps.queries.runs(dataset.datasetId)).filter(
       (r) => r.status === "SUCCEEDED" && !skip.has(r.runId),
@@ -690,6 +692,8 @@ export class MaintenanceService {
       const keys: string[] = [];
       let token: string | null = null;
       do {
+        // Not destructive, but a pass fenced off stops before its next request, whatever it is.
+        await pass.lease.assertHeld();
         const page = await store.list(runDataPrefix(run.runId), { token });
         for (const o of page.objects) {
           if (kept(o.key)) continue;

@@ -27,6 +27,7 @@ import {
   SafetyOracle,
   type Violation,
 } from "./safety-oracle.js";
+import { insideRunArea } from "./safety-semantics.js";
 import type { StoreBackend, StoreSnapshot } from "./safety-world.js";
 
 // ---------------------------------------------------------------------------- the generated data
@@ -105,18 +106,17 @@ export interface History {
 }
 
 /**
- * EXTENSION POINT — lost maintenance leases (SPEC "Safety rails": "a pass that lost its lock (its
- * connection died) stops before its next request (fencing)"). The fencing API is being built
- * separately; nothing here fakes it. When it exists: implement `loseLease` (revoke the lease the
- * maintenance pass on `datasetId` holds through `ledger`, as a dead connection would) and set
- * `enabled`. The generator then emits `lease` steps: a gc or cleanup whose lease is revoked right
- * before its store call #at, and the runner reports any store request the pass makes after that
- * (rule R7), on top of every other rule.
+ * Lost maintenance leases (SPEC "Safety rails": "a pass that lost its lock (its connection died)
+ * stops before its next request (fencing)"). `lease` steps run a gc or cleanup whose lease is
+ * revoked right before its store call #at — `loseLease` bumps the dataset's lease epoch, exactly
+ * what another pass acquiring the lease does — and the runner reports any store request the pass
+ * makes after that (rule R7), on top of every other rule. The suite sets `loseLease`, since it
+ * holds the database (test/support/safety-suite.ts).
  */
 export const LOST_LEASE_EXTENSION: {
   enabled: boolean;
   loseLease?: (ledger: Ledger, datasetId: string) => Promise<void>;
-} = { enabled: false };
+} = { enabled: true };
 
 const S = 1000;
 const M = 60 * S;
@@ -292,12 +292,12 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     }),
   },
   {
-    // Only once the fencing API exists (LOST_LEASE_EXTENSION); weight 0 keeps the generator as is.
-    weight: LOST_LEASE_EXTENSION.enabled ? 1 : 0,
+    // As often as a crash or more: a small pass makes only a few store calls, so `at` stays low.
+    weight: LOST_LEASE_EXTENSION.enabled ? 3 : 0,
     arbitrary: fc.record({
       t: fc.constant("lease" as const),
       op: fc.oneof(gcOp(false), cleanupOp(false)),
-      at: fc.nat(4),
+      at: fc.nat(2),
     }),
   },
   {
@@ -378,8 +378,9 @@ interface Prepared {
 /** The refusals each operation's contract allows (anything else it throws is an R6 violation). */
 const ALLOWED_REFUSALS: Record<ConcurrentOp["t"], readonly string[]> = {
   publish: ["SHARD_COVERAGE", "ILLEGAL_TRANSITION", "CONCURRENCY"],
-  gc: ["LOCKED", "CONCURRENCY"],
-  cleanup: ["LOCKED", "CONCURRENCY"],
+  // LEASE_LOST: a pass fenced off midway stops (gc throws it; cleanup reports it per dataset).
+  gc: ["LOCKED", "CONCURRENCY", "LEASE_LOST"],
+  cleanup: ["LOCKED", "CONCURRENCY", "LEASE_LOST"],
   write: ["CONTRADICTING_REPORT", "ILLEGAL_TRANSITION", "CONCURRENCY"],
   report: ["CONTRADICTING_REPORT", "ILLEGAL_TRANSITION", "CONCURRENCY"],
   heartbeat: ["ILLEGAL_TRANSITION", "CONCURRENCY"],
@@ -739,6 +740,7 @@ class Runner {
     ledger: Ledger = this.#ledger,
   ): Promise<string> {
     const { url, foreign } = this.#urlFor(d, a, spec);
+    const outsideArea = !foreign && url !== null && !insideRunArea(d.root, a.runId, url);
     const input = { runId: a.runId, shard: a.shard, attempt: a.attempt, taskAttemptId: a.tid, url };
     const at = this.#env.clock.now().getTime();
     const what = `${outcome} ${a.id} url=${url ?? "none"}`;
@@ -749,6 +751,8 @@ class Runner {
     } catch (e) {
       const code = isShardledgerError(e) ? e.code : null;
       if (foreign && code === "SAFETY_RAIL") return `${what}: refused (outside the root), as it must be`;
+      if (outsideArea && code === "SAFETY_RAIL")
+        return `${what}: refused (outside its run's data area), as it must be`;
       if (
         !foreign &&
         (code === "CONTRADICTING_REPORT" || code === "ILLEGAL_TRANSITION" || code === "CONCURRENCY")
@@ -763,6 +767,13 @@ class Runner {
         url ?? "",
         `a report with url ${url}, outside the root ${d.root}, was accepted`,
         "a url outside the root accepted",
+      );
+    if (outsideArea)
+      this.oracle.violate(
+        "R6",
+        url ?? "",
+        `a report of run ${a.runId} with url ${url}, outside its data area data/${a.runId}/, was accepted`,
+        "a url outside its run's data area accepted",
       );
     a.accepted.push({ outcome, url, at });
     return `${what}: ok`;

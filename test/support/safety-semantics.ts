@@ -30,6 +30,22 @@ export const INTENDED = Object.freeze({
   losersExemptFromSafetyWindow: true,
 });
 
+/**
+ * Whether `url` lies strictly inside run `runId`'s own data area `data/<runId>/` under `root`
+ * (SPEC "Safety rails"; issue "Safety core" item 12): an attempt url anywhere else — `data/`,
+ * `_CURRENT`, a manifest, another run's data — is refused at report time with a SafetyRailError.
+ *
+ * @example
+ * ```ts
+ * insideRunArea("file:///lake/a", "r1", "FILE:///lake/a/data/r1/shard=00000/attempt=00") // true
+ * insideRunArea("file:///lake/a", "r1", "file:///lake/a/data/r2/shard=00000/attempt=00") // false
+ * ```
+ */
+export function insideRunArea(root: string, runId: string, url: string): boolean {
+  const key = keyOf(root, url);
+  return key?.startsWith(`data/${runId}/`) ?? false;
+}
+
 /** The stream that holds a run's events (SPEC is silent; see src/ledger/streams.ts). */
 export const runStreamId = (runId: string): string => `run-${runId}`;
 /** The stream that holds a dataset's registration and `_CURRENT` moves. */

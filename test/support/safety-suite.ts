@@ -3,12 +3,19 @@
  * shared by every history), an observer ledger, one clock, a scratch directory and, when asked,
  * one s3rver. Histories are cheap on it: each gets its own dataset ids and its own base location.
  */
+import { sql } from "kysely";
 import { afterAll, beforeAll } from "vitest";
 import { type Ledger, openLedger } from "../../src/index.js";
 import { openTestDatabase } from "./database.js";
 import { testClock } from "./ledger.js";
 import { type S3rverHandle, scratchDir, startS3rver } from "./s3rver.js";
-import { type History, type HistoryResult, runHistory, type SafetyEnv } from "./safety-history.js";
+import {
+  type History,
+  type HistoryResult,
+  LOST_LEASE_EXTENSION,
+  runHistory,
+  type SafetyEnv,
+} from "./safety-history.js";
 import { fsBackend, s3Backend } from "./safety-world.js";
 
 /** Runs one history on the suite's database and the chosen store. */
@@ -64,6 +71,12 @@ export function useSafetySuite(options: { s3: boolean }): PlayHistory {
 
   beforeAll(async () => {
     database = await openTestDatabase("safety");
+    // Another pass acquiring the lease is what a pass whose connection died meets: the epoch
+    // moves on, and every fenced append and lease check of the old pass fails from then on.
+    LOST_LEASE_EXTENSION.loseLease = async (_ledger, datasetId) => {
+      await sql`UPDATE ${sql.id(database.schema, "maintenance_leases")} SET epoch = epoch + 1
+        WHERE dataset_id = ${datasetId}`.execute(database.db);
+    };
     observer = await openLedger({ database: databaseInput(), schema: database.schema, migrate: false });
     scratch = await scratchDir("safety");
     if (options.s3) s3 = await startS3rver({ buckets: ["lake"] });
