@@ -111,7 +111,11 @@ const policyChangesSchema = z.strictObject({
   safetyWindow: POLICY_FIELDS.safetyWindow.optional(),
 });
 
-/** The names of the policies a change may name, in the order the CLI lists their flags. */
+/**
+ * The names of the policies a change may name, in the order the CLI lists their flags.
+ *
+ * @example `POLICY_NAMES.includes("keepRuns") // true`
+ */
 export const POLICY_NAMES = [
   "keepRuns",
   "retention",

@@ -162,7 +162,14 @@ export const EVENT_UPCASTERS: Readonly<
   },
 };
 
-/** Why `_CURRENT` moved: a publish of a new run, or a rollback to a retained one. */
+/**
+ * Why `_CURRENT` moved: a publish of a new run, or a rollback to a retained one.
+ *
+ * @example
+ * ```ts
+ * const reason: PointerMoveReason = "rollback"
+ * ```
+ */
 export type PointerMoveReason = z.output<typeof eventDataSchemas.CurrentPointerMoved>["reason"];
 
 /** Reasons a run may be pruned (SPEC "Events": Pruned). */

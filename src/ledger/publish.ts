@@ -190,6 +190,10 @@ async function pointerSettled(deps: PublishDeps, dataset: DatasetView, state: Ru
  * previous run read here is the one `_CURRENT` named. Returns it.
  *
  * @internal publish and rollback.
+ * @example
+ * ```ts
+ * const previousRunId = await movePointer(deps, store, dataset, state, manifestUrl, "rollback")
+ * ```
  */
 export async function movePointer(
   deps: Pick<PublishDeps, "queries" | "log"> & { metadata?: Partial<EventMetadata> },
@@ -229,6 +233,10 @@ export async function movePointer(
  * names a manifest that is not there.
  *
  * @internal publish and rollback.
+ * @example
+ * ```ts
+ * await assertManifestPresent(store, state, manifestUrl, "rollback")
+ * ```
  */
 export async function assertManifestPresent(
   store: ObjectStore,
@@ -249,6 +257,10 @@ export async function assertManifestPresent(
  * in the store, checked with one listing of the run's data area.
  *
  * @internal publish and rollback.
+ * @example
+ * ```ts
+ * await assertWinnersPresent(store, dataset, state, "rollback")
+ * ```
  */
 export async function assertWinnersPresent(
   store: ObjectStore,

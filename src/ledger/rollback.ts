@@ -41,6 +41,10 @@ export interface RollbackResult {
  * current run already, or whose manifest or winner data is missing (IllegalTransitionError).
  *
  * @internal use `ledger.rollback`.
+ * @example
+ * ```ts
+ * const { previousRunId } = await rollbackRun(deps, "events", "2026-11-22")
+ * ```
  */
 export async function rollbackRun(
   deps: PublishDeps & { metadata?: Partial<EventMetadata> },

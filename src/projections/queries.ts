@@ -181,7 +181,11 @@ export interface AuditRecord {
   differences: number;
 }
 
-/** How many floor items `statusFacts` lists (the soonest to leave first); `total` counts them all. */
+/**
+ * How many floor items `statusFacts` lists (the soonest to leave first); `total` counts them all.
+ *
+ * @example `if (facts.floor.total > STATUS_FLOOR_ITEMS) console.log("and more")`
+ */
 export const STATUS_FLOOR_ITEMS = 100;
 
 async function select(
