@@ -84,7 +84,10 @@ export interface LedgerOptions {
   s3?: S3ObjectStoreOptions;
   /** Replaces the object-store factory (for example to share one S3 client). */
   objectStore?: (rootUrl: string) => ObjectStore;
-  /** Connections in the pool for a server database (default 10). */
+  /**
+   * Connections in the pool for a server database (default 10). At least 3: a rollback holds two
+   * advisory-lock sessions (publish and maintenance) while it queries on a third.
+   */
   poolSize?: number;
   /** Retry policies of cleanup: within a pass, and between passes (see {@link MaintenancePolicies}). */
   maintenance?: Partial<MaintenancePolicies>;
