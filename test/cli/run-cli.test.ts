@@ -409,6 +409,9 @@ describe("dataset update", () => {
     expect(root.code).toBe(EXIT.USAGE);
     expect(await eventCount(db)).toBe(events);
 
+    const badId = await cli(db, "dataset", "update", "a/b", "--keep-runs", "2");
+    expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
+    expect(badId.err).toMatch(/<id>: /);
     const missing = await cli(db, "dataset", "update", "nope", "--keep-runs", "2");
     expect(missing).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
     expect(missing.err).toMatch(/dataset nope does not exist/);
@@ -434,6 +437,25 @@ describe("rollback", () => {
     const unknown = await cli(db, "--json", "rollback", "ds", "--to", "nope");
     expect(unknown).toMatchObject({ code: exitCodeFor(new NotFoundError("run", "nope")), out: "" });
     expect(unknown.err).toMatch(/run nope does not exist/);
+
+    const otherDir = mkdtempSync(join(tmpdir(), "shardledger-rollback-other-"));
+    dirs.push(otherDir);
+    expect((await cli(db, "dataset", "create", "other", "--root", `file://${otherDir}`)).code).toBe(EXIT.OK);
+    expect((await cli(db, "run", "start", "other", "--shards", "1", "--run-id", "o1")).code).toBe(EXIT.OK);
+    const foreign = await cli(db, "--json", "rollback", "ds", "--to", "o1");
+    expect(foreign).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(foreign.err).toMatch(/run o1 belongs to dataset other, not ds/);
+
+    const noDataset = await cli(db, "--json", "rollback", "nope", "--to", "r1");
+    expect(noDataset).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    expect(noDataset.err).toMatch(/dataset nope does not exist/);
+
+    const manifest = readFileSync(join(dir, "manifests/r1.json"));
+    rmSync(join(dir, "manifests/r1.json"));
+    const noManifest = await cli(db, "--json", "rollback", "ds", "--to", "r1");
+    expect(noManifest).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(noManifest.err).toMatch(/manifest .*r1\.json is missing/);
+    writeFileSync(join(dir, "manifests/r1.json"), manifest);
 
     const badId = await cli(db, "rollback", "ds", "--to", "a/b");
     expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
@@ -504,5 +526,8 @@ describe("status", () => {
 
     const missing = await cli(db, "status", "nope");
     expect(missing).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    const badId = await cli(db, "status", "a b");
+    expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
+    expect(badId.err).toMatch(/<datasetId>: /);
   });
 });
