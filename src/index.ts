@@ -20,9 +20,11 @@ export {
   startSubscription,
   subscriptionCheckpoint,
 } from "./adapters/postgres/subscription.js";
-export type { DatasetInput } from "./datasets/dataset-config.js";
+export type { DatasetInput, DatasetPolicyChanges } from "./datasets/dataset-config.js";
 export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
+export type { SafetyWindowHold } from "./datasets/safety-window.js";
+export { effectiveSafetyWindowMs } from "./datasets/safety-window.js";
 export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
 export { runDemo } from "./demo/run-demo.js";
 export type { ErrorBody, ErrorCode } from "./errors.js";
@@ -53,6 +55,7 @@ export type {
   EventData,
   EventDataInput,
   EventType,
+  PointerMoveReason,
   PruneReason,
 } from "./events/catalogue.js";
 export { EVENT_TYPES, eventDataSchemas } from "./events/catalogue.js";
@@ -84,17 +87,22 @@ export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
 export type {
   AttemptInput,
   AttemptResult,
+  DatasetStatus,
   Ledger,
   LedgerOptions,
   StartedRun,
 } from "./ledger/open-ledger.js";
 export { openLedger } from "./ledger/open-ledger.js";
 export type { CurrentPointer, Manifest, PublishedWinner, PublishResult } from "./ledger/publish.js";
+export type { RollbackResult } from "./ledger/rollback.js";
 export type { RetryPolicy } from "./maintenance/retry-policy.js";
 export type {
   AttemptStatus,
   AttemptView,
+  AuditRecord,
+  DatasetStatusFacts,
   DatasetView,
+  MaintenancePassRecord,
   PendingCleanupItem,
   RetentionFloor,
   Rollup,

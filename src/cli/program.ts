@@ -17,10 +17,12 @@ import { registerMigrate } from "./commands/migrate.js";
 import { registerPending } from "./commands/pending.js";
 import { registerPublish } from "./commands/publish.js";
 import { registerRetryFailed } from "./commands/retry-failed.js";
+import { registerRollback } from "./commands/rollback.js";
 import { registerRollups } from "./commands/rollups.js";
 import { registerRun } from "./commands/run.js";
 import { registerRuns } from "./commands/runs.js";
 import { registerShow } from "./commands/show.js";
+import { registerStatus } from "./commands/status.js";
 import { addGlobalOptions } from "./global-options.js";
 import { withExamples } from "./help-text.js";
 
@@ -37,6 +39,8 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerRun,
   registerAttempt,
   registerPublish,
+  registerRollback,
+  registerStatus,
   registerRuns,
   registerShow,
   registerEvents,

@@ -1,4 +1,5 @@
 import { formatDuration } from "../datasets/duration.js";
+import type { SafetyWindowHold } from "../datasets/safety-window.js";
 import type { AttemptView, DatasetView, RunView, WinnerView } from "../projections/queries.js";
 import type { Style } from "./style.js";
 import { type CellText, renderPairs, renderTable } from "./table.js";
@@ -14,13 +15,31 @@ import { type CellText, renderPairs, renderTable } from "./table.js";
  *
  * @example `io.stdout.write(toJsonDocument(datasetJson(view)))`
  */
-export interface DatasetJson extends Omit<DatasetView, "policies"> {
+export interface DatasetJson extends Omit<DatasetView, "policies" | "safetyWindowHold"> {
   policies: DatasetView["policies"] & {
     retention: string;
     failedRetention: string;
     staleAfter: string;
     safetyWindow: string;
   };
+  /** The longer safety window still in force after a change shortened it (`dataset update`), or null. */
+  safetyWindowHold: HoldJson | null;
+}
+
+/**
+ * A safety-window hold with its window as text too.
+ *
+ * @example `const hold: HoldJson = { window: "1h", windowMs: 3600000, until: new Date() }`
+ */
+export interface HoldJson {
+  window: string;
+  windowMs: number;
+  until: Date;
+}
+
+/** @example `holdJson({ windowMs: 3_600_000, until }) // { window: "1h", windowMs: 3600000, until }` */
+export function holdJson(hold: SafetyWindowHold | null | undefined): HoldJson | null {
+  return hold ? { window: policyDuration(hold.windowMs), windowMs: hold.windowMs, until: hold.until } : null;
 }
 
 /**
@@ -33,6 +52,7 @@ export function datasetJson(view: DatasetView): DatasetJson {
   const p = view.policies;
   return {
     ...view,
+    safetyWindowHold: holdJson(view.safetyWindowHold),
     policies: {
       keepRuns: p.keepRuns,
       retention: policyDuration(p.retentionMs),
@@ -77,6 +97,14 @@ export function renderDataset(style: Style, d: DatasetJson): string {
     ["failed retention", d.policies.failedRetention],
     ["stale after", d.policies.staleAfter],
     ["safety window", d.policies.safetyWindow],
+    ...(d.safetyWindowHold
+      ? [
+          [
+            "safety window held",
+            `${d.safetyWindowHold.window} until ${when(d.safetyWindowHold.until)} (what the longer window promised)`,
+          ] as [string, CellText],
+        ]
+      : []),
     ["current run", d.currentRunId],
     ["current manifest", d.currentManifestUrl],
     ["registered", when(d.registeredAt)],

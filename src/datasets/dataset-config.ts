@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ValidationError } from "../errors.js";
 import type { DatasetPolicies } from "../events/catalogue.js";
 import { idSchema } from "../events/identifiers.js";
 import { parseDatasetRoot } from "../storage/dataset-url.js";
@@ -20,6 +21,18 @@ export const DEFAULT_POLICIES = {
 } as const;
 
 /**
+ * The policy fields as `createDataset` and `updateDataset` accept them: one definition, so a
+ * change is validated exactly as a registration is.
+ */
+const POLICY_FIELDS = {
+  keepRuns: z.number().int().min(1).max(1_000_000),
+  retention: durationSchema(),
+  failedRetention: durationSchema(),
+  staleAfter: durationSchema(),
+  safetyWindow: durationSchema({ allowZero: true }),
+};
+
+/**
  * The input of `createDataset`: an id, a root URL and optional policies. Durations are text
  * (`30s`, `15m`, `12h`, `7d`) or milliseconds; unknown keys are refused.
  *
@@ -38,11 +51,11 @@ export const datasetInputSchema = z.strictObject({
       return z.NEVER;
     }
   }),
-  keepRuns: z.number().int().min(1).max(1_000_000).default(DEFAULT_POLICIES.keepRuns),
-  retention: durationSchema().prefault(DEFAULT_POLICIES.retention),
-  failedRetention: durationSchema().prefault(DEFAULT_POLICIES.failedRetention),
-  staleAfter: durationSchema().prefault(DEFAULT_POLICIES.staleAfter),
-  safetyWindow: durationSchema({ allowZero: true }).prefault(DEFAULT_POLICIES.safetyWindow),
+  keepRuns: POLICY_FIELDS.keepRuns.default(DEFAULT_POLICIES.keepRuns),
+  retention: POLICY_FIELDS.retention.prefault(DEFAULT_POLICIES.retention),
+  failedRetention: POLICY_FIELDS.failedRetention.prefault(DEFAULT_POLICIES.failedRetention),
+  staleAfter: POLICY_FIELDS.staleAfter.prefault(DEFAULT_POLICIES.staleAfter),
+  safetyWindow: POLICY_FIELDS.safetyWindow.prefault(DEFAULT_POLICIES.safetyWindow),
 });
 
 /** What callers pass to `createDataset`. */
@@ -74,4 +87,78 @@ export function parseDatasetInput(input: unknown): {
       safetyWindowMs: v.safetyWindow,
     },
   };
+}
+
+/**
+ * The input of `updateDataset`: the policies to change, in the forms `createDataset` accepts
+ * (durations as text or milliseconds). Every field is optional, but at least one is required; the
+ * root and the id cannot change.
+ *
+ * @example
+ * ```ts
+ * const changes: DatasetPolicyChanges = { keepRuns: 3, failedRetention: "14d" }
+ * ```
+ */
+export type DatasetPolicyChanges = Partial<
+  Pick<DatasetInput, "keepRuns" | "retention" | "failedRetention" | "staleAfter" | "safetyWindow">
+>;
+
+const policyChangesSchema = z.strictObject({
+  keepRuns: POLICY_FIELDS.keepRuns.optional(),
+  retention: POLICY_FIELDS.retention.optional(),
+  failedRetention: POLICY_FIELDS.failedRetention.optional(),
+  staleAfter: POLICY_FIELDS.staleAfter.optional(),
+  safetyWindow: POLICY_FIELDS.safetyWindow.optional(),
+});
+
+/**
+ * The names of the policies a change may name, in the order the CLI lists their flags.
+ *
+ * @example `POLICY_NAMES.includes("keepRuns") // true`
+ */
+export const POLICY_NAMES = [
+  "keepRuns",
+  "retention",
+  "failedRetention",
+  "staleAfter",
+  "safetyWindow",
+] as const;
+
+/**
+ * Validates a policy change exactly as {@link parseDatasetInput} validates a registration and
+ * returns the changed policies in milliseconds. Throws a {@link ValidationError} naming the field:
+ * a bad value, `root` or `datasetId` (fixed once registered), an unknown key, or `policies` when
+ * nothing is to change.
+ *
+ * @example
+ * ```ts
+ * parsePolicyChanges({ retention: "14d" }) // { retentionMs: 1209600000 }
+ * parsePolicyChanges({ keepRuns: 0 }) // throws "keepRuns: …"
+ * ```
+ */
+export function parsePolicyChanges(input: unknown): Partial<DatasetPolicies> {
+  if (typeof input === "object" && input !== null) {
+    for (const fixed of ["root", "datasetId"] as const) {
+      if (fixed in input) {
+        throw new ValidationError(
+          fixed,
+          `a dataset's ${fixed === "root" ? "root" : "id"} cannot be changed; register a new dataset instead`,
+        );
+      }
+    }
+  }
+  const v = parseWithSchema(policyChangesSchema, input, "policies");
+  const out: Partial<DatasetPolicies> = {};
+  if (v.keepRuns !== undefined) out.keepRuns = v.keepRuns;
+  if (v.retention !== undefined) out.retentionMs = v.retention;
+  if (v.failedRetention !== undefined) out.failedRetentionMs = v.failedRetention;
+  if (v.staleAfter !== undefined) out.staleAfterMs = v.staleAfter;
+  if (v.safetyWindow !== undefined) out.safetyWindowMs = v.safetyWindow;
+  if (Object.keys(out).length === 0) {
+    throw new ValidationError(
+      "policies",
+      `nothing to change: give at least one of ${POLICY_NAMES.join(", ")}`,
+    );
+  }
+  return out;
 }

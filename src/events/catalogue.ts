@@ -46,6 +46,14 @@ const policies = z.strictObject({
   safetyWindowMs: z.number().int().min(0),
 });
 
+/** The fields of a `_CURRENT` move (CurrentPointerMoved v1; v2 adds its reason). */
+const pointerMove = {
+  datasetId: idSchema,
+  runId: idSchema,
+  manifestUrl: urlSchema,
+  previousRunId: idSchema.nullable(),
+};
+
 const pruneReason = z.enum(["keep_runs", "retention", "stale", "failed_retention"]);
 const cleanupReason = z.enum(["loser", "stale", "orphan", "keep_runs", "retention", "failed_retention"]);
 
@@ -65,10 +73,9 @@ export const eventDataSchemas = {
   ShardCoverageFailed: z.strictObject({ runId: idSchema, missingShards: z.array(shardSchema).min(1) }),
   ManifestPublished: z.strictObject({ runId: idSchema, manifestUrl: urlSchema, createdAt: z.iso.datetime() }),
   CurrentPointerMoved: z.strictObject({
-    datasetId: idSchema,
-    runId: idSchema,
-    manifestUrl: urlSchema,
-    previousRunId: idSchema.nullable(),
+    ...pointerMove,
+    // v2: why it moved — a publish (forward, to a run never current before) or a rollback.
+    reason: z.enum(["publish", "rollback"]),
   }),
   RunSucceeded: z.strictObject({ runId: idSchema }),
   RunFailed: z.strictObject({
@@ -122,6 +129,7 @@ export const EVENT_TYPES = Object.freeze(Object.keys(eventDataSchemas) as EventT
 export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Object.freeze({
   ...(Object.fromEntries(EVENT_TYPES.map((t) => [t, 1])) as Record<EventType, number>),
   WinnerSelected: 2,
+  CurrentPointerMoved: 2,
 });
 
 /**
@@ -131,6 +139,8 @@ export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Obje
 export const HISTORICAL_SCHEMAS: Readonly<Partial<Record<EventType, Readonly<Record<number, z.ZodType>>>>> = {
   // v1: one event per shard.
   WinnerSelected: { 1: z.strictObject({ ...attemptRef }) },
+  // v1: every move was a publish's.
+  CurrentPointerMoved: { 1: z.strictObject({ ...pointerMove }) },
 };
 
 /**
@@ -146,7 +156,21 @@ export const EVENT_UPCASTERS: Readonly<
       return { runId, winners: [winner] };
     },
   },
+  CurrentPointerMoved: {
+    // Before rollback existed only publish moved the pointer.
+    1: (data) => ({ ...(data as Record<string, unknown>), reason: "publish" }),
+  },
 };
+
+/**
+ * Why `_CURRENT` moved: a publish of a new run, or a rollback to a retained one.
+ *
+ * @example
+ * ```ts
+ * const reason: PointerMoveReason = "rollback"
+ * ```
+ */
+export type PointerMoveReason = z.output<typeof eventDataSchemas.CurrentPointerMoved>["reason"];
 
 /** Reasons a run may be pruned (SPEC "Events": Pruned). */
 export type PruneReason = z.output<typeof pruneReason>;

@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
 import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
+import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isLeaseLostError, isShardledgerError, NotFoundError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { AppendFence } from "../events/event-log.js";
@@ -16,9 +17,14 @@ import {
   nextRetryAt,
   type RetryPolicy,
 } from "../maintenance/retry-policy.js";
-import type { DatasetView, PendingCleanupItem, ProjectionQueries } from "../projections/queries.js";
+import type {
+  DatasetView,
+  MaintenancePassRecord,
+  PendingCleanupItem,
+  ProjectionQueries,
+} from "../projections/queries.js";
 import { keyUnderRoot, objectKeyOfUrl, urlForKey } from "../storage/dataset-url.js";
-import { manifestKey, runDataPrefix } from "../storage/object-layout.js";
+import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
 import { PassGuard } from "./pass-guard.js";
 
@@ -208,7 +214,10 @@ export class MaintenanceService {
         await withMaintenanceLease(
           this.#deps.database,
           dataset.datasetId,
-          (lease) => this.#cleanupDataset(dataset, report, options, this.#pass(dataset.datasetId, lease)),
+          (lease) =>
+            this.#recorded(lease, "cleanup", options, () =>
+              this.#cleanupDataset(dataset, report, options, this.#pass(dataset.datasetId, lease)),
+            ),
           { wait: false },
         );
       } catch (e) {
@@ -240,7 +249,7 @@ export class MaintenanceService {
     report: CleanupReport,
     options: { dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal },
     pass: Pass,
-  ): Promise<void> {
+  ): Promise<PassCounts> {
     const now = this.#deps.clock();
     const items = await this.#cleanupWork(dataset, now, options.retryNow === true);
     const guard = pass.guard;
@@ -248,7 +257,7 @@ export class MaintenanceService {
       // Exactly what a real pass would delete: the same fresh-state check, nothing recorded.
       for (const i of items)
         if ((await this.#refusal(guard, dataset, i)) === null) report.planned.push(i.url);
-      return;
+      return { deleted: 0, failed: 0, pruned: 0 };
     }
     const store = this.#deps.storeFor(dataset);
     let deleted = 0;
@@ -277,6 +286,45 @@ export class MaintenanceService {
       failed,
       pending,
     });
+    return { deleted, failed, pruned: 0 };
+  }
+
+  /**
+   * Runs one pass and records how it ended beside its lease (`status` shows it as the last pass),
+   * unless it is a dry run. The record is written only while the lease is still this pass's
+   * (`epoch` matches), so a pass fenced off midway records nothing; a pass that throws records
+   * `error` and rethrows.
+   */
+  async #recorded<T extends PassCounts>(
+    lease: MaintenanceLease,
+    kind: MaintenancePassRecord["kind"],
+    options: { dryRun?: boolean; signal?: AbortSignal },
+    run: () => Promise<T>,
+  ): Promise<T> {
+    const startedAt = this.#deps.clock();
+    const record = (outcome: MaintenancePassRecord["outcome"], counts: PassCounts, error: string | null) =>
+      recordPass(this.#deps.database, lease, {
+        kind,
+        startedAt,
+        finishedAt: this.#deps.clock(),
+        outcome,
+        ...counts,
+        error,
+      });
+    let result: T;
+    try {
+      result = await run();
+    } catch (e) {
+      if (!options.dryRun && !isLeaseLostError(e)) {
+        await record("error", { deleted: 0, failed: 0, pruned: 0 }, describe(e)).catch(() => {});
+      }
+      throw e;
+    }
+    if (!options.dryRun) {
+      const outcome = options.signal?.aborted ? "interrupted" : result.failed > 0 ? "failures" : "ok";
+      await record(outcome, result, null);
+    }
+    return result;
   }
 
   /** Losers not yet planned, plus pending items that are due (or were planned and never reported). */
@@ -479,164 +527,173 @@ export class MaintenanceService {
     return withMaintenanceLease(
       this.#deps.database,
       datasetId,
-      async (lease) => {
-        const pass = this.#pass(datasetId, lease);
-        const now = this.#deps.clock();
-        const runs = await this.#deps.queries.runs(datasetId);
-        const plan = planGc({
-          now,
-          dataset,
-          runs,
-          floors: await this.#deps.queries.retentionFloors(datasetId),
-          runUrls: await this.#runUrls(datasetId, dataset.root),
-        });
-        const report: GcReport = {
-          actions: [],
-          failed: [],
-          protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
-          dryRun: options.dryRun === true,
-        };
-        const store = this.#deps.storeFor(dataset);
-        const sinceOf = new Map(runs.map((r) => [r.runId, r]));
-        let pruned = 0;
-        let failedStale = 0;
-
-        for (const action of plan.actions) {
-          if (options.signal?.aborted) break;
-          if (action.kind === "fail_stale") {
-            report.actions.push({ kind: reportedKind(action), runId: action.runId, urls: [] });
-            if (options.dryRun) continue;
-            const seen = sinceOf.get(action.runId);
-            try {
-              // The decision travels with the command: the decider refuses it if the run showed a
-              // sign of life after gc looked (a heartbeat while the pass was listing the store).
-              await pass.execute({
-                type: "fail",
-                runId: action.runId,
-                cause: "heartbeat_timeout",
-                reason: action.reason,
-                ...(seen ? { silentSince: latestOf(seen.heartbeatAt, seen.updatedAt) } : {}),
-                staleAfterMs: dataset.policies.staleAfterMs,
-              });
-              failedStale++;
-            } catch (e) {
-              if (!isShardledgerError(e) || e.code !== "ILLEGAL_TRANSITION") throw e;
-              report.actions.pop();
-              report.protected.push({ runId: action.runId, why: `not failed: ${e.message}` });
-            }
-            continue;
-          }
-          const reason: CleanupReason = action.kind;
-          const entry = { kind: reportedKind(action), runId: action.runId, urls: [] as string[] };
-          report.actions.push(entry);
-          const pending = new Map(
-            (await this.#deps.queries.pendingCleanup({ datasetId }))
-              .filter((p) => p.runId === action.runId)
-              .map((p) => [p.url, p]),
-          );
-          let allDeleted = true;
-          // In plan order, the manifest first: if the marker cannot go, the data it names stays.
-          for (const [index, url] of action.urls.entries()) {
-            if (options.signal?.aborted) {
-              allDeleted = false;
-              break;
-            }
-            const prior = pending.get(url);
-            const item: WorkItem = {
-              runId: action.runId,
-              url,
-              reason,
-              planned: prior?.state === "planned",
-              priorTries: prior?.tries ?? 0,
-              ...(index > 0 ? { decisionConfirmed: true } : {}),
-            };
-            if (options.dryRun) {
-              const refused = await this.#refusal(pass.guard, dataset, item);
-              if (refused === null) entry.urls.push(url);
-              else
-                report.protected.push({ runId: action.runId, why: `url ${url} is not deleted: ${refused}` });
-              continue;
-            }
-            const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
-            if (outcome.refused !== undefined) {
-              report.protected.push({
-                runId: action.runId,
-                why: `url ${url} is not deleted: ${outcome.refused}`,
-              });
-              allDeleted = false;
-              break;
-            }
-            entry.urls.push(url);
-            if (!outcome.deleted) {
-              allDeleted = false;
-              report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
-              break;
-            }
-          }
-          if (!options.dryRun && allDeleted && action.pruneReason) {
-            await this.#prune(pass, action.runId, action.pruneReason);
-            pruned++;
-          }
-        }
-
-        const orphans = await this.#planOrphans(
-          dataset,
-          store,
-          now,
-          new Set(plan.actions.map((a) => a.runId)),
-          report,
-          pass,
-        );
-        for (const orphan of orphans) {
-          const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
-          report.actions.push(entry);
-          for (const key of orphan.keys) {
-            if (options.signal?.aborted) break;
-            let url: string;
-            try {
-              url = urlForKey(dataset.root, key);
-            } catch (e) {
-              // A key no URL can name (a backslash, a dot segment) is never sent in a delete.
-              report.protected.push({
-                runId: orphan.runId,
-                why: `key ${JSON.stringify(key)} is not deleted: ${String(e)}`,
-              });
-              continue;
-            }
-            const item: WorkItem = {
-              runId: orphan.runId,
-              url,
-              key,
-              reason: "orphan",
-              planned: false,
-              priorTries: 0,
-            };
-            if (options.dryRun) {
-              if ((await this.#refusal(pass.guard, dataset, item)) === null) entry.urls.push(item.url);
-              continue;
-            }
-            const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
-            if (outcome.refused !== undefined) continue;
-            entry.urls.push(item.url);
-            if (!outcome.deleted)
-              report.failed.push({ url: item.url, error: outcome.error ?? "unknown", tries: outcome.tries });
-          }
-          if (entry.urls.length === 0) report.actions.pop();
-        }
-        this.#deps.metric?.({ name: "gc.pruned", value: pruned, datasetId });
-        this.#deps.metric?.({ name: "gc.failed_stale", value: failedStale, datasetId });
-        this.#deps.log?.({
-          level: "info",
-          msg: "gc pass",
-          datasetId,
-          actions: plan.actions.length,
-          pruned,
-          failed: report.failed.length,
-        });
-        return report;
-      },
+      (lease) => this.#recorded(lease, "gc", options, () => this.#gcPass(dataset, lease, options)),
       { wait: false },
+    ).then(({ report }) => report);
+  }
+
+  async #gcPass(
+    dataset: DatasetView,
+    lease: MaintenanceLease,
+    options: { dryRun?: boolean; signal?: AbortSignal },
+  ): Promise<PassCounts & { report: GcReport }> {
+    const datasetId = dataset.datasetId;
+    const pass = this.#pass(datasetId, lease);
+    const now = this.#deps.clock();
+    const runs = await this.#deps.queries.runs(datasetId);
+    const store = this.#deps.storeFor(dataset);
+    await lease.assertHeld();
+    const plan = planGc({
+      now,
+      dataset,
+      runs,
+      floors: await this.#deps.queries.retentionFloors(datasetId),
+      runUrls: await this.#runUrls(datasetId, dataset.root),
+      pointerRunId: await storePointerRunId(store),
+    });
+    const report: GcReport = {
+      actions: [],
+      failed: [],
+      protected: plan.protected.map((p) => ({ runId: p.runId, why: p.why })),
+      dryRun: options.dryRun === true,
+    };
+    const sinceOf = new Map(runs.map((r) => [r.runId, r]));
+    let pruned = 0;
+    let failedStale = 0;
+
+    for (const action of plan.actions) {
+      if (options.signal?.aborted) break;
+      if (action.kind === "fail_stale") {
+        report.actions.push({ kind: reportedKind(action), runId: action.runId, urls: [] });
+        if (options.dryRun) continue;
+        const seen = sinceOf.get(action.runId);
+        try {
+          // The decision travels with the command: the decider refuses it if the run showed a
+          // sign of life after gc looked (a heartbeat while the pass was listing the store).
+          await pass.execute({
+            type: "fail",
+            runId: action.runId,
+            cause: "heartbeat_timeout",
+            reason: action.reason,
+            ...(seen ? { silentSince: latestOf(seen.heartbeatAt, seen.updatedAt) } : {}),
+            staleAfterMs: dataset.policies.staleAfterMs,
+          });
+          failedStale++;
+        } catch (e) {
+          if (!isShardledgerError(e) || e.code !== "ILLEGAL_TRANSITION") throw e;
+          report.actions.pop();
+          report.protected.push({ runId: action.runId, why: `not failed: ${e.message}` });
+        }
+        continue;
+      }
+      const reason: CleanupReason = action.kind;
+      const entry = { kind: reportedKind(action), runId: action.runId, urls: [] as string[] };
+      report.actions.push(entry);
+      const pending = new Map(
+        (await this.#deps.queries.pendingCleanup({ datasetId }))
+          .filter((p) => p.runId === action.runId)
+          .map((p) => [p.url, p]),
+      );
+      let allDeleted = true;
+      // In plan order, the manifest first: if the marker cannot go, the data it names stays.
+      for (const [index, url] of action.urls.entries()) {
+        if (options.signal?.aborted) {
+          allDeleted = false;
+          break;
+        }
+        const prior = pending.get(url);
+        const item: WorkItem = {
+          runId: action.runId,
+          url,
+          reason,
+          planned: prior?.state === "planned",
+          priorTries: prior?.tries ?? 0,
+          ...(index > 0 ? { decisionConfirmed: true } : {}),
+        };
+        if (options.dryRun) {
+          const refused = await this.#refusal(pass.guard, dataset, item);
+          if (refused === null) entry.urls.push(url);
+          else report.protected.push({ runId: action.runId, why: `url ${url} is not deleted: ${refused}` });
+          continue;
+        }
+        const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
+        if (outcome.refused !== undefined) {
+          report.protected.push({
+            runId: action.runId,
+            why: `url ${url} is not deleted: ${outcome.refused}`,
+          });
+          allDeleted = false;
+          break;
+        }
+        entry.urls.push(url);
+        if (!outcome.deleted) {
+          allDeleted = false;
+          report.failed.push({ url, error: outcome.error ?? "unknown", tries: outcome.tries });
+          break;
+        }
+      }
+      if (!options.dryRun && allDeleted && action.pruneReason) {
+        await this.#prune(pass, action.runId, action.pruneReason);
+        pruned++;
+      }
+    }
+
+    const orphans = await this.#planOrphans(
+      dataset,
+      store,
+      now,
+      new Set(plan.actions.map((a) => a.runId)),
+      report,
+      pass,
     );
+    for (const orphan of orphans) {
+      const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
+      report.actions.push(entry);
+      for (const key of orphan.keys) {
+        if (options.signal?.aborted) break;
+        let url: string;
+        try {
+          url = urlForKey(dataset.root, key);
+        } catch (e) {
+          // A key no URL can name (a backslash, a dot segment) is never sent in a delete.
+          report.protected.push({
+            runId: orphan.runId,
+            why: `key ${JSON.stringify(key)} is not deleted: ${String(e)}`,
+          });
+          continue;
+        }
+        const item: WorkItem = {
+          runId: orphan.runId,
+          url,
+          key,
+          reason: "orphan",
+          planned: false,
+          priorTries: 0,
+        };
+        if (options.dryRun) {
+          if ((await this.#refusal(pass.guard, dataset, item)) === null) entry.urls.push(item.url);
+          continue;
+        }
+        const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
+        if (outcome.refused !== undefined) continue;
+        entry.urls.push(item.url);
+        if (!outcome.deleted)
+          report.failed.push({ url: item.url, error: outcome.error ?? "unknown", tries: outcome.tries });
+      }
+      if (entry.urls.length === 0) report.actions.pop();
+    }
+    this.#deps.metric?.({ name: "gc.pruned", value: pruned, datasetId });
+    this.#deps.metric?.({ name: "gc.failed_stale", value: failedStale, datasetId });
+    this.#deps.log?.({
+      level: "info",
+      msg: "gc pass",
+      datasetId,
+      actions: plan.actions.length,
+      pruned,
+      failed: report.failed.length,
+    });
+    const deleted = report.actions.reduce((n, a) => n + (a.kind === "fail_stale" ? 0 : a.urls.length), 0);
+    return { report, deleted: deleted - report.failed.length, failed: report.failed.length, pruned };
   }
 
   /**
@@ -664,6 +721,7 @@ export class MaintenanceService {
       } catch {}
     }
     const out: { runId: string; keys: string[] }[] = [];
+    const safetyWindowMs = effectiveSafetyWindowMs(dataset, now);
     for (const run of runs) {
       const state = await this.#deps.load(run.runId);
       if ([...state.winners.values()].some((w) => w.url === null)) {
@@ -697,7 +755,7 @@ export class MaintenanceService {
         const page = await store.list(runDataPrefix(run.runId), { token });
         for (const o of page.objects) {
           if (kept(o.key)) continue;
-          if (o.lastModified.getTime() + dataset.policies.safetyWindowMs > now.getTime()) continue;
+          if (o.lastModified.getTime() + safetyWindowMs > now.getTime()) continue;
           keys.push(o.key);
         }
         token = page.nextToken;
@@ -720,8 +778,16 @@ export class MaintenanceService {
     const dataset = await this.#dataset(input.datasetId);
     const now = this.#deps.clock();
     const floorMs = dataset.policies.failedRetentionMs;
-    const inFloor = (failedAt: Date | null) =>
-      failedAt !== null && now.getTime() - failedAt.getTime() < floorMs;
+    // An item is retryable while its floor row says so (a policy change never shortens what was
+    // promised), or while the policy does.
+    const floors = await this.#deps.queries.retentionFloors(dataset.datasetId);
+    const promised = new Map(
+      floors.map((f) => [`${f.runId}\u0000${f.url ?? ""}`, f.protectedUntil.getTime()]),
+    );
+    const untilOf = (runId: string, url: string | null, failedAt: Date) =>
+      Math.max(failedAt.getTime() + floorMs, promised.get(`${runId}\u0000${url ?? ""}`) ?? 0);
+    const inFloor = (runId: string, url: string | null, failedAt: Date | null) =>
+      failedAt !== null && now.getTime() < untilOf(runId, url, failedAt);
     const report: RetryFailedReport = { matched: 0, retried: 0, prunedPastRetention: 0 };
     const runs = (await this.#deps.queries.runs(dataset.datasetId)).filter(
       (r) => !input.runId || r.runId === input.runId,
@@ -748,10 +814,11 @@ export class MaintenanceService {
     for (const run of runs) {
       if (run.status === "FAILED") {
         report.matched++;
-        if (inFloor(run.failedAt)) {
+        if (inFloor(run.runId, null, run.failedAt)) {
+          const failedAt = run.failedAt as Date;
           await this.#deps.execute(
             { type: "reopen", runId: run.runId, reason: "retry-failed" },
-            { failedRetentionMs: floorMs },
+            { failedRetentionMs: untilOf(run.runId, null, failedAt) - failedAt.getTime() },
           );
           report.retried++;
         }
@@ -759,7 +826,7 @@ export class MaintenanceService {
       for (const item of items) {
         if (item.runId !== run.runId || item.state !== "exhausted") continue;
         report.matched++;
-        if (inFloor(item.lastFailureAt)) {
+        if (inFloor(run.runId, item.url, item.lastFailureAt)) {
           await this.#deps.execute({ type: "requeueCleanup", runId: run.runId, url: item.url });
           report.retried++;
         }
@@ -902,4 +969,50 @@ async function deleteObject(
     const c = classifyStoreError(e);
     return { status: "failed", deletedObjects: 0, tries: 1, error: c, remainingKeys: [key] };
   }
+}
+
+/** What a pass did, for its record. */
+interface PassCounts {
+  deleted: number;
+  failed: number;
+  pruned: number;
+}
+
+/**
+ * The run the store's `_CURRENT` names, or null when there is none or it cannot be parsed. A read
+ * that fails (the store is down) throws: gc must not plan without knowing.
+ */
+async function storePointerRunId(store: ObjectStore): Promise<string | null> {
+  const body = await store.get(CURRENT_KEY);
+  if (body === null) return null;
+  try {
+    const pointer = JSON.parse(new TextDecoder().decode(body)) as { runId?: unknown };
+    return typeof pointer.runId === "string" ? pointer.runId : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Records a finished pass on its lease row, only while the lease's epoch is still the stored one. */
+async function recordPass(
+  database: Database,
+  lease: MaintenanceLease,
+  pass: Omit<MaintenancePassRecord, "holder">,
+): Promise<void> {
+  const outcome = {
+    outcome: pass.outcome,
+    deleted: pass.deleted,
+    failed: pass.failed,
+    pruned: pass.pruned,
+    error: pass.error,
+  };
+  await sql`UPDATE ${sql.id(database.schema, "maintenance_leases")}
+    SET last_pass_kind = ${pass.kind}, last_pass_started_at = ${pass.startedAt.toISOString()}::timestamptz,
+      last_pass_finished_at = ${pass.finishedAt.toISOString()}::timestamptz,
+      last_pass_outcome = ${JSON.stringify(outcome)}::jsonb
+    WHERE dataset_id = ${lease.datasetId} AND epoch = ${lease.epoch}`.execute(database.db);
+}
+
+function describe(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).slice(0, 2000);
 }

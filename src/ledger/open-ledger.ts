@@ -1,15 +1,23 @@
 import { randomBytes } from "node:crypto";
+import { sql } from "kysely";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
 import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
 import { type Database, type DatabaseInput, openDatabase } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
 import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
-import { type DatasetInput, parseDatasetInput } from "../datasets/dataset-config.js";
+import {
+  type DatasetInput,
+  type DatasetPolicyChanges,
+  parseDatasetInput,
+  parsePolicyChanges,
+} from "../datasets/dataset-config.js";
 import { assertRootIsolated } from "../datasets/root-overlap.js";
+import type { SafetyWindowHold } from "../datasets/safety-window.js";
 import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import type { AppendFence } from "../events/event-log.js";
+import { idSchema } from "../events/identifiers.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
@@ -17,6 +25,7 @@ import { attemptKey } from "../machines/run-state.js";
 import { ledgerProjection } from "../projections/ledger-projection.js";
 import {
   type AttemptView,
+  type DatasetStatusFacts,
   type DatasetView,
   type PendingCleanupItem,
   type ProjectionQueries,
@@ -29,6 +38,7 @@ import {
 import { type AuditReport, auditProjections, rebuildProjections } from "../projections/rebuild.js";
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
+import { parseWithSchema } from "../validation.js";
 import {
   attemptFailedInputSchema,
   attemptInputSchema,
@@ -46,7 +56,8 @@ import {
   type MetricRecord,
   type RetryFailedReport,
 } from "./maintenance.js";
-import { type PublishResult, publishRun } from "./publish.js";
+import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
+import { type RollbackResult, rollbackRun } from "./rollback.js";
 import { RunExecutor } from "./run-executor.js";
 import { datasetStream, streamCandidates } from "./streams.js";
 
@@ -73,7 +84,10 @@ export interface LedgerOptions {
   s3?: S3ObjectStoreOptions;
   /** Replaces the object-store factory (for example to share one S3 client). */
   objectStore?: (rootUrl: string) => ObjectStore;
-  /** Connections in the pool for a server database (default 10). */
+  /**
+   * Connections in the pool for a server database (default 10). At least 3: a rollback holds two
+   * advisory-lock sessions (publish and maintenance) while it queries on a third.
+   */
   poolSize?: number;
   /** Retry policies of cleanup: within a pass, and between passes (see {@link MaintenancePolicies}). */
   maintenance?: Partial<MaintenancePolicies>;
@@ -121,6 +135,30 @@ export interface StartedRun {
 }
 
 /**
+ * One dataset at a glance, as `status --json` prints it (durations in milliseconds; the CLI adds
+ * them as text too). `current.since` is when `_CURRENT` last moved; `pending.dueNow` counts what
+ * the next cleanup pass tries, `waiting` what waits for its retry time (the earliest is
+ * `nextRetryAt`), `exhausted` what waits for `retry-failed`; `floor.items` are the first 100 to
+ * leave the failed-retention floor (`total` counts all); `lastMaintenance` is the last cleanup or
+ * gc pass that did work (dry runs are not recorded), `lastAudit` the last `audit` of the whole log;
+ * each is null until there is one.
+ *
+ * @example
+ * ```ts
+ * const s: DatasetStatus = await ledger.status("events")
+ * if (s.pending.exhausted > 0) alert(`${s.pending.exhausted} cleanup items need retry-failed`)
+ * ```
+ */
+export interface DatasetStatus extends DatasetStatusFacts {
+  datasetId: string;
+  root: string;
+  policies: DatasetView["policies"];
+  /** The longer safety window still in force after a policy change shortened it, or null. */
+  safetyWindowHold: SafetyWindowHold | null;
+  current: { runId: string; manifestUrl: string | null; since: Date | null } | null;
+}
+
+/**
  * The ledger: every operation of shardledger over one database.
  *
  * @example
@@ -143,6 +181,49 @@ export interface Ledger {
    * containing another dataset's root is refused with a `SafetyRailError` naming that dataset.
    */
   createDataset(input: DatasetInput): Promise<DatasetView>;
+  /**
+   * Changes a dataset's policies: appends DatasetPoliciesChanged with the whole new policy set,
+   * validated exactly as at create (a `ValidationError` names the field; nothing is written), at
+   * the dataset stream's expected version and serialised with publish and rollback. Values equal
+   * to the current ones write nothing. A shrink never takes back protection already promised:
+   * items in the failed-retention floor keep their `protectedUntil`, and a shorter safety window
+   * is held at the old length until the promises made under it have ended (`safetyWindowHold`).
+   * keepRuns may shrink freely: the next gc prunes by it, never the current run or a run newer
+   * than it that was never current.
+   *
+   * @example
+   * ```ts
+   * await ledger.updateDataset("events", { keepRuns: 3, failedRetention: "14d" })
+   * ```
+   */
+  updateDataset(datasetId: string, changes: DatasetPolicyChanges): Promise<DatasetView>;
+  /**
+   * Moves `_CURRENT` back (or forward again) to a retained SUCCEEDED run of the dataset, after
+   * checking its manifest and every winner's data in the object store; `_CURRENT` is written last
+   * and the move recorded as CurrentPointerMoved with reason `rollback`. Refused, changing nothing,
+   * for an unknown dataset or run (`NotFoundError`), a run of another dataset (`SafetyRailError`),
+   * a run that is not SUCCEEDED, is already current, or whose manifest or data is missing
+   * (`IllegalTransitionError`).
+   *
+   * @example
+   * ```ts
+   * const { previousRunId } = await ledger.rollback("events", "2026-11-22")
+   * ```
+   */
+  rollback(datasetId: string, toRunId: string): Promise<RollbackResult>;
+  /**
+   * One dataset's state at a glance: the current run and since when, runs by status, the
+   * pending-cleanup set (due now, waiting, next retry), the failed-retention floor and when its
+   * items leave it, the last maintenance pass and its outcome, the last audit.
+   *
+   * @example
+   * ```ts
+   * const { current, pending } = await ledger.status("events")
+   * ```
+   */
+  status(datasetId: string): Promise<DatasetStatus>;
+  /** {@link Ledger.status} of every dataset, by id. */
+  status(): Promise<DatasetStatus[]>;
   dataset(datasetId: string): Promise<DatasetView>;
   datasets(): Promise<DatasetView[]>;
   startRun(input: { datasetId: string; numShards: number; runId?: string }): Promise<StartedRun>;
@@ -295,14 +376,88 @@ class LedgerImpl implements Ledger {
     return this.dataset(parsed.datasetId);
   }
 
+  async updateDataset(datasetId: string, changes: DatasetPolicyChanges): Promise<DatasetView> {
+    // Everything is validated before the database is touched: bad input writes nothing.
+    const id = parseWithSchema(idSchema, datasetId, "datasetId");
+    const policies = parsePolicyChanges(changes);
+    await this.dataset(id);
+    // The publish lock serialises the dataset stream's writers (publish and rollback move the
+    // pointer under it), so the expected version below only fails for a writer outside the ledger.
+    await withDatasetLock(this.#database, "publish", id, async () => {
+      const stream = datasetStream(id);
+      // The version first, then the row: an event committed in between makes the append conflict
+      // instead of being overwritten with stale policies.
+      const version = await this.#log.streamVersion(stream);
+      const existing = await this.dataset(id);
+      const next = { ...existing.policies, ...policies };
+      if (JSON.stringify(next) === JSON.stringify(existing.policies)) return;
+      await this.#log.append(
+        stream,
+        [
+          {
+            type: "DatasetPoliciesChanged",
+            data: { datasetId: id, policies: next },
+            metadata: this.#metadata(),
+          },
+        ],
+        { expectedVersion: version },
+      );
+    });
+    return this.dataset(id);
+  }
+
+  async rollback(datasetId: string, toRunId: string): Promise<RollbackResult> {
+    const id = parseWithSchema(idSchema, datasetId, "datasetId");
+    const runId = parseWithSchema(idSchema, toRunId, "toRunId");
+    return rollbackRun({ ...this.#publishDeps(), metadata: this.#metadata() }, id, runId);
+  }
+
+  status(datasetId: string): Promise<DatasetStatus>;
+  status(): Promise<DatasetStatus[]>;
+  async status(datasetId?: string): Promise<DatasetStatus | DatasetStatus[]> {
+    if (datasetId !== undefined) {
+      const dataset = await this.dataset(parseWithSchema(idSchema, datasetId, "datasetId"));
+      return this.#statusOf(dataset);
+    }
+    const all: DatasetStatus[] = [];
+    for (const dataset of await this.datasets()) all.push(await this.#statusOf(dataset));
+    return all;
+  }
+
+  async #statusOf(dataset: DatasetView): Promise<DatasetStatus> {
+    const facts = await this.#queries.statusFacts(dataset.datasetId, this.#clock());
+    return {
+      datasetId: dataset.datasetId,
+      root: dataset.root,
+      policies: dataset.policies,
+      safetyWindowHold: dataset.safetyWindowHold ?? null,
+      current:
+        dataset.currentRunId === null
+          ? null
+          : {
+              runId: dataset.currentRunId,
+              manifestUrl: dataset.currentManifestUrl,
+              since: dataset.currentMovedAt,
+            },
+      ...facts,
+    };
+  }
+
   async dataset(datasetId: string): Promise<DatasetView> {
     const found = await this.#queries.dataset(datasetId);
     if (!found) throw new NotFoundError("dataset", datasetId);
-    return found;
+    return this.#present(found);
   }
 
-  datasets(): Promise<DatasetView[]> {
-    return this.#queries.datasets();
+  async datasets(): Promise<DatasetView[]> {
+    return (await this.#queries.datasets()).map((d) => this.#present(d));
+  }
+
+  /** A dataset as callers see it: a safety-window hold only while it lasts. */
+  #present(view: DatasetView): DatasetView {
+    const hold = view.safetyWindowHold ?? null;
+    const active = hold !== null && this.#clock().getTime() < hold.until.getTime();
+    return { ...view, safetyWindowHold: active ? hold : null };
   }
 
   async startRun(input: { datasetId: string; numShards: number; runId?: string }): Promise<StartedRun> {
@@ -378,19 +533,20 @@ class LedgerImpl implements Ledger {
 
   async publish(runId: string): Promise<PublishResult> {
     const id = parseInput(attemptInputSchema.shape.runId, runId);
-    const result = await publishRun(
-      {
-        database: this.#database,
-        log: this.#log,
-        executor: this.#executor,
-        queries: this.#queries,
-        storeFor: (dataset) => this.#store(dataset.root),
-        clock: this.#clock,
-      },
-      id,
-    );
+    const result = await publishRun(this.#publishDeps(), id);
     if (this.#options.cleanupAfterPublish !== false) this.#cleanupInBackground(id);
     return result;
+  }
+
+  #publishDeps(): PublishDeps {
+    return {
+      database: this.#database,
+      log: this.#log,
+      executor: this.#executor,
+      queries: this.#queries,
+      storeFor: (dataset) => this.#store(dataset.root),
+      clock: this.#clock,
+    };
   }
 
   /** Loser cleanup after a publish: best effort, never awaited by publish, errors only logged. */
@@ -484,8 +640,15 @@ class LedgerImpl implements Ledger {
     });
   }
 
-  audit(options: { onProgress?: (events: number) => void } = {}): Promise<AuditReport> {
-    return auditProjections(this.#log, options);
+  async audit(options: { onProgress?: (events: number) => void } = {}): Promise<AuditReport> {
+    const report = await auditProjections(this.#log, options);
+    // Recorded where `status` finds it: one row beside the projection version, not an event (an
+    // audit changes nothing the log describes).
+    await sql`UPDATE ${sql.id(this.#database.schema, "projection_state")}
+      SET last_audit_at = ${this.#clock().toISOString()}::timestamptz, last_audit_events = ${report.events},
+        last_audit_match = ${report.match}, last_audit_differences = ${report.differences.length}
+      WHERE name = 'ledger'`.execute(this.#database.db);
+    return report;
   }
 
   rebuild(

@@ -2,6 +2,8 @@ import type { Database } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
+import type { PointerMoveReason } from "../events/catalogue.js";
+import type { EventMetadata } from "../events/envelope.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
 import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
@@ -51,7 +53,16 @@ export interface CurrentPointer {
   manifestUrl: string;
 }
 
-interface PublishDeps {
+/**
+ * What publish and rollback need from the ledger.
+ *
+ * @internal
+ * @example
+ * ```ts
+ * const deps: PublishDeps = { database, log, executor, queries, storeFor: (d) => store, clock: () => new Date() }
+ * ```
+ */
+export interface PublishDeps {
   database: Database;
   log: PgEventLog;
   executor: RunExecutor;
@@ -125,9 +136,9 @@ export async function publishRun(deps: PublishDeps, runId: string): Promise<Publ
       // Marker rule at the last step: _CURRENT names only a manifest that is there, whose winners
       // are there. A resumed publish may come long after the first try (gc ran meanwhile), so it
       // also checks every winner, with one listing of the run's data area.
-      await assertManifestPresent(store, state, manifestUrl);
-      if (resuming) await assertWinnersPresent(store, dataset, state);
-      await movePointer(deps, store, dataset, state, manifestUrl);
+      await assertManifestPresent(store, state, manifestUrl, "publish");
+      if (resuming) await assertWinnersPresent(store, dataset, state, "publish");
+      await movePointer(deps, store, dataset, state, manifestUrl, "publish");
     }
     return { runId, status: "SUCCEEDED", winners, manifestUrl };
   });
@@ -158,25 +169,40 @@ function manifestBody(state: RunState, winners: PublishedWinner[], createdAt: Da
 }
 
 /**
- * Whether `_CURRENT` needs no move for this run: it already points here, or a run that succeeded
- * later took it (a resumed publish of an older run must not move the pointer backwards).
+ * Whether `_CURRENT` needs no move for this run: it already points here, it pointed here once and
+ * moved on (a rollback moved it back from this run, or a later publish replaced it: only
+ * `rollback` ever points it here again), or a run that succeeded later took it (a resumed publish
+ * of an older run must not move the pointer backwards).
  */
 async function pointerSettled(deps: PublishDeps, dataset: DatasetView, state: RunState): Promise<boolean> {
   const fresh = await deps.queries.dataset(dataset.datasetId);
   const current = fresh?.currentRunId ?? null;
   if (current === state.runId) return true;
+  if ((await deps.queries.runRow(state.runId as string))?.replacedAt != null) return true;
   if (current === null || state.succeededAt === null) return false;
   const other = await deps.executor.load(current);
   return other.succeededAt !== null && other.succeededAt > state.succeededAt;
 }
 
-async function movePointer(
-  deps: PublishDeps,
+/**
+ * Writes `_CURRENT` (the marker, after every check of what it names) and then records the move on
+ * the dataset stream with its expected version. Callers hold the dataset's publish lock, so the
+ * previous run read here is the one `_CURRENT` named. Returns it.
+ *
+ * @internal publish and rollback.
+ * @example
+ * ```ts
+ * const previousRunId = await movePointer(deps, store, dataset, state, manifestUrl, "rollback")
+ * ```
+ */
+export async function movePointer(
+  deps: Pick<PublishDeps, "queries" | "log"> & { metadata?: Partial<EventMetadata> },
   store: ObjectStore,
   dataset: DatasetView,
   state: RunState,
   manifestUrl: string,
-): Promise<void> {
+  reason: PointerMoveReason,
+): Promise<string | null> {
   const runId = state.runId as string;
   const fresh = await deps.queries.dataset(dataset.datasetId);
   const previousRunId = fresh?.currentRunId ?? null;
@@ -193,30 +219,54 @@ async function movePointer(
     [
       {
         type: "CurrentPointerMoved",
-        data: { datasetId: dataset.datasetId, runId, manifestUrl, previousRunId },
+        data: { datasetId: dataset.datasetId, runId, manifestUrl, previousRunId, reason },
+        ...(deps.metadata ? { metadata: deps.metadata } : {}),
       },
     ],
     { expectedVersion: await deps.log.streamVersion(stream) },
   );
+  return previousRunId;
 }
 
-async function assertManifestPresent(
+/**
+ * Refuses (IllegalTransitionError) unless the run's manifest is in the store: `_CURRENT` never
+ * names a manifest that is not there.
+ *
+ * @internal publish and rollback.
+ * @example
+ * ```ts
+ * await assertManifestPresent(store, state, manifestUrl, "rollback")
+ * ```
+ */
+export async function assertManifestPresent(
   store: ObjectStore,
   state: RunState,
   manifestUrl: string,
+  command: "publish" | "rollback",
 ): Promise<void> {
   if ((await store.get(manifestKey(state.runId as string))) !== null) return;
   throw new IllegalTransitionError(
-    "publish",
+    command,
     state.status,
     `run ${state.runId}: its manifest ${manifestUrl} is missing, so _CURRENT will not point to it; publish a new run`,
   );
 }
 
-async function assertWinnersPresent(
+/**
+ * Refuses (IllegalTransitionError, naming the shards) unless every winner with a url has its data
+ * in the store, checked with one listing of the run's data area.
+ *
+ * @internal publish and rollback.
+ * @example
+ * ```ts
+ * await assertWinnersPresent(store, dataset, state, "rollback")
+ * ```
+ */
+export async function assertWinnersPresent(
   store: ObjectStore,
   dataset: DatasetView,
   state: RunState,
+  command: "publish" | "rollback",
 ): Promise<void> {
   const runId = state.runId as string;
   // Every listed key and each of its ancestors: a winner url names an object or a prefix.
@@ -238,7 +288,7 @@ async function assertWinnersPresent(
   if (missing.length === 0) return;
   missing.sort((a, b) => a - b);
   throw new IllegalTransitionError(
-    "publish",
+    command,
     state.status,
     `run ${runId}: the data of the winner(s) of shard(s) ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""} is missing, so _CURRENT will not point to it; publish a new run`,
   );

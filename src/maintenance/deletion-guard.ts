@@ -4,6 +4,7 @@
  * right before each deletion and asks. Planning decided what to delete; this decides whether it
  * may still be deleted now.
  */
+import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DatasetView, RetentionFloor, RunView } from "../projections/queries.js";
 import { type DatasetRoot, keyUnderRoot, parseDatasetRoot } from "../storage/dataset-url.js";
@@ -180,7 +181,8 @@ function wholeAreaProtection(run: RunView, facts: GuardFacts): string | null {
     const failedAt = (run.failedAt ?? run.updatedAt).getTime();
     if (!(now >= failedAt + p.failedRetentionMs)) return `run ${run.runId} failed inside its floor`;
     const last = Math.max(run.updatedAt.getTime(), run.heartbeatAt.getTime(), failedAt);
-    if (!(now >= last + p.safetyWindowMs)) return `run ${run.runId} is inside the safety window`;
+    if (!(now >= last + effectiveSafetyWindowMs(facts.dataset, now)))
+      return `run ${run.runId} is inside the safety window`;
   }
   if (facts.floors.some((f) => f.runId === run.runId && !(now >= f.protectedUntil.getTime()))) {
     return `run ${run.runId} is inside the failed-retention floor`;

@@ -1,3 +1,4 @@
+import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { ValidationError } from "../errors.js";
 import type { PruneReason } from "../events/catalogue.js";
 import type { DatasetView, RetentionFloor, RunView } from "../projections/queries.js";
@@ -36,6 +37,12 @@ export interface GcInput {
   readonly floors: readonly RetentionFloor[];
   /** The URLs of every run (a run without an entry is never pruned). */
   readonly runUrls: ReadonlyMap<string, RunUrls>;
+  /**
+   * The run the object store's `_CURRENT` names, when it could be read (else null or absent).
+   * Kept as current whatever the log says: a publish or rollback that crashed between writing
+   * `_CURRENT` and recording the move leaves readers on a run the log does not call current.
+   */
+  readonly pointerRunId?: string | null;
 }
 
 /**
@@ -126,19 +133,23 @@ export type RetentionDecision = { act: GcActionKind; reason: string } | { keep: 
  * the first rule that applies decides:
  *
  * 1. another dataset's run, or the current run (`dataset.currentRunId` or the row's `current`
- *    flag): kept, whatever any timestamp says;
+ *    flag), or the run the store's `_CURRENT` names (`pointerRunId`): kept, whatever any
+ *    timestamp says;
  * 2. STARTED, or PUBLISHING before its manifest is recorded: `fail_stale` when its last sign of
  *    life, `max(heartbeatAt, updatedAt)`, is more than `staleAfter` ago, else kept as active.
  *    PUBLISHING with a recorded manifest is kept: `_CURRENT` may be moving to it, and only
  *    publish may finish it (the run machine refuses to fail it too);
  * 3. inside a failed-retention floor: a floor row of the run with `protectedUntil > now`, or a
  *    FAILED run with `now < failedAt + failedRetention`: kept;
- * 4. inside the safety window: replaced as current less than `safetyWindow` ago
+ * 4. inside the safety window (the one in force at `now`: the policy's, or a longer one still held
+ *    after a policy change shortened it, see `effectiveSafetyWindowMs`): replaced as current less
+ *    than `safetyWindow` ago
  *    (`replacedAt + safetyWindow > now`), or FAILED with its last event
  *    (`max(updatedAt, heartbeatAt, failedAt)`) less than `safetyWindow` ago: kept;
  * 5. FAILED: `stale`, all its URLs (pruneReason `failed_retention`);
  * 6. SUCCEEDED and never current, and either no run is current or it succeeded after the
- *    current one: kept (publish may still be moving `_CURRENT` to it);
+ *    current one: kept (publish may still be moving `_CURRENT` to it). A run that was current once
+ *    (`replacedAt` set: a rollback moved `_CURRENT` back from it) is not: it is ordinary data;
  * 7. SUCCEEDED: the kept set is the newest `keepRuns` by `succeededAt` (ties: the greater runId
  *    is newer) plus the current run, never pruned (retention included: the newest keepRuns are a
  *    safety rail); outside it, once its last event is older than the safety window: `retention`
@@ -260,8 +271,12 @@ export function planGc(input: GcInput): GcPlan {
 export function retentionDecider(input: Omit<GcInput, "runUrls">): (run: RunView) => RetentionDecision {
   const { dataset } = input;
   const now = validNow(input.now);
-  const policies = validPolicies(dataset.policies);
+  const policies = {
+    ...validPolicies(dataset.policies),
+    safetyWindowMs: effectiveSafetyWindowMs(dataset, now),
+  };
   const runs = input.runs;
+  const pointed = input.pointerRunId ?? null;
   const isCurrent = (run: RunView) => run.runId === dataset.currentRunId || run.current;
   const kept = keptSucceeded(runs, dataset, policies.keepRuns, isCurrent);
   // The dataset row names the current run; a stray `current` flag protects its run but is no
@@ -281,6 +296,9 @@ export function retentionDecider(input: Omit<GcInput, "runUrls">): (run: RunView
       return { keep: `belongs to dataset ${run.datasetId}, not ${dataset.datasetId}` };
     }
     if (isCurrent(run)) return { keep: "current run: _CURRENT points to it" };
+    if (run.runId === pointed) {
+      return { keep: "named by _CURRENT in the object store (the log has not recorded that move)" };
+    }
 
     if (run.status === "STARTED" || run.status === "PUBLISHING") {
       if (run.status === "PUBLISHING" && manifestRecorded(run)) {

@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { LedgerDb } from "../adapters/postgres/database.js";
 import type { InlineProjection } from "../adapters/postgres/inline-projection.js";
+import { nextSafetyWindowHold, type SafetyWindowHold } from "../datasets/safety-window.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import { PROJECTION_KEYS, type ProjectionTable } from "./projection-tables.js";
 import { type Columns, deleteByKeys, deleteWhereIn, normaliseRow, type Row, upsertRows } from "./table-io.js";
@@ -20,6 +21,8 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
     current_moved_at: "timestamptz",
     registered_at: "timestamptz",
     updated_at: "timestamptz",
+    safety_window_hold_ms: "bigint",
+    safety_window_hold_until: "timestamptz",
   },
   runs: {
     run_id: "text",
@@ -140,6 +143,13 @@ const DATASET_WRITERS = new Set([
 ]);
 
 type Data = Record<string, unknown>;
+
+/** The stored safety-window hold of a dataset row, or null. */
+function holdOf(row: Row): SafetyWindowHold | null {
+  if (row.safety_window_hold_ms === null || row.safety_window_hold_ms === undefined) return null;
+  if (!(row.safety_window_hold_until instanceof Date)) return null;
+  return { windowMs: row.safety_window_hold_ms as number, until: row.safety_window_hold_until };
+}
 const str = (v: unknown): string => v as string;
 const strOrNull = (v: unknown): string | null => (v === undefined || v === null ? null : (v as string));
 
@@ -388,7 +398,23 @@ class ProjectionBatch {
           current_manifest_url: null,
           current_moved_at: null,
           registered_at: at,
+          safety_window_hold_ms: null,
+          safety_window_hold_until: null,
         };
+        if (e.type === "DatasetPoliciesChanged" && existing) {
+          // A shorter safety window must not take back what the old one promised (see
+          // src/datasets/safety-window.ts): the window in force is held until those promises end.
+          const hold = nextSafetyWindowHold(
+            {
+              policies: { safetyWindowMs: existing.safety_window_ms as number },
+              safetyWindowHold: holdOf(existing),
+            },
+            p.safetyWindowMs as number,
+            at,
+          );
+          row.safety_window_hold_ms = hold?.windowMs ?? null;
+          row.safety_window_hold_until = hold?.until ?? null;
+        }
         Object.assign(row, {
           keep_runs: p.keepRuns,
           retention_ms: p.retentionMs,
@@ -400,9 +426,12 @@ class ProjectionBatch {
         this.datasets.put(row);
         for (const floor of this.floors.rows.values()) {
           if (floor.dataset_id !== d.datasetId) continue;
-          floor.protected_until = new Date(
-            (floor.failed_at as Date).getTime() + (p.failedRetentionMs as number),
-          );
+          // What is in the floor keeps what it was promised: a longer failedRetention extends every
+          // item, a shorter one applies only to what fails from now on.
+          const byPolicy = (floor.failed_at as Date).getTime() + (p.failedRetentionMs as number);
+          const promised = (floor.protected_until as Date).getTime();
+          if (!(byPolicy > promised)) continue;
+          floor.protected_until = new Date(byPolicy);
           this.floors.touch(floor);
         }
         return;

@@ -4,8 +4,10 @@ import type { LedgerDb } from "../adapters/postgres/database.js";
 /**
  * The version of the projection code; bump it when the fold changes, with a migration that
  * rebuilds the tables from the log. 2: attempt statuses WINNER/LOSER derived at read time.
+ * 3: a policy change never shortens a floor item's `protected_until`, and a shorter safety window
+ * is held (`datasets.safety_window_hold_*`) until the old one's promises end.
  */
-export const PROJECTION_VERSION = 2;
+export const PROJECTION_VERSION = 3;
 
 /** Projection tables, in dependency-free order. Every one is rebuilt from the log by `rebuild`. */
 export const PROJECTION_TABLES = [
@@ -51,7 +53,9 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
     current_manifest_url text,
     current_moved_at timestamptz,
     registered_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
+    updated_at timestamptz NOT NULL,
+    safety_window_hold_ms bigint,
+    safety_window_hold_until timestamptz
   )`.execute(db);
   await sql`CREATE TABLE ${t("runs")} (
     run_id text PRIMARY KEY,

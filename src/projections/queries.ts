@@ -1,5 +1,6 @@
 import { sql } from "kysely";
 import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { SafetyWindowHold } from "../datasets/safety-window.js";
 import type { AttemptStatus } from "../machines/attempt-machine.js";
 import { ATTEMPTS_VIEW_COLUMNS, PROJECTION_COLUMNS } from "./ledger-projection.js";
 import type { ProjectionTable } from "./projection-tables.js";
@@ -26,6 +27,12 @@ export interface DatasetView {
   currentMovedAt: Date | null;
   registeredAt: Date;
   updatedAt: Date;
+  /**
+   * Set after a policy change shortened the safety window: the longer window still in force until
+   * `until` (see `effectiveSafetyWindowMs`). The ledger's `dataset()` shows it only while it lasts.
+   * Optional so that hand-made views (tests, tools) may leave it out: absent means none.
+   */
+  safetyWindowHold?: SafetyWindowHold | null;
 }
 
 /** One row of the run registry. */
@@ -111,6 +118,76 @@ export interface Rollup {
   lastPrunedAt: Date;
 }
 
+/**
+ * What the projections (and the maintenance and audit records beside them) say about one dataset
+ * at one moment, for `ledger.status`. Counts are aggregated in SQL; the floor lists the first
+ * {@link STATUS_FLOOR_ITEMS} items to leave it.
+ *
+ * @example
+ * ```ts
+ * const facts = await queries.statusFacts("events", new Date())
+ * ```
+ */
+export interface DatasetStatusFacts {
+  runs: {
+    total: number;
+    started: number;
+    publishing: number;
+    succeeded: number;
+    failed: number;
+    pruned: number;
+  };
+  pending: { total: number; dueNow: number; waiting: number; exhausted: number; nextRetryAt: Date | null };
+  floor: { total: number; nextLeavesAt: Date | null; items: RetentionFloor[] };
+  lastMaintenance: MaintenancePassRecord | null;
+  lastAudit: AuditRecord | null;
+}
+
+/**
+ * The last maintenance pass over a dataset that did work (not a dry run), as the pass recorded it
+ * beside its lease: what it was, when, and how it ended. `failures`: some deletions failed and
+ * stay pending; `error`: the pass stopped on an unexpected error (`error` says which);
+ * `interrupted`: it was stopped by a signal after its current batch.
+ *
+ * @example
+ * ```ts
+ * const last: MaintenancePassRecord = { kind: "gc", holder: "host/pid-1/ab12cd34", startedAt, finishedAt, outcome: "ok", deleted: 3, failed: 0, pruned: 1, error: null }
+ * ```
+ */
+export interface MaintenancePassRecord {
+  kind: "cleanup" | "gc";
+  holder: string;
+  startedAt: Date;
+  finishedAt: Date;
+  outcome: "ok" | "failures" | "error" | "interrupted";
+  deleted: number;
+  failed: number;
+  pruned: number;
+  error: string | null;
+}
+
+/**
+ * The last `audit` of the projections (global: the log is one), as recorded when it finished.
+ *
+ * @example
+ * ```ts
+ * const last: AuditRecord = { at: new Date(), events: 1234, match: true, differences: 0 }
+ * ```
+ */
+export interface AuditRecord {
+  at: Date;
+  events: number;
+  match: boolean;
+  differences: number;
+}
+
+/**
+ * How many floor items `statusFacts` lists (the soonest to leave first); `total` counts them all.
+ *
+ * @example `if (facts.floor.total > STATUS_FLOOR_ITEMS) console.log("and more")`
+ */
+export const STATUS_FLOOR_ITEMS = 100;
+
 async function select(
   db: LedgerDb,
   schema: string,
@@ -146,6 +223,10 @@ export function toDatasetView(r: Row): DatasetView {
     currentMovedAt: dn(r.current_moved_at),
     registeredAt: d(r.registered_at),
     updatedAt: d(r.updated_at),
+    safetyWindowHold:
+      r.safety_window_hold_ms === null || r.safety_window_hold_until === null
+        ? null
+        : { windowMs: n(r.safety_window_hold_ms), until: d(r.safety_window_hold_until) },
   };
 }
 
@@ -210,6 +291,41 @@ function toPending(r: Row): PendingCleanupItem {
     firstFailureAt: dn(r.first_failure_at),
     lastFailureAt: dn(r.last_failure_at),
     nextRetryAt: dn(r.next_retry_at),
+  };
+}
+
+function toFloor(r: Row): RetentionFloor {
+  return {
+    datasetId: s(r.dataset_id),
+    kind: r.kind as RetentionFloor["kind"],
+    runId: s(r.run_id),
+    url: r.url === "" ? null : s(r.url),
+    failedAt: d(r.failed_at),
+    protectedUntil: d(r.protected_until),
+  };
+}
+
+function toPassRecord(r: Record<string, unknown>): MaintenancePassRecord {
+  const o = (
+    typeof r.last_pass_outcome === "string" ? JSON.parse(r.last_pass_outcome) : r.last_pass_outcome
+  ) as {
+    outcome: MaintenancePassRecord["outcome"];
+    deleted?: number;
+    failed?: number;
+    pruned?: number;
+    error?: string | null;
+  };
+  const date = (v: unknown) => (v instanceof Date ? v : new Date(String(v)));
+  return {
+    kind: r.last_pass_kind as MaintenancePassRecord["kind"],
+    holder: s(r.holder),
+    startedAt: date(r.last_pass_started_at),
+    finishedAt: date(r.last_pass_finished_at),
+    outcome: o.outcome,
+    deleted: o.deleted ?? 0,
+    failed: o.failed ?? 0,
+    pruned: o.pruned ?? 0,
+    error: o.error ?? null,
   };
 }
 
@@ -289,14 +405,83 @@ export function projectionQueries(db: LedgerDb, schema: string) {
           sql`dataset_id = ${datasetId}`,
           sql`protected_until, run_id, url`,
         )
-      ).map((r) => ({
-        datasetId: s(r.dataset_id),
-        kind: r.kind as RetentionFloor["kind"],
-        runId: s(r.run_id),
-        url: r.url === "" ? null : s(r.url),
-        failedAt: d(r.failed_at),
-        protectedUntil: d(r.protected_until),
-      }));
+      ).map(toFloor);
+    },
+    /** One registry row without its attempts and winners (cheap for a 100,000-shard run). */
+    async runRow(runId: string): Promise<RunView | null> {
+      const rows = await select(db, schema, "runs", sql`run_id = ${runId}`, sql`run_id`);
+      return rows[0] ? toRunView(rows[0]) : null;
+    },
+    /**
+     * The aggregates `ledger.status` shows for one dataset, each one SQL statement: runs by
+     * status (and pruned, from the rollups), the pending set split by due-ness at `now` exactly as
+     * cleanup decides it, the floor, the last recorded maintenance pass and the last audit.
+     */
+    async statusFacts(datasetId: string, now: Date): Promise<DatasetStatusFacts> {
+      const t = (name: string) => sql.id(schema, name);
+      const at = now.toISOString();
+      const { rows: runRows } = await sql<{ status: string; count: string | number }>`
+        SELECT status, count(*) AS count FROM ${t("runs")} WHERE dataset_id = ${datasetId}
+        GROUP BY status`.execute(db);
+      const { rows: prunedRows } = await sql<{ pruned: string | number | null }>`
+        SELECT sum(pruned_runs) AS pruned FROM ${t("rollups")} WHERE dataset_id = ${datasetId}`.execute(db);
+      const byStatus = new Map(runRows.map((r) => [r.status, Number(r.count)]));
+      // Due now: planned (a pass resumes it) or failed with its retry time reached; exhausted
+      // items wait for retry-failed (the same rule as cleanup's isDue).
+      const { rows: pendingRows } = await sql<Record<string, string | number | Date | null>>`
+        SELECT count(*) AS total,
+          count(*) FILTER (WHERE state = 'exhausted') AS exhausted,
+          count(*) FILTER (WHERE state <> 'exhausted' AND (state = 'planned' OR next_retry_at IS NULL
+            OR next_retry_at <= ${at}::timestamptz)) AS due,
+          count(*) FILTER (WHERE state = 'failed' AND next_retry_at > ${at}::timestamptz) AS waiting,
+          min(next_retry_at) FILTER (WHERE state = 'failed' AND next_retry_at > ${at}::timestamptz) AS next
+        FROM ${t("pending_cleanup")} WHERE dataset_id = ${datasetId}`.execute(db);
+      const p = pendingRows[0] ?? {};
+      const { rows: floorCount } = await sql<{ total: string | number }>`
+        SELECT count(*) AS total FROM ${t("retention_floors")} WHERE dataset_id = ${datasetId}`.execute(db);
+      const { rows: floorItems } = await sql<Row>`
+        SELECT * FROM ${t("retention_floors")} WHERE dataset_id = ${datasetId}
+        ORDER BY protected_until, run_id, url LIMIT ${STATUS_FLOOR_ITEMS}`.execute(db);
+      const items = floorItems.map((r) => toFloor(normaliseRow(r, PROJECTION_COLUMNS.retention_floors)));
+      const { rows: passRows } = await sql<Record<string, unknown>>`
+        SELECT holder, last_pass_kind, last_pass_started_at, last_pass_finished_at, last_pass_outcome
+        FROM ${t("maintenance_leases")}
+        WHERE dataset_id = ${datasetId} AND last_pass_kind IS NOT NULL`.execute(db);
+      const { rows: auditRows } = await sql<Record<string, unknown>>`
+        SELECT last_audit_at, last_audit_events, last_audit_match, last_audit_differences
+        FROM ${t("projection_state")} WHERE name = 'ledger' AND last_audit_at IS NOT NULL`.execute(db);
+      const count = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
+      const date = (v: unknown) =>
+        v === null || v === undefined ? null : v instanceof Date ? v : new Date(String(v));
+      const pass = passRows[0];
+      const audit = auditRows[0];
+      return {
+        runs: {
+          total: [...byStatus.values()].reduce((a, b) => a + b, 0),
+          started: byStatus.get("STARTED") ?? 0,
+          publishing: byStatus.get("PUBLISHING") ?? 0,
+          succeeded: byStatus.get("SUCCEEDED") ?? 0,
+          failed: byStatus.get("FAILED") ?? 0,
+          pruned: count(prunedRows[0]?.pruned),
+        },
+        pending: {
+          total: count(p.total),
+          dueNow: count(p.due),
+          waiting: count(p.waiting),
+          exhausted: count(p.exhausted),
+          nextRetryAt: date(p.next),
+        },
+        floor: { total: count(floorCount[0]?.total), nextLeavesAt: items[0]?.protectedUntil ?? null, items },
+        lastMaintenance: pass ? toPassRecord(pass) : null,
+        lastAudit: audit
+          ? {
+              at: date(audit.last_audit_at) as Date,
+              events: count(audit.last_audit_events),
+              match: audit.last_audit_match === true,
+              differences: count(audit.last_audit_differences),
+            }
+          : null,
+      };
     },
     async rollups(datasetId: string): Promise<Rollup[]> {
       return (await select(db, schema, "rollups", sql`dataset_id = ${datasetId}`, sql`reason`)).map((r) => ({

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommanderError } from "commander";
@@ -14,6 +14,7 @@ import { createStyle } from "../../src/cli/style.js";
 import {
   ConcurrencyError,
   errorBody,
+  exitCodeFor,
   NotFoundError,
   SafetyRailError,
   ShardCoverageError,
@@ -606,5 +607,203 @@ describe("names", () => {
     }
     expect(JSON.parse((await cli(db, "--json", "gc", "ds")).out)).toMatchObject({ dryRun: false });
     expect(JSON.parse((await cli(db, "--json", "cleanup")).out)).toMatchObject({ dryRun: false });
+  });
+});
+
+/** A fresh database with dataset `ds` on a temporary root; returns the flags, the root and its dir. */
+async function datasetFixture(label: string, ...policy: string[]) {
+  const db = freshDatabase();
+  const dir = mkdtempSync(join(tmpdir(), `shardledger-${label}-`));
+  dirs.push(dir);
+  const root = `file://${dir}`;
+  expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
+  expect((await cli(db, "dataset", "create", "ds", "--root", root, ...policy)).code).toBe(EXIT.OK);
+  return { db, dir, root };
+}
+
+/** Writes each shard's data as a writer would, reports it and publishes the run, all through the CLI. */
+async function publishThroughCli(db: string[], dir: string, root: string, runId: string, shards = 2) {
+  expect((await cli(db, "run", "start", "ds", "--shards", String(shards), "--run-id", runId)).code).toBe(
+    EXIT.OK,
+  );
+  for (let shard = 0; shard < shards; shard++) {
+    const rel = `data/${runId}/shard=${String(shard).padStart(5, "0")}/attempt=00`;
+    mkdirSync(join(dir, rel), { recursive: true });
+    writeFileSync(join(dir, rel, "part-0"), "x");
+    const report = [
+      "attempt",
+      "succeed",
+      runId,
+      "--shard",
+      String(shard),
+      "--attempt",
+      "0",
+      "--url",
+      `${root}/${rel}`,
+    ];
+    expect((await cli(db, ...report)).code).toBe(EXIT.OK);
+  }
+  expect((await cli(db, "publish", runId)).code).toBe(EXIT.OK);
+}
+
+const eventCount = async (db: string[]) =>
+  (JSON.parse((await cli(db, "--json", "events", "--limit", "1000")).out) as unknown[]).length;
+
+describe("dataset update", () => {
+  it("changes policies, prints the dataset, and writes nothing for bad input (exit 2 naming the flag)", async () => {
+    const { db } = await datasetFixture("update", "--keep-runs", "3");
+    const ok = await cli(db, "--json", "dataset", "update", "ds", "--keep-runs", "1", "--retention", "14d");
+    expect(ok).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(ok.out)).toMatchObject({
+      datasetId: "ds",
+      policies: { keepRuns: 1, retention: "14d", retentionMs: 14 * 86_400_000, safetyWindow: "1h" },
+    });
+    const human = await cli(db, "dataset", "update", "ds", "--safety-window", "30m");
+    expect(human.code).toBe(EXIT.OK);
+    expect(human.out).toMatch(/safety window\s+30m/);
+    expect(human.out).toMatch(/safety window held\s+1h until /);
+
+    const events = await eventCount(db);
+    for (const [flags, flag] of [
+      [["--keep-runs", "0"], "--keep-runs"],
+      [["--keep-runs", "two"], "--keep-runs"],
+      [["--retention", "0s"], "--retention"],
+      [["--failed-retention", "-1d"], "--failed-retention"],
+      [["--stale-after", "soon"], "--stale-after"],
+      [["--safety-window", "-1s"], "--safety-window"],
+    ] as const) {
+      const bad = await cli(db, "--json", "dataset", "update", "ds", ...flags);
+      expect(bad).toMatchObject({ code: EXIT.USAGE, out: "" });
+      expect(bad.err).toContain(`${flag}: `);
+    }
+    const nothing = await cli(db, "dataset", "update", "ds");
+    expect(nothing.code).toBe(EXIT.USAGE);
+    expect(nothing.err).toMatch(
+      /--keep-runs, --retention, --failed-retention, --stale-after, --safety-window/,
+    );
+    const root = await cli(db, "dataset", "update", "ds", "--root", "file:///elsewhere");
+    expect(root.code).toBe(EXIT.USAGE);
+    expect(await eventCount(db)).toBe(events);
+
+    const badId = await cli(db, "dataset", "update", "a/b", "--keep-runs", "2");
+    expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
+    expect(badId.err).toMatch(/<id>: /);
+    const missing = await cli(db, "dataset", "update", "nope", "--keep-runs", "2");
+    expect(missing).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    expect(missing.err).toMatch(/dataset nope does not exist/);
+  });
+});
+
+describe("rollback", () => {
+  it("moves _CURRENT back and prints { datasetId, runId, previousRunId, manifestUrl }; refusals exit 3 and change nothing", async () => {
+    const { db, dir, root } = await datasetFixture("rollback");
+    await publishThroughCli(db, dir, root, "r1");
+    await publishThroughCli(db, dir, root, "r2");
+
+    const current = await cli(db, "--json", "rollback", "ds", "--to", "r2");
+    expect(current).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(current.err).toMatch(/r2 is already the current run/);
+
+    await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "f1");
+    await cli(db, "run", "fail", "f1", "--reason", "gave up");
+    const failed = await cli(db, "--json", "rollback", "ds", "--to", "f1");
+    expect(failed).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(failed.err).toMatch(/FAILED/);
+
+    const unknown = await cli(db, "--json", "rollback", "ds", "--to", "nope");
+    expect(unknown).toMatchObject({ code: exitCodeFor(new NotFoundError("run", "nope")), out: "" });
+    expect(unknown.err).toMatch(/run nope does not exist/);
+
+    const otherDir = mkdtempSync(join(tmpdir(), "shardledger-rollback-other-"));
+    dirs.push(otherDir);
+    expect((await cli(db, "dataset", "create", "other", "--root", `file://${otherDir}`)).code).toBe(EXIT.OK);
+    expect((await cli(db, "run", "start", "other", "--shards", "1", "--run-id", "o1")).code).toBe(EXIT.OK);
+    const foreign = await cli(db, "--json", "rollback", "ds", "--to", "o1");
+    expect(foreign).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(foreign.err).toMatch(/run o1 belongs to dataset other, not ds/);
+
+    const noDataset = await cli(db, "--json", "rollback", "nope", "--to", "r1");
+    expect(noDataset).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    expect(noDataset.err).toMatch(/dataset nope does not exist/);
+
+    const manifest = readFileSync(join(dir, "manifests/r1.json"));
+    rmSync(join(dir, "manifests/r1.json"));
+    const noManifest = await cli(db, "--json", "rollback", "ds", "--to", "r1");
+    expect(noManifest).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(noManifest.err).toMatch(/manifest .*r1\.json is missing/);
+    writeFileSync(join(dir, "manifests/r1.json"), manifest);
+
+    const badId = await cli(db, "rollback", "ds", "--to", "a/b");
+    expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
+    expect(badId.err).toMatch(/--to: /);
+    expect((await cli(db, "rollback", "ds")).code).toBe(EXIT.USAGE);
+
+    rmSync(join(dir, "data/r1/shard=00000"), { recursive: true });
+    const gone = await cli(db, "--json", "rollback", "ds", "--to", "r1");
+    expect(gone).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(gone.err).toMatch(/shard\(s\) 0 is missing/);
+    expect(JSON.parse(readFileSync(join(dir, "_CURRENT"), "utf8")).runId).toBe("r2");
+
+    mkdirSync(join(dir, "data/r1/shard=00000/attempt=00"), { recursive: true });
+    writeFileSync(join(dir, "data/r1/shard=00000/attempt=00/part-0"), "x");
+    const done = await cli(db, "--json", "rollback", "ds", "--to", "r1");
+    expect(done).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(done.out)).toEqual({
+      datasetId: "ds",
+      runId: "r1",
+      previousRunId: "r2",
+      manifestUrl: `${root}/manifests/r1.json`,
+    });
+    expect(JSON.parse(readFileSync(join(dir, "_CURRENT"), "utf8")).runId).toBe("r1");
+    const human = await cli(db, "rollback", "ds", "--to", "r2");
+    expect(human.code).toBe(EXIT.OK);
+    expect(human.out).toMatch(/rolled dataset ds back to run r2 \(from r1\)/);
+  });
+});
+
+describe("status", () => {
+  it("prints one view per dataset, as JSON and as a table", async () => {
+    const { db, dir, root } = await datasetFixture("status");
+    await publishThroughCli(db, dir, root, "r1");
+    await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "f1");
+    await cli(db, "run", "fail", "f1", "--reason", "gave up");
+    expect((await cli(db, "gc", "ds")).code).toBe(EXIT.OK);
+    expect((await cli(db, "audit")).code).toBe(EXIT.OK);
+
+    const one = await cli(db, "--json", "status", "ds");
+    expect(one).toMatchObject({ code: EXIT.OK, err: "" });
+    const view = JSON.parse(one.out);
+    expect(view).toMatchObject({
+      datasetId: "ds",
+      root,
+      current: { runId: "r1", manifestUrl: `${root}/manifests/r1.json` },
+      runs: { total: 2, succeeded: 1, failed: 1, started: 0, publishing: 0, pruned: 0 },
+      pending: { total: 0, dueNow: 0, waiting: 0, exhausted: 0, nextRetryAt: null },
+      floor: { total: 1, items: [{ kind: "failed_run", runId: "f1", url: null }] },
+      lastMaintenance: { kind: "gc", outcome: "ok" },
+      lastAudit: { match: true, differences: 0 },
+    });
+    expect(Number.isNaN(Date.parse(view.current.since))).toBe(false);
+    expect(view.policies).toMatchObject({ keepRuns: 10, retention: "30d", safetyWindow: "1h" });
+
+    const all = await cli(db, "--json", "status");
+    expect(all.code).toBe(EXIT.OK);
+    expect(JSON.parse(all.out)).toEqual([view]);
+
+    const human = await cli(db, "status", "ds");
+    expect(human.code).toBe(EXIT.OK);
+    expect(human.out).toMatch(/current run\s+r1 since /);
+    expect(human.out).toMatch(/runs\s+2: 1 succeeded, 1 failed/);
+    expect(human.out).toMatch(/pending cleanup\s+none/);
+    expect(human.out).toMatch(/failed floor\s+1 item, next leaves /);
+    expect(human.out).toMatch(/last maintenance\s+gc .*: ok/);
+    expect(human.out).toMatch(/last audit\s+.*: match \(\d+ events\)/);
+    expect(human.out).toMatch(/failed_run\s+f1/);
+
+    const missing = await cli(db, "status", "nope");
+    expect(missing).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    const badId = await cli(db, "status", "a b");
+    expect(badId).toMatchObject({ code: EXIT.USAGE, out: "" });
+    expect(badId.err).toMatch(/<datasetId>: /);
   });
 });

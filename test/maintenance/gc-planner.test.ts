@@ -261,6 +261,65 @@ describe("the safety window after replacement", () => {
   });
 });
 
+describe("after a rollback", () => {
+  it("rules a run rolled back from (newer than the current one, current once) by its safety window and keepRuns", () => {
+    // r3 was current and _CURRENT moved back to r2 an hour ago (keepRuns 1, window 1h).
+    const runs = (rolledBackAgo: number) => [
+      run("r1", { succeededAt: ago(3 * D) }),
+      run("r2", { succeededAt: ago(2 * D) }),
+      run("r3", { succeededAt: ago(D), replacedAt: ago(rolledBackAgo) }),
+    ];
+    const inside = input(runs(H - 1), { current: "r2", policies: { keepRuns: 1 } });
+    expect(kinds(inside)).toEqual({ r1: "keep_runs" });
+    expect(whyOf(inside, "r3")[0]).toMatch(/^inside the safety window/);
+    const after = input(runs(H), { current: "r2", policies: { keepRuns: 1 } });
+    // The newest succeeded run: kept by keepRuns like any other, never as "on its way to current".
+    expect(kinds(after)).toEqual({ r1: "keep_runs" });
+    expect(whyOf(after, "r3")).toEqual(["within keepRuns (1 of 1 kept) and retention 30d"]);
+    // Once newer runs fill keepRuns, it goes; and retention takes it like any kept run.
+    const newer = [...runs(H), run("r4", { succeededAt: ago(H / 2) })];
+    expect(kinds(input(newer, { current: "r4", policies: { keepRuns: 1 } }))).toEqual({
+      r1: "keep_runs",
+      r2: "keep_runs",
+      r3: "keep_runs",
+    });
+    const old = [
+      run("r2", { succeededAt: ago(2 * D) }),
+      run("r3", { replacedAt: ago(H), updatedAt: ago(31 * D) }),
+    ];
+    expect(kinds(input(old, { current: "r2", policies: { keepRuns: 1 } }))).toEqual({ r3: "retention" });
+  });
+
+  it("keeps the run the store's _CURRENT names as current, whatever the log says", () => {
+    const runs = [run("r1", { succeededAt: ago(3 * D) }), run("r2", { succeededAt: ago(D) })];
+    const i = { ...input(runs, { current: "r2", policies: { keepRuns: 1 } }), pointerRunId: "r1" };
+    expect(kinds(i)).toEqual({});
+    expect(whyOf(i, "r1")).toEqual([
+      "named by _CURRENT in the object store (the log has not recorded that move)",
+    ]);
+    expect(kinds({ ...i, pointerRunId: null })).toEqual({ r1: "keep_runs" });
+  });
+});
+
+describe("a safety-window hold after the window shrank", () => {
+  it("keeps the held (longer) window for every run until the hold ends, then the policy's", () => {
+    const runs = [
+      run("r1", { succeededAt: ago(3 * D), replacedAt: ago(30 * 60_000) }),
+      run("r2", { succeededAt: ago(D) }),
+    ];
+    const held = (untilIn: number): GcInput => {
+      const i = input(runs, { current: "r2", policies: { keepRuns: 1, safetyWindowMs: 0 } });
+      return { ...i, dataset: { ...i.dataset, safetyWindowHold: { windowMs: H, until: ago(-untilIn) } } };
+    };
+    expect(kinds(held(60_000))).toEqual({});
+    expect(whyOf(held(60_000), "r1")[0]).toMatch(/^inside the safety window/);
+    expect(kinds(held(0))).toEqual({ r1: "keep_runs" });
+    expect(kinds(input(runs, { current: "r2", policies: { keepRuns: 1, safetyWindowMs: 0 } }))).toEqual({
+      r1: "keep_runs",
+    });
+  });
+});
+
 describe("failed runs and the failed-retention floor", () => {
   it("keeps a failed run inside its floor, and collects it from failedAt + failedRetention on", () => {
     expect(kinds(input([failed("r1", 7 * D - 1)]))).toEqual({});

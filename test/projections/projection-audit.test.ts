@@ -96,6 +96,7 @@ describe(`projections, rebuild and audit on ${BACKEND}`, () => {
           runId: "r1",
           manifestUrl: `${root}/manifests/r1.json`,
           previousRunId: null,
+          reason: "publish",
         },
       },
     ]);

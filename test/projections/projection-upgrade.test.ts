@@ -92,7 +92,9 @@ describe(`upgrading a version-1 install (${BACKEND})`, () => {
     ]);
     await append("dataset-sales", [
       {
+        // Version 1: before rollback existed, a move carried no reason.
         type: "CurrentPointerMoved",
+        schemaVersion: 1,
         data: {
           datasetId: "sales",
           runId: "r1",
@@ -143,5 +145,14 @@ describe(`upgrading a version-1 install (${BACKEND})`, () => {
     const { rows: stored } = await sql<{ schema_version: number }>`
       SELECT schema_version FROM ${t("events")} WHERE type = 'WinnerSelected'`.execute(db);
     expect(stored.map((r) => r.schema_version)).toEqual([1, 1]);
+    const [moved] = await log.readStream("dataset-sales", { fromVersion: 2 });
+    expect(moved).toMatchObject({
+      type: "CurrentPointerMoved",
+      schemaVersion: 2,
+      data: { reason: "publish" },
+    });
+    const { rows: pointer } = await sql<{ schema_version: number }>`
+      SELECT schema_version FROM ${t("events")} WHERE type = 'CurrentPointerMoved'`.execute(db);
+    expect(pointer.map((r) => r.schema_version)).toEqual([1]);
   });
 });

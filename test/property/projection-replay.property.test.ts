@@ -35,6 +35,12 @@ type Op =
       outcome: "succeeded" | "failed" | "exhausted" | "requeue" | "planned";
     }
   | { op: "prune"; run: number }
+  | {
+      op: "policies";
+      keepRuns: number | undefined;
+      failedRetention: string | undefined;
+      safetyWindow: string | undefined;
+    }
   | { op: "tick"; ms: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -78,6 +84,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   fc.record({ op: fc.constant("prune" as const), run: fc.nat(5) }),
+  fc.record({
+    op: fc.constant("policies" as const),
+    keepRuns: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }),
+    failedRetention: fc.option(fc.constantFrom("30m", "2h", "1d"), { nil: undefined }),
+    safetyWindow: fc.option(fc.constantFrom("0s", "10m", "1h"), { nil: undefined }),
+  }),
   fc.record({ op: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 3_600_000 }) }),
 );
 
@@ -91,7 +103,7 @@ describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
   });
   afterAll(() => t.close());
 
-  it("for random histories of runs, attempts, publishes, failures, cleanup outcomes and prunes", async () => {
+  it("for random histories of runs, attempts, publishes, failures, cleanup outcomes, prunes and policy changes", async () => {
     let history = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 10, maxLength: 60, size: "max" }), async (ops) => {
@@ -179,6 +191,13 @@ describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
               }
               case "prune":
                 if (runId) await ledger.executeRunCommand({ type: "prune", runId, reason: "retention" });
+                break;
+              case "policies":
+                await ledger.updateDataset(datasetId, {
+                  ...(o.keepRuns !== undefined ? { keepRuns: o.keepRuns } : {}),
+                  ...(o.failedRetention !== undefined ? { failedRetention: o.failedRetention } : {}),
+                  ...(o.safetyWindow !== undefined ? { safetyWindow: o.safetyWindow } : {}),
+                });
                 break;
               case "tick":
                 clock.advance(o.ms);

@@ -39,6 +39,8 @@ export async function openTestLedger(
   const dir = mkdtempSync(join(tmpdir(), "shardledger-"));
   const ledger = await openLedger({
     cleanupAfterPublish: false,
+    // openTestDatabase migrated the schema already (riding out other test files' schema drops).
+    migrate: false,
     ...options,
     database: database.url === "pglite:memory" ? sharedOf(database) : database.url,
     schema: database.schema,
@@ -53,6 +55,7 @@ export async function openTestLedger(
     async reopen(more = {}) {
       const other = await openLedger({
         cleanupAfterPublish: false,
+        migrate: false,
         ...options,
         ...more,
         database: database.url === "pglite:memory" ? sharedOf(database) : database.url,

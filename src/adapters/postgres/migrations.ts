@@ -117,15 +117,23 @@ const projections: SchemaMigration = {
 const attemptStatusAtRead: SchemaMigration = {
   name: "0003_attempt_status_at_read",
   async up(db, schema) {
-    await sql`LOCK TABLE ${sql.id(schema, "events")} IN EXCLUSIVE MODE`.execute(db);
-    await dropProjectionRelations(db, schema, [...PROJECTION_VIEWS, ...PROJECTION_TABLES, "attempts"]);
-    await createProjectionTables(db, schema);
-    const log = createPgEventLog({ db, schema });
-    await replayInto(log, db, schema, 0);
-    await sql`UPDATE ${sql.id(schema, "projection_state")} SET version = ${PROJECTION_VERSION}, built_at = now()
-      WHERE name = 'ledger'`.execute(db);
+    await rebuildInPlace(db, schema);
   },
 };
+
+/**
+ * Drops the projection tables and views, creates those of the current projection code and replays
+ * every event into them, appends waiting meanwhile (EXCLUSIVE lock on the log).
+ */
+async function rebuildInPlace(db: LedgerDb, schema: string): Promise<void> {
+  await sql`LOCK TABLE ${sql.id(schema, "events")} IN EXCLUSIVE MODE`.execute(db);
+  await dropProjectionRelations(db, schema, [...PROJECTION_VIEWS, ...PROJECTION_TABLES, "attempts"]);
+  await createProjectionTables(db, schema);
+  const log = createPgEventLog({ db, schema });
+  await replayInto(log, db, schema, 0);
+  await sql`UPDATE ${sql.id(schema, "projection_state")} SET version = ${PROJECTION_VERSION}, built_at = now()
+    WHERE name = 'ledger'`.execute(db);
+}
 
 /**
  * One position reservation per transaction. A transaction that reserves twice holds positions on
@@ -193,6 +201,51 @@ const maintenanceLeases: SchemaMigration = {
   },
 };
 
+/**
+ * Policy changes and the status view (projection version 3).
+ *
+ * - `datasets` gains `safety_window_hold_ms` / `safety_window_hold_until`: after a policy change
+ *   shortened the safety window, the longer window still in force and until when. The fold of
+ *   DatasetPoliciesChanged also no longer shortens a floor item's `protected_until`. Nothing wrote
+ *   that event before this version, so a log without it needs no replay (the new columns are null,
+ *   exactly what a replay gives); a log that has one (appended by hand) is replayed.
+ * - `maintenance_leases` gains the last pass a lease holder recorded (kind, times, outcome as
+ *   jsonb), written at the end of each cleanup or gc pass under the pass's epoch.
+ * - `projection_state` gains the last audit (when, events, match, differences).
+ *
+ * The last two are operational records, like the lease itself: not derived from the log, left
+ * alone by rebuild and audit.
+ */
+const policyChangesAndStatus: SchemaMigration = {
+  name: "0006_policy_changes_and_status",
+  async up(db, schema) {
+    const t = (name: string) => sql.id(schema, name);
+    await sql`ALTER TABLE ${t("datasets")}
+      ADD COLUMN IF NOT EXISTS safety_window_hold_ms bigint,
+      ADD COLUMN IF NOT EXISTS safety_window_hold_until timestamptz`.execute(db);
+    await sql`ALTER TABLE ${t("maintenance_leases")}
+      ADD COLUMN IF NOT EXISTS last_pass_kind text,
+      ADD COLUMN IF NOT EXISTS last_pass_started_at timestamptz,
+      ADD COLUMN IF NOT EXISTS last_pass_finished_at timestamptz,
+      ADD COLUMN IF NOT EXISTS last_pass_outcome jsonb`.execute(db);
+    await sql`ALTER TABLE ${t("projection_state")}
+      ADD COLUMN IF NOT EXISTS last_audit_at timestamptz,
+      ADD COLUMN IF NOT EXISTS last_audit_events bigint,
+      ADD COLUMN IF NOT EXISTS last_audit_match boolean,
+      ADD COLUMN IF NOT EXISTS last_audit_differences integer`.execute(db);
+    const { rows } = await sql<{ found: boolean }>`
+      SELECT EXISTS (SELECT 1 FROM ${t("events")} WHERE type = 'DatasetPoliciesChanged') AS found`.execute(
+      db,
+    );
+    if (rows[0]?.found) await rebuildInPlace(db, schema);
+    else {
+      await sql`UPDATE ${t("projection_state")} SET version = ${PROJECTION_VERSION} WHERE name = 'ledger'`.execute(
+        db,
+      );
+    }
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -216,6 +269,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   attemptStatusAtRead,
   oneReservationPerTransaction,
   maintenanceLeases,
+  policyChangesAndStatus,
 ];
 
 /**

@@ -4,6 +4,7 @@ import type { RegisterCommand } from "../command-runtime.js";
 import { optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import { datasetJson, renderDataset } from "../views.js";
+import { registerDatasetUpdate } from "./dataset-update.js";
 
 interface DatasetCreateOptions {
   root: string;
@@ -32,8 +33,13 @@ const FLAG_NAMES = {
  * @example `shardledger dataset create events --root s3://lake/events --retention 14d --json`
  */
 export const registerDataset: RegisterCommand = (program, runtime) => {
-  const group = program.command("dataset").description("register datasets (see also `datasets`)");
-  withExamples(group, ["shardledger dataset create events --root s3://lake/events --keep-runs 5"]);
+  const group = program
+    .command("dataset")
+    .description("register datasets and change their policies (see also `datasets`, `status`)");
+  withExamples(group, [
+    "shardledger dataset create events --root s3://lake/events --keep-runs 5",
+    "shardledger dataset update events --keep-runs 3",
+  ]);
 
   const create = group
     .command("create")
@@ -74,4 +80,5 @@ export const registerDataset: RegisterCommand = (program, runtime) => {
     ],
     'Durations read 30s, 15m, 12h, 7d. --json prints the dataset with each policy as text\n(retention: "14d") and in milliseconds (retentionMs).',
   );
+  registerDatasetUpdate(group, runtime);
 };
