@@ -138,7 +138,7 @@ const anyUrl = urlSpec(
     { weight: 1, arbitrary: fc.constant<UrlStyle>("slash") },
     { weight: 2, arbitrary: fc.constant<UrlStyle>("object") },
     { weight: 2, arbitrary: fc.constant<UrlStyle>("none") },
-    { weight: 2, arbitrary: fc.constant<UrlStyle>("misdirect") },
+    { weight: 3, arbitrary: fc.constant<UrlStyle>("misdirect") },
     { weight: 1, arbitrary: fc.constant<UrlStyle>("foreign") },
   ),
 );
