@@ -19,7 +19,6 @@ import {
   type StoreCall,
 } from "./faulty-store.js";
 import {
-  attemptId,
   type DsName,
   type ModelAttempt,
   type ModelDataset,
@@ -1111,6 +1110,3 @@ class Runner {
     return JSON.stringify(s);
   }
 }
-
-/** For messages: the attempt id helper re-exported so a test can name attempts like the oracle. */
-export { attemptId };
