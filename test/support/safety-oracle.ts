@@ -27,6 +27,8 @@
  * - R7  fencing: a maintenance pass whose lease was revoked makes no further store request
  *       (checked by the runner once LOST_LEASE_EXTENSION in safety-history.ts is implemented).
  * - R8  a dry run deletes and records nothing (checked by the runner).
+ * - R9  what the log records as cleaned (CleanupSucceeded, StaleAttemptCollected) holds nothing
+ *       the test wrote there before (SPEC: "a prefix counts as cleaned only when verified empty").
  */
 import type { Ledger, RecordedEvent } from "../../src/index.js";
 import {
@@ -151,6 +153,8 @@ interface RunFacts {
   /** Latest non-null url reported per attempt id. */
   attemptUrls: Map<string, string | null>;
   plans: { url: string; reason: string; pos: number }[];
+  /** CleanupSucceeded and StaleAttemptCollected: what the ledger recorded as verified gone. */
+  cleaned: { url: string; at: number; type: string }[];
   pruned: { at: number; reason: string } | null;
   replacedAt: number | null;
   lastLifecycleAt: number;
@@ -186,6 +190,7 @@ function foldRun(runId: string, events: readonly Ev[]): RunFacts {
     winnersSelectedPos: null,
     attemptUrls: new Map(),
     plans: [],
+    cleaned: [],
     pruned: null,
     replacedAt: null,
     lastLifecycleAt: 0,
@@ -236,6 +241,10 @@ function foldRun(runId: string, events: readonly Ev[]): RunFacts {
         break;
       case "CleanupPlanned":
         f.plans.push({ url: str(e.data.url) ?? "", reason: str(e.data.reason) ?? "", pos: e.pos });
+        break;
+      case "CleanupSucceeded":
+      case "StaleAttemptCollected":
+        f.cleaned.push({ url: str(e.data.url) ?? "", at: e.at, type: e.type });
         break;
       case "Pruned":
         f.pruned = { at: e.at, reason: str(e.data.reason) ?? "" };
@@ -677,8 +686,8 @@ export class SafetyOracle {
           this.#violate(
             "R1c",
             baseKey,
-            `deleting ${baseKey}, winner data of run ${r.runId}, while its manifest ${manifestKeyOf(r.runId)} still exists (marker rule: remove the marker before what it refers to)`,
-            "a run's winner data deleted while its manifest exists",
+            `deleting ${baseKey} (planned as ${plan ? `${plan.reason} of ${plan.runId}` : "nothing"}), winner data of run ${r.runId}, while its manifest ${manifestKeyOf(r.runId)} still exists (marker rule: remove the marker before what it refers to)`,
+            `a run's winner data deleted (${plan?.reason ?? "unplanned"}) while its manifest exists`,
           );
       }
     }
@@ -706,6 +715,7 @@ export class SafetyOracle {
     await this.#checkManifests(snapshot);
     this.#checkWinnerSelection();
     this.#checkStaleFailures();
+    this.#checkCleaned(snapshot);
     const must = this.mustExist(currents);
     for (const [key, why] of must) {
       const o = this.objects.get(key);
@@ -859,6 +869,31 @@ export class SafetyOracle {
             `${o.baseKey} of ${what} was overwritten`,
             "winner data overwritten",
           );
+      }
+    }
+  }
+
+  /**
+   * R9: what the log records as cleaned (CleanupSucceeded: "prefix verified empty", or
+   * StaleAttemptCollected) no longer holds anything the test wrote there before it was recorded.
+   */
+  #checkCleaned(snapshot: StoreSnapshot): void {
+    for (const d of this.datasets.values()) {
+      for (const r of this.#runsOf(d.name)) {
+        for (const c of this.#facts.get(r.runId)?.cleaned ?? []) {
+          const key = keyOf(d.root, c.url);
+          if (key === null) continue;
+          const left = this.#objectsUnder(d, key).filter(
+            (o) => o.writtenAt < c.at && snapshot.has(o.baseKey),
+          );
+          if (left.length > 0)
+            this.#violate(
+              "R9",
+              left[0]!.baseKey,
+              `${c.type} of ${c.url} (run ${r.runId}) was recorded, but ${left.map((o) => o.baseKey).join(", ")}, written before, is still there`,
+              "cleanup recorded as done but the object is still there",
+            );
+        }
       }
     }
   }

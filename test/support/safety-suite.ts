@@ -3,6 +3,7 @@
  * shared by every history), an observer ledger, one clock, a scratch directory and, when asked,
  * one s3rver. Histories are cheap on it: each gets its own dataset ids and its own base location.
  */
+import { rm } from "node:fs/promises";
 import { sql } from "kysely";
 import { afterAll, beforeAll } from "vitest";
 import { type Ledger, openLedger } from "../../src/index.js";
@@ -85,6 +86,7 @@ export function useSafetySuite(options: { s3: boolean }): PlayHistory {
     await observer?.close();
     await database?.close();
     await s3?.stop();
+    if (scratch && process.env.SAFETY_KEEP !== "1") await rm(scratch, { recursive: true, force: true });
   });
 
   return async (store, history) => {
