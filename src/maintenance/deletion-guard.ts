@@ -90,7 +90,8 @@ export interface GuardedDeletion {
  * - a key that equals, contains or lies inside a winner of a run that is not pruned (a pruned
  *   run's own winners go with it);
  * - a key inside the area of a run that is active, or FAILED inside its floor or safety window;
- * - an orphan of a run with a winner whose url is unknown (its data may be anywhere in the area);
+ * - a loser or an orphan of a run with a winner whose url is unknown (its data may be anywhere in
+ *   the run's area);
  * - a key overlapping a URL another run recorded outside its own area that is still protected.
  *
  * @example
@@ -124,7 +125,10 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     if (state?.status !== "SUCCEEDED") {
       return `run ${item.runId} is ${state?.status ?? "unknown"}; only a SUCCEEDED run's ${item.purpose}s are deleted`;
     }
-    if (item.purpose === "orphan" && [...state.winners.values()].some((w) => w.url === null)) {
+    // A winner whose url is unknown may lie anywhere in the run's area — under a loser's url too
+    // (a writer that reported a loser at the winner's directory): nothing in the area is deleted
+    // on the run's behalf until the whole run goes.
+    if ([...state.winners.values()].some((w) => w.url === null)) {
       return `run ${item.runId} has a winner with no url: its data may lie anywhere in the run's area`;
     }
   }

@@ -673,7 +673,9 @@ describe("dataset update", () => {
       [["--safety-window", "-1s"], "--safety-window"],
     ] as const) {
       const bad = await cli(db, "--json", "dataset", "update", "ds", ...flags);
-      expect(bad).toMatchObject({ code: EXIT.USAGE, out: "" });
+      expect(bad).toMatchObject({ code: EXIT.USAGE });
+      // --json: the one JSON error body on stdout.
+      expect(Object.keys(JSON.parse(bad.out))).toEqual(["error"]);
       expect(bad.err).toContain(`${flag}: `);
     }
     const nothing = await cli(db, "dataset", "update", "ds");
@@ -701,17 +703,23 @@ describe("rollback", () => {
     await publishThroughCli(db, dir, root, "r2");
 
     const current = await cli(db, "--json", "rollback", "ds", "--to", "r2");
-    expect(current).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(current).toMatchObject({ code: EXIT.REFUSED });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(current.out))).toEqual(["error"]);
     expect(current.err).toMatch(/r2 is already the current run/);
 
     await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "f1");
     await cli(db, "run", "fail", "f1", "--reason", "gave up");
     const failed = await cli(db, "--json", "rollback", "ds", "--to", "f1");
-    expect(failed).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(failed).toMatchObject({ code: EXIT.REFUSED });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(failed.out))).toEqual(["error"]);
     expect(failed.err).toMatch(/FAILED/);
 
     const unknown = await cli(db, "--json", "rollback", "ds", "--to", "nope");
-    expect(unknown).toMatchObject({ code: exitCodeFor(new NotFoundError("run", "nope")), out: "" });
+    expect(unknown).toMatchObject({ code: exitCodeFor(new NotFoundError("run", "nope")) });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(unknown.out))).toEqual(["error"]);
     expect(unknown.err).toMatch(/run nope does not exist/);
 
     const otherDir = mkdtempSync(join(tmpdir(), "shardledger-rollback-other-"));
@@ -719,17 +727,23 @@ describe("rollback", () => {
     expect((await cli(db, "dataset", "create", "other", "--root", `file://${otherDir}`)).code).toBe(EXIT.OK);
     expect((await cli(db, "run", "start", "other", "--shards", "1", "--run-id", "o1")).code).toBe(EXIT.OK);
     const foreign = await cli(db, "--json", "rollback", "ds", "--to", "o1");
-    expect(foreign).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(foreign).toMatchObject({ code: EXIT.REFUSED });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(foreign.out))).toEqual(["error"]);
     expect(foreign.err).toMatch(/run o1 belongs to dataset other, not ds/);
 
     const noDataset = await cli(db, "--json", "rollback", "nope", "--to", "r1");
-    expect(noDataset).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")), out: "" });
+    expect(noDataset).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")) });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(noDataset.out))).toEqual(["error"]);
     expect(noDataset.err).toMatch(/dataset nope does not exist/);
 
     const manifest = readFileSync(join(dir, "manifests/r1.json"));
     rmSync(join(dir, "manifests/r1.json"));
     const noManifest = await cli(db, "--json", "rollback", "ds", "--to", "r1");
-    expect(noManifest).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(noManifest).toMatchObject({ code: EXIT.REFUSED });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(noManifest.out))).toEqual(["error"]);
     expect(noManifest.err).toMatch(/manifest .*r1\.json is missing/);
     writeFileSync(join(dir, "manifests/r1.json"), manifest);
 
@@ -740,7 +754,9 @@ describe("rollback", () => {
 
     rmSync(join(dir, "data/r1/shard=00000"), { recursive: true });
     const gone = await cli(db, "--json", "rollback", "ds", "--to", "r1");
-    expect(gone).toMatchObject({ code: EXIT.REFUSED, out: "" });
+    expect(gone).toMatchObject({ code: EXIT.REFUSED });
+    // --json: the one JSON error body on stdout.
+    expect(Object.keys(JSON.parse(gone.out))).toEqual(["error"]);
     expect(gone.err).toMatch(/shard\(s\) 0 is missing/);
     expect(JSON.parse(readFileSync(join(dir, "_CURRENT"), "utf8")).runId).toBe("r2");
 

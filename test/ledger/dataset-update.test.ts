@@ -97,7 +97,8 @@ describe(`dataset policy changes on ${BACKEND}`, () => {
     });
     const missing = await ledger.updateDataset("nope", { keepRuns: 2 }).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(NotFoundError);
-    expect(await ledger.events({ stream: "dataset-nope" })).toEqual([]);
+    // Nothing was written: the dataset's stream does not exist.
+    await expect(ledger.events({ stream: "dataset-nope" })).rejects.toBeInstanceOf(NotFoundError);
   });
 
   it("keeps what the failed-retention floor promised on a shrink, extends it on a growth, and gives later failures the new value", async () => {
@@ -123,7 +124,7 @@ describe(`dataset policy changes on ${BACKEND}`, () => {
     clock.advance(2 * HOUR);
     const gc = await ledger.gc("ds");
     expect(gc.protected.find((p) => p.runId === "early")?.why).toMatch(/failed-retention floor/);
-    expect(gc.actions.map((a) => [a.kind, a.runId])).toEqual([["stale", "late"]]);
+    expect(gc.actions.map((a) => [a.kind, a.runId])).toEqual([["failed_retention", "late"]]);
     expect(await ledger.retryFailed({ datasetId: "ds", runId: "early" })).toMatchObject({
       matched: 1,
       retried: 1,

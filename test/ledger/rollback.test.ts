@@ -238,7 +238,9 @@ describe(`rollback on ${BACKEND}`, () => {
     clock.set(new Date(rolledBackAt + 2 * HOUR).toISOString());
     const after = await ledger.gc("ds");
     expect(after.actions).toEqual([]);
-    expect(after.protected.find((p) => p.runId === "r2")?.why).toMatch(/within keepRuns \(1 of 1 kept\)/);
+    expect(after.protected.find((p) => p.runId === "r2")?.why).toMatch(
+      /one of the newest keepRuns \(1 of 1 kept\)/,
+    );
     expect(after.protected.find((p) => p.runId === "r1")?.why).toMatch(/current run/);
 
     // A new run: r2 (rolled back from) and r1 (replaced now) both fall outside keepRuns; r1 waits

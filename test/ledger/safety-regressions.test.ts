@@ -155,6 +155,29 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(report.protected.map((p) => p.why).join("\n")).toMatch(/without a url/);
   });
 
+  it("2a: in a run with a url-less winner no loser is deleted either: the winner may be under it", async () => {
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });
+    s.write(`${s.attemptKey("r", 0, 0)}/part-0`);
+    await s.ledger.attemptSucceeded({ runId: "r", shard: 0, attempt: 0 });
+    await s.ledger.publish("r");
+    // A late loser whose writer named the winner's directory (found by the interleaving oracle).
+    await s.ledger.attemptSucceeded({
+      runId: "r",
+      shard: 0,
+      attempt: 0,
+      taskAttemptId: 7,
+      url: `${s.root}/${s.attemptKey("r", 0, 0)}`,
+    });
+    s.clock.advance(HOUR);
+    await s.ledger.cleanup({ datasetId: "ds" });
+    await s.ledger.gc("ds");
+    expect(s.exists(`${s.attemptKey("r", 0, 0)}/part-0`)).toBe(true);
+    const item = (await s.ledger.pendingCleanup({ datasetId: "ds" }))[0];
+    expect(item).toMatchObject({ lastErrorCode: "Protected" });
+    expect(item?.lastErrorMessage).toMatch(/winner with no url/);
+  });
+
   it("2b: a winner whose url names one object protects exactly that object, and gc passes", async () => {
     const s = await setup();
     await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });

@@ -275,8 +275,8 @@ describe("after a rollback", () => {
     const after = input(runs(H), { current: "r2", policies: { keepRuns: 1 } });
     // The newest succeeded run: kept by keepRuns like any other, never as "on its way to current".
     expect(kinds(after)).toEqual({ r1: "keep_runs" });
-    expect(whyOf(after, "r3")).toEqual(["within keepRuns (1 of 1 kept) and retention 30d"]);
-    // Once newer runs fill keepRuns, it goes; and retention takes it like any kept run.
+    expect(whyOf(after, "r3")).toEqual(["one of the newest keepRuns (1 of 1 kept)"]);
+    // Once newer runs fill keepRuns, it goes; past retention too, retention is the reason.
     const newer = [...runs(H), run("r4", { succeededAt: ago(H / 2) })];
     expect(kinds(input(newer, { current: "r4", policies: { keepRuns: 1 } }))).toEqual({
       r1: "keep_runs",
@@ -285,7 +285,7 @@ describe("after a rollback", () => {
     });
     const old = [
       run("r2", { succeededAt: ago(2 * D) }),
-      run("r3", { replacedAt: ago(H), updatedAt: ago(31 * D) }),
+      run("r3", { succeededAt: ago(3 * D), replacedAt: ago(H), updatedAt: ago(31 * D) }),
     ];
     expect(kinds(input(old, { current: "r2", policies: { keepRuns: 1 } }))).toEqual({ r3: "retention" });
   });
