@@ -454,7 +454,11 @@ export class SafetyOracle {
           "winner of one of the newest keepRuns runs",
           `one of the newest keepRuns=${k} SUCCEEDED runs (rank ${rank + 1})`,
         ]);
-      if (f.replacedAt !== null && now - f.replacedAt < d.policies.safetyWindowMs)
+      if (
+        f.replacedAt !== null &&
+        d.policies.safetyWindowMs > 0 &&
+        now - f.replacedAt < d.policies.safetyWindowMs
+      )
         why.push([
           "winner of a run replaced inside the safety window",
           `replaced as current ${now - f.replacedAt} ms ago, inside safetyWindow ${d.policies.safetyWindowMs} ms`,
@@ -501,6 +505,12 @@ export class SafetyOracle {
           if (w && w.attempt === a.attempt && w.tid === a.tid) continue;
           const key = keyOf(d.root, url);
           if (key === null) continue;
+          if (INTENDED.reportedUrlClaimsItsObjects) {
+            // The writer that reported this loser claimed its url as the attempt's output:
+            // whatever lies under it is that loser's data, whoever wrote it.
+            for (const o of this.#objectsUnder(d, key)) if (covers(key, o.dsKey!)) loserOwned.add(o.baseKey);
+            continue;
+          }
           for (const k of a.objects) {
             const o = this.objects.get(k);
             if (o?.dsKey && covers(key, o.dsKey)) loserOwned.add(k);
@@ -569,7 +579,10 @@ export class SafetyOracle {
         } else {
           last = Math.max(last, f.lastLifecycleAt);
         }
-        if (now - last < W)
+        // A zero window (given explicitly) protects nothing; a positive one protects an object
+        // whose last write or touch is younger than it (or, through the test clock's ticking, newer
+        // than the instant checked).
+        if (W > 0 && now - last < W)
           add(
             o.baseKey,
             "younger than the safety window",

@@ -28,6 +28,12 @@ export const INTENDED = Object.freeze({
   reportsAreSignsOfLife: true,
   /** SPEC: "Losers of a just-published run are not subject to [the safety window]". */
   losersExemptFromSafetyWindow: true,
+  /**
+   * A reported attempt url is the writer's claim that what lies under it is that attempt's output
+   * (the ledger cannot tell who wrote an object): a loser's url covers its objects, whoever wrote
+   * them, so they share the loser's exemption from the safety window.
+   */
+  reportedUrlClaimsItsObjects: true,
 });
 
 /**
