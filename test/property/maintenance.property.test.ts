@@ -75,6 +75,8 @@ describe(`maintenance never deletes what readers or operators still need (${BACK
             runId: string;
             kind: "published" | "failed" | "abandoned" | "active";
             dirs: string[];
+            /** When it succeeded (publish steps): "newest" is by this, ties by the greater runId. */
+            at: number;
           }[] = [];
           for (const [i, step] of steps.entries()) {
             const runId = `${datasetId}-${i}`;
@@ -110,6 +112,7 @@ describe(`maintenance never deletes what readers or operators still need (${BACK
                           ? "abandoned"
                           : "active",
                   dirs,
+                  at: clock.now().getTime(),
                 });
               } else if (step.kind === "tick") {
                 clock.advance(step.hours * HOUR);
@@ -153,10 +156,11 @@ describe(`maintenance never deletes what readers or operators still need (${BACK
           const dataset = await ledger.dataset(datasetId);
           const leftRuns = await ledger.runs(datasetId);
           const left = leftRuns.map((r) => r.runId);
-          // Newest first by run order in the history (each publish succeeded later than the last).
+          // Newest first, as the rail orders them: by success time, then the greater runId (the
+          // clock here only moves on ticks, so runs published between two ticks tie).
           const newest = runs
             .filter((r) => r.kind === "published")
-            .reverse()
+            .sort((a, b) => b.at - a.at || (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0))
             .slice(0, keepRuns)
             .map((r) => r.runId);
           const kept = new Set([...newest, ...(dataset.currentRunId ? [dataset.currentRunId] : [])]);
