@@ -4,25 +4,13 @@ import { ValidationError } from "../../errors.js";
 import type { CliRuntime } from "../command-runtime.js";
 import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
+import { POLICY_FLAG_NAMES, type PolicyFlags } from "../policy-flags.js";
 import { datasetJson, renderDataset } from "../views.js";
 
-interface DatasetUpdateOptions {
-  keepRuns?: string;
-  retention?: string;
-  failedRetention?: string;
-  staleAfter?: string;
-  safetyWindow?: string;
-}
+type DatasetUpdateOptions = PolicyFlags;
 
-/** The flag of each policy, so a ValidationError names what the user typed. */
-const FLAG_NAMES = {
-  datasetId: "<id>",
-  keepRuns: "--keep-runs",
-  retention: "--retention",
-  failedRetention: "--failed-retention",
-  staleAfter: "--stale-after",
-  safetyWindow: "--safety-window",
-} as const;
+/** The id first, then the policies (the "nothing to change" message lists the latter). */
+const FLAG_NAMES = { datasetId: "<id>", ...POLICY_FLAG_NAMES } as const;
 
 /**
  * `dataset update <id> [--keep-runs N] [--retention D] [--failed-retention D] [--stale-after D]

@@ -3,27 +3,15 @@ import { parseDatasetInput } from "../../datasets/dataset-config.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
+import { POLICY_FLAG_NAMES, type PolicyFlags } from "../policy-flags.js";
 import { datasetJson, renderDataset } from "../views.js";
 import { registerDatasetUpdate } from "./dataset-update.js";
 
-interface DatasetCreateOptions {
+interface DatasetCreateOptions extends PolicyFlags {
   root: string;
-  keepRuns?: string;
-  retention?: string;
-  failedRetention?: string;
-  staleAfter?: string;
-  safetyWindow?: string;
 }
 
-const FLAG_NAMES = {
-  datasetId: "<id>",
-  root: "--root",
-  keepRuns: "--keep-runs",
-  retention: "--retention",
-  failedRetention: "--failed-retention",
-  staleAfter: "--stale-after",
-  safetyWindow: "--safety-window",
-} as const;
+const FLAG_NAMES = { datasetId: "<id>", root: "--root", ...POLICY_FLAG_NAMES } as const;
 
 /**
  * `dataset create <id> --root URL [policies]`: registers a dataset. `--json` prints the dataset
