@@ -76,15 +76,6 @@ export type {
 export type { MaintainPass } from "./ledger/maintain-loop.js";
 export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
-  CleanupReport,
-  GcReport,
-  LogRecord,
-  MaintenancePolicies,
-  MetricRecord,
-  RetryFailedReport,
-} from "./ledger/maintenance.js";
-export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
-export type {
   AttemptInput,
   AttemptResult,
   DatasetStatus,
@@ -95,6 +86,15 @@ export type {
 export { openLedger } from "./ledger/open-ledger.js";
 export type { CurrentPointer, Manifest, PublishedWinner, PublishResult } from "./ledger/publish.js";
 export type { RollbackResult } from "./ledger/rollback.js";
+export type { MaintenancePolicies } from "./maintenance/maintenance-policies.js";
+export { DEFAULT_MAINTENANCE_POLICIES } from "./maintenance/maintenance-policies.js";
+export type {
+  CleanupReport,
+  GcReport,
+  LogRecord,
+  MetricRecord,
+  RetryFailedReport,
+} from "./maintenance/maintenance-reports.js";
 export type { RetryPolicy } from "./maintenance/retry-policy.js";
 export type {
   AttemptStatus,
