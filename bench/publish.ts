@@ -6,6 +6,7 @@ import pg from "pg";
 import { openObjectStore } from "../src/adapters/objectstore/open-object-store.js";
 import { openDatabase, type PostgresPoolLike } from "../src/adapters/postgres/database.js";
 import { createPgEventLog, PgEventLog } from "../src/adapters/postgres/pg-event-log.js";
+import { ledgerProjection } from "../src/adapters/postgres/projection-store.js";
 import { WINNERS_PER_EVENT } from "../src/events/catalogue.js";
 import type { NewEvent } from "../src/events/envelope.js";
 import { EventCatalogue } from "../src/events/event-catalogue.js";
@@ -19,7 +20,6 @@ import {
   type SelectableAttempt,
   selectWinners,
 } from "../src/machines/winner-selection.js";
-import { ledgerProjection } from "../src/projections/ledger-projection.js";
 import { manifestKey } from "../src/storage/object-layout.js";
 import type { ObjectStore } from "../src/storage/object-store.js";
 import {

@@ -14,6 +14,7 @@ export { migrateToLatest } from "./adapters/postgres/migrations.js";
 export type { PgEventLogOptions } from "./adapters/postgres/pg-event-log.js";
 export { createPgEventLog } from "./adapters/postgres/pg-event-log.js";
 export type { PGliteLike } from "./adapters/postgres/pglite-pool.js";
+export type { AuditDifference, AuditReport } from "./adapters/postgres/rebuild.js";
 export type { SubscriptionOptions } from "./adapters/postgres/subscription.js";
 export {
   processSubscriptionBatch,
@@ -109,8 +110,7 @@ export type {
   RunStatus,
   RunView,
   WinnerView,
-} from "./projections/queries.js";
-export type { AuditDifference, AuditReport } from "./projections/rebuild.js";
+} from "./projections/views.js";
 export type {
   DeleteOutcome,
   ListPage,

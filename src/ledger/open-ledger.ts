@@ -6,6 +6,9 @@ import { type Database, type DatabaseInput, openDatabase } from "../adapters/pos
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
 import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import { type ProjectionQueries, projectionQueries } from "../adapters/postgres/projection-queries.js";
+import { ledgerProjection } from "../adapters/postgres/projection-store.js";
+import { type AuditReport, auditProjections, rebuildProjections } from "../adapters/postgres/rebuild.js";
 import {
   type DatasetInput,
   type DatasetPolicyChanges,
@@ -33,20 +36,16 @@ import type {
   MetricRecord,
   RetryFailedReport,
 } from "../maintenance/maintenance-reports.js";
-import { ledgerProjection } from "../projections/ledger-projection.js";
-import {
-  type AttemptView,
-  type DatasetStatusFacts,
-  type DatasetView,
-  type PendingCleanupItem,
-  type ProjectionQueries,
-  projectionQueries,
-  type RetentionFloor,
-  type Rollup,
-  type RunView,
-  type WinnerView,
-} from "../projections/queries.js";
-import { type AuditReport, auditProjections, rebuildProjections } from "../projections/rebuild.js";
+import type {
+  AttemptView,
+  DatasetStatusFacts,
+  DatasetView,
+  PendingCleanupItem,
+  RetentionFloor,
+  Rollup,
+  RunView,
+  WinnerView,
+} from "../projections/views.js";
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";

@@ -1,7 +1,6 @@
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { isConcurrencyError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
-import type { AppendFence } from "../events/event-log.js";
+import type { AppendFence, EventLog } from "../events/event-log.js";
 import { type DecideContext, decideRun, type RunCommand } from "../machines/run-commands.js";
 import { evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
 import { runStream } from "./streams.js";
@@ -18,13 +17,13 @@ const MAX_CONFLICT_RETRIES = 50;
  * @internal
  */
 export class RunExecutor {
-  readonly #log: PgEventLog;
+  readonly #log: EventLog;
   readonly #clock: () => Date;
   readonly #metadata: Partial<EventMetadata>;
   readonly #cache = new Map<string, RunState>();
   readonly #queues = new Map<string, Promise<unknown>>();
 
-  constructor(log: PgEventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
+  constructor(log: EventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;

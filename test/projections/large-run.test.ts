@@ -1,9 +1,9 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { projectionQueries } from "../../src/adapters/postgres/projection-queries.js";
+import { applyLedgerEvents } from "../../src/adapters/postgres/projection-store.js";
 import { CURRENT_SCHEMA_VERSIONS, type EventType } from "../../src/events/catalogue.js";
 import type { RecordedEvent } from "../../src/events/envelope.js";
-import { applyLedgerEvents } from "../../src/projections/ledger-projection.js";
-import { projectionQueries } from "../../src/projections/queries.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 
 const at = new Date("2026-01-01T00:00:00Z");

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { RunUrls } from "../../maintenance/gc-planner.js";
-import type { MaintenancePassRecord } from "../../projections/queries.js";
+import type { MaintenancePassRecord } from "../../projections/views.js";
 import type { Database } from "./database.js";
 import type { MaintenanceLease } from "./maintenance-lease.js";
 

@@ -1,15 +1,11 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import { ShardledgerError } from "../../errors.js";
-import {
-  createProjectionTables,
-  PROJECTION_TABLES,
-  PROJECTION_VERSION,
-  PROJECTION_VIEWS,
-} from "../../projections/projection-tables.js";
-import { replayInto } from "../../projections/rebuild.js";
+import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
+import { createProjectionTables, PROJECTION_VERSION, PROJECTION_VIEWS } from "./projection-schema.js";
+import { replayInto } from "./rebuild.js";
 
 /**
  * A migration that knows which schema it runs in. Migrations are append-only: a released one is

@@ -1,5 +1,7 @@
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { ProjectionTable } from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
+import type { Columns } from "./table-io.js";
 
 /**
  * The version of the projection code; bump it when the fold changes, with a migration that
@@ -9,28 +11,111 @@ import type { LedgerDb } from "../adapters/postgres/database.js";
  */
 export const PROJECTION_VERSION = 3;
 
-/** Projection tables, in dependency-free order. Every one is rebuilt from the log by `rebuild`. */
-export const PROJECTION_TABLES = [
-  "datasets",
-  "runs",
-  "attempt_records",
-  "winners",
-  "pending_cleanup",
-  "retention_floors",
-  "rollups",
-] as const;
-export type ProjectionTable = (typeof PROJECTION_TABLES)[number];
-
-/** Primary-key columns of each projection table (audit compares rows by them). */
-export const PROJECTION_KEYS: Readonly<Record<ProjectionTable, readonly string[]>> = {
-  datasets: ["dataset_id"],
-  runs: ["run_id"],
-  attempt_records: ["run_id", "attempt_key"],
-  winners: ["run_id", "shard"],
-  pending_cleanup: ["run_id", "url"],
-  retention_floors: ["run_id", "kind", "url"],
-  rollups: ["dataset_id", "reason"],
+/** Column types of every projection table (the same order as the DDL). */
+export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
+  datasets: {
+    dataset_id: "text",
+    root: "text",
+    keep_runs: "integer",
+    retention_ms: "bigint",
+    failed_retention_ms: "bigint",
+    stale_after_ms: "bigint",
+    safety_window_ms: "bigint",
+    current_run_id: "text",
+    current_manifest_url: "text",
+    current_moved_at: "timestamptz",
+    registered_at: "timestamptz",
+    updated_at: "timestamptz",
+    safety_window_hold_ms: "bigint",
+    safety_window_hold_until: "timestamptz",
+  },
+  runs: {
+    run_id: "text",
+    dataset_id: "text",
+    status: "text",
+    num_shards: "integer",
+    is_current: "boolean",
+    publish_progress: "text",
+    manifest_url: "text",
+    started_at: "timestamptz",
+    updated_at: "timestamptz",
+    heartbeat_at: "timestamptz",
+    winners_selected_at: "timestamptz",
+    succeeded_at: "timestamptz",
+    failed_at: "timestamptz",
+    replaced_at: "timestamptz",
+    failure_cause: "text",
+    failure_reason: "text",
+    missing_shards: "jsonb",
+    reopened_count: "integer",
+    attempts_total: "integer",
+    attempts_started: "integer",
+    attempts_succeeded: "integer",
+    attempts_failed: "integer",
+    attempts_winner: "integer",
+    attempts_loser: "integer",
+    attempts_cleanup_pending: "integer",
+    attempts_deleted: "integer",
+  },
+  attempt_records: {
+    run_id: "text",
+    attempt_key: "text",
+    dataset_id: "text",
+    shard: "integer",
+    attempt: "integer",
+    task_attempt_id: "text",
+    url: "text",
+    outcome: "text",
+    cleanup_status: "text",
+    error: "text",
+    reported_at: "timestamptz",
+    updated_at: "timestamptz",
+  },
+  winners: {
+    run_id: "text",
+    shard: "integer",
+    dataset_id: "text",
+    attempt: "integer",
+    task_attempt_id: "text",
+    url: "text",
+    selected_at: "timestamptz",
+  },
+  pending_cleanup: {
+    run_id: "text",
+    url: "text",
+    dataset_id: "text",
+    reason: "text",
+    state: "text",
+    tries: "integer",
+    last_error_code: "text",
+    last_error_message: "text",
+    transient: "boolean",
+    planned_at: "timestamptz",
+    first_failure_at: "timestamptz",
+    last_failure_at: "timestamptz",
+    next_retry_at: "timestamptz",
+  },
+  retention_floors: {
+    run_id: "text",
+    kind: "text",
+    url: "text",
+    dataset_id: "text",
+    failed_at: "timestamptz",
+    protected_until: "timestamptz",
+  },
+  rollups: {
+    dataset_id: "text",
+    reason: "text",
+    pruned_runs: "bigint",
+    pruned_attempts: "bigint",
+    pruned_failed_items: "bigint",
+    last_pruned_at: "timestamptz",
+  },
 };
+
+const { cleanup_status: _cleanupStatus, ...recordColumns } = PROJECTION_COLUMNS.attempt_records;
+/** Column types of the `attempts` view: an attempt record with `status` for `cleanup_status`. */
+export const ATTEMPTS_VIEW_COLUMNS: Columns = { ...recordColumns, status: "text" };
 
 /** Views over the projection tables (part of the read interface; never compared by audit). */
 export const PROJECTION_VIEWS = ["attempts"] as const;
