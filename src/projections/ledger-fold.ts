@@ -1,5 +1,6 @@
 import { nextSafetyWindowHold, type SafetyWindowHold } from "../datasets/safety-window.js";
 import type { RecordedEvent } from "../events/envelope.js";
+import { ATTEMPT_TABLE, attemptPhaseInfo } from "../machines/attempt-machine.js";
 import { attemptKey } from "../machines/run-state.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "./projection-rows.js";
 
@@ -21,6 +22,13 @@ const DATASET_WRITERS = new Set([
 ]);
 
 type Data = Record<string, unknown>;
+
+/** The attempt machine event of each reported outcome. */
+const REPORT_EVENT: Readonly<Record<"STARTED" | "SUCCEEDED" | "FAILED", string>> = {
+  STARTED: "REPORT_STARTED",
+  SUCCEEDED: "REPORT_SUCCEEDED",
+  FAILED: "REPORT_FAILED",
+};
 
 /** The stored safety-window hold of a dataset row, or null. */
 function holdOf(row: Row): SafetyWindowHold | null {
@@ -76,11 +84,11 @@ export interface RowsNeeded {
   writesDataset: boolean;
   /** Runs started in this batch: a run that has no row yet has nothing else to load either. */
   startedHere: Set<string>;
-  /** Runs whose attempts must all be loaded (a failure can void a selection and recount them). */
+  /** Runs whose attempts and winners must all be loaded (a selection or its undoing steps them all). */
   fullRuns: string[];
   /** Attempt rows by (runId, attemptKey). */
   attemptKeys: [string, string][];
-  /** Attempt rows, pending items and winners by (runId, url): what cleanup events name. */
+  /** Attempt rows and pending items by (runId, url): what cleanup events name. */
   urls: [string, string][];
   /** Datasets whose floor rows a policy change rewrites. */
   floorDatasets: string[];
@@ -120,8 +128,10 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
           attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId)),
         ]);
         break;
+      case "WinnerSelected":
       case "RunFailed":
-        // A failure can void a selection, and the run's counts are then recounted from its rows.
+        // A selection classifies every attempt of the run (winners, then losers once it is
+        // complete), and a failure can void it: either steps every attempt row of the run.
         fullRuns.add(str(d.runId));
         break;
       case "CleanupPlanned":
@@ -190,6 +200,8 @@ export class LedgerFold {
   readonly #prunedRuns = new Set<string>();
   /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
   readonly #clearedWinners = new Set<string>();
+  /** Winners per run, counted once from the loaded rows and kept from then on. */
+  readonly #winnerCounts = new Map<string, number>();
 
   /** Adds a loaded attempt row (once: the same row may come back from several reads). */
   loadAttempt(row: Row): void {
@@ -310,7 +322,11 @@ export class LedgerFold {
     this.runs.put(row);
   }
 
-  /** AttemptStarted, AttemptSucceeded and AttemptFailed. */
+  /**
+   * AttemptStarted, AttemptSucceeded and AttemptFailed. The attempt's status is the attempt
+   * machine's (its transition table, src/machines/attempt-machine.ts), stepped exactly as the
+   * run fold steps it: the report, then SELECT_LOSER when the run's winners are already chosen.
+   */
   onAttemptReported(e: RecordedEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const at = e.recordedAt;
@@ -320,6 +336,7 @@ export class LedgerFold {
     const outcome =
       e.type === "AttemptStarted" ? "STARTED" : e.type === "AttemptSucceeded" ? "SUCCEEDED" : "FAILED";
     if (!attempt) {
+      const initial = attemptPhaseInfo(ATTEMPT_TABLE.initial);
       attempt = {
         run_id: runId,
         attempt_key: key,
@@ -328,70 +345,75 @@ export class LedgerFold {
         attempt: d.attempt,
         task_attempt_id: strOrNull(d.taskAttemptId),
         url: strOrNull(d.url),
-        outcome,
+        outcome: initial.outcome,
         cleanup_status: null,
         error: e.type === "AttemptFailed" ? d.error : null,
         reported_at: at,
         updated_at: at,
+        phase: ATTEMPT_TABLE.initial,
+        status: initial.status,
       };
       this.#indexAttempt(attempt);
       this.attempts.put(attempt);
       run.attempts_total = (run.attempts_total as number) + 1;
+      this.#count(run, initial.status, 1);
+      this.#step(run, attempt, REPORT_EVENT[outcome], at);
       // Reported after its run's winners were selected: a loser at once.
-      this.#count(run, this.#statusOf(run, attempt), 1);
+      if (run.winners_selected_at !== null) this.#step(run, attempt, "SELECT_LOSER", at);
       return;
     }
-    if (e.type === "AttemptStarted") return;
-    // The first reported outcome stands (a contradicting report is refused when decided).
-    if (attempt.outcome !== "STARTED" && attempt.outcome !== outcome) return;
-    // A changed outcome is never a winner's (a winner had succeeded when it was selected), so
-    // its status needs no winners loaded.
-    const before = this.#statusOf(run, attempt);
-    attempt.outcome = outcome;
+    // The same outcome twice is one report; STARTED after an outcome and a contradicting outcome
+    // are refused by the machine (and when decided), and the first report stands.
+    if (attempt.outcome === outcome || !this.#step(run, attempt, REPORT_EVENT[outcome], at)) return;
     if (d.url !== null && d.url !== undefined && attempt.url !== d.url) {
       this.#unindexAttempt(attempt);
       attempt.url = d.url;
       this.#indexAttempt(attempt);
     }
     if (e.type === "AttemptFailed") attempt.error = d.error;
-    attempt.updated_at = at;
-    this.attempts.touch(attempt);
-    this.#move(run, before, this.#statusOf(run, attempt));
   }
 
+  /**
+   * WinnerSelected names the winners of up to 1,000 shards: each named attempt steps
+   * SELECT_WINNER; once every shard has its winner, every other attempt steps SELECT_LOSER.
+   */
   onWinnerSelected(e: RecordedEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const at = e.recordedAt;
     const runId = str(d.runId);
     if (run.winners_selected_at === null) {
-      // The selection begins: from now on every attempt the winners do not name is a loser.
       run.winners_selected_at = at;
       run.status = "PUBLISHING";
       run.publish_progress = "winners_selected";
-      for (const outcome of ["STARTED", "SUCCEEDED", "FAILED"]) {
-        const column = COUNT_COLUMN[outcome] as string;
-        this.#count(run, "LOSER", run[column] as number);
-        run[column] = 0;
-      }
     }
     for (const w of d.winners as readonly Data[]) {
-      if (this.winners.get(runId, w.shard as number)) continue;
+      if ((w.shard as number) >= (run.num_shards as number) || this.winners.get(runId, w.shard as number))
+        continue;
+      const taskAttemptId = strOrNull(w.taskAttemptId);
+      const selected = this.#winnerCount(runId);
       this.winners.put({
         run_id: runId,
         shard: w.shard,
         dataset_id: run.dataset_id,
         attempt: w.attempt,
-        task_attempt_id: strOrNull(w.taskAttemptId),
+        task_attempt_id: taskAttemptId,
         url: strOrNull(w.url),
         selected_at: at,
       });
-      this.#move(run, "LOSER", "WINNER");
+      this.#winnerCounts.set(runId, selected + 1);
+      const winner = this.attempts.get(
+        runId,
+        attemptKey(w.shard as number, w.attempt as number, taskAttemptId),
+      );
+      if (winner) this.#step(run, winner, "SELECT_WINNER", at);
     }
+    if (this.#winnerCount(runId) < (run.num_shards as number)) return;
+    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "SELECT_LOSER", at);
   }
 
   onRunFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
-    if (run.publish_progress === "winners_selected") this.#cancelSelection(run);
+    if (run.publish_progress === "winners_selected") this.#cancelSelection(run, e.recordedAt);
     run.status = "FAILED";
     run.failed_at = e.recordedAt;
     run.failure_cause = d.cause;
@@ -475,20 +497,23 @@ export class LedgerFold {
       next_retry_at: d.nextRetryAt === null ? null : new Date(str(d.nextRetryAt)),
     });
     this.pending.put(row);
-    for (const a of this.#attemptsAt(runId, str(d.url))) {
-      const status = this.#statusOf(run, a);
-      if (status !== "WINNER" && status !== "DELETED") this.#setCleanupStatus(run, a, "CLEANUP_PENDING", at);
-    }
+    // A winner's data is never the loser cleanup's business: the machine refuses, nothing changes.
+    const step = d.exhausted ? "CLEANUP_FAILED.exhausted" : "CLEANUP_FAILED";
+    for (const a of this.#attemptsAt(runId, str(d.url))) this.#step(run, a, step, at);
     if (d.exhausted) this.#protect(run, "failed_cleanup", str(d.url), at);
   }
 
-  onCleanupRequeued(_e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCleanupRequeued(e: RecordedEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const row = this.pending.get(str(d.runId), str(d.url));
     if (row) {
+      const failed = row.state === "failed" || row.state === "exhausted";
       row.state = "planned";
       row.next_retry_at = null;
       this.pending.touch(row);
+      if (failed)
+        for (const a of this.#attemptsAt(str(d.runId), str(d.url)))
+          this.#step(run, a, "CLEANUP_REQUEUED", e.recordedAt);
     }
     this.#unprotect(run, "failed_cleanup", str(d.url));
   }
@@ -499,9 +524,8 @@ export class LedgerFold {
     const runId = str(d.runId);
     const row = this.pending.get(runId, str(d.url)) ?? { run_id: runId, url: d.url };
     this.pending.remove(row);
-    for (const a of this.#attemptsAt(runId, str(d.url))) {
-      if (this.#statusOf(run, a) !== "WINNER") this.#setCleanupStatus(run, a, "DELETED", e.recordedAt);
-    }
+    for (const a of this.#attemptsAt(runId, str(d.url)))
+      this.#step(run, a, "CLEANUP_SUCCEEDED", e.recordedAt);
     this.#unprotect(run, "failed_cleanup", str(d.url));
   }
 
@@ -566,10 +590,10 @@ export class LedgerFold {
 
   /**
    * A run failed after its winners were chosen but before its manifest: the selection is void.
-   * Winners go, attempts return to what they reported (the run's counts are recounted from its
-   * rows, all loaded for RunFailed), and a reopened run selects afresh.
+   * Winners go, every attempt of the run (all loaded for RunFailed) steps PUBLISH_UNDONE back to
+   * what it reported, and a reopened run selects afresh.
    */
-  #cancelSelection(run: Row): void {
+  #cancelSelection(run: Row, at: Date): void {
     const runId = str(run.run_id);
     for (const [k, w] of this.winners.rows) {
       if (w.run_id === runId) {
@@ -578,39 +602,56 @@ export class LedgerFold {
       }
     }
     this.#clearedWinners.add(runId);
+    this.#winnerCounts.set(runId, 0);
     run.winners_selected_at = null;
     run.publish_progress = "none";
-    for (const status of ["STARTED", "SUCCEEDED", "FAILED", "WINNER", "LOSER"])
-      run[COUNT_COLUMN[status] as string] = 0;
-    for (const a of this.attempts.rows.values()) {
-      if (a.run_id === runId && a.cleanup_status === null) this.#count(run, str(a.outcome), 1);
-    }
+    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "PUBLISH_UNDONE", at);
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
 
-  /**
-   * An attempt's lifecycle status, derived exactly as the `attempts` view derives it: cleanup's
-   * verdict, else WINNER/LOSER once the run's winners are selected, else the reported outcome.
-   */
-  #statusOf(run: Row, attempt: Row): string {
-    if (attempt.cleanup_status !== null) return str(attempt.cleanup_status);
-    if (run.winners_selected_at === null) return str(attempt.outcome);
-    const w = this.winners.get(str(attempt.run_id), attempt.shard as number);
-    const wins =
-      w !== undefined && w.attempt === attempt.attempt && w.task_attempt_id === attempt.task_attempt_id;
-    return wins ? "WINNER" : "LOSER";
+  /** Every attempt row of the run the batch holds (all of them when the run was loaded whole). */
+  #attemptsOf(runId: string): Row[] {
+    const out: Row[] = [];
+    for (const a of this.attempts.rows.values()) if (a.run_id === runId) out.push(a);
+    return out;
   }
 
-  #setCleanupStatus(run: Row, attempt: Row, status: "CLEANUP_PENDING" | "DELETED", at: Date): void {
-    const before = this.#statusOf(run, attempt);
-    if (before === status) return;
-    attempt.cleanup_status = status;
+  /** How many shards of the run have their winner (the run's winners are loaded whole for WinnerSelected). */
+  #winnerCount(runId: string): number {
+    let n = this.#winnerCounts.get(runId);
+    if (n === undefined) {
+      n = 0;
+      for (const w of this.winners.rows.values()) if (w.run_id === runId) n++;
+      this.#winnerCounts.set(runId, n);
+    }
+    return n;
+  }
+
+  /**
+   * Steps an attempt row through the attempt machine's transition table — the same table the run
+   * fold uses, so the projection cannot disagree with the machine. Writes the new phase and the
+   * status it means (and `cleanup_status`, kept for readers of the table), moves the run's counts,
+   * and returns false (changing nothing) when the machine refuses the event.
+   */
+  #step(run: Row, attempt: Row, eventKey: string, at: Date): boolean {
+    const next = ATTEMPT_TABLE.next(str(attempt.phase), eventKey);
+    if (next === undefined) return false;
+    const before = str(attempt.status);
+    if (next !== attempt.phase) {
+      const info = attemptPhaseInfo(next);
+      attempt.phase = next;
+      attempt.status = info.status;
+      attempt.outcome = info.outcome;
+      attempt.cleanup_status =
+        info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null;
+    }
     attempt.updated_at = at;
     this.attempts.touch(attempt);
-    this.#move(run, before, status);
+    this.#move(run, before, str(attempt.status));
+    return true;
   }
 
   /** Moves one attempt between the run's status counts. */

@@ -10,9 +10,9 @@ import type { MaintenanceLease } from "./maintenance-lease.js";
  */
 
 /**
- * Attempts of the dataset's succeeded runs that lost and are not yet cleaned: status LOSER,
- * spelled out on the tables behind the `attempts` view so the query starts from the runs that
- * still have losers (the runs index), then their attempts. Ordered by run, then url.
+ * Attempts of the dataset's runs that lost and are not yet cleaned (status LOSER, as the fold
+ * stored it), starting from the runs that still have losers (the runs index). Ordered by run,
+ * then url.
  */
 export async function loserAttempts(
   database: Database,
@@ -23,11 +23,7 @@ export async function loserAttempts(
       SELECT a.run_id, a.url FROM ${sql.id(schema, "runs")} r
       JOIN ${sql.id(schema, "attempt_records")} a ON a.run_id = r.run_id
       WHERE r.dataset_id = ${datasetId} AND r.status = 'SUCCEEDED' AND r.attempts_loser > 0
-        AND a.cleanup_status IS NULL AND a.url IS NOT NULL
-        AND NOT EXISTS (
-          SELECT 1 FROM ${sql.id(schema, "winners")} w
-          WHERE w.run_id = a.run_id AND w.shard = a.shard AND w.attempt = a.attempt
-            AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id)
+        AND a.status = 'LOSER' AND a.url IS NOT NULL
       ORDER BY a.run_id, a.url`.execute(database.db);
   return rows.map((r) => ({ runId: r.run_id, url: r.url }));
 }

@@ -8,8 +8,10 @@ import type { Columns } from "./table-io.js";
  * rebuilds the tables from the log. 2: attempt statuses WINNER/LOSER derived at read time.
  * 3: a policy change never shortens a floor item's `protected_until`, and a shorter safety window
  * is held (`datasets.safety_window_hold_*`) until the old one's promises end.
+ * 4: an attempt's status is stored (`attempt_records.phase`, `.status`), written by the fold from
+ * the attempt machine's transition table; the `attempts` view only reads it.
  */
-export const PROJECTION_VERSION = 3;
+export const PROJECTION_VERSION = 4;
 
 /** Column types of every projection table (the same order as the DDL). */
 export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
@@ -70,6 +72,8 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
     error: "text",
     reported_at: "timestamptz",
     updated_at: "timestamptz",
+    phase: "text",
+    status: "text",
   },
   winners: {
     run_id: "text",
@@ -113,9 +117,13 @@ export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
   },
 };
 
-const { cleanup_status: _cleanupStatus, ...recordColumns } = PROJECTION_COLUMNS.attempt_records;
-/** Column types of the `attempts` view: an attempt record with `status` for `cleanup_status`. */
-export const ATTEMPTS_VIEW_COLUMNS: Columns = { ...recordColumns, status: "text" };
+const {
+  cleanup_status: _cleanupStatus,
+  phase: _phase,
+  ...attemptViewColumns
+} = PROJECTION_COLUMNS.attempt_records;
+/** Column types of the `attempts` view: an attempt record without its machine phase and `cleanup_status`. */
+export const ATTEMPTS_VIEW_COLUMNS: Columns = attemptViewColumns;
 
 /** Views over the projection tables (part of the read interface; never compared by audit). */
 export const PROJECTION_VIEWS = ["attempts"] as const;
@@ -172,9 +180,9 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
   )`.execute(db);
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, status, updated_at)`.execute(db);
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, started_at DESC)`.execute(db);
-  // What each attempt reported, and what cleanup did to its data. Whether it won or lost is not
-  // stored here: it follows from `winners` and the run (see the `attempts` view), so a publish
-  // writes one row per shard, not one per attempt.
+  // What each attempt reported, and where it is in its lifecycle: `phase` is the attempt machine's
+  // state (src/machines/attempt-machine.ts) and `status` what it means, both written by the fold
+  // stepping the machine's transition table; `cleanup_status` repeats cleanup's verdict.
   await sql`CREATE TABLE ${t("attempt_records")} (
     run_id text NOT NULL,
     attempt_key text NOT NULL,
@@ -188,6 +196,8 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
     error text,
     reported_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
+    phase text NOT NULL,
+    status text NOT NULL,
     PRIMARY KEY (run_id, attempt_key)
   )`.execute(db);
   await sql`CREATE INDEX ON ${t("attempt_records")} (run_id, url)`.execute(db);
@@ -242,29 +252,13 @@ export async function createProjectionTables(db: LedgerDb, schema: string): Prom
 
 /**
  * Creates the views of `schema`. `attempts` shows every attempt with its lifecycle status
- * (SPEC "Attempt lifecycle"), derived as the fold derives it: cleanup's verdict once cleanup
- * touched the data; else, once the run's winners are selected, WINNER for the attempt `winners`
- * names and LOSER for every other; else what the writer reported.
+ * (SPEC "Attempt lifecycle") as the fold stored it: SQL reads it, never derives it.
  */
 export async function createProjectionViews(db: LedgerDb, schema: string): Promise<void> {
-  const t = (name: string) => sql.id(schema, name);
-  await sql`CREATE VIEW ${t("attempts")} AS
-    SELECT a.run_id, a.attempt_key, a.dataset_id, a.shard, a.attempt, a.task_attempt_id, a.url,
-      CASE
-        WHEN a.cleanup_status IS NOT NULL THEN a.cleanup_status
-        WHEN r.winners_selected_at IS NULL THEN a.outcome
-        WHEN w.run_id IS NOT NULL THEN 'WINNER'
-        ELSE 'LOSER'
-      END AS status,
-      a.outcome, a.error, a.reported_at,
-      CASE
-        WHEN a.cleanup_status IS NULL AND r.winners_selected_at > a.updated_at THEN r.winners_selected_at
-        ELSE a.updated_at
-      END AS updated_at
-    FROM ${t("attempt_records")} a
-    JOIN ${t("runs")} r ON r.run_id = a.run_id
-    LEFT JOIN ${t("winners")} w ON w.run_id = a.run_id AND w.shard = a.shard AND w.attempt = a.attempt
-      AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id`.execute(db);
+  await sql`CREATE VIEW ${sql.id(schema, "attempts")} AS
+    SELECT run_id, attempt_key, dataset_id, shard, attempt, task_attempt_id, url, status, outcome, error,
+      reported_at, updated_at
+    FROM ${sql.id(schema, "attempt_records")}`.execute(db);
 }
 
 /** Drops the views of `schema` (before its tables are replaced). */

@@ -80,7 +80,10 @@ async function loadRows(
     for (const r of rows) attemptRows.push(r);
   };
   const loadRuns = needed.fullRuns.filter((id) => !isNew(id));
-  if (loadRuns.length > 0) addAll(await q("attempt_records", sql`run_id = ANY(${loadRuns}::text[])`));
+  if (loadRuns.length > 0) {
+    addAll(await q("attempt_records", sql`run_id = ANY(${loadRuns}::text[])`));
+    for (const r of await q("winners", sql`run_id = ANY(${loadRuns}::text[])`)) fold.winners.add(r);
+  }
   const loadKeys = needed.attemptKeys.filter((k) => !isNew(k[0]));
   if (loadKeys.length > 0) {
     addAll(
@@ -96,19 +99,6 @@ async function loadRows(
     const us = loadUrls.map((u) => u[1]);
     const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
     addAll(await q("attempt_records", atUrls));
-    // Cleanup never changes a winner: the winners of the shards at these urls tell which is one.
-    // Only runs that had selected winners before this batch need them loaded (a selection made
-    // in the batch is all in memory: a publish appends all its WinnerSelected events together,
-    // and a replay page that splits them leaves the run selected for the next page).
-    const selectedBefore = [...new Set(runs)].filter((id) => fold.runs.get(id)?.winners_selected_at != null);
-    if (selectedBefore.length > 0) {
-      for (const r of await q(
-        "winners",
-        sql`(run_id, shard) IN (SELECT run_id, shard FROM ${sql.id(schema, "attempt_records")}
-            WHERE ${atUrls} AND run_id = ANY(${selectedBefore}::text[]))`,
-      ))
-        fold.winners.add(r);
-    }
     for (const r of await q(
       "pending_cleanup",
       sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
