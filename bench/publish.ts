@@ -11,9 +11,9 @@ import { WINNERS_PER_EVENT } from "../src/events/catalogue.js";
 import type { NewEvent } from "../src/events/envelope.js";
 import { EventCatalogue } from "../src/events/event-catalogue.js";
 import type { EventLog } from "../src/events/event-log.js";
+import { runStream } from "../src/events/streams.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
 import { RunExecutor } from "../src/ledger/run-executor.js";
-import { runStream } from "../src/ledger/streams.js";
 import { attemptEventId } from "../src/machines/run-commands.js";
 import {
   type AttemptOutcome,

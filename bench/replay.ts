@@ -5,8 +5,8 @@ import { createPgEventLog } from "../src/adapters/postgres/pg-event-log.js";
 import { createProjectionTables } from "../src/adapters/postgres/projection-schema.js";
 import { applyLedgerEvents } from "../src/adapters/postgres/projection-store.js";
 import type { NewEvent } from "../src/events/envelope.js";
+import { datasetStream, runStream } from "../src/events/streams.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
-import { datasetStream, runStream } from "../src/ledger/streams.js";
 import { type SelectableAttempt, selectWinners } from "../src/machines/winner-selection.js";
 import {
   type BenchReport,

@@ -21,6 +21,7 @@ import { IllegalTransitionError, NotFoundError, ValidationError } from "../error
 import type { RecordedEvent } from "../events/envelope.js";
 import type { AppendFence } from "../events/event-log.js";
 import { idSchema } from "../events/identifiers.js";
+import { datasetStream, streamCandidates } from "../events/streams.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
@@ -60,7 +61,6 @@ import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
 import { RunExecutor } from "./run-executor.js";
-import { datasetStream, streamCandidates } from "./streams.js";
 
 /**
  * Options of {@link openLedger}.

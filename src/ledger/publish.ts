@@ -5,13 +5,13 @@ import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../er
 import type { PointerMoveReason } from "../events/catalogue.js";
 import type { EventMetadata } from "../events/envelope.js";
 import type { EventLog } from "../events/event-log.js";
+import { datasetStream } from "../events/streams.js";
 import type { RunState } from "../machines/run-state.js";
 import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
-import { datasetStream } from "./streams.js";
 
 /** One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string. */
 export interface PublishedWinner {

@@ -1,9 +1,9 @@
 import { isConcurrencyError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog } from "../events/event-log.js";
+import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand } from "../machines/run-commands.js";
 import { evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
-import { runStream } from "./streams.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;

@@ -20,6 +20,7 @@ import { ATTEMPT_TABLE } from "./attempt-machine.js";
 import { deterministicEventId, SHARDLEDGER_EVENT_NAMESPACE } from "./event-ids.js";
 import { RUN_TABLE } from "./run-machine.js";
 import { type AttemptState, attemptKey, attemptsAtUrl, type RunState } from "./run-state.js";
+import { summariseShards } from "./shard-summary.js";
 import { type AttemptOutcome, selectWinners } from "./winner-selection.js";
 
 /**
@@ -610,9 +611,4 @@ function isoOrThrow(field: string, d: Date): string {
   if (!(d instanceof Date) || Number.isNaN(d.getTime()))
     throw new ValidationError(field, "must be a valid Date");
   return d.toISOString();
-}
-
-function summariseShards(shards: readonly number[]): string {
-  const shown = shards.slice(0, 20).join(", ");
-  return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
 }

@@ -1,13 +1,17 @@
 import type { SafetyWindowHold } from "../datasets/safety-window.js";
 import type { AttemptStatus } from "../machines/attempt-machine.js";
+import type { RunStatus as MachineRunStatus } from "../machines/run-machine.js";
 
 /**
  * What the projection tables show, as typed views: the shapes the queries
  * (src/adapters/postgres/projection-queries.ts) return and the domain (planners, status) reads.
  */
 
-/** Run status as the registry shows it. */
-export type RunStatus = "STARTED" | "PUBLISHING" | "SUCCEEDED" | "FAILED";
+/**
+ * Run status as the registry shows it: the run machine's statuses (src/machines/run-machine.ts)
+ * that a registry row can have (a run with no events has no row, a pruned run leaves none).
+ */
+export type RunStatus = Exclude<MachineRunStatus, "NONE" | "PRUNED">;
 /** Attempt status (the attempt machine's): what it reported, how publish classified it, what cleanup did. */
 export type { AttemptStatus };
 
