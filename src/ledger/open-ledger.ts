@@ -503,24 +503,25 @@ class LedgerImpl implements Ledger {
         ? parseInput(attemptFailedInputSchema, input)
         : parseInput(attemptInputSchema, input);
     const taskAttemptId = parsed.taskAttemptId ?? null;
-    let url = parsed.url ?? null;
-    const state = await this.#executor.load(parsed.runId);
-    if (url !== null && state.datasetId !== null) {
+    const reported = parsed.url ?? null;
+    let url = reported;
+    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
+    const command: RunCommand =
+      type === "attemptFailed"
+        ? { type, ...base, error: (parsed as unknown as { error: string }).error }
+        : { type, ...base };
+    const { state: after } = await this.#executor.execute(command, {
       // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
       // refused unless it lies inside this run's own data area — so nothing downstream can ever be
       // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
-      const dataset = await this.dataset(state.datasetId);
-      url = attemptUrlOf(dataset.root, parsed.runId, url);
-    }
-    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
-    const { state: after } =
-      type === "attemptFailed"
-        ? await this.#executor.execute({
-            type,
-            ...base,
-            error: (parsed as unknown as { error: string }).error,
-          })
-        : await this.#executor.execute({ type, ...base });
+      // Done on the state the executor restores for the decision (the run is read once).
+      prepare: async (c, state) => {
+        if (reported === null || state.datasetId === null) return c;
+        const dataset = await this.dataset(state.datasetId);
+        url = attemptUrlOf(dataset.root, parsed.runId, reported);
+        return { ...c, url } as RunCommand;
+      },
+    });
     const attempt = after.attempts.get(attemptKey(parsed.shard, parsed.attempt, taskAttemptId));
     return {
       runId: parsed.runId,

@@ -42,13 +42,22 @@ export class RunExecutor {
    */
   execute(
     command: RunCommand,
-    context: Omit<DecideContext, "now" | "metadata"> & { fence?: AppendFence } = {},
+    context: Omit<DecideContext, "now" | "metadata"> & {
+      fence?: AppendFence;
+      /**
+       * Completes the command from the state just restored (attempt reports canonicalise their
+       * url against the run's dataset), so the run is read once per decision, not once to
+       * prepare and again to decide.
+       */
+      prepare?: (command: RunCommand, state: RunState) => Promise<RunCommand>;
+    } = {},
   ): Promise<{ state: RunState; events: RecordedEvent[] }> {
-    const { fence, ...decideContext } = context;
+    const { fence, prepare, ...decideContext } = context;
     return this.#serial(command.runId, async () => {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
-        const decided = decideRun(state, command, {
+        const prepared = prepare ? await prepare(command, state) : command;
+        const decided = decideRun(state, prepared, {
           ...decideContext,
           now: this.#clock(),
           metadata: this.#metadata,
