@@ -1,6 +1,11 @@
 import { nextSafetyWindowHold, type SafetyWindowHold } from "../datasets/safety-window.js";
 import type { RecordedEvent } from "../events/envelope.js";
-import { ATTEMPT_TABLE, attemptPhaseInfo } from "../machines/attempt-machine.js";
+import {
+  ATTEMPT_TABLE,
+  attemptPhaseInfo,
+  OUTCOME_OF_REPORT,
+  REPORT_EVENT,
+} from "../machines/attempt-machine.js";
 import { attemptKey } from "../machines/run-state.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "./projection-rows.js";
 
@@ -22,13 +27,6 @@ const DATASET_WRITERS = new Set([
 ]);
 
 type Data = Record<string, unknown>;
-
-/** The attempt machine event of each reported outcome. */
-const REPORT_EVENT: Readonly<Record<"STARTED" | "SUCCEEDED" | "FAILED", string>> = {
-  STARTED: "REPORT_STARTED",
-  SUCCEEDED: "REPORT_SUCCEEDED",
-  FAILED: "REPORT_FAILED",
-};
 
 /** The stored safety-window hold of a dataset row, or null. */
 function holdOf(row: Row): SafetyWindowHold | null {
@@ -333,8 +331,7 @@ export class LedgerFold {
     const runId = str(d.runId);
     const key = attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId));
     let attempt = this.attempts.get(runId, key);
-    const outcome =
-      e.type === "AttemptStarted" ? "STARTED" : e.type === "AttemptSucceeded" ? "SUCCEEDED" : "FAILED";
+    const outcome = OUTCOME_OF_REPORT[e.type] ?? "FAILED";
     if (!attempt) {
       const initial = attemptPhaseInfo(ATTEMPT_TABLE.initial);
       attempt = {
