@@ -1,5 +1,9 @@
 import { sql } from "kysely";
-import type { ProjectionTable } from "../../projections/projection-rows.js";
+import {
+  PROJECTION_KEYS,
+  PROJECTION_TABLES,
+  type ProjectionTable,
+} from "../../projections/projection-rows.js";
 import type { LedgerDb } from "./database.js";
 import type { Columns } from "./table-io.js";
 
@@ -13,7 +17,14 @@ import type { Columns } from "./table-io.js";
  */
 export const PROJECTION_VERSION = 4;
 
-/** Column types of every projection table (the same order as the DDL). */
+/**
+ * The columns of every projection table, in order, with their SQL types: the DDL is generated
+ * from them (with {@link NULLABLE} and the keys), and the bulk reads and writes use them.
+ * `attempt_records`: what each attempt reported, and where it is in its lifecycle — `phase` is the
+ * attempt machine's state (src/machines/attempt-machine.ts) and `status` what it means, both
+ * written by the fold stepping the machine's transition table; `cleanup_status` repeats
+ * cleanup's verdict.
+ */
 export const PROJECTION_COLUMNS: Readonly<Record<ProjectionTable, Columns>> = {
   datasets: {
     dataset_id: "text",
@@ -125,6 +136,39 @@ const {
 /** Column types of the `attempts` view: an attempt record without its machine phase and `cleanup_status`. */
 export const ATTEMPTS_VIEW_COLUMNS: Columns = attemptViewColumns;
 
+/** The columns that may be null; every other column is NOT NULL. */
+const NULLABLE: Readonly<Record<ProjectionTable, readonly string[]>> = {
+  datasets: [
+    "current_run_id",
+    "current_manifest_url",
+    "current_moved_at",
+    "safety_window_hold_ms",
+    "safety_window_hold_until",
+  ],
+  runs: [
+    "manifest_url",
+    "winners_selected_at",
+    "succeeded_at",
+    "failed_at",
+    "replaced_at",
+    "failure_cause",
+    "failure_reason",
+    "missing_shards",
+  ],
+  attempt_records: ["task_attempt_id", "url", "cleanup_status", "error"],
+  winners: ["task_attempt_id", "url"],
+  pending_cleanup: [
+    "last_error_code",
+    "last_error_message",
+    "transient",
+    "first_failure_at",
+    "last_failure_at",
+    "next_retry_at",
+  ],
+  retention_floors: [],
+  rollups: [],
+};
+
 /** Views over the projection tables (part of the read interface; never compared by audit). */
 export const PROJECTION_VIEWS = ["attempts"] as const;
 
@@ -134,119 +178,21 @@ export const PROJECTION_VIEWS = ["attempts"] as const;
  */
 export async function createProjectionTables(db: LedgerDb, schema: string): Promise<void> {
   const t = (name: string) => sql.id(schema, name);
-  await sql`CREATE TABLE ${t("datasets")} (
-    dataset_id text PRIMARY KEY,
-    root text NOT NULL,
-    keep_runs integer NOT NULL,
-    retention_ms bigint NOT NULL,
-    failed_retention_ms bigint NOT NULL,
-    stale_after_ms bigint NOT NULL,
-    safety_window_ms bigint NOT NULL,
-    current_run_id text,
-    current_manifest_url text,
-    current_moved_at timestamptz,
-    registered_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    safety_window_hold_ms bigint,
-    safety_window_hold_until timestamptz
-  )`.execute(db);
-  await sql`CREATE TABLE ${t("runs")} (
-    run_id text PRIMARY KEY,
-    dataset_id text NOT NULL,
-    status text NOT NULL,
-    num_shards integer NOT NULL,
-    is_current boolean NOT NULL,
-    publish_progress text NOT NULL,
-    manifest_url text,
-    started_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    heartbeat_at timestamptz NOT NULL,
-    winners_selected_at timestamptz,
-    succeeded_at timestamptz,
-    failed_at timestamptz,
-    replaced_at timestamptz,
-    failure_cause text,
-    failure_reason text,
-    missing_shards jsonb,
-    reopened_count integer NOT NULL,
-    attempts_total integer NOT NULL,
-    attempts_started integer NOT NULL,
-    attempts_succeeded integer NOT NULL,
-    attempts_failed integer NOT NULL,
-    attempts_winner integer NOT NULL,
-    attempts_loser integer NOT NULL,
-    attempts_cleanup_pending integer NOT NULL,
-    attempts_deleted integer NOT NULL
-  )`.execute(db);
+  // One statement per table, from PROJECTION_COLUMNS (names, types, order), NULLABLE and
+  // PROJECTION_KEYS: the columns are written down once, for the DDL and for the bulk writes.
+  for (const table of PROJECTION_TABLES) {
+    const columns = Object.entries(PROJECTION_COLUMNS[table]).map(
+      ([name, type]) =>
+        sql`${sql.id(name)} ${sql.raw(type)}${NULLABLE[table].includes(name) ? sql`` : sql` NOT NULL`}`,
+    );
+    const key = sql`PRIMARY KEY (${sql.join(PROJECTION_KEYS[table].map((k) => sql.id(k)))})`;
+    await sql`CREATE TABLE ${t(table)} (${sql.join([...columns, key])})`.execute(db);
+  }
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, status, updated_at)`.execute(db);
   await sql`CREATE INDEX ON ${t("runs")} (dataset_id, started_at DESC)`.execute(db);
-  // What each attempt reported, and where it is in its lifecycle: `phase` is the attempt machine's
-  // state (src/machines/attempt-machine.ts) and `status` what it means, both written by the fold
-  // stepping the machine's transition table; `cleanup_status` repeats cleanup's verdict.
-  await sql`CREATE TABLE ${t("attempt_records")} (
-    run_id text NOT NULL,
-    attempt_key text NOT NULL,
-    dataset_id text NOT NULL,
-    shard integer NOT NULL,
-    attempt integer NOT NULL,
-    task_attempt_id text,
-    url text,
-    outcome text NOT NULL,
-    cleanup_status text,
-    error text,
-    reported_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    phase text NOT NULL,
-    status text NOT NULL,
-    PRIMARY KEY (run_id, attempt_key)
-  )`.execute(db);
   await sql`CREATE INDEX ON ${t("attempt_records")} (run_id, url)`.execute(db);
-  await sql`CREATE TABLE ${t("winners")} (
-    run_id text NOT NULL,
-    shard integer NOT NULL,
-    dataset_id text NOT NULL,
-    attempt integer NOT NULL,
-    task_attempt_id text,
-    url text,
-    selected_at timestamptz NOT NULL,
-    PRIMARY KEY (run_id, shard)
-  )`.execute(db);
-  await sql`CREATE TABLE ${t("pending_cleanup")} (
-    run_id text NOT NULL,
-    url text NOT NULL,
-    dataset_id text NOT NULL,
-    reason text NOT NULL,
-    state text NOT NULL,
-    tries integer NOT NULL,
-    last_error_code text,
-    last_error_message text,
-    transient boolean,
-    planned_at timestamptz NOT NULL,
-    first_failure_at timestamptz,
-    last_failure_at timestamptz,
-    next_retry_at timestamptz,
-    PRIMARY KEY (run_id, url)
-  )`.execute(db);
   await sql`CREATE INDEX ON ${t("pending_cleanup")} (dataset_id, next_retry_at)`.execute(db);
-  await sql`CREATE TABLE ${t("retention_floors")} (
-    run_id text NOT NULL,
-    kind text NOT NULL,
-    url text NOT NULL,
-    dataset_id text NOT NULL,
-    failed_at timestamptz NOT NULL,
-    protected_until timestamptz NOT NULL,
-    PRIMARY KEY (run_id, kind, url)
-  )`.execute(db);
   await sql`CREATE INDEX ON ${t("retention_floors")} (dataset_id, protected_until)`.execute(db);
-  await sql`CREATE TABLE ${t("rollups")} (
-    dataset_id text NOT NULL,
-    reason text NOT NULL,
-    pruned_runs bigint NOT NULL,
-    pruned_attempts bigint NOT NULL,
-    pruned_failed_items bigint NOT NULL,
-    last_pruned_at timestamptz NOT NULL,
-    PRIMARY KEY (dataset_id, reason)
-  )`.execute(db);
   await createProjectionViews(db, schema);
 }
 
