@@ -376,7 +376,7 @@ async function timedPublishOnce(
         part(
           "· inline projection",
           projection,
-          "fold, upsert winners and the run row (attempt rows untouched: status is derived)",
+          "fold, upsert winners, the run row and every attempt row of the run (status stored by the fold)",
         ),
         part("· manifest put", manifestPut, `${Math.round(body.length / 1024)} KB JSON on the file:// store`),
         part("· manifest/succeeded/pointer events", later + pointer, "three small appends, _CURRENT put"),
