@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { ShardledgerError } from "../../errors.js";
+import { LockedError } from "../../errors.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { Database, LedgerDb } from "./database.js";
 
@@ -114,8 +114,8 @@ export function isConnectionLost(e: unknown): boolean {
   return /not queryable|Connection terminated|ECONNRESET|EPIPE|socket hang up/i.test(message);
 }
 
-function locked(name: string): ShardledgerError {
-  return new ShardledgerError("LOCKED", `${name} is held by another pass; try again later`, {
+function locked(name: string): LockedError {
+  return new LockedError(`${name} is held by another pass; try again later`, {
     details: { lock: name },
   });
 }

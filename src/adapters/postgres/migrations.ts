@@ -1,5 +1,5 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
-import { ShardledgerError } from "../../errors.js";
+import { InternalError } from "../../errors.js";
 import {
   createProjectionTables,
   PROJECTION_TABLES,
@@ -302,7 +302,7 @@ export async function migrateToLatest(
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
-    throw new ShardledgerError("INTERNAL", `migration failed: ${(error as Error).message ?? String(error)}`, {
+    throw new InternalError(`migration failed: ${(error as Error).message ?? String(error)}`, {
       cause: error,
     });
   }
