@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Compiles a small consumer program against the packed tarball, as a user of the package gets it:
-# `npm pack`, unpack into a scratch project's node_modules/shardledger, and `tsc` with
-# skipLibCheck: false, so every .d.ts the entry point reaches is checked (an @internal name that
-# stripInternal removed but a public declaration still references fails here, not for the user).
-# The package's own dependencies come from the repository's node_modules (a symlink per
-# dependency), so the check runs offline. Expects `npm run build` to have run.
+# `npm pack` (of the current dist/: run `npm run build` first), unpack into a scratch project's
+# node_modules/shardledger, and `tsc` with skipLibCheck: false, so every .d.ts the entry point
+# reaches is checked (an @internal name that stripInternal removed but a public declaration still
+# references fails here, not for the user). The package's own dependencies come from the
+# repository's node_modules (a symlink each), so the check runs offline.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+# --ignore-scripts: `prepare` would build again; the caller has just built.
 tarball="$(cd "$repo" && npm pack --silent --ignore-scripts --pack-destination "$work" | tail -n 1)"
 mkdir -p "$work/consumer/node_modules/shardledger"
 tar -xzf "$work/$tarball" -C "$work/consumer/node_modules/shardledger" --strip-components=1

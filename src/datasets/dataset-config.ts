@@ -46,7 +46,7 @@ const POLICY_FIELDS = {
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
  */
-export const datasetInputSchema = z.strictObject({
+const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
   root: z.string().transform((url, ctx) => {
     try {
@@ -130,13 +130,7 @@ const policyChangesSchema = z.strictObject({
  *
  * @example `POLICY_NAMES.includes("keepRuns") // true`
  */
-export const POLICY_NAMES = [
-  "keepRuns",
-  "retention",
-  "failedRetention",
-  "staleAfter",
-  "safetyWindow",
-] as const;
+const POLICY_NAMES = ["keepRuns", "retention", "failedRetention", "staleAfter", "safetyWindow"] as const;
 
 /**
  * Validates a policy change exactly as {@link parseDatasetInput} validates a registration and

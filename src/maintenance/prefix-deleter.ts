@@ -14,7 +14,7 @@ import { backoffDelay, isExhausted, parseRetryPolicy, type RetryPolicy } from ".
  * const e: PrefixCleanupError = { code: "SlowDown", message: "Please reduce your request rate.", transient: true }
  * ```
  */
-export interface PrefixCleanupError {
+interface PrefixCleanupError {
   code: string;
   message: string;
   transient: boolean;

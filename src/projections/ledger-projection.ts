@@ -121,7 +121,7 @@ export const ATTEMPTS_VIEW_COLUMNS: Columns = { ...recordColumns, status: "text"
  * attemptKey(3, 1, null) // "3/1/-"
  * ```
  */
-export function attemptKey(shard: number, attempt: number, taskAttemptId: string | null): string {
+function attemptKey(shard: number, attempt: number, taskAttemptId: string | null): string {
   return `${shard}/${attempt}/${taskAttemptId ?? "-"}`;
 }
 

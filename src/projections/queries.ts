@@ -249,7 +249,7 @@ export interface AuditRecord {
  *
  * @example `if (facts.floor.total > STATUS_FLOOR_ITEMS) console.log("and more")`
  */
-export const STATUS_FLOOR_ITEMS = 100;
+const STATUS_FLOOR_ITEMS = 100;
 
 async function select(
   db: LedgerDb,
@@ -270,7 +270,7 @@ const s = (v: unknown) => v as string;
 const sn = (v: unknown) => (v === null ? null : (v as string));
 const n = (v: unknown) => v as number;
 
-export function toDatasetView(r: Row): DatasetView {
+function toDatasetView(r: Row): DatasetView {
   return {
     datasetId: s(r.dataset_id),
     root: s(r.root),
@@ -293,7 +293,7 @@ export function toDatasetView(r: Row): DatasetView {
   };
 }
 
-export function toRunView(r: Row): RunView {
+function toRunView(r: Row): RunView {
   return {
     runId: s(r.run_id),
     datasetId: s(r.dataset_id),

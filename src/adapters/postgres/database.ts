@@ -150,6 +150,6 @@ function isPglite(x: PGliteLike | PostgresPoolLike): x is PGliteLike {
 }
 
 /** Hides a password in a connection URL before it is echoed in an error. */
-export function redact(url: string): string {
+function redact(url: string): string {
   return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }

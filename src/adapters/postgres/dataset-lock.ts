@@ -107,7 +107,7 @@ export async function withDatasetLock<T>(
  * await sql`SELECT 1`.execute(connection).catch((e) => { if (!isConnectionLost(e)) throw e })
  * ```
  */
-export function isConnectionLost(e: unknown): boolean {
+function isConnectionLost(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"))) return true;
   const message = e instanceof Error ? e.message : String(e);
