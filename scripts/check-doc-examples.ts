@@ -92,11 +92,10 @@ function readmeExamples(): Example[] {
 
 /** One example as a module: its own imports first, the prelude, then its body in an async function. */
 function moduleOf(example: Example, names: { values: string[]; types: string[] }): string {
-  const lines = example.code.split("\n");
-  // Imports and ambient declarations are only legal at the top of a module.
-  const hoisted = (l: string) => /^(import|declare)\s/.test(l);
-  const imports = lines.filter(hoisted);
-  const body = lines.filter((l) => !hoisted(l));
+  // Imports (one or many lines) and ambient declarations are only legal at the top of a module.
+  const hoisted = /^(?:import\s[\s\S]*?\sfrom\s+["'][^"']+["'];?|declare\s.*)$/gm;
+  const imports = example.code.match(hoisted) ?? [];
+  const body = example.code.replace(hoisted, "").split("\n");
   const own = new Set(imports.flatMap((l) => [...l.matchAll(/\b(\w+)\b/g)].map((m) => m[1])));
   const fromPackage = [...names.values, ...names.types.map((t) => `type ${t}`)].filter(
     (n) => !own.has(n.replace(/^type /, "")),
