@@ -10,13 +10,13 @@ import { durationFlag } from "./flags.js";
  *
  * @example `shardledger runs events  # reads pglite:./.shardledger/db`
  */
-export const DEFAULT_DATABASE = "pglite:./.shardledger/db";
+const DEFAULT_DATABASE = "pglite:./.shardledger/db";
 /**
  * How long to wait for a database connection (or a busy PGlite directory) by default.
  *
  * @example `shardledger --connect-timeout 30s runs events`
  */
-export const DEFAULT_CONNECT_TIMEOUT = "10s";
+const DEFAULT_CONNECT_TIMEOUT = "10s";
 
 /**
  * The options every command takes, resolved and validated.
@@ -118,7 +118,7 @@ export async function resolveGlobalOptions(
  * validateDatabaseUrl("--database", "mysql://x") // throws "--database: must be a postgres:// URL, …"
  * ```
  */
-export function validateDatabaseUrl(source: string, url: string): void {
+function validateDatabaseUrl(source: string, url: string): void {
   if (/^postgres(ql)?:\/\/./.test(url)) return;
   if (url.startsWith("pglite:") && url.length > "pglite:".length) return;
   throw new ValidationError(

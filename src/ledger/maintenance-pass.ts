@@ -46,7 +46,7 @@ export interface PassCounts {
 }
 
 /** The pass of `lease` over `datasetId`. @internal */
-export function openPass(deps: MaintenanceDeps, datasetId: string, lease: MaintenanceLease): Pass {
+function openPass(deps: MaintenanceDeps, datasetId: string, lease: MaintenanceLease): Pass {
   return {
     lease,
     guard: new PassGuard(

@@ -107,7 +107,15 @@ export interface LedgerOptions {
   random?: () => number;
 }
 
-/** Input of the attempt reports. */
+/**
+ * Input of the attempt reports: which shard, which attempt of it, and (on success) where it wrote.
+ *
+ * @example
+ * ```ts
+ * const input: AttemptInput = { runId, shard: 3, attempt: 1, taskAttemptId: 9_007_199_254_740_993n, url: `s3://lake/events/data/${runId}/shard=00003/attempt=01` }
+ * await ledger.attemptSucceeded(input)
+ * ```
+ */
 export interface AttemptInput {
   runId: string;
   shard: number;
@@ -116,7 +124,15 @@ export interface AttemptInput {
   url?: string | null;
 }
 
-/** An attempt as the CLI prints it after a report. */
+/**
+ * An attempt as the CLI prints it after a report.
+ *
+ * @example
+ * ```ts
+ * const result: AttemptResult = await ledger.attemptFailed({ runId, shard: 3, attempt: 0, error: "executor lost" })
+ * console.log(result.status) // "FAILED"
+ * ```
+ */
 export interface AttemptResult {
   runId: string;
   shard: number;
@@ -126,7 +142,14 @@ export interface AttemptResult {
   status: AttemptState["status"];
 }
 
-/** The result of `startRun`, as `run start --json` prints it. */
+/**
+ * The result of `startRun`, as `run start --json` prints it.
+ *
+ * @example
+ * ```ts
+ * const started: StartedRun = await ledger.startRun({ datasetId: "events", numShards: 16, runId: "2026-11-30" })
+ * ```
+ */
 export interface StartedRun {
   runId: string;
   datasetId: string;
@@ -147,7 +170,7 @@ export interface StartedRun {
  * @example
  * ```ts
  * const s: DatasetStatus = await ledger.status("events")
- * if (s.pending.exhausted > 0) alert(`${s.pending.exhausted} cleanup items need retry-failed`)
+ * if (s.pending.exhausted > 0) console.warn(`${s.pending.exhausted} cleanup items need retry-failed`)
  * ```
  */
 export interface DatasetStatus extends DatasetStatusFacts {

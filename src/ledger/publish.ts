@@ -13,7 +13,15 @@ import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layou
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
 
-/** One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string. */
+/**
+ * One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string.
+ *
+ * @example
+ * ```ts
+ * const { winners } = await ledger.publish(runId)
+ * const byShard = new Map(winners.map((w: PublishedWinner) => [w.shard, w.url]))
+ * ```
+ */
 export interface PublishedWinner {
   shard: number;
   attempt: number;
@@ -36,7 +44,16 @@ export interface PublishResult {
   manifestUrl: string;
 }
 
-/** The manifest written to `<root>/manifests/<runId>.json`. */
+/**
+ * The manifest written to `<root>/manifests/<runId>.json`.
+ *
+ * @example
+ * ```ts
+ * const bytes = await store.get("manifests/r1.json")
+ * const manifest = bytes && (JSON.parse(new TextDecoder().decode(bytes)) as Manifest)
+ * const urls = manifest?.winners.map((w) => w.url) ?? []
+ * ```
+ */
 export interface Manifest {
   format: "shardledger.manifest/1";
   runId: string;
@@ -46,7 +63,16 @@ export interface Manifest {
   winners: PublishedWinner[];
 }
 
-/** What `_CURRENT` holds: the run readers should read and its manifest. */
+/**
+ * What `_CURRENT` holds: the run readers should read and its manifest.
+ *
+ * @example
+ * ```ts
+ * const bytes = await store.get("_CURRENT")
+ * const current = bytes && (JSON.parse(new TextDecoder().decode(bytes)) as CurrentPointer)
+ * console.log(current?.runId, current?.manifestUrl)
+ * ```
+ */
 export interface CurrentPointer {
   format: "shardledger.current/1";
   runId: string;

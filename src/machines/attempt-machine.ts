@@ -32,7 +32,7 @@ export type AttemptStatus =
  * const e: AttemptMachineEvent = { type: "CLEANUP_FAILED", exhausted: true }
  * ```
  */
-export type AttemptMachineEvent =
+type AttemptMachineEvent =
   | { type: "REPORT_STARTED" }
   | { type: "REPORT_SUCCEEDED" }
   | { type: "REPORT_FAILED" }
@@ -96,7 +96,7 @@ export const OUTCOME_OF_REPORT: Readonly<Record<string, AttemptOutcome>> = Objec
  * s1.value // { outcome: "SUCCEEDED", disposition: "UNCLASSIFIED" }
  * ```
  */
-export const attemptMachine = setup({
+const attemptMachine = setup({
   types: { events: {} as AttemptMachineEvent },
   guards: {
     succeeded: stateIn({ outcome: "SUCCEEDED" }),
@@ -187,7 +187,7 @@ const ATTEMPT_EVENT_SAMPLES: readonly AttemptMachineEvent[] = [
  * attemptEventKey({ type: "CLEANUP_FAILED", exhausted: true }) // "CLEANUP_FAILED.exhausted"
  * ```
  */
-export function attemptEventKey(event: AttemptMachineEvent): string {
+function attemptEventKey(event: AttemptMachineEvent): string {
   return event.type === "CLEANUP_FAILED" && event.exhausted ? "CLEANUP_FAILED.exhausted" : event.type;
 }
 

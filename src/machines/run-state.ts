@@ -47,7 +47,7 @@ export type PublishProgress = "none" | "winners_selected" | "manifest_published"
  * if (run.failureCause === "coverage") console.error("missing shards", run.missingShards)
  * ```
  */
-export type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
+type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
 
 /**
  * The last error of a failed deletion.
@@ -57,7 +57,7 @@ export type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
  * const e: CleanupError = { code: "SlowDown", message: "reduce your request rate", transient: true }
  * ```
  */
-export interface CleanupError {
+interface CleanupError {
   readonly code: string;
   readonly message: string;
   readonly transient: boolean;
@@ -72,7 +72,7 @@ export interface CleanupError {
  * for (const c of run.cleanup.values()) if (c.state === "failed" && c.exhausted) report(c.url, c.lastError)
  * ```
  */
-export interface CleanupRecord {
+interface CleanupRecord {
   readonly url: string;
   readonly reason: CleanupReason | null;
   readonly state: "planned" | "failed" | "deleted";
@@ -96,7 +96,7 @@ export interface CleanupRecord {
  * const due = (c: AttemptCleanup, now: Date) => !c.exhausted && (c.nextRetryAt ?? now) <= now
  * ```
  */
-export interface AttemptCleanup {
+interface AttemptCleanup {
   readonly tries: number;
   readonly exhausted: boolean;
   readonly lastError: CleanupError | null;
@@ -138,7 +138,7 @@ export interface AttemptState {
  * const manifestEntries = [...run.winners.values()].map((w) => ({ shard: w.shard, url: w.url }))
  * ```
  */
-export interface WinnerRecord {
+interface WinnerRecord {
   readonly shard: number;
   readonly attempt: number;
   readonly taskAttemptId: string | null;

@@ -84,7 +84,7 @@ export interface GcAction {
  * const p: GcProtection = { runId: "r9", why: "current run: _CURRENT points to it" }
  * ```
  */
-export interface GcProtection {
+interface GcProtection {
   runId: string;
   why: string;
 }

@@ -38,7 +38,7 @@ const str = (v: unknown): string => v as string;
 const strOrNull = (v: unknown): string | null => (v === undefined || v === null ? null : (v as string));
 
 /** The rows of one projection table the fold holds: loaded, changed (dirty) and deleted. */
-export class TableState {
+class TableState {
   readonly rows = new Map<string, Row>();
   readonly dirty = new Set<string>();
   readonly deleted = new Map<string, Row>();
@@ -154,7 +154,7 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
 }
 
 /** What a folded batch changed in one table: rows to upsert and rows to delete, by key. */
-export interface TableChanges {
+interface TableChanges {
   table: ProjectionTable;
   upserts: Row[];
   deletes: Row[];

@@ -8,14 +8,26 @@ import type { RunStatus as MachineRunStatus } from "../machines/run-machine.js";
  */
 
 /**
- * Run status as the registry shows it: the run machine's statuses (src/machines/run-machine.ts)
- * that a registry row can have (a run with no events has no row, a pruned run leaves none).
+ * Run status as the registry shows it.
+ *
+ * @example
+ * ```ts
+ * const done = (status: RunStatus) => status === "SUCCEEDED" || status === "FAILED"
+ * ```
  */
 export type RunStatus = Exclude<MachineRunStatus, "NONE" | "PRUNED">;
 /** Attempt status (the attempt machine's): what it reported, how publish classified it, what cleanup did. */
 export type { AttemptStatus };
 
-/** A dataset and its policies (durations in milliseconds). */
+/**
+ * A dataset and its policies (durations in milliseconds).
+ *
+ * @example
+ * ```ts
+ * const dataset: DatasetView = await ledger.dataset("events")
+ * console.log(dataset.root, dataset.policies.keepRuns)
+ * ```
+ */
 export interface DatasetView {
   datasetId: string;
   root: string;
@@ -39,7 +51,15 @@ export interface DatasetView {
   safetyWindowHold?: SafetyWindowHold | null;
 }
 
-/** One row of the run registry. */
+/**
+ * One row of the run registry.
+ *
+ * @example
+ * ```ts
+ * const runs: RunView[] = await ledger.runs("events")
+ * const current = runs.find((r) => r.current)
+ * ```
+ */
 export interface RunView {
   runId: string;
   datasetId: string;
@@ -64,7 +84,15 @@ export interface RunView {
   >;
 }
 
-/** One attempt of a run. */
+/**
+ * One attempt of a run.
+ *
+ * @example
+ * ```ts
+ * const { attempts } = await ledger.run(runId)
+ * const failed = attempts.filter((a: AttemptView) => a.status === "FAILED")
+ * ```
+ */
 export interface AttemptView {
   shard: number;
   attempt: number;
@@ -77,7 +105,15 @@ export interface AttemptView {
   updatedAt: Date;
 }
 
-/** The winner of one shard. */
+/**
+ * The winner of one shard.
+ *
+ * @example
+ * ```ts
+ * const { winners } = await ledger.run(runId)
+ * const urls = winners.map((w: WinnerView) => w.url)
+ * ```
+ */
 export interface WinnerView {
   shard: number;
   attempt: number;
@@ -85,7 +121,15 @@ export interface WinnerView {
   url: string | null;
 }
 
-/** One item of the pending-cleanup set. */
+/**
+ * One item of the pending-cleanup set.
+ *
+ * @example
+ * ```ts
+ * const items: PendingCleanupItem[] = await ledger.pendingCleanup({ datasetId: "events" })
+ * const stuck = items.filter((i) => i.state === "exhausted").map((i) => `${i.url}: ${i.lastErrorCode}`)
+ * ```
+ */
 export interface PendingCleanupItem {
   runId: string;
   datasetId: string;
@@ -102,7 +146,15 @@ export interface PendingCleanupItem {
   nextRetryAt: Date | null;
 }
 
-/** What the failed-retention floor protects, and until when. */
+/**
+ * What the failed-retention floor protects, and until when.
+ *
+ * @example
+ * ```ts
+ * const floors: RetentionFloor[] = await ledger.retentionFloors("events")
+ * const soonest = floors[0]?.protectedUntil
+ * ```
+ */
 export interface RetentionFloor {
   datasetId: string;
   kind: "failed_run" | "failed_cleanup";
@@ -112,7 +164,15 @@ export interface RetentionFloor {
   protectedUntil: Date;
 }
 
-/** Counts of what was pruned, per dataset and reason. */
+/**
+ * Counts of what was pruned, per dataset and reason.
+ *
+ * @example
+ * ```ts
+ * const rollups: Rollup[] = await ledger.rollups("events")
+ * const prunedRuns = rollups.reduce((n, r) => n + r.prunedRuns, 0)
+ * ```
+ */
 export interface Rollup {
   datasetId: string;
   reason: string;
@@ -129,7 +189,7 @@ export interface Rollup {
  *
  * @example
  * ```ts
- * const facts = await queries.statusFacts("events", new Date())
+ * const facts: DatasetStatusFacts = await ledger.status("events")
  * ```
  */
 export interface DatasetStatusFacts {

@@ -15,12 +15,25 @@ export type LedgerDb = Kysely<any>;
 /**
  * A `pg.Pool`-like object: anything kysely's PostgresDialect accepts (kept structural so the
  * driver is not forced on users).
+ *
+ * @example
+ * ```ts
+ * import pg from "pg"
+ * const pool: PostgresPoolLike = new pg.Pool({ connectionString: "postgres://localhost/ledger" })
+ * const ledger = await openLedger({ database: pool })
+ * ```
  */
 export type PostgresPoolLike = PostgresPool;
 
 /**
  * Where the ledger keeps its log: a `postgres://` URL, `pglite:<dir>`, `pglite:memory`, an open
  * PGlite instance, or a pg-compatible pool.
+ *
+ * @example
+ * ```ts
+ * const database: DatabaseInput = process.env.SHARDLEDGER_DATABASE_URL ?? "pglite:./.shardledger/db"
+ * const ledger = await openLedger({ database })
+ * ```
  */
 export type DatabaseInput = string | PGliteLike | PostgresPoolLike;
 

@@ -1,5 +1,5 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
-import { ShardledgerError } from "../../errors.js";
+import { InternalError } from "../../errors.js";
 import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
@@ -312,7 +312,7 @@ export async function migrateToLatest(
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
-    throw new ShardledgerError("INTERNAL", `migration failed: ${(error as Error).message ?? String(error)}`, {
+    throw new InternalError(`migration failed: ${(error as Error).message ?? String(error)}`, {
       cause: error,
     });
   }

@@ -37,7 +37,7 @@ const s = (v: unknown) => v as string;
 const sn = (v: unknown) => (v === null ? null : (v as string));
 const n = (v: unknown) => v as number;
 
-export function toDatasetView(r: Row): DatasetView {
+function toDatasetView(r: Row): DatasetView {
   return {
     datasetId: s(r.dataset_id),
     root: s(r.root),
@@ -60,7 +60,7 @@ export function toDatasetView(r: Row): DatasetView {
   };
 }
 
-export function toRunView(r: Row): RunView {
+function toRunView(r: Row): RunView {
   return {
     runId: s(r.run_id),
     datasetId: s(r.dataset_id),

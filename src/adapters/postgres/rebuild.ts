@@ -18,7 +18,16 @@ import {
 import { applyLedgerEvents } from "./projection-store.js";
 import { normaliseRow } from "./table-io.js";
 
-/** One difference between a live projection row and the row a replay of the log produces. */
+/**
+ * One difference between a live projection row and the row a replay of the log produces.
+ *
+ * @example
+ * ```ts
+ * const { differences } = await ledger.audit()
+ * const first: AuditDifference | undefined = differences[0]
+ * if (first) console.log(first.table, first.key, first.column, first.live, first.replayed)
+ * ```
+ */
 export interface AuditDifference {
   table: ProjectionTable;
   key: Record<string, unknown>;
@@ -28,7 +37,15 @@ export interface AuditDifference {
   replayed: unknown;
 }
 
-/** The result of {@link auditProjections}: `{ events, match, differences }` as the CLI prints it. */
+/**
+ * The result of an audit (`ledger.audit()`): `{ events, match, differences }` as the CLI prints it.
+ *
+ * @example
+ * ```ts
+ * const report: AuditReport = await ledger.audit()
+ * if (!report.match) console.error(`${report.differences.length} differences after ${report.events} events`)
+ * ```
+ */
 export interface AuditReport {
   events: number;
   match: boolean;
@@ -41,6 +58,8 @@ const MAX_DIFFERENCES = 1_000;
 /**
  * Replays the log after position `from` into the projection tables of `target`, page by page, with
  * the inline projection's own code. Returns how many events it applied and the last position.
+ *
+ * @internal the ledger's audit and rebuild; users call `ledger.audit()` / `ledger.rebuild()`.
  */
 export async function replayInto(
   log: PgEventLog,
@@ -73,6 +92,8 @@ export async function replayInto(
  * ```ts
  * const { match, differences } = await auditProjections(log)
  * ```
+ *
+ * @internal users call `ledger.audit()`.
  */
 export async function auditProjections(
   log: PgEventLog,
@@ -152,6 +173,8 @@ async function compareTable(
  * ```ts
  * const { events } = await rebuildProjections(log)
  * ```
+ *
+ * @internal users call `ledger.rebuild()`.
  */
 export async function rebuildProjections(
   log: PgEventLog,
