@@ -8,6 +8,7 @@ import {
 } from "../../projections/projection-tables.js";
 import { replayInto } from "../../projections/rebuild.js";
 import { advisoryKey } from "./advisory-keys.js";
+import { appendFunction } from "./append-function.js";
 import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
 
@@ -270,6 +271,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   oneReservationPerTransaction,
   maintenanceLeases,
   policyChangesAndStatus,
+  appendFunction,
 ];
 
 /**
