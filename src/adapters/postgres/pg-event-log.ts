@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { sql } from "kysely";
+import { CompiledQuery, sql } from "kysely";
 import {
   ConcurrencyError,
   LeaseLostError,
@@ -117,6 +117,7 @@ export class PgEventLog implements EventLog {
   readonly #catalogue: EventCatalogue;
   readonly #projections: readonly InlineProjection[];
   readonly #clock: () => Date;
+  readonly #appendSql: string;
 
   constructor(options: PgEventLogOptions) {
     this.#db = options.db;
@@ -124,6 +125,11 @@ export class PgEventLog implements EventLog {
     this.#catalogue = options.catalogue ?? defaultCatalogue;
     this.#projections = options.projections ?? [];
     this.#clock = options.clock ?? (() => new Date());
+    const fn = `"${this.schema.replaceAll('"', '""')}".append_events`;
+    this.#appendSql = `SELECT outcome, first_position, next_version, known_ids::text[] AS known_ids, known_positions,
+      lease_epoch, lease_holder
+      FROM ${fn}($1::text, $2::bigint, $3::uuid[], $4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[],
+        $9::timestamptz, $10::text, $11::bigint)`;
   }
 
   /** The kysely instance (for queries of projection tables). @internal */
@@ -303,21 +309,23 @@ export class PgEventLog implements EventLog {
     const seen = new Set<string>();
     const distinct = prepared.filter((event) => !seen.has(event.eventId) && seen.add(event.eventId));
     const recordedAt = this.#clock();
-    const { rows } = await sql<AppendRow>`
-      SELECT outcome, first_position, next_version, known_ids::text[] AS known_ids, known_positions, lease_epoch, lease_holder
-      FROM ${sql.id(this.schema, "append_events")}(
-        ${streamId}::text,
-        ${expected === "any" ? -1 : expected === "no_stream" ? 0 : expected}::bigint,
-        ${distinct.map((p) => p.eventId)}::uuid[],
-        ${distinct.filter((p) => p.callerId).map((p) => p.eventId)}::uuid[],
-        ${distinct.map((p) => p.type)}::text[],
-        ${distinct.map((p) => p.schemaVersion)}::integer[],
-        ${distinct.map((p) => JSON.stringify(p.data))}::text[],
-        ${distinct.map((p) => JSON.stringify(p.metadata))}::text[],
-        ${recordedAt}::timestamptz,
-        ${fence?.datasetId ?? null}::text,
-        ${fence?.epoch ?? null}::bigint)`
-      .execute(db)
+    // The text is built once per log (#appendSql); only the parameters change per append.
+    const { rows } = await db
+      .executeQuery<AppendRow>(
+        CompiledQuery.raw(this.#appendSql, [
+          streamId,
+          expected === "any" ? -1 : expected === "no_stream" ? 0 : expected,
+          distinct.map((p) => p.eventId),
+          distinct.filter((p) => p.callerId).map((p) => p.eventId),
+          distinct.map((p) => p.type),
+          distinct.map((p) => p.schemaVersion),
+          distinct.map((p) => JSON.stringify(p.data)),
+          distinct.map((p) => JSON.stringify(p.metadata)),
+          recordedAt,
+          fence?.datasetId ?? null,
+          fence?.epoch ?? null,
+        ]),
+      )
       .catch((e: unknown) => {
         throw isSecondReservation(e) ? new OneAppendPerTransactionError(streamId, { cause: e }) : e;
       });
