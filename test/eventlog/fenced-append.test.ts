@@ -11,6 +11,7 @@ import {
   type ValidationError,
 } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
+import { appendBefore0008 } from "../support/append-before-0008.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 
 type TestDb = Awaited<ReturnType<typeof openTestDatabase>>;
@@ -154,8 +155,8 @@ describe(`fenced appends on ${BACKEND}`, () => {
     try {
       const before = MIGRATIONS.findIndex((m) => m.name === "0005_maintenance_leases");
       await migrateToLatest(old.db, old.schema, MIGRATIONS.slice(0, before));
+      await appendBefore0008(old.db, old.schema, "s-old", [heartbeat()]);
       const oldLog = createPgEventLog({ db: old.db, schema: old.schema });
-      await oldLog.append("s-old", [heartbeat()], { expectedVersion: "no_stream" });
       const { applied } = await migrateToLatest(old.db, old.schema);
       expect(applied).toContain("0005_maintenance_leases");
       expect(await oldLog.readStream("s-old")).toHaveLength(1);

@@ -6,6 +6,7 @@ import { projectionQueries } from "../../src/adapters/postgres/projection-querie
 import { PROJECTION_VERSION } from "../../src/adapters/postgres/projection-schema.js";
 import { auditProjections } from "../../src/adapters/postgres/rebuild.js";
 import type { NewEvent } from "../../src/events/envelope.js";
+import { appendBefore0008 } from "../support/append-before-0008.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 
 /*
@@ -49,9 +50,9 @@ describe(`upgrading a version-1 install (${BACKEND})`, () => {
     await sql`UPDATE ${t("projection_state")} SET version = 1`.execute(db);
 
     // The history, appended without projections (the version-1 fold is gone; the upgrade replays).
+    // (written as the code of that time stored it: today's log appends through migration 0008)
     const log = createPgEventLog({ db, schema });
-    const append = (stream: string, events: NewEvent[]) =>
-      log.append(stream, events, { expectedVersion: "any" });
+    const append = (stream: string, events: NewEvent[]) => appendBefore0008(db, schema, stream, events);
     await append("dataset-sales", [
       {
         type: "DatasetRegistered",

@@ -2,6 +2,7 @@ import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import { InternalError } from "../../errors.js";
 import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
+import { appendFunction } from "./append-function.js";
 import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
 import { createProjectionTables, PROJECTION_VERSION, PROJECTION_VIEWS } from "./projection-schema.js";
@@ -280,6 +281,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   maintenanceLeases,
   policyChangesAndStatus,
   attemptStatusStored,
+  appendFunction,
 ];
 
 /**

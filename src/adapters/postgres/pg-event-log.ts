@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { sql } from "kysely";
+import { CompiledQuery, sql } from "kysely";
 import {
   ConcurrencyError,
   LeaseLostError,
@@ -59,6 +59,17 @@ interface PreparedEvent {
   metadata: ReturnType<typeof normaliseMetadata>;
 }
 
+/** The row `append_events` answers (migration 0008). */
+interface AppendRow {
+  outcome: "ok" | "conflict" | "lease_lost";
+  first_position: string | number | bigint | null;
+  next_version: string | number | bigint;
+  known_ids: string[] | null;
+  known_positions: (string | number | bigint)[] | null;
+  lease_epoch: string | number | bigint | null;
+  lease_holder: string | null;
+}
+
 interface EventRow {
   global_position: string | number;
   event_id: string;
@@ -115,6 +126,7 @@ export class PgEventLog implements EventLog {
   readonly #catalogue: EventCatalogue;
   readonly #projections: readonly InlineProjection[];
   readonly #clock: () => Date;
+  readonly #appendSql: string;
 
   constructor(options: PgEventLogOptions) {
     this.#db = options.db;
@@ -122,6 +134,11 @@ export class PgEventLog implements EventLog {
     this.#catalogue = options.catalogue ?? defaultCatalogue;
     this.#projections = options.projections ?? [];
     this.#clock = options.clock ?? (() => new Date());
+    const fn = `"${this.schema.replaceAll('"', '""')}".append_events`;
+    this.#appendSql = `SELECT outcome, first_position, next_version, known_ids::text[] AS known_ids, known_positions,
+      lease_epoch, lease_holder
+      FROM ${fn}($1::text, $2::bigint, $3::uuid[], $4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[],
+        $9::timestamptz, $10::text, $11::bigint)`;
   }
 
   /** The kysely instance (for queries of projection tables). @internal */
@@ -135,15 +152,23 @@ export class PgEventLog implements EventLog {
   }
 
   async append(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult> {
+    // A log opened on a transaction appends in it: the one-append rule of that transaction holds.
+    if (this.#db.isTransaction) return this.session(this.#db).append(streamId, events, options);
     const prepared = this.#prepare(streamId, events, options.expectedVersion, options.fence);
+    // Without inline projections the append is one statement in autocommit (one round trip); with
+    // them, the function and the projections share one transaction.
+    const once = () =>
+      this.#projections.length === 0
+        ? this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence)
+        : this.#db
+            .transaction()
+            .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion, options.fence));
     // A concurrent writer may store the same eventId or create the same stream between our checks
     // and our insert; the retry then sees it and either returns the stored positions or reports a
     // real conflict. A lost lease is final and is never retried.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#db
-          .transaction()
-          .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion, options.fence));
+        return await once();
       } catch (e) {
         const retriable = e instanceof ConcurrencyError || isUniqueViolation(e, "event_id_key");
         if (!retriable || attempt >= 3)
@@ -276,118 +301,86 @@ export class PgEventLog implements EventLog {
     });
   }
 
+  /**
+   * One call of `append_events` (migration 0008) on `db`, which is either the pool (autocommit:
+   * the call is the whole transaction) or an open transaction; then the inline projections, in the
+   * same transaction. The function does the lookup of stored ids, the reservation, the fence and
+   * the version check and insert; see `append-function.ts`.
+   */
   async #append(
-    trx: LedgerDb,
+    db: LedgerDb,
     streamId: string,
     prepared: PreparedEvent[],
     expected: ExpectedVersion,
     fence?: AppendFence,
   ): Promise<AppendResult> {
-    const events = sql.id(this.schema, "events");
-    const streams = sql.id(this.schema, "streams");
-    const positions = new Array<number>(prepared.length);
-    const known = new Map<string, number>();
-    // Ids this log generated itself cannot be stored yet: only caller-chosen ids need the lookup.
-    if (prepared.some((p) => p.callerId)) {
-      const { rows } = await sql<{ event_id: string; global_position: string | number }>`
-        SELECT event_id, global_position FROM ${events}
-        WHERE event_id = ANY(${prepared.map((p) => p.eventId)}::uuid[])`.execute(trx);
-      for (const r of rows) known.set(r.event_id, Number(r.global_position));
-    }
-    const fresh: { index: number; event: PreparedEvent }[] = [];
-    const firstInBatch = new Map<string, number>();
-    prepared.forEach((event, index) => {
-      const stored = known.get(event.eventId);
-      if (stored !== undefined) positions[index] = stored;
-      else if (firstInBatch.has(event.eventId))
-        positions[index] = -1 - (firstInBatch.get(event.eventId) as number);
-      else {
-        firstInBatch.set(event.eventId, index);
-        fresh.push({ index, event });
-      }
-    });
-    if (fresh.length === 0) {
-      // Nothing will be written, so a plain read is enough; a lost lease still stops the pass. No
-      // row lock here: it would give the transaction an xid before any reservation and make a
-      // later append in the same transaction fail (see reserve_positions).
-      if (fence) await this.#checkFence(trx, fence, false);
-      const version = await this.#streamVersion(trx, streamId);
-      return { streamId, nextExpectedVersion: version, positions, written: [], duplicates: prepared.length };
-    }
-
-    // The reservation must be this transaction's first write and its only one (see
-    // reserve_positions); the database refuses a second one even past the session's own check.
-    const { rows: reserved } = await sql<{ tx: string; first_position: string | number }>`
-      SELECT tx::text AS tx, first_position FROM ${sql.id(this.schema, "reserve_positions")}(${fresh.length}::integer)`
-      .execute(trx)
+    // An id given twice in one batch is stored once; later copies share the first one's position.
+    const seen = new Set<string>();
+    const distinct = prepared.filter((event) => !seen.has(event.eventId) && seen.add(event.eventId));
+    const recordedAt = this.#clock();
+    // The text is built once per log (#appendSql); only the parameters change per append.
+    const { rows } = await db
+      .executeQuery<AppendRow>(
+        CompiledQuery.raw(this.#appendSql, [
+          streamId,
+          expected === "any" ? -1 : expected === "no_stream" ? 0 : expected,
+          distinct.map((p) => p.eventId),
+          distinct.filter((p) => p.callerId).map((p) => p.eventId),
+          distinct.map((p) => p.type),
+          distinct.map((p) => p.schemaVersion),
+          distinct.map((p) => JSON.stringify(p.data)),
+          distinct.map((p) => JSON.stringify(p.metadata)),
+          recordedAt,
+          fence?.datasetId ?? null,
+          fence?.epoch ?? null,
+        ]),
+      )
       .catch((e: unknown) => {
         throw isSecondReservation(e) ? new OneAppendPerTransactionError(streamId, { cause: e }) : e;
       });
-    const reservation = reserved[0];
-    if (!reservation) throw new Error("reserve_positions returned no row");
-    const first = Number(reservation.first_position);
-    // The fence is checked after the reservation (which must stay the first write) and before any
-    // row is written. FOR SHARE holds the lease row until commit: a pass acquiring the lease in
-    // between waits for us to finish, so no event commits under an epoch already superseded.
-    if (fence) await this.#checkFence(trx, fence, true);
-
-    // One statement checks and moves the stream's version (row-locked until commit) and inserts
-    // the events numbered from it; no row back means the expected version did not hold.
-    const n = fresh.length;
-    const recordedAt = this.#clock();
-    const moveStream =
-      expected === "any"
-        ? sql`INSERT INTO ${streams} AS st (stream_id, version, updated_at) VALUES (${streamId}, ${n}, ${recordedAt})
-              ON CONFLICT (stream_id) DO UPDATE SET version = st.version + EXCLUDED.version, updated_at = EXCLUDED.updated_at
-              RETURNING version`
-        : expected === "no_stream" || expected === 0
-          ? sql`INSERT INTO ${streams} (stream_id, version, updated_at) VALUES (${streamId}, ${n}, ${recordedAt})
-                ON CONFLICT (stream_id) DO NOTHING RETURNING version`
-          : sql`UPDATE ${streams} SET version = version + ${n}, updated_at = ${recordedAt}
-                WHERE stream_id = ${streamId} AND version = ${expected} RETURNING version`;
-    const { rows: moved } = await sql<{ version: string | number | null }>`
-      WITH s AS (${moveStream}),
-      ins AS (
-        INSERT INTO ${events}
-          (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
-        SELECT ${first}::bigint + u.ord - 1, ${reservation.tx}::xid8, u.e, ${streamId}, s.version - ${n} + u.ord,
-               u.t, u.sv, u.d::jsonb, u.m::jsonb, ${recordedAt}::timestamptz
-        FROM s CROSS JOIN unnest(
-          ${fresh.map((f) => f.event.eventId)}::uuid[],
-          ${fresh.map((f) => f.event.type)}::text[],
-          ${fresh.map((f) => f.event.schemaVersion)}::integer[],
-          ${fresh.map((f) => JSON.stringify(f.event.data))}::text[],
-          ${fresh.map((f) => JSON.stringify(f.event.metadata))}::text[]
-        ) WITH ORDINALITY AS u(e, t, sv, d, m, ord)
-        RETURNING 1
-      )
-      SELECT (SELECT version FROM s) AS version, (SELECT count(*) FROM ins) AS inserted`.execute(trx);
-    if (moved[0]?.version === null || moved[0]?.version === undefined) {
-      throw new ConcurrencyError(streamId, expected, await this.#streamVersion(trx, streamId));
+    const row = rows[0];
+    if (!row) throw new Error("append_events returned no row");
+    if (row.outcome === "lease_lost" && fence) {
+      const current = row.lease_epoch === null ? null : Number(row.lease_epoch);
+      throw new LeaseLostError(
+        fence.datasetId,
+        fence.epoch,
+        current,
+        current === null ? "no lease is recorded for the dataset" : "another pass acquired the lease",
+        { holder: row.lease_holder },
+      );
     }
-    const next = Number(moved[0].version);
-    const current = next - n;
-    const written: RecordedEvent[] = fresh.map(({ event }, i) => ({
-      eventId: event.eventId,
-      streamId,
-      streamVersion: current + i + 1,
-      globalPosition: first + i,
-      type: event.type,
-      // An event appended at an older schema version (a tool writing an old shape on purpose)
-      // reaches projections and the caller upcast, exactly as a reader will see it.
-      ...this.#catalogue.upcast(event.type, event.schemaVersion, event.data),
-      metadata: event.metadata,
-      recordedAt,
-    }));
+    if (row.outcome === "conflict") throw new ConcurrencyError(streamId, expected, Number(row.next_version));
+    if (row.outcome !== "ok") throw new Error(`append_events answered ${String(row.outcome)}`);
 
-    fresh.forEach(({ index }, i) => {
-      positions[index] = first + i;
+    const known = new Map<string, number>();
+    (row.known_ids ?? []).forEach((id, i) => {
+      known.set(id, Number(row.known_positions?.[i]));
     });
-    for (let i = 0; i < positions.length; i++) {
-      const p = positions[i] as number;
-      if (p < 0) positions[i] = positions[-1 - p] as number;
+    const fresh = distinct.filter((p) => !known.has(p.eventId));
+    const next = Number(row.next_version);
+    const first = Number(row.first_position);
+    const current = next - fresh.length;
+    const freshPosition = new Map<string, number>();
+    const written: RecordedEvent[] = fresh.map((event, i) => {
+      freshPosition.set(event.eventId, first + i);
+      return {
+        eventId: event.eventId,
+        streamId,
+        streamVersion: current + i + 1,
+        globalPosition: first + i,
+        type: event.type,
+        // An event appended at an older schema version (a tool writing an old shape on purpose)
+        // reaches projections and the caller upcast, exactly as a reader will see it.
+        ...this.#catalogue.upcast(event.type, event.schemaVersion, event.data),
+        metadata: event.metadata,
+        recordedAt,
+      };
+    });
+    const positions = prepared.map((p) => (known.get(p.eventId) ?? freshPosition.get(p.eventId)) as number);
+    if (written.length > 0) {
+      for (const projection of this.#projections) await projection.apply(db, written, this.schema);
     }
-    for (const projection of this.#projections) await projection.apply(trx, written, this.schema);
     return {
       streamId,
       nextExpectedVersion: next,
@@ -395,24 +388,6 @@ export class PgEventLog implements EventLog {
       written,
       duplicates: prepared.length - fresh.length,
     };
-  }
-
-  /** Throws `LeaseLostError` unless `fence.epoch` is the dataset's stored lease epoch. */
-  async #checkFence(trx: LedgerDb, fence: AppendFence, lock: boolean): Promise<void> {
-    const { rows } = await sql<{ epoch: string | number; holder: string }>`
-      SELECT epoch, holder FROM ${sql.id(this.schema, "maintenance_leases")}
-      WHERE dataset_id = ${fence.datasetId} ${lock ? sql`FOR SHARE` : sql``}`.execute(trx);
-    const row = rows[0];
-    const current = row ? Number(row.epoch) : null;
-    if (current !== fence.epoch) {
-      throw new LeaseLostError(
-        fence.datasetId,
-        fence.epoch,
-        current,
-        current === null ? "no lease is recorded for the dataset" : "another pass acquired the lease",
-        { holder: row?.holder ?? null },
-      );
-    }
   }
 
   async #readStream(db: LedgerDb, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
