@@ -87,6 +87,7 @@ export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
 export type {
   AttemptInput,
   AttemptResult,
+  CloseOptions,
   DatasetStatus,
   Ledger,
   LedgerOptions,
