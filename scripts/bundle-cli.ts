@@ -15,15 +15,20 @@
  * - Chunks sit beside the entry in `dist/bin/`, so `../../package.json` (the version) and
  *   `createRequire(import.meta.url)` resolve from every chunk as they do from the sources.
  *
- * @example `node --import tsx scripts/bundle-cli.ts`
+ * @example `node --import tsx scripts/bundle-cli.ts [--outdir DIR]`
  */
 import { chmodSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build, type Plugin } from "esbuild";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const OUT_DIR = join(ROOT, "dist", "bin");
+// `--outdir DIR` bundles elsewhere (a comparison beside the installed bin); default dist/bin.
+const outdirFlag = process.argv.indexOf("--outdir");
+const OUT_DIR =
+  outdirFlag > 0 && process.argv[outdirFlag + 1] !== undefined
+    ? resolve(process.argv[outdirFlag + 1] as string)
+    : join(ROOT, "dist", "bin");
 const ENTRY = join(OUT_DIR, "shardledger.js");
 
 /**

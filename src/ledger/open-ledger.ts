@@ -397,7 +397,7 @@ class LedgerImpl implements Ledger {
         throw new IllegalTransitionError(
           "createDataset",
           "registered",
-          `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+          `dataset ${parsed.datasetId} is already registered with a different root or policies; change its policies with \`shardledger dataset update ${parsed.datasetId}\` (its root cannot change)`,
         );
       }
       assertRootIsolated(parsed.datasetId, parsed.root, await this.#queries.datasets());
