@@ -27,6 +27,10 @@ import {
  *   attempt succeed (PGlite)  the same on the embedded default
  *
  * Targets (issue 13): --help < 0.2 s; one attempt succeed on PostgreSQL < 0.35 s.
+ *
+ * COLD_START_BEFORE=<an older build's dist/cli/main.js> adds its --help and PostgreSQL attempt
+ * report to the same rounds, for a before/after in one run (e.g. `git archive <commit> | tar -x`
+ * into a scratch directory, link node_modules, `tsc -p tsconfig.build.json`).
  */
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -119,6 +123,16 @@ export async function run(): Promise<BenchReport> {
         },
         { name: "attempt succeed, PGlite", argv: (round) => report(pgliteArgs, 50_000 + round) },
       ];
+      const before = process.env.COLD_START_BEFORE;
+      if (before) {
+        cases.push(
+          { name: "before: --help", argv: () => [process.execPath, before, "--help"] },
+          {
+            name: "before: attempt succeed, PostgreSQL",
+            argv: (round) => [process.execPath, before, ...report(pgArgs, 20_000 + round).slice(2)],
+          },
+        );
+      }
       // One warm-up of each (file cache, the server's plan cache), then interleaved rounds.
       for (const c of cases) timed(c.argv(ROUNDS + 1));
       const samples = new Map<string, Sample[]>(cases.map((c) => [c.name, []]));
