@@ -87,6 +87,7 @@ export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
   AttemptInput,
   AttemptResult,
+  CloseOptions,
   DatasetStatus,
   Ledger,
   LedgerOptions,

@@ -76,7 +76,7 @@ document on stdout: {"error": {"code", "message", "field"?, ...details}} (see th
  * const program = createProgram(new CliRuntime(resolveIo()))
  * ```
  */
-function createProgram(runtime: CliRuntime): Command {
+export function createProgram(runtime: CliRuntime): Command {
   const { io } = runtime;
   const program = new Command("shardledger")
     .description(

@@ -1,4 +1,5 @@
-import cliProgress from "cli-progress";
+import { createRequire } from "node:module";
+import type cliProgressModule from "cli-progress";
 import type { CliStream } from "./cli-io.js";
 
 /**
@@ -37,6 +38,10 @@ export interface ProgressOptions {
   unit?: string;
 }
 
+// Required only when a bar is actually drawn (a terminal, not --json), not at every start-up.
+const loadCliProgress = (): typeof cliProgressModule =>
+  createRequire(import.meta.url)("cli-progress") as typeof cliProgressModule;
+
 const SILENT: Progress = { visible: false, update() {}, increment() {}, stop() {} };
 
 /**
@@ -52,6 +57,7 @@ export function createProgress(stream: CliStream, enabled: boolean, options: Pro
   const unit = options.unit ?? "items";
   let total = options.total;
   let done = 0;
+  const cliProgress = loadCliProgress();
   const bar = new cliProgress.SingleBar(
     {
       stream: stream as NodeJS.WriteStream,

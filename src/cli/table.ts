@@ -1,4 +1,5 @@
-import Table from "cli-table3";
+import { createRequire } from "node:module";
+import type TableConstructor from "cli-table3";
 import type { Style } from "./style.js";
 
 // Borderless, column-aligned (like `kubectl get`): easy to read and to grep.
@@ -27,6 +28,14 @@ const BORDERLESS = {
  */
 export type CellText = string | number | boolean | null | undefined;
 
+// cli-table3 (and its string-width dependencies) is required on first use, not when the CLI
+// starts: most invocations print JSON or a single line and never draw a table.
+let tableClass: typeof TableConstructor | undefined;
+function Table(): typeof TableConstructor {
+  tableClass ??= createRequire(import.meta.url)("cli-table3") as typeof TableConstructor;
+  return tableClass;
+}
+
 const cell = (style: Style, value: CellText): string =>
   value === null || value === undefined || value === "" ? style.dim("-") : String(value);
 
@@ -43,7 +52,7 @@ export function renderTable(
   head: readonly string[],
   rows: readonly (readonly CellText[])[],
 ): string {
-  const table = new Table({
+  const table = new (Table())({
     head: head.map((h) => style.bold(h)),
     chars: BORDERLESS,
     style: { head: [], border: [], "padding-left": 0, "padding-right": 0 },
@@ -61,7 +70,7 @@ export function renderTable(
  * ```
  */
 export function renderPairs(style: Style, pairs: readonly (readonly [string, CellText])[]): string {
-  const table = new Table({
+  const table = new (Table())({
     chars: BORDERLESS,
     style: { head: [], border: [], "padding-left": 0, "padding-right": 0 },
   });

@@ -294,8 +294,41 @@ export interface Ledger {
   gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
-  /** Releases the database and object-store connections (after background cleanup finishes). */
-  close(): Promise<void>;
+  /**
+   * Releases the database and object-store connections. Loser cleanup that `publish` started in
+   * the background is waited for by default (`backgroundCleanup: "wait"`): on a run with thousands
+   * of losers that can take minutes. `"abandon"` stops it at its next safe point instead (between
+   * two delete batches; a request in flight completes) and closes as soon as it has recorded where
+   * it stopped: what it did not delete stays in the log as pending work — losers not yet planned
+   * stay losers, and a prefix cut short is recorded as a transient `Aborted` failure — so the next
+   * `cleanup` (or `maintain`) deletes the rest exactly as it would after a crash.
+   *
+   * @example
+   * ```ts
+   * await ledger.publish(runId)
+   * // A short-lived job: leave the losers to the scheduled `shardledger cleanup`.
+   * await ledger.close({ backgroundCleanup: "abandon" })
+   * ```
+   */
+  close(options?: CloseOptions): Promise<void>;
+}
+
+/**
+ * Options of {@link Ledger.close}.
+ *
+ * @example `await ledger.close({ backgroundCleanup: "abandon" })`
+ */
+export interface CloseOptions {
+  /**
+   * What happens to loser cleanup still running in the background after a `publish`:
+   * `"wait"` (default) lets it finish; `"abandon"` stops it at its next safe point and leaves the
+   * rest to the next cleanup pass.
+   *
+   * Waiting is the default because a process that publishes and exits may be the only thing that
+   * ever cleans its losers (when no `maintain` worker or scheduled `cleanup` runs), and closing
+   * should not silently leave data behind; a caller that has a cleanup schedule chooses to abandon.
+   */
+  backgroundCleanup?: "wait" | "abandon";
 }
 
 /**
@@ -330,6 +363,9 @@ class LedgerImpl implements Ledger {
   readonly #stores = new Map<string, ObjectStore>();
   readonly #maintenance: MaintenanceService;
   readonly #background = new Set<Promise<unknown>>();
+  /** Aborted by `close({ backgroundCleanup: "abandon" })`: background cleanup stops at its next safe point. */
+  readonly #abandon = new AbortController();
+  #closed: Promise<void> | undefined;
 
   constructor(database: Database, options: LedgerOptions) {
     this.#database = database;
@@ -385,7 +421,7 @@ class LedgerImpl implements Ledger {
         throw new IllegalTransitionError(
           "createDataset",
           "registered",
-          `dataset ${parsed.datasetId} is already registered with a different root or policies`,
+          `dataset ${parsed.datasetId} is already registered with a different root or policies; change its policies with \`shardledger dataset update ${parsed.datasetId}\` (its root cannot change)`,
         );
       }
       assertRootIsolated(parsed.datasetId, parsed.root, await this.#queries.datasets());
@@ -578,7 +614,9 @@ class LedgerImpl implements Ledger {
   #cleanupInBackground(runId: string): void {
     const task = (async () => {
       const state = await this.#executor.load(runId);
-      if (state.datasetId) await this.#maintenance.cleanup({ datasetId: state.datasetId });
+      if (state.datasetId && !this.#abandon.signal.aborted) {
+        await this.#maintenance.cleanup({ datasetId: state.datasetId, signal: this.#abandon.signal });
+      }
     })().catch((e: unknown) => {
       this.#options.log?.({
         level: "warn",
@@ -682,11 +720,25 @@ class LedgerImpl implements Ledger {
     return rebuildProjections(this.#log, options);
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled([...this.#background]);
-    for (const store of this.#stores.values()) await store.close?.();
-    this.#stores.clear();
-    await this.#database.close();
+  async close(options: CloseOptions = {}): Promise<void> {
+    const mode = options.backgroundCleanup ?? "wait";
+    if (mode !== "wait" && mode !== "abandon") {
+      throw new ValidationError(
+        "backgroundCleanup",
+        `must be "wait" or "abandon" (got ${JSON.stringify(mode)})`,
+      );
+    }
+    // A second close (say, "abandon" from a signal handler while a "wait" close is under way) may
+    // still cut the cleanup short; the connections are released once.
+    if (mode === "abandon") this.#abandon.abort();
+    this.#closed ??= (async () => {
+      // Even when abandoned, the pass is awaited: it stops at its next safe point and records where.
+      while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+      for (const store of this.#stores.values()) await store.close?.();
+      this.#stores.clear();
+      await this.#database.close();
+    })();
+    return this.#closed;
   }
 
   /** @internal the run state as the machine folds it (tests and maintenance). */

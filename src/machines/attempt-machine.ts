@@ -1,4 +1,4 @@
-import { setup, stateIn } from "xstate";
+import { type AnyMachineSnapshot, setup, stateIn } from "xstate";
 import { deriveTransitionTable, type TransitionTable } from "./transition-table.js";
 import type { AttemptOutcome } from "./winner-selection.js";
 
@@ -32,7 +32,7 @@ export type AttemptStatus =
  * const e: AttemptMachineEvent = { type: "CLEANUP_FAILED", exhausted: true }
  * ```
  */
-type AttemptMachineEvent =
+export type AttemptMachineEvent =
   | { type: "REPORT_STARTED" }
   | { type: "REPORT_SUCCEEDED" }
   | { type: "REPORT_FAILED" }
@@ -42,41 +42,6 @@ type AttemptMachineEvent =
   | { type: "CLEANUP_FAILED"; exhausted: boolean }
   | { type: "CLEANUP_SUCCEEDED" }
   | { type: "CLEANUP_REQUEUED" };
-
-/**
- * The attempt machine event of each reported outcome (`REPORT_*`), for every fold that steps it.
- *
- * @example
- * ```ts
- * ATTEMPT_TABLE.next(ATTEMPT_TABLE.initial, REPORT_EVENT.SUCCEEDED)
- * ```
- */
-export const REPORT_EVENT = {
-  STARTED: "REPORT_STARTED",
-  SUCCEEDED: "REPORT_SUCCEEDED",
-  FAILED: "REPORT_FAILED",
-} as const satisfies Record<AttemptOutcome, AttemptMachineEvent["type"]>;
-
-/**
- * The log event that records each reported outcome, and back.
- *
- * @example
- * ```ts
- * REPORTED_EVENT_TYPE.FAILED // "AttemptFailed"
- * ```
- */
-export const REPORTED_EVENT_TYPE = {
-  STARTED: "AttemptStarted",
-  SUCCEEDED: "AttemptSucceeded",
-  FAILED: "AttemptFailed",
-} as const satisfies Record<AttemptOutcome, string>;
-
-/** The outcome a report event records (`AttemptSucceeded` → `SUCCEEDED`), or undefined. */
-export const OUTCOME_OF_REPORT: Readonly<Record<string, AttemptOutcome>> = Object.freeze({
-  AttemptStarted: "STARTED",
-  AttemptSucceeded: "SUCCEEDED",
-  AttemptFailed: "FAILED",
-});
 
 /**
  * The attempt lifecycle as an XState v5 machine. Two parallel regions: `outcome` is what the
@@ -192,19 +157,19 @@ function attemptEventKey(event: AttemptMachineEvent): string {
 }
 
 /**
- * The attempt machine as a transition table (derived once, at module load). Phases are
- * {@link stateValueKey} strings such as `"outcome.SUCCEEDED|disposition.LOSER"`.
+ * The attempt machine as a transition table, derived from the machine with XState's pure
+ * `transition()`. The ledger does not call this: it folds with the same table as generated,
+ * checked-in data (`machine-tables.generated.ts`, see `machine-tables.ts`), so it never loads
+ * XState; a test regenerates that file from here and fails when it is stale.
  *
  * @example
  * ```ts
- * ATTEMPT_TABLE.next(ATTEMPT_TABLE.initial, "REPORT_SUCCEEDED") // "outcome.SUCCEEDED|disposition.UNCLASSIFIED"
+ * deriveAttemptTable().next(deriveAttemptTable().initial, "REPORT_SUCCEEDED") // "outcome.SUCCEEDED|disposition.UNCLASSIFIED"
  * ```
  */
-export const ATTEMPT_TABLE: TransitionTable = deriveTransitionTable(
-  attemptMachine,
-  ATTEMPT_EVENT_SAMPLES,
-  attemptEventKey,
-);
+export function deriveAttemptTable(): TransitionTable {
+  return deriveTransitionTable(attemptMachine, ATTEMPT_EVENT_SAMPLES, attemptEventKey);
+}
 
 /**
  * What a phase of the attempt machine means for the rest of the system.
@@ -223,28 +188,24 @@ export interface AttemptPhaseInfo {
   readonly exhausted: boolean;
 }
 
-const PHASE_INFO: ReadonlyMap<string, AttemptPhaseInfo> = new Map(
-  ATTEMPT_TABLE.states.map((phase) => {
-    const snapshot = ATTEMPT_TABLE.snapshot(phase);
-    const value = snapshot.value as { outcome: AttemptOutcome; disposition: string | Record<string, string> };
-    const disposition =
-      typeof value.disposition === "string" ? value.disposition : Object.keys(value.disposition)[0];
-    const status = (disposition === "UNCLASSIFIED" ? value.outcome : disposition) as AttemptStatus;
-    const exhausted = snapshot.matches({ disposition: { CLEANUP_PENDING: "exhausted" } });
-    return [phase, Object.freeze({ outcome: value.outcome, status, exhausted })] as const;
-  }),
-);
-
 /**
- * The meaning of an attempt machine phase. Throws for a key that is not a reachable phase.
+ * What a state of the attempt machine means: derived from its snapshot (its value and whether it
+ * is in `CLEANUP_PENDING.exhausted`). Generated into `machine-tables.generated.ts` for every phase.
  *
  * @example
  * ```ts
- * attemptPhaseInfo(ATTEMPT_TABLE.initial) // { outcome: "STARTED", status: "STARTED", exhausted: false }
+ * const table = deriveAttemptTable()
+ * phaseInfoOf(table.snapshot(table.initial)) // { outcome: "STARTED", status: "STARTED", exhausted: false }
  * ```
  */
-export function attemptPhaseInfo(phase: string): AttemptPhaseInfo {
-  const info = PHASE_INFO.get(phase);
-  if (!info) throw new Error(`unknown attempt phase ${JSON.stringify(phase)}`);
-  return info;
+export function phaseInfoOf(snapshot: AnyMachineSnapshot): AttemptPhaseInfo {
+  const value = snapshot.value as { outcome: AttemptOutcome; disposition: string | Record<string, string> };
+  const disposition =
+    typeof value.disposition === "string" ? value.disposition : Object.keys(value.disposition)[0];
+  const status = (disposition === "UNCLASSIFIED" ? value.outcome : disposition) as AttemptStatus;
+  const exhausted = snapshot.matches({ disposition: { CLEANUP_PENDING: "exhausted" } });
+  return { outcome: value.outcome, status, exhausted };
 }
+
+/** The attempt table and phase meanings the ledger folds with (generated; no XState). */
+export { ATTEMPT_TABLE, attemptPhaseInfo } from "./machine-tables.js";

@@ -16,9 +16,9 @@ import {
 } from "../events/catalogue.js";
 import type { EventMetadata, NewEvent } from "../events/envelope.js";
 import { defaultCatalogue } from "../events/event-catalogue.js";
-import { ATTEMPT_TABLE, REPORT_EVENT, REPORTED_EVENT_TYPE } from "./attempt-machine.js";
+import { REPORT_EVENT, REPORTED_EVENT_TYPE } from "./attempt-reports.js";
 import { deterministicEventId, SHARDLEDGER_EVENT_NAMESPACE } from "./event-ids.js";
-import { RUN_TABLE } from "./run-machine.js";
+import { ATTEMPT_TABLE, RUN_TABLE } from "./machine-tables.js";
 import { type AttemptState, attemptKey, attemptsAtUrl, type RunState } from "./run-state.js";
 import { summariseShards } from "./shard-summary.js";
 import { type AttemptOutcome, selectWinners } from "./winner-selection.js";

@@ -191,28 +191,21 @@ function runEventKey(event: RunMachineEvent): string {
 }
 
 /**
- * The run machine as a transition table (derived once, at module load). Phases are
- * {@link stateValueKey} strings: `"NONE"`, `"STARTED"`, `"PUBLISHING.selecting"`,
- * `"PUBLISHING.winnersSelected"`, `"PUBLISHING.manifestPublished"`, `"SUCCEEDED"`, `"FAILED"`,
- * `"PRUNED"`.
+ * The run machine as a transition table, derived from the machine with XState's pure
+ * `transition()`. Phases are {@link stateValueKey} strings: `"NONE"`, `"STARTED"`,
+ * `"PUBLISHING.selecting"`, `"PUBLISHING.winnersSelected"`, `"PUBLISHING.manifestPublished"`,
+ * `"SUCCEEDED"`, `"FAILED"`, `"PRUNED"`. The ledger folds with the same table as generated data
+ * (`machine-tables.generated.ts`), so it never loads XState.
  *
  * @example
  * ```ts
- * RUN_TABLE.next("FAILED", "RunReopened") // undefined: outside the floor
- * RUN_TABLE.next("FAILED", "RunReopened.inside") // "STARTED"
+ * deriveRunTable().next("FAILED", "RunReopened") // undefined: outside the floor
+ * deriveRunTable().next("FAILED", "RunReopened.inside") // "STARTED"
  * ```
  */
-export const RUN_TABLE: TransitionTable = deriveTransitionTable(runMachine, RUN_EVENT_SAMPLES, runEventKey);
-
-/**
- * The run status of a run machine phase (its top-level state).
- *
- * @example
- * ```ts
- * runStatusOf("PUBLISHING.manifestPublished") // "PUBLISHING"
- * ```
- */
-export function runStatusOf(phase: string): RunStatus {
-  const dot = phase.indexOf(".");
-  return (dot < 0 ? phase : phase.slice(0, dot)) as RunStatus;
+export function deriveRunTable(): TransitionTable {
+  return deriveTransitionTable(runMachine, RUN_EVENT_SAMPLES, runEventKey);
 }
+
+/** The run table and `runStatusOf` the ledger folds with (generated; no XState). */
+export { RUN_TABLE, runStatusOf } from "./machine-tables.js";

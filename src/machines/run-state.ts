@@ -1,12 +1,8 @@
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
-import {
-  ATTEMPT_TABLE,
-  type AttemptStatus,
-  attemptPhaseInfo,
-  REPORT_EVENT,
-  REPORTED_EVENT_TYPE,
-} from "./attempt-machine.js";
-import { RUN_TABLE, type RunStatus, runStatusOf } from "./run-machine.js";
+import type { AttemptStatus } from "./attempt-machine.js";
+import { REPORT_EVENT, REPORTED_EVENT_TYPE } from "./attempt-reports.js";
+import { ATTEMPT_TABLE, attemptPhaseInfo, RUN_TABLE, runStatusOf } from "./machine-tables.js";
+import type { RunStatus } from "./run-machine.js";
 import type { AttemptOutcome } from "./winner-selection.js";
 
 /**

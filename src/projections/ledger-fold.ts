@@ -1,11 +1,7 @@
 import { nextSafetyWindowHold, type SafetyWindowHold } from "../datasets/safety-window.js";
 import type { RecordedEvent } from "../events/envelope.js";
-import {
-  ATTEMPT_TABLE,
-  attemptPhaseInfo,
-  OUTCOME_OF_REPORT,
-  REPORT_EVENT,
-} from "../machines/attempt-machine.js";
+import { OUTCOME_OF_REPORT, REPORT_EVENT } from "../machines/attempt-reports.js";
+import { ATTEMPT_TABLE, attemptPhaseInfo } from "../machines/machine-tables.js";
 import { attemptKey } from "../machines/run-state.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "./projection-rows.js";
 

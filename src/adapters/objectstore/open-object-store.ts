@@ -1,7 +1,8 @@
 import { type DatasetRoot, parseDatasetRoot } from "../../storage/dataset-url.js";
 import type { ObjectStore } from "../../storage/object-store.js";
 import { createFilesystemObjectStore } from "./filesystem-object-store.js";
-import { createS3ObjectStore, type S3ObjectStoreOptions } from "./s3-object-store.js";
+import { lazyObjectStore } from "./lazy-object-store.js";
+import type { S3ObjectStoreOptions } from "./s3-object-store.js";
 
 /**
  * Options of {@link openObjectStore}, per kind of store.
@@ -33,7 +34,10 @@ export function openObjectStore(
   options: OpenObjectStoreOptions = {},
 ): ObjectStore {
   const root = typeof rootUrl === "string" ? parseDatasetRoot(rootUrl) : rootUrl;
-  return root.scheme === "file"
-    ? createFilesystemObjectStore(root)
-    : createS3ObjectStore(root, options.s3 ?? {});
+  if (root.scheme === "file") return createFilesystemObjectStore(root);
+  // The AWS SDK is loaded on the store's first request, not by every command that opens a ledger.
+  return lazyObjectStore(root.url, async () => {
+    const { createS3ObjectStore } = await import("./s3-object-store.js");
+    return createS3ObjectStore(root, options.s3 ?? {});
+  });
 }

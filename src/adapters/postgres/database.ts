@@ -1,6 +1,4 @@
-import { PGlite } from "@electric-sql/pglite";
 import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "kysely";
-import pg from "pg";
 import { ValidationError } from "../../errors.js";
 import { redactUrl } from "./connection-url.js";
 import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
@@ -79,7 +77,10 @@ export async function openDatabase(
 ): Promise<Database> {
   const schema = assertSchemaName(options.schema ?? "shardledger");
   if (typeof input === "string") {
+    // The drivers are imported for the kind of URL given, not both at start-up (the CLI lends its
+    // own pool or PGlite instance and never loads the other one).
     if (/^postgres(ql)?:\/\//.test(input)) {
+      const { default: pg } = await import("pg");
       // A host that never answers must fail, not hang: 10 s to connect unless the URL says otherwise.
       const pool = new pg.Pool({
         connectionString: input,
@@ -96,6 +97,7 @@ export async function openDatabase(
       const location = input.slice("pglite:".length);
       if (location.length === 0)
         throw new ValidationError("database", "pglite: needs a directory or 'memory'");
+      const { PGlite } = await import("@electric-sql/pglite");
       const pglite = location === "memory" ? new PGlite() : new PGlite(location);
       await pglite.waitReady;
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool: createPglitePool(pglite) }) });

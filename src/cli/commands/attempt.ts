@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { attemptFailedInputSchema, attemptInputSchema, parseInput } from "../../ledger/inputs.js";
 import type { AttemptInput, AttemptResult } from "../../ledger/open-ledger.js";
 import type { CliRuntime, RegisterCommand } from "../command-runtime.js";
 import { integerFlag, withFlagNames } from "../flags.js";
@@ -67,6 +66,9 @@ function addAttemptCommand(group: Command, runtime: CliRuntime, outcome: Outcome
         ...(options.error !== undefined ? { error: options.error } : {}),
       };
       // Validated here too, so bad input is refused before the database is opened.
+      const { attemptFailedInputSchema, attemptInputSchema, parseInput } = await import(
+        "../../ledger/inputs.js"
+      );
       withFlagNames(FLAG_NAMES, () =>
         parseInput(outcome === "fail" ? attemptFailedInputSchema : attemptInputSchema, input),
       );

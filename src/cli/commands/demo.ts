@@ -1,4 +1,4 @@
-import { type DemoSummary, runDemo } from "../../demo/run-demo.js";
+import type { DemoSummary } from "../../demo/run-demo.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
 import { withExamples } from "../help-text.js";
@@ -27,6 +27,8 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
         const progress = ctx.progress({ label: "demo", total: 5, unit: "steps" });
         let summary: DemoSummary;
         try {
+          // The demo pulls in the whole ledger: loaded only when it runs, not for every command.
+          const { runDemo } = await import("../../demo/run-demo.js");
           summary = await runDemo({
             home: options.home,
             database: ctx.globals.database,

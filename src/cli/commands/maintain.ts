@@ -1,4 +1,4 @@
-import { type MaintainPass, maintainLoop } from "../../ledger/maintain-loop.js";
+import type { MaintainPass } from "../../ledger/maintain-loop.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { durationFlag, idArgument } from "../flags.js";
 import { withExamples } from "../help-text.js";
@@ -25,6 +25,7 @@ export const registerMaintain: RegisterCommand = (program, runtime) => {
           options.dataset === undefined ? undefined : idArgument("--dataset", options.dataset);
         const ledger = await ctx.ledger();
         if (datasetId !== undefined) await ledger.dataset(datasetId);
+        const { maintainLoop } = await import("../../ledger/maintain-loop.js");
         await maintainLoop(ledger, {
           everyMs,
           ...(datasetId !== undefined ? { datasetId } : {}),

@@ -1,4 +1,3 @@
-import { failRunInputSchema, parseInput, startRunInputSchema } from "../../ledger/inputs.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { idArgument, integerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
@@ -30,6 +29,7 @@ export const registerRun: RegisterCommand = (program, runtime) => {
           numShards,
           ...(options.runId !== undefined ? { runId: options.runId } : {}),
         };
+        const { parseInput, startRunInputSchema } = await import("../../ledger/inputs.js");
         withFlagNames(START_FLAGS, () => parseInput(startRunInputSchema, input));
         const ledger = await ctx.ledger();
         const started = await ledger.startRun(input);
@@ -68,6 +68,7 @@ export const registerRun: RegisterCommand = (program, runtime) => {
     .requiredOption("--reason <message>", "why the run was aborted (recorded in the log)")
     .action(
       runtime.action<{ reason: string }>(async (ctx, [runId], options) => {
+        const { failRunInputSchema, parseInput } = await import("../../ledger/inputs.js");
         const input = withFlagNames({ runId: "<runId>", reason: "--reason" }, () =>
           parseInput(failRunInputSchema, { runId, reason: options.reason }),
         );
