@@ -206,6 +206,3 @@ export function phaseInfoOf(snapshot: AnyMachineSnapshot): AttemptPhaseInfo {
   const exhausted = snapshot.matches({ disposition: { CLEANUP_PENDING: "exhausted" } });
   return { outcome: value.outcome, status, exhausted };
 }
-
-/** The attempt table and phase meanings the ledger folds with (generated; no XState). */
-export { ATTEMPT_TABLE, attemptPhaseInfo } from "./machine-tables.js";

@@ -206,6 +206,3 @@ function runEventKey(event: RunMachineEvent): string {
 export function deriveRunTable(): TransitionTable {
   return deriveTransitionTable(runMachine, RUN_EVENT_SAMPLES, runEventKey);
 }
-
-/** The run table and `runStatusOf` the ledger folds with (generated; no XState). */
-export { RUN_TABLE, runStatusOf } from "./machine-tables.js";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { type ErrorCode, isShardledgerError, type ShardledgerError } from "../../src/errors.js";
 import { WINNERS_PER_EVENT } from "../../src/events/catalogue.js";
 import { defaultCatalogue } from "../../src/events/event-catalogue.js";
-import { ATTEMPT_TABLE, attemptPhaseInfo } from "../../src/machines/attempt-machine.js";
+import { ATTEMPT_TABLE, attemptPhaseInfo, RUN_TABLE } from "../../src/machines/machine-tables.js";
 import {
   attemptEventId,
   coverageErrorFrom,
@@ -11,7 +11,6 @@ import {
   type RunCommand,
   type RunEvent,
 } from "../../src/machines/run-commands.js";
-import { RUN_TABLE } from "../../src/machines/run-machine.js";
 import {
   attemptKey,
   attemptsAtUrl,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { RecordedEvent } from "../../src/events/envelope.js";
-import { attemptPhaseInfo } from "../../src/machines/attempt-machine.js";
+import { attemptPhaseInfo } from "../../src/machines/machine-tables.js";
 import { foldRun } from "../../src/machines/run-state.js";
 import { LedgerFold } from "../../src/projections/ledger-fold.js";
 

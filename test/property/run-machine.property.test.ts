@@ -3,13 +3,14 @@ import { expect } from "vitest";
 import { type ErrorCode, isShardledgerError } from "../../src/errors.js";
 import { MAX_TASK_ATTEMPT_ID } from "../../src/events/identifiers.js";
 import type { AttemptStatus } from "../../src/machines/attempt-machine.js";
+import { runStatusOf } from "../../src/machines/machine-tables.js";
 import {
   attemptEventId,
   decideRun,
   type RunCommand,
   type RunEvent,
 } from "../../src/machines/run-commands.js";
-import { type RunStatus, runStatusOf } from "../../src/machines/run-machine.js";
+import type { RunStatus } from "../../src/machines/run-machine.js";
 import {
   attemptKey,
   cloneRunState,

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import { advisoryKey } from "./advisory-keys.js";
-import type { SchemaMigration } from "./migrations.js";
+import type { SchemaMigration } from "./schema-migration.js";
 
 /**
  * Migration 0008: `append_events`, the whole append as one server-side function, so that an append

@@ -7,15 +7,7 @@ import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
 import { createProjectionTables, PROJECTION_VERSION, PROJECTION_VIEWS } from "./projection-schema.js";
 import { replayInto } from "./rebuild.js";
-
-/**
- * A migration that knows which schema it runs in. Migrations are append-only: a released one is
- * never edited; a change is a new migration.
- */
-export interface SchemaMigration {
-  name: string;
-  up(db: LedgerDb, schema: string): Promise<void>;
-}
+import type { SchemaMigration } from "./schema-migration.js";
 
 const eventLog: SchemaMigration = {
   name: "0001_event_log",
