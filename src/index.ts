@@ -76,11 +76,13 @@ export type {
 export type { MaintainPass } from "./ledger/maintain-loop.js";
 export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
+  CleanupOptions,
   CleanupReport,
   GcReport,
   LogRecord,
   MaintenancePolicies,
   MetricRecord,
+  PassThroughput,
   RetryFailedReport,
 } from "./ledger/maintenance.js";
 export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";

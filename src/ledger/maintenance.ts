@@ -7,6 +7,8 @@ import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
+import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
+import { coalescedCheck } from "../maintenance/coalesced-check.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { type GcAction, planGc, type RunUrls } from "../maintenance/gc-planner.js";
 import { planLoserCleanup } from "../maintenance/loser-planner.js";
@@ -17,6 +19,7 @@ import {
   nextRetryAt,
   type RetryPolicy,
 } from "../maintenance/retry-policy.js";
+import { ThrottledStore } from "../maintenance/throttled-store.js";
 import type {
   DatasetView,
   MaintenancePassRecord,
@@ -26,6 +29,7 @@ import type {
 import { keyUnderRoot, objectKeyOfUrl, urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
+import { type CleanupWork, cleanConcurrently } from "./concurrent-cleanup.js";
 import { PassGuard } from "./pass-guard.js";
 
 /** `cleanup --json`: what was deleted, what failed and stays pending, what was planned. */
@@ -46,6 +50,27 @@ export interface CleanupReport {
   nextDueAt: string | null;
   /** True when nothing was deleted or recorded: `planned` is what a real pass would delete. */
   dryRun: boolean;
+  /**
+   * Per dataset the concurrent engine cleaned (absent when it cleaned none): its concurrency, the
+   * delete rate it settled at, its requests.
+   */
+  throughput?: PassThroughput[];
+}
+
+/**
+ * How a concurrent pass went on one dataset: `settledRate` is the delete rate (keys/s) its
+ * adaptive limiter ended at, `throttled` the requests (or keys) the store answered SlowDown/503.
+ */
+export interface PassThroughput {
+  datasetId: string;
+  concurrency: number;
+  settledRate: number;
+  throttled: number;
+  listRequests: number;
+  /** Summed duration of the listings, in seconds (they overlap when prefixes run concurrently). */
+  listSeconds: number;
+  deleteRequests: number;
+  deletedObjects: number;
 }
 
 /**
@@ -120,6 +145,12 @@ export interface MaintenanceDeps {
     command: RunCommand,
     context?: { failedRetentionMs?: number; fence?: AppendFence },
   ): Promise<{ state: RunState }>;
+  /** Several commands of one run in one append (batched planning and outcomes). */
+  executeMany?(
+    runId: string,
+    commands: readonly RunCommand[],
+    context?: { fence?: AppendFence },
+  ): Promise<unknown>;
   load(runId: string): Promise<RunState>;
   storeFor(dataset: DatasetView): ObjectStore;
   clock(): Date;
@@ -130,18 +161,19 @@ export interface MaintenanceDeps {
   metric?: (record: MetricRecord) => void;
 }
 
-interface WorkItem {
-  runId: string;
-  url: string;
-  reason: CleanupReason;
-  /** Already planned by an earlier pass that did not report (a crash): resume, do not plan again. */
-  planned: boolean;
-  priorTries: number;
-  /** The listed key of an orphan: a key is a key, never re-derived from its URL. */
-  key?: string;
-  /** A prune's later deletions: its gc decision was re-made before its first one. */
-  decisionConfirmed?: boolean;
+/** Options of {@link MaintenanceService.cleanup}. */
+export interface CleanupOptions {
+  datasetId?: string;
+  dryRun?: boolean;
+  retryNow?: boolean;
+  signal?: AbortSignal;
+  /** Prefixes in flight (1: the sequential pass). Validated: an integer 1…256; default 16. */
+  concurrency?: number;
+  /** The delete rate (keys/s) the adaptive limiter starts at. Validated: > 0; default 1,000. */
+  initialRate?: number;
 }
+
+type WorkItem = CleanupWork;
 
 /** The deletion-guard purpose of a cleanup reason. */
 function purposeOf(reason: CleanupReason): DeletionPurpose {
@@ -192,9 +224,13 @@ export class MaintenanceService {
    * Deletes losers of published runs and drains the due part of the pending set (`retryNow`: every
    * item that is not exhausted, due or not).
    */
-  async cleanup(
-    options: { datasetId?: string; dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal } = {},
-  ): Promise<CleanupReport> {
+  async cleanup(options: CleanupOptions = {}): Promise<CleanupReport> {
+    // Validated before anything is read or deleted.
+    const throughput = parseCleanupThroughput({
+      ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+      ...(options.initialRate !== undefined ? { initialRate: options.initialRate } : {}),
+    });
+    options = { ...options, ...throughput };
     const report: CleanupReport = {
       deleted: [],
       failed: [],
@@ -247,7 +283,7 @@ export class MaintenanceService {
   async #cleanupDataset(
     dataset: DatasetView,
     report: CleanupReport,
-    options: { dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal },
+    options: CleanupOptions,
     pass: Pass,
   ): Promise<PassCounts> {
     const now = this.#deps.clock();
@@ -262,9 +298,11 @@ export class MaintenanceService {
     const store = this.#deps.storeFor(dataset);
     let deleted = 0;
     let failed = 0;
-    for (const item of items) {
-      if (options.signal?.aborted) break;
-      const outcome = await this.#deleteItem(dataset, store, item, pass, options.signal);
+    const outcomes =
+      (options.concurrency ?? 1) > 1 && items.length > 0
+        ? await this.#cleanConcurrently(dataset, store, items, pass, options, report)
+        : this.#cleanSequentially(dataset, store, items, pass, options.signal);
+    for await (const { item, outcome } of outcomes) {
       if (!item.planned && outcome.refused === undefined) report.planned.push(item.url);
       if (outcome.deleted) {
         report.deleted.push(item.url);
@@ -287,6 +325,113 @@ export class MaintenanceService {
       pending,
     });
     return { deleted, failed, pruned: 0 };
+  }
+
+  /** Today's pass: one item at a time, each planned, deleted and recorded before the next. */
+  async *#cleanSequentially(
+    dataset: DatasetView,
+    store: ObjectStore,
+    items: readonly WorkItem[],
+    pass: Pass,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<{ item: WorkItem; outcome: ItemOutcome }> {
+    for (const item of items) {
+      if (signal?.aborted) break;
+      yield { item, outcome: await this.#deleteItem(dataset, store, item, pass, signal) };
+    }
+  }
+
+  /**
+   * The concurrent pass (src/ledger/concurrent-cleanup.ts): `concurrency` prefixes in flight through
+   * an adaptive rate limiter for the store's root, batched planning and outcome appends, the
+   * guard on fresh state per batch, the coalesced fencing check before every request.
+   */
+  async #cleanConcurrently(
+    dataset: DatasetView,
+    store: ObjectStore,
+    items: readonly WorkItem[],
+    pass: Pass,
+    options: CleanupOptions,
+    report: { throughput?: PassThroughput[] },
+  ): Promise<{ item: WorkItem; outcome: ItemOutcome }[]> {
+    const concurrency = options.concurrency ?? 1;
+    const throttled = new ThrottledStore(store, { initialRate: options.initialRate ?? 1_000 });
+    const executeMany = async (runId: string, commands: readonly RunCommand[]) => {
+      if (this.#deps.executeMany) await this.#deps.executeMany(runId, commands, { fence: pass.lease.fence });
+      else for (const c of commands) await pass.execute(c);
+    };
+    const results = await cleanConcurrently(
+      items,
+      {
+        store: throttled,
+        keyOf: (item) => this.#keyOf(dataset, item),
+        isObject: (item, key) => isObjectItem(item.runId, key, item.reason),
+        refusals: (batch) => this.#refusals(pass.guard, dataset, batch),
+        executeMany,
+        assertHeld: coalescedCheck(() => pass.lease.assertHeld()),
+        deleteObject,
+        policies: this.#deps.policies,
+        clock: this.#deps.clock,
+        ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
+        ...(this.#deps.random ? { random: this.#deps.random } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        log: (record) => this.#deps.log?.({ ...record, datasetId: dataset.datasetId }),
+      },
+      { concurrency, batchSize: Math.max(32, concurrency * 4) },
+    );
+    const traffic = throttled.traffic();
+    report.throughput ??= [];
+    report.throughput.push({
+      datasetId: dataset.datasetId,
+      concurrency,
+      settledRate: Math.round(traffic.deleteRate.rate),
+      throttled: traffic.throttled,
+      listRequests: traffic.listRequests,
+      listSeconds: Math.round(traffic.listMs) / 1000,
+      deleteRequests: traffic.deleteRequests,
+      deletedObjects: traffic.deletedKeys,
+    });
+    return items.flatMap((item, i) => {
+      const r = results[i];
+      if (!r) return [];
+      const outcome: ItemOutcome = { url: r.url, deleted: r.deleted, error: r.error, tries: r.tries };
+      if (r.refused !== undefined) outcome.refused = r.refused;
+      return [{ item, outcome }];
+    });
+  }
+
+  /** The guard's verdicts on a batch, from one read of fresh state. */
+  async #refusals(
+    guard: PassGuard,
+    dataset: DatasetView,
+    items: readonly WorkItem[],
+  ): Promise<(string | null)[]> {
+    const requests: {
+      index: number;
+      runId: string;
+      key: string;
+      purpose: DeletionPurpose;
+      decisionConfirmed?: boolean;
+    }[] = [];
+    const out: (string | null)[] = items.map(() => null);
+    for (const [index, item] of items.entries()) {
+      const k = this.#keyOf(dataset, item);
+      if ("refused" in k) {
+        out[index] = k.refused;
+        continue;
+      }
+      const key = k.key.endsWith("/") && item.reason !== "orphan" ? k.key.slice(0, -1) : k.key;
+      requests.push({
+        index,
+        runId: item.runId,
+        key,
+        purpose: purposeOf(item.reason),
+        ...(item.decisionConfirmed ? { decisionConfirmed: true } : {}),
+      });
+    }
+    const verdicts = await guard.refusals(requests);
+    for (const [i, r] of requests.entries()) out[r.index] = verdicts[i] ?? null;
+    return out;
   }
 
   /**

@@ -174,15 +174,7 @@ export async function startS3Model(
     stats,
     onRequest: null,
     keyErrors: new Map(),
-    client: ({ requestTimeoutMs } = {}) =>
-      new S3Client({
-        endpoint: handle.endpoint,
-        forcePathStyle: true,
-        region: "us-east-1",
-        credentials: { accessKeyId: "MODEL", secretAccessKey: "MODEL" },
-        maxAttempts: 1,
-        requestHandler: { requestTimeout: requestTimeoutMs ?? 30_000, throwOnRequestTimeout: true },
-      }),
+    client: (clientOptions = {}) => s3ModelClient(handle.endpoint, clientOptions),
     seed(bucket, keys, body = "x", lastModified = new Date()) {
       const index = bucketOf(bucket);
       const bytes = Buffer.from(body);
@@ -357,6 +349,25 @@ export async function startS3Model(
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   (handle as { endpoint: string }).endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return handle;
+}
+
+/**
+ * An S3 client for a model at `endpoint` (path-style, one attempt: the ledger does the retrying).
+ *
+ * @example
+ * ```ts
+ * const client = s3ModelClient(model.endpoint)
+ * ```
+ */
+export function s3ModelClient(endpoint: string, options: { requestTimeoutMs?: number } = {}): S3Client {
+  return new S3Client({
+    endpoint,
+    forcePathStyle: true,
+    region: "us-east-1",
+    credentials: { accessKeyId: "MODEL", secretAccessKey: "MODEL" },
+    maxAttempts: 1,
+    requestHandler: { requestTimeout: options.requestTimeoutMs ?? 30_000, throwOnRequestTimeout: true },
+  });
 }
 
 function opOf(method: string, url: URL, key: string): S3ModelOp {
