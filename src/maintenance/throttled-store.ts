@@ -57,7 +57,8 @@ export class ThrottledStore implements ObjectStore {
     this.#lists = new AdaptiveRateLimiter(
       {
         initialRate: listStart,
-        minRate: 1,
+        // A storm must not starve the listings that verify deletions: a tenth of the start at least.
+        minRate: Math.max(1, listStart / 10),
         maxRate: 1_000_000,
         increasePerSecond: Math.max(1, listStart / 10),
       },
