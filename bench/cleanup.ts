@@ -56,6 +56,8 @@ const INITIAL_RATE = 1_000;
 /** Seconds at the start of the concurrent pass counted as ramp-up. */
 const RAMP_SECONDS = 5;
 
+const progress = (what: string) =>
+  process.stderr.write(`[bench cleanup ${new Date().toISOString()}] ${what}\n`);
 const pad = (n: number, width: number) => String(n).padStart(width, "0");
 const TID_BASE = 7_000_000_000_000n;
 
@@ -287,6 +289,7 @@ export async function run(): Promise<BenchReport> {
       objectStore: (root) => countingStore(createS3ObjectStore(root, { client }), counts),
     });
     try {
+      progress("seeding");
       await model.seed(SENTINELS);
       const conc = await publishedRun(ledger, url, model, "conc");
       const seq = await publishedRun(ledger, url, model, "seq");
@@ -304,6 +307,7 @@ export async function run(): Promise<BenchReport> {
         dataset: Awaited<ReturnType<typeof publishedRun>>,
         concurrency: number,
       ) => {
+        progress(`${label}: start`);
         counts.clear();
         await model.stats(true);
         const probes = new Probes();
@@ -362,6 +366,7 @@ export async function run(): Promise<BenchReport> {
       const q = await ledgerPhase("(2) cleanup, sequential (concurrency 1)", seq, 1);
 
       // (3) The naive loop: one DeleteObject per key, sequential, on a sample.
+      progress("naive loop");
       const sample = conc.losers.flatMap((u) => objectKeys(u, OBJECTS_PER_PREFIX)).slice(0, NAIVE_SAMPLE);
       await model.seed(sample);
       const loadNaive = loadNow();

@@ -166,6 +166,7 @@ export async function cleanConcurrently(
           beforeRequest: deps.assertHeld,
           // As in the sequential pass: an attempt url may name one object; a run's area never does.
           includeExactKey: `${key}/` !== runDataPrefix(item.runId),
+          ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: 4 } : {}),
           ...(deps.sleep ? { sleep: deps.sleep } : {}),
           ...(deps.random ? { random: deps.random } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),

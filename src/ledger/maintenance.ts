@@ -87,6 +87,8 @@ export interface GcReport {
   protected: { runId: string; why: string }[];
   /** True when nothing was deleted or recorded: `actions` is what a real pass would do. */
   dryRun: boolean;
+  /** What the pass cost the store (absent when it sent nothing): listings, deletes, the settled rate. */
+  throughput?: Omit<PassThroughput, "datasetId" | "concurrency">;
 }
 
 /**
@@ -174,6 +176,9 @@ export interface CleanupOptions {
 }
 
 type WorkItem = CleanupWork;
+
+/** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */
+const AREA_PIPELINE = 4;
 
 /** The deletion-guard purpose of a cleanup reason. */
 function purposeOf(reason: CleanupReason): DeletionPurpose {
@@ -611,6 +616,8 @@ export class MaintenanceService {
           // for a run's whole area: `data/<runId>` is never an object, and listing it without its
           // slash would walk every run whose id starts with this one.)
           includeExactKey: `${key}/` !== runDataPrefix(runId),
+          // A run's whole area may hold 100,000 objects: list on while its pages are deleted.
+          ...(`${key}/` === runDataPrefix(runId) ? { pipeline: AREA_PIPELINE } : {}),
           ...(this.#deps.sleep ? { sleep: this.#deps.sleep } : {}),
           ...(this.#deps.random ? { random: this.#deps.random } : {}),
           ...(signal ? { signal } : {}),
@@ -686,7 +693,9 @@ export class MaintenanceService {
     const pass = this.#pass(datasetId, lease);
     const now = this.#deps.clock();
     const runs = await this.#deps.queries.runs(datasetId);
-    const store = this.#deps.storeFor(dataset);
+    // Deletes and listings through the adaptive limiter of the dataset's root (S3's per-prefix
+    // limit applies to gc as much as to cleanup); its counts are the pass's listing cost.
+    const store = new ThrottledStore(this.#deps.storeFor(dataset), {});
     await lease.assertHeld();
     const plan = planGc({
       now,
@@ -838,6 +847,17 @@ export class MaintenanceService {
       failed: report.failed.length,
     });
     const deleted = report.actions.reduce((n, a) => n + (a.kind === "fail_stale" ? 0 : a.urls.length), 0);
+    const traffic = store.traffic();
+    if (traffic.listRequests + traffic.deleteRequests > 0) {
+      report.throughput = {
+        settledRate: Math.round(traffic.deleteRate.rate),
+        throttled: traffic.throttled,
+        listRequests: traffic.listRequests,
+        listSeconds: Math.round(traffic.listMs) / 1000,
+        deleteRequests: traffic.deleteRequests,
+        deletedObjects: traffic.deletedKeys,
+      };
+    }
     return { report, deleted: deleted - report.failed.length, failed: report.failed.length, pruned };
   }
 

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createS3ObjectStore } from "../../src/adapters/objectstore/s3-object-store.js";
 import { isValidationError } from "../../src/errors.js";
@@ -183,6 +184,36 @@ describe(`concurrent cleanup on the S3 model under faults (${BACKEND})`, () => {
     model.keyErrors.clear();
     expect(later.deleted).toEqual([f.losers[8]]);
     expect(deniedSent).toBe(1); // exhausted: waits for retry-failed, never sent again
+    await checkInvariants(f);
+  });
+
+  it("a pass whose lease another pass took sends nothing more and records no outcome; the next pass finishes", async () => {
+    const f = await publishedRun("fenced", 16);
+    let bumped = false;
+    let afterBump = 0;
+    let deletes = 0;
+    model.onRequest = (r) => {
+      if (bumped) afterBump++;
+      if (r.op === "DeleteObjects" && ++deletes === 3) {
+        bumped = true;
+        // Another pass takes the lease while this request is in flight (the epoch moves on).
+        void sql`UPDATE ${sql.id(t.schema, "maintenance_leases")} SET epoch = epoch + 1
+          WHERE dataset_id = ${f.datasetId}`.execute(t.database.db);
+      }
+      return null;
+    };
+    const report = await ledger.cleanup({ datasetId: f.datasetId, concurrency: 4 });
+    model.onRequest = null;
+    expect(report.leaseLost).toEqual([f.datasetId]);
+    // Requests already sent when the epoch moved may land; none is sent after the next check.
+    expect(afterBump).toBeLessThanOrEqual(4);
+    const types = (await ledger.events({ stream: `run-${f.runId}`, limit: 10_000 })).map((e) => e.type);
+    expect(types).not.toContain("CleanupSucceeded");
+    await checkInvariants(f, true);
+    const next = await ledger.cleanup({ datasetId: f.datasetId, concurrency: 4 });
+    expect(next.leaseLost).toEqual([]);
+    expect(await ledger.pendingCleanup({ datasetId: f.datasetId })).toEqual([]);
+    for (const l of f.losers) expect(model.keys(BUCKET, `${keyOf(l)}/`), l).toEqual([]);
     await checkInvariants(f);
   });
 
