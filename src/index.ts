@@ -73,19 +73,9 @@ export type {
   ReadAllOptions,
   ReadStreamOptions,
 } from "./events/event-log.js";
+export type { CleanupOptions } from "./ledger/cleanup.js";
 export type { MaintainPass } from "./ledger/maintain-loop.js";
 export { maintainLoop } from "./ledger/maintain-loop.js";
-export type {
-  CleanupOptions,
-  CleanupReport,
-  GcReport,
-  LogRecord,
-  MaintenancePolicies,
-  MetricRecord,
-  PassThroughput,
-  RetryFailedReport,
-} from "./ledger/maintenance.js";
-export { DEFAULT_MAINTENANCE_POLICIES } from "./ledger/maintenance.js";
 export type {
   AttemptInput,
   AttemptResult,
@@ -97,6 +87,16 @@ export type {
 export { openLedger } from "./ledger/open-ledger.js";
 export type { CurrentPointer, Manifest, PublishedWinner, PublishResult } from "./ledger/publish.js";
 export type { RollbackResult } from "./ledger/rollback.js";
+export type { MaintenancePolicies } from "./maintenance/maintenance-policies.js";
+export { DEFAULT_MAINTENANCE_POLICIES } from "./maintenance/maintenance-policies.js";
+export type {
+  CleanupReport,
+  GcReport,
+  LogRecord,
+  MetricRecord,
+  PassThroughput,
+  RetryFailedReport,
+} from "./maintenance/maintenance-reports.js";
 export type { RetryPolicy } from "./maintenance/retry-policy.js";
 export type {
   AttemptStatus,

@@ -1,25 +1,13 @@
-import type { CleanupReason } from "../events/catalogue.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import { forEachBounded } from "../maintenance/bounded-pool.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt, type RetryPolicy } from "../maintenance/retry-policy.js";
 import { runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
+import { AREA_PIPELINE, type WorkItem } from "./cleanup-item.js";
 
-/**
- * One deletion a pass may make: a loser's prefix, a stale attempt, a pruned run's area, an orphan
- * object. `planned` items were planned by an earlier pass that did not report (a crash): they are
- * resumed, not planned again.
- */
-export interface CleanupWork {
-  runId: string;
-  url: string;
-  reason: CleanupReason;
-  planned: boolean;
-  priorTries: number;
-  key?: string;
-  decisionConfirmed?: boolean;
-}
+/** One deletion a pass may make (see {@link WorkItem}). */
+export type CleanupWork = WorkItem;
 
 /** What became of one item; `newlyPlanned` when this pass appended its CleanupPlanned. */
 export interface CleanupItemResult {
@@ -166,7 +154,7 @@ export async function cleanConcurrently(
           beforeRequest: deps.assertHeld,
           // As in the sequential pass: an attempt url may name one object; a run's area never does.
           includeExactKey: `${key}/` !== runDataPrefix(item.runId),
-          ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: 4 } : {}),
+          ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: AREA_PIPELINE } : {}),
           ...(deps.sleep ? { sleep: deps.sleep } : {}),
           ...(deps.random ? { random: deps.random } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),
@@ -235,12 +223,14 @@ function failedCommand(
 
 /**
  * Buffers outcome commands and appends them per run, `batchSize` at a time, one flush after
- * another (appends to one run stream are serial anyway). A failed flush (a lost lease) fails the
+ * another (appends to one run stream are serial anyway). Only the worker whose outcome filled the
+ * buffer waits for the flush; the others go on deleting. A failed flush (a lost lease) fails the
  * `add` that triggered it and every later one.
  */
 class OutcomeRecorder {
   #buffer: { runId: string; command: RunCommand }[] = [];
   #chain: Promise<void> = Promise.resolve();
+  #failure: { error: unknown } | null = null;
 
   constructor(
     readonly append: (runId: string, commands: readonly RunCommand[]) => Promise<void>,
@@ -249,8 +239,9 @@ class OutcomeRecorder {
 
   /** Buffers; when the buffer is full, flushes and resolves once that flush is appended. */
   add(runId: string, command: RunCommand): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure.error);
     this.#buffer.push({ runId, command });
-    return this.#buffer.length >= this.batchSize ? this.flush() : this.#chain;
+    return this.#buffer.length >= this.batchSize ? this.flush() : Promise.resolve();
   }
 
   flush(): Promise<void> {
@@ -264,6 +255,9 @@ class OutcomeRecorder {
         byRun.set(runId, list);
       }
       for (const [runId, commands] of byRun) await this.append(runId, commands);
+    });
+    this.#chain.catch((error: unknown) => {
+      this.#failure ??= { error };
     });
     return this.#chain;
   }

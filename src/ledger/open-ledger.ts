@@ -22,6 +22,17 @@ import type { RunCommand } from "../machines/run-commands.js";
 import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
+import {
+  DEFAULT_MAINTENANCE_POLICIES,
+  type MaintenancePolicies,
+} from "../maintenance/maintenance-policies.js";
+import type {
+  CleanupReport,
+  GcReport,
+  LogRecord,
+  MetricRecord,
+  RetryFailedReport,
+} from "../maintenance/maintenance-reports.js";
 import { ledgerProjection } from "../projections/ledger-projection.js";
 import {
   type AttemptView,
@@ -39,6 +50,7 @@ import { type AuditReport, auditProjections, rebuildProjections } from "../proje
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";
+import type { CleanupOptions } from "./cleanup.js";
 import {
   attemptFailedInputSchema,
   attemptInputSchema,
@@ -46,17 +58,7 @@ import {
   parseInput,
   startRunInputSchema,
 } from "./inputs.js";
-import {
-  type CleanupOptions,
-  type CleanupReport,
-  DEFAULT_MAINTENANCE_POLICIES,
-  type GcReport,
-  type LogRecord,
-  type MaintenancePolicies,
-  MaintenanceService,
-  type MetricRecord,
-  type RetryFailedReport,
-} from "./maintenance.js";
+import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
 import { RunExecutor } from "./run-executor.js";

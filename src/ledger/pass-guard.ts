@@ -1,5 +1,5 @@
-import { sql } from "kysely";
 import type { Database } from "../adapters/postgres/database.js";
+import { attemptUrlsOutsideRunArea } from "../adapters/postgres/maintenance-queries.js";
 import type { RunState } from "../machines/run-state.js";
 import { type DeletionPurpose, deletionRefusal, type ForeignUrl } from "../maintenance/deletion-guard.js";
 import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
@@ -95,17 +95,7 @@ export class PassGuard {
 
   /** Attempt URLs of the dataset's runs that lie outside their own run's data area (legacy). */
   async #readForeign(dataset: DatasetView): Promise<ForeignUrl[]> {
-    const schema = this.#deps.database.schema;
-    const { rows } = await sql<{ run_id: string; url: string; winner: boolean }>`
-      SELECT a.run_id, a.url, (w.run_id IS NOT NULL) AS winner
-      FROM ${sql.id(schema, "runs")} r
-      JOIN ${sql.id(schema, "attempt_records")} a ON a.run_id = r.run_id
-      LEFT JOIN ${sql.id(schema, "winners")} w ON w.run_id = a.run_id AND w.shard = a.shard
-        AND w.attempt = a.attempt AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id
-      WHERE r.dataset_id = ${dataset.datasetId} AND a.url IS NOT NULL
-        AND NOT starts_with(a.url, ${`${dataset.root}/data/`} || a.run_id || '/')`.execute(
-      this.#deps.database.db,
-    );
+    const rows = await attemptUrlsOutsideRunArea(this.#deps.database, dataset.datasetId, dataset.root);
     const out: ForeignUrl[] = [];
     for (const r of rows) {
       let key: string;
@@ -115,8 +105,8 @@ export class PassGuard {
         continue;
       }
       // A non-canonical spelling of a url inside its own area is not foreign.
-      if (key.startsWith(runDataPrefix(r.run_id))) continue;
-      out.push({ runId: r.run_id, key, winner: r.winner });
+      if (key.startsWith(runDataPrefix(r.runId))) continue;
+      out.push({ runId: r.runId, key, winner: r.winner });
     }
     return out;
   }

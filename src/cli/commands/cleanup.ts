@@ -1,4 +1,4 @@
-import type { CleanupReport } from "../../ledger/maintenance.js";
+import type { CleanupReport } from "../../maintenance/maintenance-reports.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
 import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";

@@ -1,4 +1,4 @@
-import type { GcReport } from "../../ledger/maintenance.js";
+import type { GcReport } from "../../maintenance/maintenance-reports.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
 import { idArgument } from "../flags.js";

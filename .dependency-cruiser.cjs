@@ -1,0 +1,64 @@
+/**
+ * The import rule of shardledger (`npm run depcheck`, run by .ci/run after lint).
+ *
+ * The domain folders (events, machines, maintenance, projections, storage, datasets) are pure:
+ * they import no adapter, no driver and not the layers above them, so the fold and the planners
+ * can be replayed and tested without a database or a bucket. Adapters implement the domain's ports
+ * and never reach up into the facade or the CLI. See docs/architecture.md.
+ */
+const DOMAIN = "^src/(events|machines|maintenance|projections|storage|datasets)/";
+// Matched on the resolved path, so a type-only import counts too.
+const DRIVERS = "(^|/)node_modules/(pg|kysely|@electric-sql/pglite|@aws-sdk/[^/]+)/";
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: "no-circular",
+      severity: "error",
+      comment: "No module imports itself through a chain of imports.",
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: "domain-imports-no-adapter",
+      severity: "error",
+      comment:
+        "Domain folders import no adapter, facade or CLI: they work through ports (EventLog, ObjectStore).",
+      from: { path: DOMAIN },
+      to: { path: "^src/(adapters|ledger|cli|demo)/" },
+    },
+    {
+      name: "domain-imports-no-driver",
+      severity: "error",
+      comment: "Domain folders import no database or object-store driver, and no query builder.",
+      from: { path: DOMAIN },
+      to: { path: DRIVERS },
+    },
+    {
+      name: "adapters-import-no-facade",
+      severity: "error",
+      comment: "Adapters implement ports; they never reach up into the facade, the CLI or the demo.",
+      from: { path: "^src/adapters/" },
+      to: { path: "^src/(ledger|cli|demo)/" },
+    },
+    {
+      name: "ledger-imports-no-cli",
+      severity: "error",
+      comment: "The facade serves the CLI, never the other way round.",
+      from: { path: "^src/ledger/" },
+      to: { path: "^src/(cli|demo)/" },
+    },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default", "types"],
+      extensions: [".ts", ".js", ".json"],
+    },
+    reporterOptions: { text: { highlightFocused: true } },
+  },
+};
