@@ -53,6 +53,10 @@ const ACTOR = "bench-cleanup";
 const MODEL: Omit<S3ModelOptions, "buckets"> = { ...DEFAULT_S3_MODEL };
 /** The limiter's start, below the documented 3,500 deletes/s. */
 const INITIAL_RATE = 1_000;
+/** Objects under the one prefix gc collects at scale, and orphans beside a live run's winner. */
+const GC_OBJECTS = scaled(100_000);
+const GC_ORPHANS = Math.min(200, scaled(200));
+const bucketKeyOf = (url: string) => url.slice(`s3://${BUCKET}/`.length);
 /** Seconds at the start of the concurrent pass counted as ramp-up. */
 const RAMP_SECONDS = 5;
 
@@ -389,6 +393,56 @@ export async function run(): Promise<BenchReport> {
           "objects/s": fmt(s.mean / MODEL.deletesPerSecond),
           detail: `target ≥ 0.7, throttled ${fmt((c.stats.throttled / c.requests) * 100)}% (target < 5%)`,
         },
+      );
+      // (4) gc at scale: a run pruned by keepRuns takes its whole area (GC_OBJECTS objects under one
+      // prefix) through the same limiter, its listing pipelined with its deletes; plus orphans.
+      progress("gc at scale");
+      const gcRoot = `s3://${BUCKET}/gcscale`;
+      await ledger.createDataset({ datasetId: "gcscale", root: gcRoot, keepRuns: 1, safetyWindow: "0s" });
+      const gcRun = async (runId: string, objects: number) => {
+        await ledger.startRun({ datasetId: "gcscale", numShards: 1, runId });
+        const url = `${gcRoot}/data/${runId}/shard=00000/attempt=00`;
+        await model.seed(
+          Array.from({ length: objects }, (_, i) => `${bucketKeyOf(url)}/part-${pad(i, 6)}.parquet`),
+        );
+        await ledger.attemptSucceeded({ runId, shard: 0, attempt: 0, url });
+        await ledger.publish(runId);
+        return url;
+      };
+      await gcRun("old", GC_OBJECTS);
+      const keptUrl = await gcRun("new", 1);
+      const orphans = Array.from(
+        { length: GC_ORPHANS },
+        (_, i) => `gcscale/data/new/shard=00001/stray-${pad(i, 4)}`,
+      );
+      await model.seed(orphans);
+      await model.stats(true);
+      const gcLoad = loadNow();
+      const gcRss = sampleRss();
+      const g0 = performance.now();
+      const gcReport = await ledger.gc("gcscale");
+      const gcSeconds = (performance.now() - g0) / 1000;
+      const gcPeak = gcRss.stop();
+      const gcStats = await model.stats();
+      const leftOld = await model.count("gcscale/data/old/");
+      const leftOrphans = await model.count("gcscale/data/new/shard=00001/");
+      const keptLeft = await model.count(`${bucketKeyOf(keptUrl)}/`);
+      if (leftOld !== 0 || leftOrphans !== 0 || keptLeft !== 1 || gcReport.failed.length > 0)
+        throw new Error(
+          `gc: ${leftOld} old, ${leftOrphans} orphans, ${keptLeft}/1 kept left; ${gcReport.failed.length} failed`,
+        );
+      const gt = gcReport.throughput;
+      rows.push(
+        result(
+          `(4) gc: pruned run area + ${GC_ORPHANS} orphans`,
+          GC_OBJECTS + GC_ORPHANS,
+          gcSeconds,
+          `${gt?.listRequests} ListObjectsV2 (${gt?.listSeconds} s summed), ${gt?.deleteRequests} DeleteObjects; ` +
+            `throttled ${gcStats.throttled}; limiter settled at ${gt?.settledRate} keys/s; peak RSS ${gcPeak} MB; load ${gcLoad}`,
+        ),
+      );
+      notes.push(
+        `(4) gc: the kept run's winner survived, the pruned run's area (${GC_OBJECTS} objects) and ${GC_ORPHANS} orphans are gone.`,
       );
       notes.push(
         `S3 model (test/support/s3-model.ts) in a child process: latency log-normal, median ${MODEL.latency?.medianMs} ms, ` +

@@ -116,7 +116,7 @@ async function cleanupDataset(
   let failed = 0;
   const outcomes =
     (options.concurrency ?? 1) > 1 && items.length > 0
-      ? await cleanItemsConcurrently(deps, dataset, store, items, pass, options, report)
+      ? await cleanWithThroughput(deps, dataset, store, items, pass, options, report)
       : cleanItemsSequentially(deps, dataset, store, items, pass, options.signal);
   for await (const { item, outcome } of outcomes) {
     if (!item.planned && outcome.refused === undefined) report.planned.push(item.url);
@@ -163,7 +163,7 @@ async function* cleanItemsSequentially(
  * adaptive rate limiter for the store's root, batched planning and outcome appends, the guard on
  * fresh state per batch, the coalesced fencing check before every request.
  */
-async function cleanItemsConcurrently(
+async function cleanWithThroughput(
   deps: MaintenanceDeps,
   dataset: DatasetView,
   store: ObjectStore,
@@ -174,6 +174,38 @@ async function cleanItemsConcurrently(
 ): Promise<{ item: WorkItem; outcome: ItemOutcome }[]> {
   const concurrency = options.concurrency ?? 1;
   const throttled = new ThrottledStore(store, { initialRate: options.initialRate ?? 1_000 });
+  const outcomes = await cleanItemsConcurrently(deps, dataset, throttled, items, pass, {
+    concurrency,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const traffic = throttled.traffic();
+  report.throughput ??= [];
+  report.throughput.push({
+    datasetId: dataset.datasetId,
+    concurrency,
+    settledRate: Math.round(traffic.deleteRate.rate),
+    throttled: traffic.throttled,
+    listRequests: traffic.listRequests,
+    listSeconds: Math.round(traffic.listMs) / 1000,
+    deleteRequests: traffic.deleteRequests,
+    deletedObjects: traffic.deletedKeys,
+  });
+  return outcomes;
+}
+
+/**
+ * Items through the concurrent engine over a store that already goes through the root's limiter
+ * (cleanup's losers, gc's orphans); outcomes in item order, none for an item never reached. @internal
+ */
+export async function cleanItemsConcurrently(
+  deps: MaintenanceDeps,
+  dataset: DatasetView,
+  throttled: ObjectStore,
+  items: readonly WorkItem[],
+  pass: Pass,
+  options: { concurrency: number; signal?: AbortSignal },
+): Promise<{ item: WorkItem; outcome: ItemOutcome }[]> {
+  const concurrency = options.concurrency;
   const executeMany = async (runId: string, commands: readonly RunCommand[]) => {
     if (deps.executeMany) await deps.executeMany(runId, commands, { fence: pass.lease.fence });
     else for (const c of commands) await pass.execute(c);
@@ -197,18 +229,6 @@ async function cleanItemsConcurrently(
     },
     { concurrency, batchSize: Math.max(32, concurrency * 4) },
   );
-  const traffic = throttled.traffic();
-  report.throughput ??= [];
-  report.throughput.push({
-    datasetId: dataset.datasetId,
-    concurrency,
-    settledRate: Math.round(traffic.deleteRate.rate),
-    throttled: traffic.throttled,
-    listRequests: traffic.listRequests,
-    listSeconds: Math.round(traffic.listMs) / 1000,
-    deleteRequests: traffic.deleteRequests,
-    deletedObjects: traffic.deletedKeys,
-  });
   return items.flatMap((item, i) => {
     const r = results[i];
     if (!r) return [];

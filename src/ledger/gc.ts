@@ -6,6 +6,11 @@ import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
 import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
 import { ThrottledStore } from "../maintenance/throttled-store.js";
+import { cleanItemsConcurrently } from "./cleanup.js";
+
+/** Orphan objects deleted at once (each is one small request: the limiter bounds the rate). */
+const ORPHAN_CONCURRENCY = 16;
+
 import type { DatasetView } from "../projections/queries.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
@@ -170,6 +175,7 @@ async function gcPass(
   for (const orphan of orphans) {
     const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
     report.actions.push(entry);
+    const items: WorkItem[] = [];
     for (const key of orphan.keys) {
       if (options.signal?.aborted) break;
       let url: string;
@@ -195,7 +201,18 @@ async function gcPass(
         if ((await itemRefusal(pass, dataset, item)) === null) entry.urls.push(item.url);
         continue;
       }
-      const outcome = await deleteItem(deps, dataset, store, item, pass, options.signal);
+      items.push(item);
+    }
+    // Orphans are many single objects: they go through the concurrent engine (batched plan and
+    // outcome appends, the guard per batch, the root's limiter), as cleanup's losers do.
+    const outcomes =
+      items.length === 0
+        ? []
+        : await cleanItemsConcurrently(deps, dataset, store, items, pass, {
+            concurrency: ORPHAN_CONCURRENCY,
+            ...(options.signal ? { signal: options.signal } : {}),
+          });
+    for (const { item, outcome } of outcomes) {
       if (outcome.refused !== undefined) continue;
       entry.urls.push(item.url);
       if (!outcome.deleted)
