@@ -51,10 +51,12 @@ const BODY = "x".repeat(256);
 const ACTOR = "bench-cleanup";
 /** The model's parameters for this bench: S3's documented per-prefix rates, unscaled. */
 const MODEL: Omit<S3ModelOptions, "buckets"> = { ...DEFAULT_S3_MODEL };
+/** The limit of phase (1b), scaled to below what this machine's client drives, so that it binds. */
+const BOUND_LIMIT = Number(process.env.BENCH_CLEANUP_BOUND_LIMIT ?? 1_000);
 /** The limiter's start, below the documented 3,500 deletes/s. */
 const INITIAL_RATE = 1_000;
 /** Objects under the one prefix gc collects at scale, and orphans beside a live run's winner. */
-const GC_OBJECTS = scaled(100_000);
+const GC_OBJECTS = Math.round(100_000 * Math.min(1, SCALE * 4));
 const GC_ORPHANS = Math.min(200, scaled(200));
 const bucketKeyOf = (url: string) => url.slice(`s3://${BUCKET}/`.length);
 /** Seconds at the start of the concurrent pass counted as ramp-up. */
@@ -97,6 +99,7 @@ type ModelRequest =
   | { op: "seed"; keys: string[] }
   | { op: "count"; prefix: string }
   | { op: "stats"; reset: boolean }
+  | { op: "limit"; deletesPerSecond: number }
   | { op: "stop" };
 type ModelReply =
   | { op: "ready"; endpoint: string }
@@ -155,6 +158,10 @@ class ModelProcess {
     return r.stats;
   }
 
+  async setDeleteRate(deletesPerSecond: number): Promise<void> {
+    await this.#request({ op: "limit", deletesPerSecond });
+  }
+
   async stop(): Promise<void> {
     if (this.#child.exitCode !== null || !this.#child.connected) return;
     const exited = new Promise((resolve) => this.#child.once("exit", resolve));
@@ -172,6 +179,9 @@ async function serveModel(): Promise<void> {
       process.send?.({ op: "done" } satisfies ModelReply);
     } else if (m.op === "count") {
       process.send?.({ op: "count", n: model.keys(BUCKET, m.prefix).length } satisfies ModelReply);
+    } else if (m.op === "limit") {
+      model.setDeleteRate(m.deletesPerSecond);
+      process.send?.({ op: "done" } satisfies ModelReply);
     } else if (m.op === "stats") {
       process.send?.({ op: "stats", stats: structuredClone(model.stats) } satisfies ModelReply);
       if (m.reset) model.resetStats();
@@ -262,6 +272,7 @@ async function checkSafety(
 
 /** Objects outside every dataset root, next to them: a cleanup must never reach them. */
 const SENTINELS = [
+  "bound-sentinel/data/x",
   "conc-sentinel/data/x",
   "seq-sentinel/data/x",
   "outside/conc/data/x",
@@ -297,6 +308,7 @@ export async function run(): Promise<BenchReport> {
       await model.seed(SENTINELS);
       const conc = await publishedRun(ledger, url, model, "conc");
       const seq = await publishedRun(ledger, url, model, "seq");
+      const bound = await publishedRun(ledger, url, model, "bound");
       const total = conc.objects;
       const result = (phase: string, objects: number, seconds: number, detail: string): BenchRow => ({
         phase,
@@ -310,6 +322,7 @@ export async function run(): Promise<BenchReport> {
         label: string,
         dataset: Awaited<ReturnType<typeof publishedRun>>,
         concurrency: number,
+        initialRate = INITIAL_RATE,
       ) => {
         progress(`${label}: start`);
         counts.clear();
@@ -324,7 +337,7 @@ export async function run(): Promise<BenchReport> {
           report = await ledger.cleanup({
             datasetId: dataset.datasetId,
             concurrency,
-            initialRate: INITIAL_RATE,
+            initialRate,
           });
         } finally {
           probes.restore();
@@ -366,6 +379,23 @@ export async function run(): Promise<BenchReport> {
         detail: `${fmt(s.mean / MODEL.deletesPerSecond)}× the limit of ${MODEL.deletesPerSecond} deletes/s; per second: ${s.perSecond.join(", ")}`,
       });
 
+      // (1b) The same with the limit scaled down to what this machine's client can exceed, so it
+      // binds; the limiter's start is scaled alike.
+      await model.setDeleteRate(BOUND_LIMIT);
+      const b = await ledgerPhase(
+        `(1b) cleanup, ${CONCURRENCY} in flight, limit ${BOUND_LIMIT}/s`,
+        bound,
+        CONCURRENCY,
+        Math.round((INITIAL_RATE * BOUND_LIMIT) / MODEL.deletesPerSecond),
+      );
+      await model.setDeleteRate(MODEL.deletesPerSecond);
+      const sb = sustained(b.stats, b.seconds);
+      rows.push({
+        phase: `(1b) sustained after ${RAMP_SECONDS} s ramp-up`,
+        "objects/s": fmt(sb.mean),
+        detail: `${fmt(sb.mean / BOUND_LIMIT)}× the limit of ${BOUND_LIMIT} deletes/s; per second: ${sb.perSecond.join(", ")}`,
+      });
+
       // (2) Today's sequential cleanup: the same pass with one prefix at a time.
       const q = await ledgerPhase("(2) cleanup, sequential (concurrency 1)", seq, 1);
 
@@ -391,7 +421,12 @@ export async function run(): Promise<BenchReport> {
         {
           phase: "ratio (1) sustained / limit",
           "objects/s": fmt(s.mean / MODEL.deletesPerSecond),
-          detail: `target ≥ 0.7, throttled ${fmt((c.stats.throttled / c.requests) * 100)}% (target < 5%)`,
+          detail: `the limit binds only if the client exceeds it; throttled ${fmt((c.stats.throttled / c.requests) * 100)}%`,
+        },
+        {
+          phase: "ratio (1b) sustained / limit (binding)",
+          "objects/s": fmt(sb.mean / BOUND_LIMIT),
+          detail: `target ≥ 0.7, throttled ${fmt((b.stats.throttled / b.requests) * 100)}% of requests (target < 5%)`,
         },
       );
       // (4) gc at scale: a run pruned by keepRuns takes its whole area (GC_OBJECTS objects under one

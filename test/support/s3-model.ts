@@ -148,6 +148,8 @@ export interface S3ModelHandle {
   seed(bucket: string, keys: readonly string[], body?: string, lastModified?: Date): void;
   keys(bucket: string, prefix?: string): string[];
   resetStats(): void;
+  /** Changes the per-partition delete limit from now on (every partition starts with a full bucket). */
+  setDeleteRate(deletesPerSecond: number): void;
   stop(): Promise<void>;
 }
 
@@ -184,6 +186,10 @@ export async function startS3Model(
     resetStats() {
       Object.assign(stats, emptyStats());
       started.at = performance.now();
+    },
+    setDeleteRate(deletesPerSecond) {
+      options.deletesPerSecond = deletesPerSecond;
+      limits.clear();
     },
     async stop() {
       server.closeAllConnections();
