@@ -232,7 +232,8 @@ async function gcPass(
   });
   const deleted = report.actions.reduce((n, a) => n + (a.kind === "fail_stale" ? 0 : a.urls.length), 0);
   const traffic = store.traffic();
-  if (traffic.listRequests + traffic.deleteRequests > 0) {
+  // A dry run's report stays as it was (`--dry-run` unchanged).
+  if (!options.dryRun && traffic.listRequests + traffic.deleteRequests > 0) {
     report.throughput = {
       settledRate: Math.round(traffic.deleteRate.rate),
       throttled: traffic.throttled,
