@@ -482,10 +482,15 @@ class TokenBucket {
     this.#tokens = depth;
   }
 
+  /**
+   * Admits a request while the bucket is not in debt, and charges its whole cost (the balance may
+   * go negative): a DeleteObjects of 1,000 keys is admitted at a limit whose burst is smaller, as
+   * S3 admits it, and the average rate still holds, because the debt is paid back before the next.
+   */
   take(cost: number, now: number): boolean {
     this.#tokens = Math.min(this.depth, this.#tokens + ((now - this.#at) / 1000) * this.rate);
     this.#at = now;
-    if (this.#tokens < cost) return false;
+    if (this.#tokens <= 0) return false;
     this.#tokens -= cost;
     return true;
   }
