@@ -1,3 +1,4 @@
+import { summariseShards } from "./machines/shard-summary.js";
 /**
  * Every error shardledger throws on purpose is a {@link ShardledgerError} with a stable `code`.
  * The CLI derives its exit code from the code, and the `isX()` guards check the code as well as
@@ -20,11 +21,51 @@ export type ErrorCode =
   | "NOT_FOUND"
   | "LOCKED"
   | "LEASE_LOST"
+  | "OBJECT_STORE"
   | "USAGE"
   | "INTERRUPTED"
   | "INTERNAL";
 
-/** Base class of all deliberate shardledger errors. */
+/**
+ * What each error code means outside the library: the CLI's exit code and the HTTP status the
+ * service answers with. The one table both derive from; a new code cannot compile without a row.
+ * 2 / 400 the input was wrong (repeating the same call can never succeed), 404 it names nothing,
+ * 3 / 409 a rule refused it, 423 another pass holds the lock, 1 / 500 a bug. An interrupted
+ * command exits 128 + the signal (SIGTERM 143; the table holds SIGINT's 130) and a server that is
+ * stopping answers 503; an object store that failed is 502 (the fault is upstream, not ours).
+ *
+ * @example
+ * ```ts
+ * const { exitCode, httpStatus } = ERROR_CODES["LOCKED"] // 3, 423
+ * ```
+ */
+export const ERROR_CODES = {
+  VALIDATION: { exitCode: 2, httpStatus: 400 },
+  USAGE: { exitCode: 2, httpStatus: 400 },
+  NOT_FOUND: { exitCode: 2, httpStatus: 404 },
+  CONCURRENCY: { exitCode: 3, httpStatus: 409 },
+  SHARD_COVERAGE: { exitCode: 3, httpStatus: 409 },
+  SAFETY_RAIL: { exitCode: 3, httpStatus: 409 },
+  ILLEGAL_TRANSITION: { exitCode: 3, httpStatus: 409 },
+  CONTRADICTING_REPORT: { exitCode: 3, httpStatus: 409 },
+  LEASE_LOST: { exitCode: 3, httpStatus: 409 },
+  LOCKED: { exitCode: 3, httpStatus: 423 },
+  OBJECT_STORE: { exitCode: 1, httpStatus: 502 },
+  INTERRUPTED: { exitCode: 130, httpStatus: 503 },
+  INTERNAL: { exitCode: 1, httpStatus: 500 },
+} as const satisfies Record<ErrorCode, { exitCode: number; httpStatus: number }>;
+
+/**
+ * Base class of all deliberate shardledger errors. `code` is stable (see {@link ERROR_CODES});
+ * `details` holds what the message names, as JSON-ready values.
+ *
+ * @example
+ * ```ts
+ * try { await ledger.publish(runId) } catch (e) {
+ *   if (e instanceof ShardledgerError) console.error(e.code, e.details)
+ * }
+ * ```
+ */
 export class ShardledgerError extends Error {
   readonly code: ErrorCode;
   readonly details: Readonly<Record<string, unknown>>;
@@ -265,8 +306,8 @@ export class NotFoundError extends ShardledgerError {
  *
  * @example
  * ```ts
- * try { await lease.assertHeld() } catch (e) {
- *   if (isLeaseLostError(e)) return // stop the pass; the next one resumes from the log
+ * try { await ledger.gc("events") } catch (e) {
+ *   if (isLeaseLostError(e)) return // the pass stopped; the next one resumes from the log
  * }
  * ```
  */
@@ -299,9 +340,63 @@ export class LeaseLostError extends ShardledgerError {
   }
 }
 
-function summariseShards(shards: readonly number[]): string {
-  const shown = shards.slice(0, 20).join(", ");
-  return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
+/**
+ * Another process or pass holds what this call needs: a PGlite directory open in another process,
+ * a dataset's maintenance lease or publish lock. Nothing was done; trying again later can succeed.
+ * `details` names the lock (`lock`) and, when known, who holds it (`holder`, `pid`).
+ *
+ * @example
+ * ```ts
+ * try { await ledger.gc("events") } catch (e) {
+ *   if (isLockedError(e)) console.log("another pass is collecting events; skipping")
+ * }
+ * ```
+ */
+export class LockedError extends ShardledgerError {
+  constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super("LOCKED", message, options);
+  }
+}
+
+/**
+ * A command line the CLI cannot run: an unknown flag, a missing argument, a group without its
+ * subcommand. `field` names the flag or argument when it is known.
+ *
+ * @example
+ * ```ts
+ * new UsageError("unknown option '--shard'", { field: "--shard" })
+ * ```
+ */
+export class UsageError extends ShardledgerError {
+  readonly field: string | undefined;
+  constructor(
+    message: string,
+    options: { field?: string; cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super("USAGE", message, {
+      cause: options.cause,
+      details: {
+        ...(options.field !== undefined ? { field: options.field } : {}),
+        ...(options.details ?? {}),
+      },
+    });
+    this.field = options.field;
+  }
+}
+
+/**
+ * A failure the ledger could not recover from and that no input of the caller explains: the
+ * database cannot be reached, a migration failed. `cause` keeps the original error.
+ *
+ * @example
+ * ```ts
+ * new InternalError("cannot reach the database postgres://db/ledger: ECONNREFUSED", { cause: e })
+ * ```
+ */
+export class InternalError extends ShardledgerError {
+  constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super("INTERNAL", message, options);
+  }
 }
 
 const hasCode = (e: unknown, code: ErrorCode): boolean =>
@@ -309,51 +404,162 @@ const hasCode = (e: unknown, code: ErrorCode): boolean =>
     ? (e as { code?: unknown }).code === code
     : false;
 
-/** @example `if (isShardledgerError(e)) console.error(e.code)` */
+/**
+ * Whether a value is a {@link ShardledgerError}. Like every `isX()` guard it checks the shape as
+ * well as `instanceof`, so errors thrown by another installed copy of the package still count.
+ *
+ * @example
+ * ```ts
+ * try { await ledger.publish("r1") } catch (e) {
+ *   if (isShardledgerError(e)) console.error(e.code, e.message)
+ * }
+ * ```
+ */
 export const isShardledgerError = (e: unknown): e is ShardledgerError =>
   e instanceof ShardledgerError ||
-  (e instanceof Error && typeof (e as { code?: unknown }).code === "string" && "details" in e);
-/** @example `if (isValidationError(e)) console.error(e.field)` */
+  (e instanceof Error &&
+    typeof (e as { code?: unknown }).code === "string" &&
+    Object.hasOwn(ERROR_CODES, (e as unknown as { code: string }).code) &&
+    "details" in e);
+/**
+ * Whether `e` is a {@link ValidationError} (code `VALIDATION`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new ValidationError("numShards", "must be ≥ 1")
+ * if (isValidationError(e)) console.error(e.field)
+ * ```
+ */
 export const isValidationError = (e: unknown): e is ValidationError => hasCode(e, "VALIDATION");
-/** @example `if (isConcurrencyError(e)) retry()` */
+/**
+ * Whether `e` is a {@link UsageError} (code `USAGE`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new UsageError("unknown option '--shard'", { field: "--shard" })
+ * if (isUsageError(e)) console.error(e.message)
+ * ```
+ */
+export const isUsageError = (e: unknown): e is UsageError => hasCode(e, "USAGE");
+/**
+ * Whether `e` is a {@link NotFoundError} (code `NOT_FOUND`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new NotFoundError("run", "r1")
+ * if (isNotFoundError(e)) console.error(`${e.kind} ${e.id} does not exist`)
+ * ```
+ */
+export const isNotFoundError = (e: unknown): e is NotFoundError => hasCode(e, "NOT_FOUND");
+/**
+ * Whether `e` is a {@link ConcurrencyError} (code `CONCURRENCY`): read the stream again and retry.
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new ConcurrencyError("run-r1", 3, 4)
+ * if (isConcurrencyError(e)) console.error(`expected ${e.expected}, found ${e.actual}`)
+ * ```
+ */
 export const isConcurrencyError = (e: unknown): e is ConcurrencyError => hasCode(e, "CONCURRENCY");
-/** @example `if (isShardCoverageError(e)) console.error(e.missingShards)` */
+/**
+ * Whether `e` is a {@link ShardCoverageError} (code `SHARD_COVERAGE`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new ShardCoverageError("r1", [3])
+ * if (isShardCoverageError(e)) console.error(e.missingShards)
+ * ```
+ */
 export const isShardCoverageError = (e: unknown): e is ShardCoverageError => hasCode(e, "SHARD_COVERAGE");
-/** @example `if (isIllegalTransitionError(e)) console.error(e.message)` */
+/**
+ * Whether `e` is an {@link IllegalTransitionError} (code `ILLEGAL_TRANSITION`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new IllegalTransitionError("publish", "SUCCEEDED", "run r1 is already published")
+ * if (isIllegalTransitionError(e)) console.error(e.details.state)
+ * ```
+ */
 export const isIllegalTransitionError = (e: unknown): e is IllegalTransitionError =>
   hasCode(e, "ILLEGAL_TRANSITION");
-/** @example `if (isSafetyRailError(e)) process.exitCode = 3` */
+/**
+ * Whether `e` is a {@link ContradictingReportError} (code `CONTRADICTING_REPORT`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new ContradictingReportError("r1/3/0", "SUCCEEDED", "FAILED")
+ * if (isContradictingReportError(e)) console.error(e.details.recorded)
+ * ```
+ */
+export const isContradictingReportError = (e: unknown): e is ContradictingReportError =>
+  hasCode(e, "CONTRADICTING_REPORT");
+/**
+ * Whether `e` is a {@link SafetyRailError} (code `SAFETY_RAIL`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new SafetyRailError("url escapes the dataset root", { rule: "url inside the dataset root" })
+ * if (isSafetyRailError(e)) console.error(e.details.rule)
+ * ```
+ */
 export const isSafetyRailError = (e: unknown): e is SafetyRailError => hasCode(e, "SAFETY_RAIL");
-/** @example `if (isLeaseLostError(e)) report.stopped = e.datasetId` */
+/**
+ * Whether `e` is a {@link LeaseLostError} (code `LEASE_LOST`): the pass must stop.
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new LeaseLostError("events", 3, 4, "another pass acquired the lease")
+ * if (isLeaseLostError(e)) console.error(`lost ${e.datasetId} at epoch ${e.epoch}`)
+ * ```
+ */
 export const isLeaseLostError = (e: unknown): e is LeaseLostError => hasCode(e, "LEASE_LOST");
+/**
+ * Whether `e` is a {@link LockedError} (code `LOCKED`): try again later.
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new LockedError("maintenance of dataset events is held by another pass")
+ * if (isLockedError(e)) console.error(e.details.holder ?? "another pass")
+ * ```
+ */
+export const isLockedError = (e: unknown): e is LockedError => hasCode(e, "LOCKED");
+/**
+ * Whether `e` is an {@link InternalError} (code `INTERNAL`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new InternalError("migration failed: syntax error")
+ * if (isInternalError(e)) console.error(e.cause)
+ * ```
+ */
+export const isInternalError = (e: unknown): e is InternalError => hasCode(e, "INTERNAL");
 
 /**
- * The CLI exit code for an error: 2 bad usage, invalid input or not found, 3 refused by a rule,
- * 1 anything unexpected. The README's "Exit codes and JSON errors" has the table.
+ * The CLI exit code for an error, from {@link ERROR_CODES}: 2 bad usage, invalid input or not
+ * found, 3 refused by a rule, 1 anything unexpected (including anything that is not a
+ * {@link ShardledgerError}). The README's "Exit codes and JSON errors" has the table.
  *
  * @example
  * ```ts
  * process.exitCode = exitCodeFor(new ValidationError("shards", "must be ≥ 1")) // 2
  * ```
  */
-export function exitCodeFor(e: unknown): 1 | 2 | 3 {
-  if (!isShardledgerError(e)) return 1;
-  switch (e.code) {
-    case "VALIDATION":
-    case "USAGE":
-    case "NOT_FOUND":
-      return 2;
-    case "CONCURRENCY":
-    case "SHARD_COVERAGE":
-    case "SAFETY_RAIL":
-    case "ILLEGAL_TRANSITION":
-    case "CONTRADICTING_REPORT":
-    case "LOCKED":
-    case "LEASE_LOST":
-      return 3;
-    default:
-      return 1;
-  }
+export function exitCodeFor(e: unknown): number {
+  return isShardledgerError(e) ? (ERROR_CODES[e.code]?.exitCode ?? 1) : 1;
+}
+
+/**
+ * The HTTP status for an error, from {@link ERROR_CODES}: 400 invalid input (the body names the
+ * field), 404 not found, 409 refused by a rule or a conflict, 423 locked, 502 the object store
+ * failed, 503 stopping, and 500 only for a bug (anything that is not a {@link ShardledgerError}).
+ *
+ * @example
+ * ```ts
+ * httpStatusFor(new NotFoundError("run", "r1")) // 404
+ * ```
+ */
+export function httpStatusFor(e: unknown): number {
+  return isShardledgerError(e) ? (ERROR_CODES[e.code]?.httpStatus ?? 500) : 500;
 }
 
 /**

@@ -1,8 +1,17 @@
 /**
  * shardledger: the control plane for sharded writes to object storage.
  *
- * Every export is listed by name; types go out as `export type`.
+ * Every export is listed by name; types go out as `export type`. Internals (the demo, the CLI's
+ * exit codes, subscriptions, the event data schemas) stay out: `scripts/check-consumer.sh`
+ * compiles a program against the packed types, and `scripts/check-doc-examples.ts` type-checks
+ * the example every export carries.
  */
+
+import {
+  createPgEventLog as createConcretePgEventLog,
+  type PgEventLogOptions,
+} from "./adapters/postgres/pg-event-log.js";
+import type { EventLog } from "./events/event-log.js";
 
 export type { OpenObjectStoreOptions } from "./adapters/objectstore/open-object-store.js";
 export { openObjectStore } from "./adapters/objectstore/open-object-store.js";
@@ -12,40 +21,40 @@ export { openDatabase } from "./adapters/postgres/database.js";
 export type { InlineProjection } from "./adapters/postgres/inline-projection.js";
 export { migrateToLatest } from "./adapters/postgres/migrations.js";
 export type { PgEventLogOptions } from "./adapters/postgres/pg-event-log.js";
-export { createPgEventLog } from "./adapters/postgres/pg-event-log.js";
 export type { PGliteLike } from "./adapters/postgres/pglite-pool.js";
-export type { SubscriptionOptions } from "./adapters/postgres/subscription.js";
-export {
-  processSubscriptionBatch,
-  startSubscription,
-  subscriptionCheckpoint,
-} from "./adapters/postgres/subscription.js";
+export type { AuditDifference, AuditReport } from "./adapters/postgres/rebuild.js";
 export type { DatasetInput, DatasetPolicyChanges } from "./datasets/dataset-config.js";
 export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
 export type { SafetyWindowHold } from "./datasets/safety-window.js";
 export { effectiveSafetyWindowMs } from "./datasets/safety-window.js";
-export type { DemoOptions, DemoSummary } from "./demo/run-demo.js";
-export { runDemo } from "./demo/run-demo.js";
 export type { ErrorBody, ErrorCode } from "./errors.js";
 export {
   ConcurrencyError,
   ContradictingReportError,
   errorBody,
-  exitCodeFor,
   IllegalTransitionError,
+  InternalError,
   isConcurrencyError,
+  isContradictingReportError,
+  isIllegalTransitionError,
+  isInternalError,
   isLeaseLostError,
+  isLockedError,
+  isNotFoundError,
   isSafetyRailError,
   isShardCoverageError,
   isShardledgerError,
+  isUsageError,
   isValidationError,
   LeaseLostError,
+  LockedError,
   NotFoundError,
   OneAppendPerTransactionError,
   SafetyRailError,
   ShardCoverageError,
   ShardledgerError,
+  UsageError,
   ValidationError,
 } from "./errors.js";
 export type {
@@ -58,7 +67,7 @@ export type {
   PointerMoveReason,
   PruneReason,
 } from "./events/catalogue.js";
-export { EVENT_TYPES, eventDataSchemas } from "./events/catalogue.js";
+export { EVENT_TYPES } from "./events/catalogue.js";
 export type { EventMetadata, NewEvent, RecordedEvent } from "./events/envelope.js";
 export { envelopeToJson } from "./events/envelope.js";
 export type { EventDefinition, Upcaster } from "./events/event-catalogue.js";
@@ -111,8 +120,7 @@ export type {
   RunStatus,
   RunView,
   WinnerView,
-} from "./projections/queries.js";
-export type { AuditDifference, AuditReport } from "./projections/rebuild.js";
+} from "./projections/views.js";
 export type {
   DeleteOutcome,
   ListPage,
@@ -120,4 +128,19 @@ export type {
   ObjectStore,
   ObjectStoreFailure,
 } from "./storage/object-store.js";
-export { ObjectStoreError } from "./storage/object-store.js";
+export { isObjectStoreError, ObjectStoreError } from "./storage/object-store.js";
+
+/**
+ * The event log on PostgreSQL or PGlite, for a program that appends and reads events itself
+ * (the ledger opens its own). Typed as the {@link EventLog} port: what the log does, not how.
+ *
+ * @example
+ * ```ts
+ * const database = await openDatabase("pglite:memory")
+ * await migrateToLatest(database.db, database.schema)
+ * const log = createPgEventLog({ db: database.db, schema: database.schema })
+ * await log.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: "any" })
+ * const events = await log.readStream("run-r1")
+ * ```
+ */
+export const createPgEventLog = (options: PgEventLogOptions): EventLog => createConcretePgEventLog(options);

@@ -1,6 +1,5 @@
 import { type Command, CommanderError } from "commander";
-import { isShardledgerError, NotFoundError, ShardledgerError } from "../errors.js";
-import { InterruptedError } from "./exit-codes.js";
+import { isShardledgerError, NotFoundError, UsageError } from "../errors.js";
 
 /**
  * The CLI's side of the JSON error body: what a command threw, in the terms `errorBody`
@@ -34,9 +33,6 @@ export interface Invocation {
  */
 export function cliError(e: unknown, invocation?: Invocation): unknown {
   if (e instanceof CommanderError) return usageError(e);
-  if (e instanceof InterruptedError) {
-    return new ShardledgerError("INTERRUPTED", e.message, { details: { signal: e.signal } });
-  }
   if (invocation && isShardledgerError(e) && e.code === "NOT_FOUND" && e.details.field === undefined) {
     const field = fieldNaming(invocation, e.details.kind, e.details.id);
     if (field !== undefined) {
@@ -67,15 +63,16 @@ export function wantsJson(argv: readonly string[]): boolean {
 }
 
 /** A commander error as a USAGE error, with the flag or argument it names as `field`. */
-function usageError(e: CommanderError): ShardledgerError {
+function usageError(e: CommanderError): UsageError {
   const text = e.message.replace(/^error: /, "").trim();
   // A group without its subcommand (or no command at all) prints help and says "(outputHelp)".
   const message =
     e.code === "commander.help" ? "a subcommand is required; run with --help to list them" : text;
   const field = usageField(e.code, text);
-  return new ShardledgerError("USAGE", message, {
+  return new UsageError(message, {
+    ...(field !== undefined ? { field } : {}),
     cause: e,
-    details: { ...(field !== undefined ? { field } : {}), reason: e.code.replace(/^commander\./, "") },
+    details: { reason: e.code.replace(/^commander\./, "") },
   });
 }
 

@@ -19,7 +19,7 @@ export interface CliStream {
  *
  * @example `const signals: SignalSource = new EventEmitter() as never`
  */
-export interface SignalSource {
+interface SignalSource {
   on(signal: "SIGINT" | "SIGTERM", listener: (signal: NodeJS.Signals) => void): unknown;
   off(signal: "SIGINT" | "SIGTERM", listener: (signal: NodeJS.Signals) => void): unknown;
 }

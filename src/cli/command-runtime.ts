@@ -20,7 +20,7 @@ import { createStyle, type Style } from "./style.js";
  * return { json: run, human: (style) => renderRun(style, run) }
  * ```
  */
-export interface CommandOutcome {
+interface CommandOutcome {
   /** What `--json` prints, and nothing else. */
   json: unknown;
   /** What a person reads (tables, colour through `style`). */
@@ -38,7 +38,7 @@ export interface CommandOutcome {
  *
  * @example `const ledger = await ctx.ledger(); ctx.warn("2 items left pending")`
  */
-export interface CommandContext {
+interface CommandContext {
   readonly globals: GlobalOptions;
   readonly io: CliIo;
   readonly style: Style;

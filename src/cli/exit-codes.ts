@@ -1,5 +1,5 @@
 import { CommanderError } from "commander";
-import { exitCodeFor } from "../errors.js";
+import { exitCodeFor, ShardledgerError } from "../errors.js";
 
 /**
  * The exit codes of the contract (SPEC "Interfaces"), plus the conventional 128+n for a run
@@ -35,18 +35,18 @@ export const EXIT = {
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /**
- * The command was stopped by a signal before it finished; the ledger was closed.
+ * The command was stopped by a signal before it finished; the ledger was closed. Code
+ * `INTERRUPTED`; the exit code is 128 + the signal's number.
  *
  * @example
  * ```ts
  * throw new InterruptedError("SIGTERM")
  * ```
  */
-export class InterruptedError extends Error {
+export class InterruptedError extends ShardledgerError {
   readonly signal: NodeJS.Signals;
   constructor(signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}; the ledger was closed cleanly`);
-    this.name = "InterruptedError";
+    super("INTERRUPTED", `interrupted by ${signal}; the ledger was closed cleanly`, { details: { signal } });
     this.signal = signal;
   }
 
@@ -58,7 +58,8 @@ export class InterruptedError extends Error {
 /**
  * The exit code for anything a command threw: commander's usage errors are 2 (help and
  * `--version` are 0), an interruption is 130/143, and shardledger errors follow
- * {@link exitCodeFor} (2 invalid input or not found, 3 refused by a rule, 1 anything else).
+ * {@link exitCodeFor}, which reads the code's row of `ERROR_CODES` (2 invalid input or not
+ * found, 3 refused by a rule, 1 anything else).
  *
  * @example
  * ```ts

@@ -1,5 +1,6 @@
 import { userInfo } from "node:os";
 import type { Command } from "commander";
+import { redactUrl } from "../adapters/postgres/connection-url.js";
 import { isValidationError, ValidationError } from "../errors.js";
 import type { CliIo } from "./cli-io.js";
 import { durationFlag } from "./flags.js";
@@ -9,13 +10,13 @@ import { durationFlag } from "./flags.js";
  *
  * @example `shardledger runs events  # reads pglite:./.shardledger/db`
  */
-export const DEFAULT_DATABASE = "pglite:./.shardledger/db";
+const DEFAULT_DATABASE = "pglite:./.shardledger/db";
 /**
  * How long to wait for a database connection (or a busy PGlite directory) by default.
  *
  * @example `shardledger --connect-timeout 30s runs events`
  */
-export const DEFAULT_CONNECT_TIMEOUT = "10s";
+const DEFAULT_CONNECT_TIMEOUT = "10s";
 
 /**
  * The options every command takes, resolved and validated.
@@ -117,25 +118,13 @@ export async function resolveGlobalOptions(
  * validateDatabaseUrl("--database", "mysql://x") // throws "--database: must be a postgres:// URL, …"
  * ```
  */
-export function validateDatabaseUrl(source: string, url: string): void {
+function validateDatabaseUrl(source: string, url: string): void {
   if (/^postgres(ql)?:\/\/./.test(url)) return;
   if (url.startsWith("pglite:") && url.length > "pglite:".length) return;
   throw new ValidationError(
     source,
     `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redactUrl(url))})`,
   );
-}
-
-/**
- * Hides a password in a connection URL before it is echoed.
- *
- * @example
- * ```ts
- * redactUrl("postgres://me:secret@db/x") // "postgres://me:***@db/x"
- * ```
- */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }
 
 function defaultActor(): string {

@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { redactUrl } from "../adapters/postgres/connection-url.js";
 import type { DatabaseInput } from "../adapters/postgres/database.js";
-import { describeError, ShardledgerError, ValidationError } from "../errors.js";
+import { describeError, InternalError, ValidationError } from "../errors.js";
 import type { Ledger } from "../ledger/open-ledger.js";
 import type { GlobalOptions } from "./global-options.js";
-import { redactUrl } from "./global-options.js";
 import { acquireDirLock, type DirLock } from "./pglite-dir-lock.js";
 
 /**
@@ -145,7 +145,7 @@ async function ping(connection: Connection, label: string): Promise<void> {
   try {
     await connection.query("SELECT 1");
   } catch (e) {
-    throw new ShardledgerError("INTERNAL", `cannot reach the database ${label}: ${describeError(e)}`, {
+    throw new InternalError(`cannot reach the database ${label}: ${describeError(e)}`, {
       cause: e,
     });
   }

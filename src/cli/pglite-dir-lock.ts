@@ -1,6 +1,6 @@
 import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ShardledgerError } from "../errors.js";
+import { LockedError } from "../errors.js";
 
 /**
  * A held lock; `release()` is idempotent.
@@ -40,8 +40,7 @@ export async function acquireDirLock(dir: string, timeoutMs: number): Promise<Di
       continue;
     }
     if (Date.now() >= deadline) {
-      throw new ShardledgerError(
-        "LOCKED",
+      throw new LockedError(
         `pglite:${dir} is open in another process${holder === "unknown" ? "" : ` (pid ${holder})`}; PGlite serves one process at a time — wait for it, or use a PostgreSQL server for concurrent writers`,
         { details: { lock: path, pid: holder } },
       );

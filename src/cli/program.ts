@@ -32,7 +32,7 @@ import { withExamples } from "./help-text.js";
  *
  * @example `for (const register of COMMANDS) register(program, runtime)`
  */
-export const COMMANDS: readonly RegisterCommand[] = [
+const COMMANDS: readonly RegisterCommand[] = [
   registerMigrate,
   registerDataset,
   registerDatasets,
@@ -76,7 +76,7 @@ document on stdout: {"error": {"code", "message", "field"?, ...details}} (see th
  * const program = createProgram(new CliRuntime(resolveIo()))
  * ```
  */
-export function createProgram(runtime: CliRuntime): Command {
+function createProgram(runtime: CliRuntime): Command {
   const { io } = runtime;
   const program = new Command("shardledger")
     .description(

@@ -11,6 +11,11 @@ import { durationSchema } from "./duration.js";
  * succeeded runs, expire terminal runs after 30 days, keep failed runs and exhausted cleanup items
  * retryable for 7 days, count a silent run as abandoned after 1 hour, and keep replaced or
  * unreported data for a 1-hour safety window.
+ *
+ * @example
+ * ```ts
+ * await ledger.createDataset({ datasetId: "events", root: "s3://lake/events", keepRuns: DEFAULT_POLICIES.keepRuns * 2 })
+ * ```
  */
 export const DEFAULT_POLICIES = {
   keepRuns: 10,
@@ -41,7 +46,7 @@ const POLICY_FIELDS = {
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
  */
-export const datasetInputSchema = z.strictObject({
+const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
   root: z.string().transform((url, ctx) => {
     try {
@@ -58,7 +63,16 @@ export const datasetInputSchema = z.strictObject({
   safetyWindow: POLICY_FIELDS.safetyWindow.prefault(DEFAULT_POLICIES.safetyWindow),
 });
 
-/** What callers pass to `createDataset`. */
+/**
+ * What callers pass to `createDataset`: the id, the root URL every run writes under, and any
+ * policy that differs from {@link DEFAULT_POLICIES} (durations as `30s`, `15m`, `12h`, `7d`).
+ *
+ * @example
+ * ```ts
+ * const input: DatasetInput = { datasetId: "events", root: "s3://lake/events", retention: "90d", safetyWindow: "2h" }
+ * await ledger.createDataset(input)
+ * ```
+ */
 export type DatasetInput = z.input<typeof datasetInputSchema>;
 
 /**
@@ -116,13 +130,7 @@ const policyChangesSchema = z.strictObject({
  *
  * @example `POLICY_NAMES.includes("keepRuns") // true`
  */
-export const POLICY_NAMES = [
-  "keepRuns",
-  "retention",
-  "failedRetention",
-  "staleAfter",
-  "safetyWindow",
-] as const;
+const POLICY_NAMES = ["keepRuns", "retention", "failedRetention", "staleAfter", "safetyWindow"] as const;
 
 /**
  * Validates a policy change exactly as {@link parseDatasetInput} validates a registration and

@@ -3,7 +3,7 @@ import { z } from "zod";
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
 const DURATION = /^(\d+)(ms|s|m|h|d|w)$/;
 /** The largest duration accepted: 100 years. Anything larger is a typo, not a policy. */
-export const MAX_DURATION_MS = 100 * 365 * UNIT_MS.d;
+const MAX_DURATION_MS = 100 * 365 * UNIT_MS.d;
 
 /**
  * Parses `30s`, `15m`, `12h`, `7d` (also `ms` and `w`) into milliseconds. Returns `undefined` for

@@ -10,7 +10,7 @@ import { type DatasetRoot, parseDatasetRoot } from "../storage/dataset-url.js";
  * const r: RootRelation = "inside"
  * ```
  */
-export type RootRelation = "same" | "inside" | "contains";
+type RootRelation = "same" | "inside" | "contains";
 
 interface Comparable {
   scheme: string;
@@ -38,7 +38,7 @@ function comparable(root: DatasetRoot): Comparable {
  * rootRelation(parseDatasetRoot("s3://b/ab"), parseDatasetRoot("s3://b/a"))     // null
  * ```
  */
-export function rootRelation(root: DatasetRoot, other: DatasetRoot): RootRelation | null {
+function rootRelation(root: DatasetRoot, other: DatasetRoot): RootRelation | null {
   const a = comparable(root);
   const b = comparable(other);
   if (a.scheme !== b.scheme || a.bucket !== b.bucket) return null;

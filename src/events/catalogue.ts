@@ -112,17 +112,55 @@ export const eventDataSchemas = {
   Archived: z.strictObject({ runId: idSchema, archiveUrl: urlSchema, events: z.number().int().min(0) }),
 } as const;
 
-/** Every event type name. */
+/**
+ * Every event type name.
+ *
+ * @example
+ * ```ts
+ * const type: EventType = "RunStarted"
+ * ```
+ */
 export type EventType = keyof typeof eventDataSchemas;
-/** The `data` of an event type, as stored (after zod's output transforms). */
+/**
+ * The `data` of an event type, as stored (after zod's output transforms).
+ *
+ * @example
+ * ```ts
+ * const data: EventData<"RunStarted"> = { runId: "r1", datasetId: "events", numShards: 4 }
+ * ```
+ */
 export type EventData<T extends EventType> = z.output<(typeof eventDataSchemas)[T]>;
-/** The `data` of an event type, as accepted on input (before transforms, e.g. bigint taskAttemptId). */
+/**
+ * The `data` of an event type, as accepted on input (before transforms, e.g. bigint taskAttemptId).
+ *
+ * @example
+ * ```ts
+ * const data: EventDataInput<"RunHeartbeat"> = { runId: "r1" }
+ * await log.append("run-r1", [{ type: "RunHeartbeat", data }], { expectedVersion: "any" })
+ * ```
+ */
 export type EventDataInput<T extends EventType> = z.input<(typeof eventDataSchemas)[T]>;
 
-/** A domain event: its type and its data. Metadata and positions live in the envelope. */
+/**
+ * A domain event: its type and its data. Metadata and positions live in the envelope. Narrow it
+ * by `type` to read its data.
+ *
+ * @example
+ * ```ts
+ * const event = { type: "RunFailed", data: { runId: "r1", reason: "writer aborted" } } as DomainEvent
+ * if (event.type === "RunFailed") console.log(event.data.reason)
+ * ```
+ */
 export type DomainEvent = { [T in EventType]: { type: T; data: EventData<T> } }[EventType];
 
-/** The list of event type names, in catalogue order. */
+/**
+ * The list of event type names, in catalogue order.
+ *
+ * @example
+ * ```ts
+ * const known = (type: string): type is EventType => (EVENT_TYPES as readonly string[]).includes(type)
+ * ```
+ */
 export const EVENT_TYPES = Object.freeze(Object.keys(eventDataSchemas) as EventType[]);
 
 /** Current schema version of each event type; bump it and register an upcaster when a shape changes. */
@@ -172,9 +210,30 @@ export const EVENT_UPCASTERS: Readonly<
  */
 export type PointerMoveReason = z.output<typeof eventDataSchemas.CurrentPointerMoved>["reason"];
 
-/** Reasons a run may be pruned (SPEC "Events": Pruned). */
+/**
+ * Reasons a run may be pruned (SPEC "Events": Pruned).
+ *
+ * @example
+ * ```ts
+ * const reason: PruneReason = "keep_runs"
+ * ```
+ */
 export type PruneReason = z.output<typeof pruneReason>;
-/** Why a prefix is scheduled for deletion. */
+/**
+ * Why a prefix is scheduled for deletion.
+ *
+ * @example
+ * ```ts
+ * const reason: CleanupReason = "loser"
+ * ```
+ */
 export type CleanupReason = z.output<typeof cleanupReason>;
-/** A dataset's policies in milliseconds, as recorded in DatasetRegistered. */
+/**
+ * A dataset's policies in milliseconds, as recorded in DatasetRegistered.
+ *
+ * @example
+ * ```ts
+ * const policies: DatasetPolicies = { keepRuns: 10, retentionMs: 30 * 86_400_000, failedRetentionMs: 7 * 86_400_000, staleAfterMs: 3_600_000, safetyWindowMs: 3_600_000 }
+ * ```
+ */
 export type DatasetPolicies = z.output<typeof policies>;

@@ -8,7 +8,14 @@ import {
   HISTORICAL_SCHEMAS,
 } from "./catalogue.js";
 
-/** Turns the data of version `v` into the data of version `v + 1`. Pure; never touches storage. */
+/**
+ * Turns the data of version `v` into the data of version `v + 1`. Pure; never touches storage.
+ *
+ * @example
+ * ```ts
+ * const titleToName: Upcaster = (data) => ({ name: (data as { title: string }).title })
+ * ```
+ */
 export type Upcaster = (data: unknown) => unknown;
 
 /**
@@ -18,6 +25,7 @@ export type Upcaster = (data: unknown) => unknown;
  *
  * @example
  * ```ts
+ * import { z } from "zod"
  * const def: EventDefinition = {
  *   type: "Renamed", schemaVersion: 2, schema: z.object({ name: z.string() }),
  *   upcasters: { 1: (d) => ({ name: (d as { title: string }).title }) },

@@ -3,6 +3,12 @@ import type { NewEvent, RecordedEvent } from "./envelope.js";
 /**
  * What an append expects of its stream: an exact version (the number of events already in it),
  * `"no_stream"` (the stream must not exist yet) or `"any"` (no check).
+ *
+ * @example
+ * ```ts
+ * const expectedVersion: ExpectedVersion = await log.streamVersion("run-r1")
+ * await log.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion })
+ * ```
  */
 export type ExpectedVersion = number | "no_stream" | "any";
 
@@ -13,7 +19,7 @@ export type ExpectedVersion = number | "no_stream" | "any";
  *
  * @example
  * ```ts
- * await log.append(stream, events, { expectedVersion: 3, fence: { datasetId: "sales", epoch: 7 } })
+ * await log.append("run-r1", events, { expectedVersion: 3, fence: { datasetId: "sales", epoch: 7 } })
  * ```
  */
 export interface AppendFence {
@@ -27,7 +33,7 @@ export interface AppendFence {
  *
  * @example
  * ```ts
- * const options: AppendOptions = { expectedVersion: "no_stream", fence: lease.fence }
+ * const options: AppendOptions = { expectedVersion: "no_stream", fence: { datasetId: "sales", epoch: 7 } }
  * ```
  */
 export interface AppendOptions {
@@ -42,7 +48,7 @@ export interface AppendOptions {
  *
  * @example
  * ```ts
- * const { nextExpectedVersion } = await log.append("run-r1", [e], { expectedVersion: 0 })
+ * const { nextExpectedVersion } = await log.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: 0 })
  * ```
  */
 export interface AppendResult {
@@ -56,6 +62,14 @@ export interface AppendResult {
 /**
  * Options of {@link EventLog.readAll}. `after` is the checkpoint: the global position of the last
  * event the reader has seen (0 to start at the beginning).
+ *
+ * @example
+ * ```ts
+ * let after = 0
+ * for (let page = await log.readAll({ after, limit: 500 }); page.length > 0; page = await log.readAll({ after, limit: 500 })) {
+ *   after = page.at(-1)!.globalPosition
+ * }
+ * ```
  */
 export interface ReadAllOptions {
   after?: number;
@@ -64,6 +78,12 @@ export interface ReadAllOptions {
 
 /**
  * Options of {@link EventLog.readStream}: events with `streamVersion >= fromVersion` (default 1).
+ *
+ * @example
+ * ```ts
+ * const options: ReadStreamOptions = { fromVersion: 3, limit: 100 }
+ * const later = await log.readStream("run-r1", options)
+ * ```
  */
 export interface ReadStreamOptions {
   fromVersion?: number;
@@ -74,6 +94,14 @@ export interface ReadStreamOptions {
  * Operations available inside one log transaction. Everything done through it commits or rolls
  * back together, including the inline projections of its append. `append` may be called once per
  * transaction (see {@link EventLog.transaction}).
+ *
+ * @example
+ * ```ts
+ * await log.transaction(async (session: EventLogSession) => {
+ *   const version = await session.streamVersion("run-r1")
+ *   await session.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: version })
+ * })
+ * ```
  */
 export interface EventLogSession {
   /**

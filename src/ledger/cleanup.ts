@@ -9,7 +9,7 @@ import type { CleanupReport, PassThroughput } from "../maintenance/maintenance-r
 import { deleteObject } from "../maintenance/object-deleter.js";
 import { earliestRetry, isDue } from "../maintenance/pending-schedule.js";
 import { ThrottledStore } from "../maintenance/throttled-store.js";
-import type { DatasetView } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import {
   deleteItem,

@@ -11,7 +11,7 @@ import { cleanItemsConcurrently } from "./cleanup.js";
 /** Orphan objects deleted at once (each is one small request: the limiter bounds the rate). */
 const ORPHAN_CONCURRENCY = 16;
 
-import type { DatasetView } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";

@@ -1,7 +1,17 @@
 import { isShardledgerError } from "../errors.js";
 import type { Ledger } from "./open-ledger.js";
 
-/** One line of `maintain --json`: what one pass over one dataset did. */
+/**
+ * One line of `maintain --json`: what one pass over one dataset did.
+ *
+ * @example
+ * ```ts
+ * const log = (pass: MaintainPass) => {
+ *   if (pass.error !== null) console.error(pass.datasetId, pass.error)
+ *   else if (!pass.skipped) console.log(pass.datasetId, pass.cleanup?.deleted ?? 0, "deleted")
+ * }
+ * ```
+ */
 export interface MaintainPass {
   datasetId: string;
   startedAt: string;

@@ -1,18 +1,27 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
 import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
 import type { PointerMoveReason } from "../events/catalogue.js";
 import type { EventMetadata } from "../events/envelope.js";
+import type { EventLog } from "../events/event-log.js";
+import { datasetStream } from "../events/streams.js";
 import type { RunState } from "../machines/run-state.js";
-import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
-import { datasetStream } from "./streams.js";
 
-/** One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string. */
+/**
+ * One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string.
+ *
+ * @example
+ * ```ts
+ * const { winners } = await ledger.publish(runId)
+ * const byShard = new Map(winners.map((w: PublishedWinner) => [w.shard, w.url]))
+ * ```
+ */
 export interface PublishedWinner {
   shard: number;
   attempt: number;
@@ -35,7 +44,16 @@ export interface PublishResult {
   manifestUrl: string;
 }
 
-/** The manifest written to `<root>/manifests/<runId>.json`. */
+/**
+ * The manifest written to `<root>/manifests/<runId>.json`.
+ *
+ * @example
+ * ```ts
+ * const bytes = await store.get("manifests/r1.json")
+ * const manifest = bytes && (JSON.parse(new TextDecoder().decode(bytes)) as Manifest)
+ * const urls = manifest?.winners.map((w) => w.url) ?? []
+ * ```
+ */
 export interface Manifest {
   format: "shardledger.manifest/1";
   runId: string;
@@ -45,7 +63,16 @@ export interface Manifest {
   winners: PublishedWinner[];
 }
 
-/** What `_CURRENT` holds: the run readers should read and its manifest. */
+/**
+ * What `_CURRENT` holds: the run readers should read and its manifest.
+ *
+ * @example
+ * ```ts
+ * const bytes = await store.get("_CURRENT")
+ * const current = bytes && (JSON.parse(new TextDecoder().decode(bytes)) as CurrentPointer)
+ * console.log(current?.runId, current?.manifestUrl)
+ * ```
+ */
 export interface CurrentPointer {
   format: "shardledger.current/1";
   runId: string;
@@ -64,7 +91,7 @@ export interface CurrentPointer {
  */
 export interface PublishDeps {
   database: Database;
-  log: PgEventLog;
+  log: EventLog;
   executor: RunExecutor;
   queries: ProjectionQueries;
   storeFor(dataset: DatasetView): ObjectStore;

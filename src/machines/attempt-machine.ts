@@ -32,7 +32,7 @@ export type AttemptStatus =
  * const e: AttemptMachineEvent = { type: "CLEANUP_FAILED", exhausted: true }
  * ```
  */
-export type AttemptMachineEvent =
+type AttemptMachineEvent =
   | { type: "REPORT_STARTED" }
   | { type: "REPORT_SUCCEEDED" }
   | { type: "REPORT_FAILED" }
@@ -42,6 +42,41 @@ export type AttemptMachineEvent =
   | { type: "CLEANUP_FAILED"; exhausted: boolean }
   | { type: "CLEANUP_SUCCEEDED" }
   | { type: "CLEANUP_REQUEUED" };
+
+/**
+ * The attempt machine event of each reported outcome (`REPORT_*`), for every fold that steps it.
+ *
+ * @example
+ * ```ts
+ * ATTEMPT_TABLE.next(ATTEMPT_TABLE.initial, REPORT_EVENT.SUCCEEDED)
+ * ```
+ */
+export const REPORT_EVENT = {
+  STARTED: "REPORT_STARTED",
+  SUCCEEDED: "REPORT_SUCCEEDED",
+  FAILED: "REPORT_FAILED",
+} as const satisfies Record<AttemptOutcome, AttemptMachineEvent["type"]>;
+
+/**
+ * The log event that records each reported outcome, and back.
+ *
+ * @example
+ * ```ts
+ * REPORTED_EVENT_TYPE.FAILED // "AttemptFailed"
+ * ```
+ */
+export const REPORTED_EVENT_TYPE = {
+  STARTED: "AttemptStarted",
+  SUCCEEDED: "AttemptSucceeded",
+  FAILED: "AttemptFailed",
+} as const satisfies Record<AttemptOutcome, string>;
+
+/** The outcome a report event records (`AttemptSucceeded` → `SUCCEEDED`), or undefined. */
+export const OUTCOME_OF_REPORT: Readonly<Record<string, AttemptOutcome>> = Object.freeze({
+  AttemptStarted: "STARTED",
+  AttemptSucceeded: "SUCCEEDED",
+  AttemptFailed: "FAILED",
+});
 
 /**
  * The attempt lifecycle as an XState v5 machine. Two parallel regions: `outcome` is what the
@@ -61,7 +96,7 @@ export type AttemptMachineEvent =
  * s1.value // { outcome: "SUCCEEDED", disposition: "UNCLASSIFIED" }
  * ```
  */
-export const attemptMachine = setup({
+const attemptMachine = setup({
   types: { events: {} as AttemptMachineEvent },
   guards: {
     succeeded: stateIn({ outcome: "SUCCEEDED" }),
@@ -152,7 +187,7 @@ const ATTEMPT_EVENT_SAMPLES: readonly AttemptMachineEvent[] = [
  * attemptEventKey({ type: "CLEANUP_FAILED", exhausted: true }) // "CLEANUP_FAILED.exhausted"
  * ```
  */
-export function attemptEventKey(event: AttemptMachineEvent): string {
+function attemptEventKey(event: AttemptMachineEvent): string {
   return event.type === "CLEANUP_FAILED" && event.exhausted ? "CLEANUP_FAILED.exhausted" : event.type;
 }
 

@@ -22,7 +22,7 @@ export type RunStatus = "NONE" | "STARTED" | "PUBLISHING" | "SUCCEEDED" | "FAILE
  * const e: RunMachineEvent = { type: "RunReopened", insideFailedRetention: true }
  * ```
  */
-export type RunMachineEvent =
+type RunMachineEvent =
   | { type: "RunStarted" }
   | { type: "RunHeartbeat" }
   | { type: "AttemptStarted" }
@@ -77,7 +77,7 @@ const recordCleanup = <S extends string>(self: S) =>
  * s1.can({ type: "RunHeartbeat" }) // true
  * ```
  */
-export const runMachine = setup({
+const runMachine = setup({
   types: { events: {} as RunMachineEvent },
   guards: {
     completesSelection: ({ event }) => event.type === "WinnerSelected" && event.completesSelection,
@@ -183,7 +183,7 @@ const RUN_EVENT_SAMPLES: readonly RunMachineEvent[] = [
  * runEventKey({ type: "WinnerSelected", completesSelection: true }) // "WinnerSelected.completes"
  * ```
  */
-export function runEventKey(event: RunMachineEvent): string {
+function runEventKey(event: RunMachineEvent): string {
   if (event.type === "WinnerSelected")
     return event.completesSelection ? "WinnerSelected.completes" : event.type;
   if (event.type === "RunReopened") return event.insideFailedRetention ? "RunReopened.inside" : event.type;

@@ -1,5 +1,11 @@
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
-import { ATTEMPT_TABLE, type AttemptStatus, attemptPhaseInfo } from "./attempt-machine.js";
+import {
+  ATTEMPT_TABLE,
+  type AttemptStatus,
+  attemptPhaseInfo,
+  REPORT_EVENT,
+  REPORTED_EVENT_TYPE,
+} from "./attempt-machine.js";
 import { RUN_TABLE, type RunStatus, runStatusOf } from "./run-machine.js";
 import type { AttemptOutcome } from "./winner-selection.js";
 
@@ -41,7 +47,7 @@ export type PublishProgress = "none" | "winners_selected" | "manifest_published"
  * if (run.failureCause === "coverage") console.error("missing shards", run.missingShards)
  * ```
  */
-export type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
+type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
 
 /**
  * The last error of a failed deletion.
@@ -51,7 +57,7 @@ export type RunFailureCause = "coverage" | "writer_abort" | "heartbeat_timeout";
  * const e: CleanupError = { code: "SlowDown", message: "reduce your request rate", transient: true }
  * ```
  */
-export interface CleanupError {
+interface CleanupError {
   readonly code: string;
   readonly message: string;
   readonly transient: boolean;
@@ -66,7 +72,7 @@ export interface CleanupError {
  * for (const c of run.cleanup.values()) if (c.state === "failed" && c.exhausted) report(c.url, c.lastError)
  * ```
  */
-export interface CleanupRecord {
+interface CleanupRecord {
   readonly url: string;
   readonly reason: CleanupReason | null;
   readonly state: "planned" | "failed" | "deleted";
@@ -90,7 +96,7 @@ export interface CleanupRecord {
  * const due = (c: AttemptCleanup, now: Date) => !c.exhausted && (c.nextRetryAt ?? now) <= now
  * ```
  */
-export interface AttemptCleanup {
+interface AttemptCleanup {
   readonly tries: number;
   readonly exhausted: boolean;
   readonly lastError: CleanupError | null;
@@ -132,7 +138,7 @@ export interface AttemptState {
  * const manifestEntries = [...run.winners.values()].map((w) => ({ shard: w.shard, url: w.url }))
  * ```
  */
-export interface WinnerRecord {
+interface WinnerRecord {
   readonly shard: number;
   readonly attempt: number;
   readonly taskAttemptId: string | null;
@@ -460,21 +466,10 @@ function stepAttempt(a: MutableAttempt, eventKey: string): boolean {
   return true;
 }
 
-const REPORT_EVENT: Readonly<Record<AttemptOutcome, string>> = {
-  STARTED: "REPORT_STARTED",
-  SUCCEEDED: "REPORT_SUCCEEDED",
-  FAILED: "REPORT_FAILED",
-};
-const RUN_REPORT_EVENT: Readonly<Record<AttemptOutcome, string>> = {
-  STARTED: "AttemptStarted",
-  SUCCEEDED: "AttemptSucceeded",
-  FAILED: "AttemptFailed",
-};
-
 function applyReport(s: MutableRun, outcome: AttemptOutcome, d: Record<string, unknown>, at: Date): void {
   const shard = d.shard as number;
   if (shard >= s.numShards) return;
-  if (!stepRun(s, RUN_REPORT_EVENT[outcome])) return;
+  if (!stepRun(s, REPORTED_EVENT_TYPE[outcome])) return;
   const taskAttemptId = (d.taskAttemptId ?? null) as string | null;
   const key = attemptKey(shard, d.attempt as number, taskAttemptId);
   let a = s.attempts.get(key);

@@ -42,7 +42,7 @@ export interface TransitionTable {
  * stateValueKey({ PUBLISHING: "selecting" }) // "PUBLISHING.selecting"
  * ```
  */
-export function stateValueKey(value: StateValue): string {
+function stateValueKey(value: StateValue): string {
   if (typeof value === "string") return value;
   const entries = Object.entries(value);
   if (entries.length === 1) {

@@ -41,7 +41,7 @@ export interface LoserCleanupInput {
  * const p: LoserPrefix = { url: "s3://lake/events/data/r1/shard=00000/attempt=01", prefix: "data/r1/shard=00000/attempt=01/" }
  * ```
  */
-export interface LoserPrefix {
+interface LoserPrefix {
   readonly url: string;
   readonly prefix: string;
 }

@@ -1,4 +1,12 @@
-/** `cleanup --json`: what was deleted, what failed and stays pending, what was planned. */
+/**
+ * `cleanup --json`: what was deleted, what failed and stays pending, what was planned.
+ *
+ * @example
+ * ```ts
+ * const report: CleanupReport = await ledger.cleanup({ datasetId: "events" })
+ * for (const f of report.failed) console.warn(`${f.url}: ${f.error} (try ${f.tries}); next at ${report.nextDueAt}`)
+ * ```
+ */
 export interface CleanupReport {
   deleted: string[];
   failed: { url: string; error: string; tries: number }[];
@@ -49,6 +57,12 @@ export interface PassThroughput {
  * vocabulary of the `Pruned` event and the rollups: `failed_retention` (a FAILED run past the
  * failed-retention floor), `keep_runs`, `retention` (each pruned with that reason), `fail_stale`
  * (a silent run marked FAILED, nothing deleted) and `orphan` (unreported files of a live run).
+ *
+ * @example
+ * ```ts
+ * const plan: GcReport = await ledger.gc("events", { dryRun: true })
+ * const wouldPrune = plan.actions.filter((a) => a.kind === "retention").map((a) => a.runId)
+ * ```
  */
 export interface GcReport {
   actions: { kind: string; runId: string; urls: string[] }[];
@@ -62,7 +76,14 @@ export interface GcReport {
   throughput?: Omit<PassThroughput, "datasetId" | "concurrency">;
 }
 
-/** `retry-failed --json`. */
+/**
+ * `retry-failed --json`.
+ *
+ * @example
+ * ```ts
+ * const { matched, retried }: RetryFailedReport = await ledger.retryFailed({ datasetId: "events", runId: "r1" })
+ * ```
+ */
 export interface RetryFailedReport {
   /** Distinct failed runs and exhausted cleanup items found (one run counts once). */
   matched: number;
@@ -72,14 +93,31 @@ export interface RetryFailedReport {
   prunedPastRetention: number;
 }
 
-/** A structured log record (to stderr in the CLI, to your logger when embedded). */
+/**
+ * A structured log record (to stderr in the CLI, to your logger when embedded).
+ *
+ * @example
+ * ```ts
+ * const log = (record: LogRecord) => console.error(JSON.stringify(record))
+ * const ledger = await openLedger({ database: "pglite:memory", log })
+ * ```
+ */
 export interface LogRecord {
   level: "info" | "warn" | "error";
   msg: string;
   [field: string]: unknown;
 }
 
-/** A counter emitted by maintenance passes (deleted, failed, pending …) per dataset. */
+/**
+ * A counter emitted by maintenance passes (deleted, failed, pending …) per dataset.
+ *
+ * @example
+ * ```ts
+ * const totals = new Map<string, number>()
+ * const metric = (m: MetricRecord) => totals.set(`${m.datasetId}:${m.name}`, (totals.get(`${m.datasetId}:${m.name}`) ?? 0) + m.value)
+ * const ledger = await openLedger({ database: "pglite:memory", metric })
+ * ```
+ */
 export interface MetricRecord {
   name: "cleanup.deleted" | "cleanup.failed" | "cleanup.pending" | "gc.pruned" | "gc.failed_stale";
   value: number;

@@ -1,6 +1,11 @@
 import { isShardledgerError, SafetyRailError } from "../errors.js";
 import { assertSafeKey, assertSafePrefix } from "../storage/dataset-url.js";
-import { classifyStoreError, type DeleteOutcome, type ObjectStore } from "../storage/object-store.js";
+import {
+  classifyStoreError,
+  type DeleteOutcome,
+  isObjectStoreError,
+  type ObjectStore,
+} from "../storage/object-store.js";
 import { backoffDelay, isExhausted, parseRetryPolicy, type RetryPolicy } from "./retry-policy.js";
 
 /**
@@ -14,7 +19,7 @@ import { backoffDelay, isExhausted, parseRetryPolicy, type RetryPolicy } from ".
  * const e: PrefixCleanupError = { code: "SlowDown", message: "Please reduce your request rate.", transient: true }
  * ```
  */
-export interface PrefixCleanupError {
+interface PrefixCleanupError {
   code: string;
   message: string;
   transient: boolean;
@@ -356,8 +361,10 @@ function perKeyError(
 }
 
 function requestError(e: unknown): PrefixCleanupError {
-  // A rule refusal from the store (a symbolic link out of the root, …) will refuse again.
-  if (isShardledgerError(e)) return { code: e.code, message: e.message, transient: false };
+  // A rule refusal from the store (a symbolic link out of the root, …) will refuse again; a failed
+  // request is classified by the store's own code (an ObjectStoreError is a ShardledgerError too).
+  if (isShardledgerError(e) && !isObjectStoreError(e))
+    return { code: e.code, message: e.message, transient: false };
   return classifyStoreError(e);
 }
 

@@ -4,6 +4,8 @@
  * that speaks the S3 protocol. This file imports no SDK.
  */
 
+import { ShardledgerError } from "../errors.js";
+
 /**
  * One stored object, as a listing returns it.
  *
@@ -132,28 +134,39 @@ export interface ObjectStore {
 
 /**
  * A whole-request failure of the object store (not a rule refusal: those are
- * `SafetyRailError`s). `transient` tells the caller's retry policy whether to try again.
+ * `SafetyRailError`s). A {@link ShardledgerError} with code `OBJECT_STORE`; `storeCode` is the
+ * store's own error code (S3's `SlowDown`, `AccessDenied`, `PreconditionFailed`, a node errno such
+ * as `ECONNRESET`, …), and `transient` tells the caller's retry policy whether to try again.
  *
  * @example
  * ```ts
- * try { await store.put(key, body, { ifAbsent: true }) } catch (e) {
- *   if (e instanceof ObjectStoreError && e.code === "PreconditionFailed") console.log("already there")
+ * try { await store.put("_CURRENT", "r1", { ifAbsent: true }) } catch (e) {
+ *   if (isObjectStoreError(e) && e.storeCode === "PreconditionFailed") console.log("already there")
  * }
  * ```
  */
-export class ObjectStoreError extends Error {
-  readonly code: string;
+export class ObjectStoreError extends ShardledgerError {
+  /** The store's own error code (`SlowDown`, `AccessDenied`, `ECONNRESET`, …). */
+  readonly storeCode: string;
   readonly transient: boolean;
   readonly status?: number;
   readonly key?: string;
 
+  /** `options.code` is the store's own error code; it becomes {@link ObjectStoreError.storeCode}. */
   constructor(
     message: string,
     options: { code: string; transient: boolean; status?: number; key?: string; cause?: unknown },
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ObjectStoreError";
-    this.code = options.code;
+    super("OBJECT_STORE", message, {
+      cause: options.cause,
+      details: {
+        storeCode: options.code,
+        transient: options.transient,
+        ...(options.status !== undefined ? { status: options.status } : {}),
+        ...(options.key !== undefined ? { key: options.key } : {}),
+      },
+    });
+    this.storeCode = options.code;
     this.transient = options.transient;
     if (options.status !== undefined) this.status = options.status;
     if (options.key !== undefined) this.key = options.key;
@@ -161,19 +174,20 @@ export class ObjectStoreError extends Error {
 }
 
 /**
- * Whether a value is an {@link ObjectStoreError}; checks the shape as well as `instanceof`, so two
- * installed copies of the package still agree.
+ * Whether a value is an {@link ObjectStoreError} (code `OBJECT_STORE`); checks the shape as well
+ * as `instanceof`, so two installed copies of the package still agree.
  *
  * @example
  * ```ts
- * if (isObjectStoreError(e) && e.transient) scheduleRetry()
+ * const e: unknown = new ObjectStoreError("SlowDown: reduce your request rate", { code: "SlowDown", transient: true })
+ * if (isObjectStoreError(e) && e.transient) console.log("retry", e.storeCode)
  * ```
  */
 export const isObjectStoreError = (e: unknown): e is ObjectStoreError =>
   e instanceof ObjectStoreError ||
   (e instanceof Error &&
-    e.name === "ObjectStoreError" &&
-    typeof (e as { code?: unknown }).code === "string" &&
+    (e as { code?: unknown }).code === "OBJECT_STORE" &&
+    typeof (e as { storeCode?: unknown }).storeCode === "string" &&
     typeof (e as { transient?: unknown }).transient === "boolean");
 
 const TRANSIENT_CODES = new Set([
@@ -277,7 +291,7 @@ function causedByTimeout(e: unknown, depth = 0): boolean {
  * ```
  */
 export function classifyStoreError(e: unknown): { code: string; message: string; transient: boolean } {
-  if (isObjectStoreError(e)) return { code: e.code, message: e.message, transient: e.transient };
+  if (isObjectStoreError(e)) return { code: e.storeCode, message: e.message, transient: e.transient };
   if (typeof e !== "object" || e === null) {
     return { code: "Unknown", message: String(e), transient: true };
   }

@@ -141,6 +141,7 @@ const EXIT_OF_ERROR: Readonly<Record<string, number>> = {
   CONTRADICTING_REPORT: 3,
   LOCKED: 3,
   LEASE_LOST: 3,
+  OBJECT_STORE: 1,
   INTERNAL: 1,
 };
 

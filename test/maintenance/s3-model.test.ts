@@ -36,7 +36,7 @@ describe("the S3 model (bench and fault-test instrument)", () => {
     expect(model.keys("lake", "sales/")).toEqual(["sales/b/1"]);
     await store.put("_CURRENT", "r1", { ifAbsent: true });
     await expect(store.put("_CURRENT", "r2", { ifAbsent: true })).rejects.toMatchObject({
-      code: "PreconditionFailed",
+      storeCode: "PreconditionFailed",
     });
     expect(new TextDecoder().decode((await store.get("_CURRENT")) ?? new Uint8Array())).toBe("r1");
     expect(await store.get("nothing")).toBeNull();
@@ -53,7 +53,7 @@ describe("the S3 model (bench and fault-test instrument)", () => {
     model.seed("lake", ["sales/t/again"]);
     const error = await store.deleteMany(["t/again"]).catch((e) => e);
     expect(isObjectStoreError(error)).toBe(true);
-    expect(error).toMatchObject({ code: "SlowDown", transient: true });
+    expect(error).toMatchObject({ storeCode: "SlowDown", transient: true });
     expect(model.stats.throttled).toBe(1);
     expect(model.keys("lake", "sales/t/")).toEqual(["sales/t/again"]);
     model.setDeleteRate(Number.POSITIVE_INFINITY);

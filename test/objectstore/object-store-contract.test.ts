@@ -159,7 +159,7 @@ for (const backend of [filesystem, s3]) {
       await store.put("_CURRENT", "r1", { ifAbsent: true });
       const refused = await store.put("_CURRENT", "r2", { ifAbsent: true }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(ObjectStoreError);
-      expect(refused).toMatchObject({ code: "PreconditionFailed", transient: false, key: "_CURRENT" });
+      expect(refused).toMatchObject({ storeCode: "PreconditionFailed", transient: false, key: "_CURRENT" });
       expect(text(await store.get("_CURRENT"))).toBe("r1");
     });
 
@@ -324,7 +324,7 @@ describe("filesystem object store specifics", () => {
     const store = createFilesystemObjectStore(`file://${dir}`);
     expect((await store.list("")).objects.map((o) => o.key)).toEqual(["data/a"]);
     await expect(store.put("data/.shardledger-tmp-0123456789abcdef", "x")).rejects.toMatchObject({
-      code: "InvalidKey",
+      storeCode: "InvalidKey",
     });
   });
 
@@ -361,7 +361,10 @@ describe("filesystem object store specifics", () => {
     const dir = path.join(base, "collide");
     await writeFiles(dir, ["data/r1/a"]);
     const store = createFilesystemObjectStore(`file://${dir}`);
-    await expect(store.put("data/r1", "x")).rejects.toMatchObject({ code: "KeyConflict", transient: false });
+    await expect(store.put("data/r1", "x")).rejects.toMatchObject({
+      storeCode: "KeyConflict",
+      transient: false,
+    });
     expect(await store.get("data/r1")).toBeNull();
   });
 });

@@ -133,7 +133,7 @@ describe("whole-request failures", () => {
     const { store, prefix } = await storeWith(["k/1", "k/2"]);
     env.proxy.slowDown(1, { kind: "DeleteObjects" });
     const e = await rejection(store.deleteMany(["k/1", "k/2"]));
-    expect(e).toMatchObject({ code: "SlowDown", transient: true, status: 503 });
+    expect(e).toMatchObject({ storeCode: "SlowDown", transient: true, status: 503 });
     expect(await onDisk(prefix)).toEqual(["k/1", "k/2"]);
     expect(await store.deleteMany(["k/1", "k/2"])).toEqual({ deleted: ["k/1", "k/2"], errors: [] });
   });
@@ -142,13 +142,13 @@ describe("whole-request failures", () => {
     const { store } = await storeWith(["k/1"]);
     env.proxy.deny(1, { kind: "ListObjectsV2" });
     expect(await rejection(store.list(""))).toMatchObject({
-      code: "AccessDenied",
+      storeCode: "AccessDenied",
       transient: false,
       status: 403,
     });
     env.proxy.deny(1, { query: "delete" });
     expect(await rejection(store.deleteMany(["k/1"]))).toMatchObject({
-      code: "AccessDenied",
+      storeCode: "AccessDenied",
       transient: false,
     });
     expect((await store.list("")).objects.map((o) => o.key)).toEqual(["k/1"]);
@@ -157,7 +157,10 @@ describe("whole-request failures", () => {
   it("a 500 with an unknown code and other 5xx are transient", async () => {
     const { store } = await storeWith(["k/1"]);
     env.proxy.fail(1, { status: 500, code: "WeirdInternalThing" }, { kind: "GetObject" });
-    expect(await rejection(store.get("k/1"))).toMatchObject({ code: "WeirdInternalThing", transient: true });
+    expect(await rejection(store.get("k/1"))).toMatchObject({
+      storeCode: "WeirdInternalThing",
+      transient: true,
+    });
     env.proxy.fail(1, { status: 502, code: "BadGateway" }, { kind: "GetObject" });
     expect(await rejection(store.get("k/1"))).toMatchObject({ status: 502, transient: true });
   });
@@ -167,7 +170,7 @@ describe("whole-request failures", () => {
     env.proxy.reset(1, { kind: "DeleteObjects" });
     const e = await rejection(store.deleteMany(["r/1"]));
     expect(e.transient).toBe(true);
-    expect(e.code).toMatch(/ECONNRESET|EPIPE|socket hang up/i);
+    expect(e.storeCode).toMatch(/ECONNRESET|EPIPE|socket hang up/i);
     expect(await onDisk(prefix)).toEqual(["r/1"]);
   });
 
@@ -203,7 +206,7 @@ describe("whole-request failures", () => {
       env.proxy.stall(1, { kind: "ListObjectsV2" });
       const e = await rejection(store.list(""));
       expect(e.transient).toBe(true);
-      expect(e.code).toMatch(/^(ETIMEDOUT|TimeoutError)$/);
+      expect(e.storeCode).toMatch(/^(ETIMEDOUT|TimeoutError)$/);
     } finally {
       client.destroy();
     }
@@ -211,8 +214,8 @@ describe("whole-request failures", () => {
 
   it("a missing bucket is permanent, while a missing key is just null", async () => {
     const store = createS3ObjectStore("s3://no-such-bucket/x", { client: env.proxy.client });
-    expect(await rejection(store.list(""))).toMatchObject({ code: "NoSuchBucket", transient: false });
-    expect(await rejection(store.get("a"))).toMatchObject({ code: "NoSuchBucket", transient: false });
+    expect(await rejection(store.list(""))).toMatchObject({ storeCode: "NoSuchBucket", transient: false });
+    expect(await rejection(store.get("a"))).toMatchObject({ storeCode: "NoSuchBucket", transient: false });
     const { store: real } = await storeWith([]);
     expect(await real.get("missing")).toBeNull();
   });
@@ -222,7 +225,7 @@ describe("conditional puts", () => {
   it("HEADs first and never PUTs over an existing key (s3rver ignores If-None-Match)", async () => {
     const { store } = await storeWith(["_CURRENT"]);
     expect(await rejection(store.put("_CURRENT", "r2", { ifAbsent: true }))).toMatchObject({
-      code: "PreconditionFailed",
+      storeCode: "PreconditionFailed",
       transient: false,
     });
     expect(env.proxy.counts.HeadObject).toBe(1);
@@ -233,7 +236,7 @@ describe("conditional puts", () => {
     const { store } = await storeWith([]);
     env.proxy.fail(1, { status: 412, code: "PreconditionFailed" }, { kind: "PutObject" });
     expect(await rejection(store.put("_CURRENT", "r2", { ifAbsent: true }))).toMatchObject({
-      code: "PreconditionFailed",
+      storeCode: "PreconditionFailed",
       transient: false,
     });
   });

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { PGlite } from "@electric-sql/pglite";
 import { sql } from "kysely";
 import pg from "pg";
+import { TestRunner } from "vitest";
 import { type Database, openDatabase } from "../../src/adapters/postgres/database.js";
 import { migrateToLatest } from "../../src/adapters/postgres/migrations.js";
 
@@ -18,7 +19,10 @@ let sharedPglite: PGlite | undefined;
  * A fresh, migrated ledger schema on the suite's backend. On PGlite one in-process instance is
  * shared by the test file (start-up costs seconds) and every call gets its own schema; on the
  * server every call gets its own schema in the run's database. The schema is dropped by
- * `close()`; a failed test's schema is kept when KEEP_FAILED_SCHEMAS=1, to inspect.
+ * `close()`; with KEEP_FAILED_SCHEMAS=1 it is kept, and its name printed, when the test that
+ * opened it failed (or, for a schema opened in `beforeAll`, any test of the file), so that its
+ * rows can be inspected on the server (`psql … -c 'SET search_path = t_…'`). The verdict is read
+ * when `close()` runs, so close in `afterEach`/`afterAll`, not inside the test body.
  */
 export async function openTestDatabase(
   label = "t",
@@ -36,15 +40,43 @@ export async function openTestDatabase(
     database = await openDatabase(sharedPglite, { schema });
   }
   if (options.migrate !== false) await migrateBesideOtherTests(database, schema);
+  const failed = failureOfOpener();
   return {
     ...database,
     url,
     ...(BACKEND === "pglite" && sharedPglite ? { pglite: sharedPglite } : {}),
     async close() {
+      if (process.env.KEEP_FAILED_SCHEMAS === "1" && failed()) {
+        console.warn(
+          `KEEP_FAILED_SCHEMAS: kept schema ${schema} of a failed test (${BACKEND === "pglite" ? "in-memory PGlite: gone when the process exits; set DATABASE_URL to keep it" : url})`,
+        );
+        await database.close();
+        return;
+      }
       await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(database.db).catch(() => {});
       await database.close();
     },
   };
+}
+
+interface TaskLike {
+  result?: { state?: string };
+  tasks?: TaskLike[];
+}
+
+const hasFailed = (task: TaskLike): boolean =>
+  task.result?.state === "fail" || (task.tasks ?? []).some(hasFailed);
+
+/**
+ * Whether what opened the schema has failed, asked later: the current test when the schema is
+ * opened in a test or its `beforeEach`, else (in `beforeAll`) every test of the file. Vitest marks
+ * a test failed as soon as its body throws, before its `afterEach` hooks run.
+ */
+function failureOfOpener(): () => boolean {
+  const test = TestRunner.getCurrentTest() as TaskLike | undefined;
+  if (test) return () => hasFailed(test);
+  const file = (TestRunner.getCurrentSuite() as unknown as { file?: TaskLike } | undefined)?.file;
+  return () => file !== undefined && hasFailed(file);
 }
 
 /** A plain pg client on the server, for tests that need raw SQL beside the ledger. */

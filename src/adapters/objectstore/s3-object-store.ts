@@ -223,11 +223,11 @@ class S3ObjectStore implements ObjectStore {
     try {
       await this.#call(() => this.#client.send(new PutObjectCommand({ ...input, IfNoneMatch: "*" })), key);
     } catch (e) {
-      if (e instanceof ObjectStoreError && (e.status === 412 || e.code === "PreconditionFailed")) {
+      if (e instanceof ObjectStoreError && (e.status === 412 || e.storeCode === "PreconditionFailed")) {
         throw this.#preconditionFailed(key, e);
       }
       // The server rejects the header as unsupported: the HEAD above is all the protection left.
-      if (e instanceof ObjectStoreError && (e.status === 501 || e.code === "NotImplemented")) {
+      if (e instanceof ObjectStoreError && (e.status === 501 || e.storeCode === "NotImplemented")) {
         await this.#call(() => this.#client.send(new PutObjectCommand(input)), key);
         return;
       }

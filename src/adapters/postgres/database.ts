@@ -2,6 +2,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "kysely";
 import pg from "pg";
 import { ValidationError } from "../../errors.js";
+import { redactUrl } from "./connection-url.js";
 import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
 
 /**
@@ -14,12 +15,25 @@ export type LedgerDb = Kysely<any>;
 /**
  * A `pg.Pool`-like object: anything kysely's PostgresDialect accepts (kept structural so the
  * driver is not forced on users).
+ *
+ * @example
+ * ```ts
+ * import pg from "pg"
+ * const pool: PostgresPoolLike = new pg.Pool({ connectionString: "postgres://localhost/ledger" })
+ * const ledger = await openLedger({ database: pool })
+ * ```
  */
 export type PostgresPoolLike = PostgresPool;
 
 /**
  * Where the ledger keeps its log: a `postgres://` URL, `pglite:<dir>`, `pglite:memory`, an open
  * PGlite instance, or a pg-compatible pool.
+ *
+ * @example
+ * ```ts
+ * const database: DatabaseInput = process.env.SHARDLEDGER_DATABASE_URL ?? "pglite:./.shardledger/db"
+ * const ledger = await openLedger({ database })
+ * ```
  */
 export type DatabaseInput = string | PGliteLike | PostgresPoolLike;
 
@@ -89,7 +103,7 @@ export async function openDatabase(
     }
     throw new ValidationError(
       "database",
-      `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redact(input))})`,
+      `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redactUrl(input))})`,
     );
   }
   if (isPglite(input)) {
@@ -134,9 +148,4 @@ function newLedgerDb(config: KyselyConfig): LedgerDb {
 
 function isPglite(x: PGliteLike | PostgresPoolLike): x is PGliteLike {
   return typeof (x as PGliteLike).query === "function" && "waitReady" in x;
-}
-
-/** Hides a password in a connection URL before it is echoed in an error. */
-export function redact(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }

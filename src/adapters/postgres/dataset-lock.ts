@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { ShardledgerError } from "../../errors.js";
+import { LockedError } from "../../errors.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { Database, LedgerDb } from "./database.js";
 
@@ -107,15 +107,15 @@ export async function withDatasetLock<T>(
  * await sql`SELECT 1`.execute(connection).catch((e) => { if (!isConnectionLost(e)) throw e })
  * ```
  */
-export function isConnectionLost(e: unknown): boolean {
+function isConnectionLost(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P"))) return true;
   const message = e instanceof Error ? e.message : String(e);
   return /not queryable|Connection terminated|ECONNRESET|EPIPE|socket hang up/i.test(message);
 }
 
-function locked(name: string): ShardledgerError {
-  return new ShardledgerError("LOCKED", `${name} is held by another pass; try again later`, {
+function locked(name: string): LockedError {
+  return new LockedError(`${name} is held by another pass; try again later`, {
     details: { lock: name },
   });
 }

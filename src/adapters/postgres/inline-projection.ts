@@ -7,6 +7,7 @@ import type { LedgerDb } from "./database.js";
  *
  * @example
  * ```ts
+ * import { sql } from "kysely"
  * const counter: InlineProjection = {
  *   name: "event_counter",
  *   apply: async (trx, events, schema) => {

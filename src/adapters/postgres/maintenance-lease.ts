@@ -1,7 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { sql } from "kysely";
-import { isShardledgerError, LeaseLostError, ShardledgerError, ValidationError } from "../../errors.js";
+import {
+  isShardledgerError,
+  LeaseLostError,
+  LockedError,
+  type ShardledgerError,
+  ValidationError,
+} from "../../errors.js";
 import type { AppendFence } from "../../events/event-log.js";
 import { advisoryLockIds } from "./advisory-keys.js";
 import type { Database, LedgerDb } from "./database.js";
@@ -126,8 +132,7 @@ async function lockedByHolder(
     if (!row) return locked;
     const acquiredAt = new Date(row.acquired_at).toISOString();
     const renewedAt = new Date(row.renewed_at).toISOString();
-    return new ShardledgerError(
-      "LOCKED",
+    return new LockedError(
       `maintenance of dataset ${datasetId} is held by another pass (${row.holder}, since ${acquiredAt}, last seen ${renewedAt}); try again later — it is released when that pass ends or its process dies`,
       {
         cause: locked,

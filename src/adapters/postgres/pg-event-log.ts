@@ -29,6 +29,12 @@ import type { InlineProjection } from "./inline-projection.js";
 
 /**
  * Options of {@link createPgEventLog}.
+ *
+ * @example
+ * ```ts
+ * const options: PgEventLogOptions = { db: database.db, schema: database.schema, clock: () => new Date() }
+ * const log = createPgEventLog(options)
+ * ```
  */
 export interface PgEventLogOptions {
   db: LedgerDb;
@@ -94,6 +100,9 @@ const isSecondReservation = (e: unknown) =>
  * const log = createPgEventLog({ db: database.db, schema: database.schema })
  * await log.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: "any" })
  * ```
+ *
+ * @internal the concrete log, for the ledger and the tests; the package exports
+ * `createPgEventLog` typed as the `EventLog` port (src/index.ts), since this class is not public.
  */
 export function createPgEventLog(options: PgEventLogOptions): PgEventLog {
   return new PgEventLog(options);

@@ -1,15 +1,21 @@
-import type { PGlite } from "@electric-sql/pglite";
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
 
 /**
  * The structural subset of PGlite this adapter needs, so callers may pass their own instance.
+ * Written out rather than picked from PGlite's class: the published types then compile without
+ * PGlite's declarations, which need the DOM and Emscripten typings a Node program lacks.
  *
  * @example
  * ```ts
- * const pool = createPglitePool(new PGlite())
+ * import { PGlite } from "@electric-sql/pglite"
+ * const ledger = await openLedger({ database: new PGlite() })
  * ```
  */
-export type PGliteLike = Pick<PGlite, "query" | "close" | "waitReady">;
+export interface PGliteLike {
+  query<T>(query: string, params?: unknown[]): Promise<{ rows: T[]; affectedRows?: number }>;
+  close(): Promise<void>;
+  readonly waitReady: Promise<void>;
+}
 
 /**
  * Presents one PGlite instance to kysely's PostgresDialect as a pool of exactly one connection.

@@ -12,7 +12,7 @@ import { type HoldJson, heading, holdJson, policyDuration, when } from "../views
  *
  * @example `const s: StatusJson = statusJson(await ledger.status("events"))`
  */
-export interface StatusJson extends Omit<DatasetStatus, "policies" | "safetyWindowHold"> {
+interface StatusJson extends Omit<DatasetStatus, "policies" | "safetyWindowHold"> {
   policies: DatasetStatus["policies"] & {
     retention: string;
     failedRetention: string;
@@ -23,7 +23,7 @@ export interface StatusJson extends Omit<DatasetStatus, "policies" | "safetyWind
 }
 
 /** @example `statusJson(await ledger.status("events")).policies.retention // "30d"` */
-export function statusJson(s: DatasetStatus): StatusJson {
+function statusJson(s: DatasetStatus): StatusJson {
   const p = s.policies;
   return {
     ...s,
@@ -49,7 +49,7 @@ const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? o
  *
  * @example `io.stdout.write(renderStatus(style, statusJson(await ledger.status("events"))))`
  */
-export function renderStatus(style: Style, s: StatusJson): string {
+function renderStatus(style: Style, s: StatusJson): string {
   const runs = s.runs;
   const byStatus = (
     [

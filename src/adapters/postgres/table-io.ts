@@ -1,10 +1,10 @@
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { Row } from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
 
 /** SQL type of each column; drives how rows are sent in bulk and read back. */
-export type ColumnType = "text" | "integer" | "bigint" | "boolean" | "timestamptz" | "jsonb";
+type ColumnType = "text" | "integer" | "bigint" | "boolean" | "timestamptz" | "jsonb";
 export type Columns = Readonly<Record<string, ColumnType>>;
-export type Row = Record<string, unknown>;
 
 /**
  * Writes rows with one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` per table, whatever
@@ -70,21 +70,6 @@ export async function deleteByKeys(
   await sql`
     DELETE FROM ${sql.id(schema, table)} USING unnest(${sql.join(arrays)}) AS d(${sql.join(keys.map((k) => sql.id(k)))})
     WHERE ${sql.join(match, sql` AND `)}`.execute(db);
-}
-
-/** Reads rows whose `column` is one of `values`, normalising driver differences (bigint as text). */
-export async function selectWhereIn(
-  db: LedgerDb,
-  schema: string,
-  table: string,
-  columns: Columns,
-  column: string,
-  values: readonly string[],
-): Promise<Row[]> {
-  if (values.length === 0) return [];
-  const { rows } = await sql<Row>`
-    SELECT * FROM ${sql.id(schema, table)} WHERE ${sql.id(column)} = ANY(${[...values]}::text[])`.execute(db);
-  return rows.map((r) => normaliseRow(r, columns));
 }
 
 /** Converts a row as read by pg or PGlite to JS values: numbers, Dates, booleans, objects. */

@@ -1,192 +1,22 @@
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
-import type { SafetyWindowHold } from "../datasets/safety-window.js";
-import type { AttemptStatus } from "../machines/attempt-machine.js";
-import { ATTEMPTS_VIEW_COLUMNS, PROJECTION_COLUMNS } from "./ledger-projection.js";
-import type { ProjectionTable } from "./projection-tables.js";
-import { normaliseRow, type Row } from "./table-io.js";
-
-/** Run status as the registry shows it. */
-export type RunStatus = "STARTED" | "PUBLISHING" | "SUCCEEDED" | "FAILED";
-/** Attempt status (the attempt machine's): what it reported, how publish classified it, what cleanup did. */
-export type { AttemptStatus };
-
-/** A dataset and its policies (durations in milliseconds). */
-export interface DatasetView {
-  datasetId: string;
-  root: string;
-  policies: {
-    keepRuns: number;
-    retentionMs: number;
-    failedRetentionMs: number;
-    staleAfterMs: number;
-    safetyWindowMs: number;
-  };
-  currentRunId: string | null;
-  currentManifestUrl: string | null;
-  currentMovedAt: Date | null;
-  registeredAt: Date;
-  updatedAt: Date;
-  /**
-   * Set after a policy change shortened the safety window: the longer window still in force until
-   * `until` (see `effectiveSafetyWindowMs`). The ledger's `dataset()` shows it only while it lasts.
-   * Optional so that hand-made views (tests, tools) may leave it out: absent means none.
-   */
-  safetyWindowHold?: SafetyWindowHold | null;
-}
-
-/** One row of the run registry. */
-export interface RunView {
-  runId: string;
-  datasetId: string;
-  status: RunStatus;
-  numShards: number;
-  current: boolean;
-  publishProgress: "none" | "winners_selected" | "manifest_published" | "succeeded";
-  manifestUrl: string | null;
-  startedAt: Date;
-  updatedAt: Date;
-  heartbeatAt: Date;
-  succeededAt: Date | null;
-  failedAt: Date | null;
-  replacedAt: Date | null;
-  failureCause: string | null;
-  failureReason: string | null;
-  missingShards: number[] | null;
-  reopenedCount: number;
-  attempts: Record<
-    "total" | "started" | "succeeded" | "failed" | "winner" | "loser" | "cleanupPending" | "deleted",
-    number
-  >;
-}
-
-/** One attempt of a run. */
-export interface AttemptView {
-  shard: number;
-  attempt: number;
-  taskAttemptId: string | null;
-  url: string | null;
-  status: AttemptStatus;
-  outcome: "STARTED" | "SUCCEEDED" | "FAILED";
-  error: string | null;
-  reportedAt: Date;
-  updatedAt: Date;
-}
-
-/** The winner of one shard. */
-export interface WinnerView {
-  shard: number;
-  attempt: number;
-  taskAttemptId: string | null;
-  url: string | null;
-}
-
-/** One item of the pending-cleanup set. */
-export interface PendingCleanupItem {
-  runId: string;
-  datasetId: string;
-  url: string;
-  reason: string;
-  state: "planned" | "failed" | "exhausted";
-  tries: number;
-  lastErrorCode: string | null;
-  lastErrorMessage: string | null;
-  transient: boolean | null;
-  plannedAt: Date;
-  firstFailureAt: Date | null;
-  lastFailureAt: Date | null;
-  nextRetryAt: Date | null;
-}
-
-/** What the failed-retention floor protects, and until when. */
-export interface RetentionFloor {
-  datasetId: string;
-  kind: "failed_run" | "failed_cleanup";
-  runId: string;
-  url: string | null;
-  failedAt: Date;
-  protectedUntil: Date;
-}
-
-/** Counts of what was pruned, per dataset and reason. */
-export interface Rollup {
-  datasetId: string;
-  reason: string;
-  prunedRuns: number;
-  prunedAttempts: number;
-  prunedFailedItems: number;
-  lastPrunedAt: Date;
-}
-
-/**
- * What the projections (and the maintenance and audit records beside them) say about one dataset
- * at one moment, for `ledger.status`. Counts are aggregated in SQL; the floor lists the first
- * {@link STATUS_FLOOR_ITEMS} items to leave it.
- *
- * @example
- * ```ts
- * const facts = await queries.statusFacts("events", new Date())
- * ```
- */
-export interface DatasetStatusFacts {
-  runs: {
-    total: number;
-    started: number;
-    publishing: number;
-    succeeded: number;
-    failed: number;
-    pruned: number;
-  };
-  pending: { total: number; dueNow: number; waiting: number; exhausted: number; nextRetryAt: Date | null };
-  floor: { total: number; nextLeavesAt: Date | null; items: RetentionFloor[] };
-  lastMaintenance: MaintenancePassRecord | null;
-  lastAudit: AuditRecord | null;
-}
-
-/**
- * The last maintenance pass over a dataset that did work (not a dry run), as the pass recorded it
- * beside its lease: what it was, when, and how it ended. `failures`: some deletions failed and
- * stay pending; `error`: the pass stopped on an unexpected error (`error` says which);
- * `interrupted`: it was stopped by a signal after its current batch.
- *
- * @example
- * ```ts
- * const last: MaintenancePassRecord = { kind: "gc", holder: "host/pid-1/ab12cd34", startedAt, finishedAt, outcome: "ok", deleted: 3, failed: 0, pruned: 1, error: null }
- * ```
- */
-export interface MaintenancePassRecord {
-  kind: "cleanup" | "gc";
-  holder: string;
-  startedAt: Date;
-  finishedAt: Date;
-  outcome: "ok" | "failures" | "error" | "interrupted";
-  deleted: number;
-  failed: number;
-  pruned: number;
-  error: string | null;
-}
-
-/**
- * The last `audit` of the projections (global: the log is one), as recorded when it finished.
- *
- * @example
- * ```ts
- * const last: AuditRecord = { at: new Date(), events: 1234, match: true, differences: 0 }
- * ```
- */
-export interface AuditRecord {
-  at: Date;
-  events: number;
-  match: boolean;
-  differences: number;
-}
-
-/**
- * How many floor items `statusFacts` lists (the soonest to leave first); `total` counts them all.
- *
- * @example `if (facts.floor.total > STATUS_FLOOR_ITEMS) console.log("and more")`
- */
-export const STATUS_FLOOR_ITEMS = 100;
+import type { ProjectionTable, Row } from "../../projections/projection-rows.js";
+import {
+  type AttemptStatus,
+  type AttemptView,
+  type DatasetStatusFacts,
+  type DatasetView,
+  type MaintenancePassRecord,
+  type PendingCleanupItem,
+  type RetentionFloor,
+  type Rollup,
+  type RunStatus,
+  type RunView,
+  STATUS_FLOOR_ITEMS,
+  type WinnerView,
+} from "../../projections/views.js";
+import type { LedgerDb } from "./database.js";
+import { ATTEMPTS_VIEW_COLUMNS, PROJECTION_COLUMNS } from "./projection-schema.js";
+import { normaliseRow } from "./table-io.js";
 
 async function select(
   db: LedgerDb,
@@ -207,7 +37,7 @@ const s = (v: unknown) => v as string;
 const sn = (v: unknown) => (v === null ? null : (v as string));
 const n = (v: unknown) => v as number;
 
-export function toDatasetView(r: Row): DatasetView {
+function toDatasetView(r: Row): DatasetView {
   return {
     datasetId: s(r.dataset_id),
     root: s(r.root),
@@ -230,7 +60,7 @@ export function toDatasetView(r: Row): DatasetView {
   };
 }
 
-export function toRunView(r: Row): RunView {
+function toRunView(r: Row): RunView {
   return {
     runId: s(r.run_id),
     datasetId: s(r.dataset_id),

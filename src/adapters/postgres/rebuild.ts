@@ -1,20 +1,33 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
-import { applyLedgerEvents, PROJECTION_COLUMNS } from "./ledger-projection.js";
+import {
+  PROJECTION_KEYS,
+  PROJECTION_TABLES,
+  type ProjectionTable,
+  type Row,
+} from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
+import type { PgEventLog } from "./pg-event-log.js";
 import {
   createProjectionTables,
   createProjectionViews,
   dropProjectionViews,
-  PROJECTION_KEYS,
-  PROJECTION_TABLES,
+  PROJECTION_COLUMNS,
   PROJECTION_VERSION,
-  type ProjectionTable,
-} from "./projection-tables.js";
-import { normaliseRow, type Row } from "./table-io.js";
+} from "./projection-schema.js";
+import { applyLedgerEvents } from "./projection-store.js";
+import { normaliseRow } from "./table-io.js";
 
-/** One difference between a live projection row and the row a replay of the log produces. */
+/**
+ * One difference between a live projection row and the row a replay of the log produces.
+ *
+ * @example
+ * ```ts
+ * const { differences } = await ledger.audit()
+ * const first: AuditDifference | undefined = differences[0]
+ * if (first) console.log(first.table, first.key, first.column, first.live, first.replayed)
+ * ```
+ */
 export interface AuditDifference {
   table: ProjectionTable;
   key: Record<string, unknown>;
@@ -24,7 +37,15 @@ export interface AuditDifference {
   replayed: unknown;
 }
 
-/** The result of {@link auditProjections}: `{ events, match, differences }` as the CLI prints it. */
+/**
+ * The result of an audit (`ledger.audit()`): `{ events, match, differences }` as the CLI prints it.
+ *
+ * @example
+ * ```ts
+ * const report: AuditReport = await ledger.audit()
+ * if (!report.match) console.error(`${report.differences.length} differences after ${report.events} events`)
+ * ```
+ */
 export interface AuditReport {
   events: number;
   match: boolean;
@@ -37,6 +58,8 @@ const MAX_DIFFERENCES = 1_000;
 /**
  * Replays the log after position `from` into the projection tables of `target`, page by page, with
  * the inline projection's own code. Returns how many events it applied and the last position.
+ *
+ * @internal the ledger's audit and rebuild; users call `ledger.audit()` / `ledger.rebuild()`.
  */
 export async function replayInto(
   log: PgEventLog,
@@ -69,6 +92,8 @@ export async function replayInto(
  * ```ts
  * const { match, differences } = await auditProjections(log)
  * ```
+ *
+ * @internal users call `ledger.audit()`.
  */
 export async function auditProjections(
   log: PgEventLog,
@@ -148,6 +173,8 @@ async function compareTable(
  * ```ts
  * const { events } = await rebuildProjections(log)
  * ```
+ *
+ * @internal users call `ledger.rebuild()`.
  */
 export async function rebuildProjections(
   log: PgEventLog,
