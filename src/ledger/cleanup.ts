@@ -29,7 +29,14 @@ import {
   runRecordedPass,
 } from "./maintenance-pass.js";
 
-/** Options of {@link cleanup}. @internal */
+/**
+ * Options of {@link cleanup}.
+ *
+ * @example
+ * ```ts
+ * const options: CleanupOptions = { datasetId: "sales", concurrency: 32, initialRate: 2000 }
+ * ```
+ */
 export interface CleanupOptions {
   datasetId?: string;
   dryRun?: boolean;

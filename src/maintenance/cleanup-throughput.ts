@@ -19,7 +19,7 @@ export interface CleanupThroughput {
 }
 
 /** 16 prefixes in flight, starting at 1,000 deletes/s. */
-export const DEFAULT_CLEANUP_THROUGHPUT: CleanupThroughput = Object.freeze({
+const DEFAULT_CLEANUP_THROUGHPUT: CleanupThroughput = Object.freeze({
   concurrency: 16,
   initialRate: DEFAULT_DELETE_RATE.initialRate,
 });
