@@ -82,6 +82,7 @@ export type {
   ReadAllOptions,
   ReadStreamOptions,
 } from "./events/event-log.js";
+export type { CleanupOptions } from "./ledger/cleanup.js";
 export type { MaintainPass } from "./ledger/maintain-loop.js";
 export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
@@ -103,6 +104,7 @@ export type {
   GcReport,
   LogRecord,
   MetricRecord,
+  PassThroughput,
   RetryFailedReport,
 } from "./maintenance/maintenance-reports.js";
 export type { RetryPolicy } from "./maintenance/retry-policy.js";

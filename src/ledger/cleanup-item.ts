@@ -42,12 +42,12 @@ function purposeOf(reason: CleanupReason): DeletionPurpose {
  * Whether a cleanup item is one object (a manifest, an orphan file) rather than a prefix: an
  * object is deleted by its exact key, never as a prefix that could match its siblings.
  */
-function isObjectItem(runId: string, key: string, reason: CleanupReason): boolean {
+export function isObjectItem(runId: string, key: string, reason: CleanupReason): boolean {
   return reason === "orphan" || key === manifestKey(runId);
 }
 
-/** The item's root-relative key, or why it has none (a url that does not map under the root). */
-function keyOf(dataset: DatasetView, item: WorkItem): { key: string } | { refused: string } {
+/** The item's root-relative key, or why it has none (a url that does not map under the root). @internal */
+export function keyOf(dataset: DatasetView, item: WorkItem): { key: string } | { refused: string } {
   if (item.key !== undefined) return { key: item.key };
   try {
     return {
@@ -70,6 +70,46 @@ export async function itemRefusal(pass: Pass, dataset: DatasetView, item: WorkIt
     ...(item.decisionConfirmed ? { decisionConfirmed: true } : {}),
   });
 }
+
+/**
+ * {@link itemRefusal} for a batch, on one read of fresh state (the concurrent pass judges a batch
+ * of items right before it plans them). @internal
+ */
+export async function itemRefusals(
+  pass: Pass,
+  dataset: DatasetView,
+  items: readonly WorkItem[],
+): Promise<(string | null)[]> {
+  const out: (string | null)[] = items.map(() => null);
+  const requests: {
+    index: number;
+    runId: string;
+    key: string;
+    purpose: DeletionPurpose;
+    decisionConfirmed?: boolean;
+  }[] = [];
+  for (const [index, item] of items.entries()) {
+    const k = keyOf(dataset, item);
+    if ("refused" in k) {
+      out[index] = k.refused;
+      continue;
+    }
+    const key = k.key.endsWith("/") && item.reason !== "orphan" ? k.key.slice(0, -1) : k.key;
+    requests.push({
+      index,
+      runId: item.runId,
+      key,
+      purpose: purposeOf(item.reason),
+      ...(item.decisionConfirmed ? { decisionConfirmed: true } : {}),
+    });
+  }
+  const verdicts = await pass.guard.refusals(requests);
+  for (const [i, r] of requests.entries()) out[r.index] = verdicts[i] ?? null;
+  return out;
+}
+
+/** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */
+export const AREA_PIPELINE = 4;
 
 /**
  * Justifies the deletion on fresh state (the guard), plans it (unless resuming), deletes,
@@ -109,6 +149,8 @@ export async function deleteItem(
         // for a run's whole area: `data/<runId>` is never an object, and listing it without its
         // slash would walk every run whose id starts with this one.)
         includeExactKey: `${key}/` !== runDataPrefix(runId),
+        // A run's whole area may hold 100,000 objects: list on while its pages are deleted.
+        ...(`${key}/` === runDataPrefix(runId) ? { pipeline: AREA_PIPELINE } : {}),
         ...(deps.sleep ? { sleep: deps.sleep } : {}),
         ...(deps.random ? { random: deps.random } : {}),
         ...(signal ? { signal } : {}),

@@ -1,11 +1,26 @@
 import { loserAttempts, winnerUrls } from "../adapters/postgres/maintenance-queries.js";
 import { isLeaseLostError, isShardledgerError } from "../errors.js";
 import type { CleanupReason } from "../events/catalogue.js";
+import type { RunCommand } from "../machines/run-commands.js";
+import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
+import { coalescedCheck } from "../maintenance/coalesced-check.js";
 import { planLoserCleanup } from "../maintenance/loser-planner.js";
-import type { CleanupReport } from "../maintenance/maintenance-reports.js";
+import type { CleanupReport, PassThroughput } from "../maintenance/maintenance-reports.js";
+import { deleteObject } from "../maintenance/object-deleter.js";
 import { earliestRetry, isDue } from "../maintenance/pending-schedule.js";
+import { ThrottledStore } from "../maintenance/throttled-store.js";
 import type { DatasetView } from "../projections/views.js";
-import { deleteItem, itemRefusal, type WorkItem } from "./cleanup-item.js";
+import type { ObjectStore } from "../storage/object-store.js";
+import {
+  deleteItem,
+  type ItemOutcome,
+  isObjectItem,
+  itemRefusal,
+  itemRefusals,
+  keyOf,
+  type WorkItem,
+} from "./cleanup-item.js";
+import { cleanConcurrently } from "./concurrent-cleanup.js";
 import {
   type MaintenanceDeps,
   type Pass,
@@ -14,13 +29,24 @@ import {
   runRecordedPass,
 } from "./maintenance-pass.js";
 
-/** Options of {@link cleanup}. @internal */
+/**
+ * Options of {@link cleanup}.
+ *
+ * @example
+ * ```ts
+ * const options: CleanupOptions = { datasetId: "sales", concurrency: 32, initialRate: 2000 }
+ * ```
+ */
 export interface CleanupOptions {
   datasetId?: string;
   dryRun?: boolean;
   /** Every pending item that is not exhausted, due or not. */
   retryNow?: boolean;
   signal?: AbortSignal;
+  /** Prefixes in flight (1: the sequential pass). Validated: an integer 1…256; default 16. */
+  concurrency?: number;
+  /** The delete rate (keys/s) the adaptive limiter starts at. Validated: > 0; default 1,000. */
+  initialRate?: number;
 }
 
 /**
@@ -29,6 +55,12 @@ export interface CleanupOptions {
  * @internal used through the Ledger facade.
  */
 export async function cleanup(deps: MaintenanceDeps, options: CleanupOptions = {}): Promise<CleanupReport> {
+  // Validated before anything is read or deleted.
+  const throughput = parseCleanupThroughput({
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+    ...(options.initialRate !== undefined ? { initialRate: options.initialRate } : {}),
+  });
+  options = { ...options, ...throughput };
   const report: CleanupReport = {
     deleted: [],
     failed: [],
@@ -89,9 +121,11 @@ async function cleanupDataset(
   const store = deps.storeFor(dataset);
   let deleted = 0;
   let failed = 0;
-  for (const item of items) {
-    if (options.signal?.aborted) break;
-    const outcome = await deleteItem(deps, dataset, store, item, pass, options.signal);
+  const outcomes =
+    (options.concurrency ?? 1) > 1 && items.length > 0
+      ? await cleanWithThroughput(deps, dataset, store, items, pass, options, report)
+      : cleanItemsSequentially(deps, dataset, store, items, pass, options.signal);
+  for await (const { item, outcome } of outcomes) {
     if (!item.planned && outcome.refused === undefined) report.planned.push(item.url);
     if (outcome.deleted) {
       report.deleted.push(item.url);
@@ -114,6 +148,101 @@ async function cleanupDataset(
     pending,
   });
   return { deleted, failed, pruned: 0 };
+}
+
+/** Today's pass: one item at a time, each planned, deleted and recorded before the next. */
+async function* cleanItemsSequentially(
+  deps: MaintenanceDeps,
+  dataset: DatasetView,
+  store: ObjectStore,
+  items: readonly WorkItem[],
+  pass: Pass,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<{ item: WorkItem; outcome: ItemOutcome }> {
+  for (const item of items) {
+    if (signal?.aborted) break;
+    yield { item, outcome: await deleteItem(deps, dataset, store, item, pass, signal) };
+  }
+}
+
+/**
+ * The concurrent pass (ledger/concurrent-cleanup.ts): `concurrency` prefixes in flight through an
+ * adaptive rate limiter for the store's root, batched planning and outcome appends, the guard on
+ * fresh state per batch, the coalesced fencing check before every request.
+ */
+async function cleanWithThroughput(
+  deps: MaintenanceDeps,
+  dataset: DatasetView,
+  store: ObjectStore,
+  items: readonly WorkItem[],
+  pass: Pass,
+  options: CleanupOptions,
+  report: { throughput?: PassThroughput[] },
+): Promise<{ item: WorkItem; outcome: ItemOutcome }[]> {
+  const concurrency = options.concurrency ?? 1;
+  const throttled = new ThrottledStore(store, { initialRate: options.initialRate ?? 1_000 });
+  const outcomes = await cleanItemsConcurrently(deps, dataset, throttled, items, pass, {
+    concurrency,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const traffic = throttled.traffic();
+  report.throughput ??= [];
+  report.throughput.push({
+    datasetId: dataset.datasetId,
+    concurrency,
+    settledRate: Math.round(traffic.deleteRate.rate),
+    throttled: traffic.throttled,
+    listRequests: traffic.listRequests,
+    listSeconds: Math.round(traffic.listMs) / 1000,
+    deleteRequests: traffic.deleteRequests,
+    deletedObjects: traffic.deletedKeys,
+  });
+  return outcomes;
+}
+
+/**
+ * Items through the concurrent engine over a store that already goes through the root's limiter
+ * (cleanup's losers, gc's orphans); outcomes in item order, none for an item never reached. @internal
+ */
+export async function cleanItemsConcurrently(
+  deps: MaintenanceDeps,
+  dataset: DatasetView,
+  throttled: ObjectStore,
+  items: readonly WorkItem[],
+  pass: Pass,
+  options: { concurrency: number; signal?: AbortSignal },
+): Promise<{ item: WorkItem; outcome: ItemOutcome }[]> {
+  const concurrency = options.concurrency;
+  const executeMany = async (runId: string, commands: readonly RunCommand[]) => {
+    if (deps.executeMany) await deps.executeMany(runId, commands, { fence: pass.lease.fence });
+    else for (const c of commands) await pass.execute(c);
+  };
+  const results = await cleanConcurrently(
+    items,
+    {
+      store: throttled,
+      keyOf: (item) => keyOf(dataset, item),
+      isObject: (item, key) => isObjectItem(item.runId, key, item.reason),
+      refusals: (batch) => itemRefusals(pass, dataset, batch),
+      executeMany,
+      assertHeld: coalescedCheck(() => pass.lease.assertHeld()),
+      deleteObject,
+      policies: deps.policies,
+      clock: deps.clock,
+      ...(deps.sleep ? { sleep: deps.sleep } : {}),
+      ...(deps.random ? { random: deps.random } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      log: (record) => deps.log?.({ ...record, datasetId: dataset.datasetId }),
+    },
+    { concurrency, batchSize: Math.max(32, concurrency * 4) },
+  );
+  return items.flatMap((item, i) => {
+    const r = results[i];
+    if (!r) return [];
+    const outcome: ItemOutcome = { url: r.url, deleted: r.deleted, error: r.error, tries: r.tries };
+    if (r.refused !== undefined) outcome.refused = r.refused;
+    return [{ item, outcome }];
+  });
 }
 
 /** Losers not yet planned, plus pending items that are due (or were planned and never reported). */

@@ -5,6 +5,12 @@ import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
 import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
+import { ThrottledStore } from "../maintenance/throttled-store.js";
+import { cleanItemsConcurrently } from "./cleanup.js";
+
+/** Orphan objects deleted at once (each is one small request: the limiter bounds the rate). */
+const ORPHAN_CONCURRENCY = 16;
+
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
@@ -58,7 +64,9 @@ async function gcPass(
   const datasetId = dataset.datasetId;
   const now = deps.clock();
   const runs = await deps.queries.runs(datasetId);
-  const store = deps.storeFor(dataset);
+  // Deletes and listings through the adaptive limiter of the dataset's root (S3's per-prefix
+  // limit applies to gc as much as to cleanup); its counts are the pass's listing cost.
+  const store = new ThrottledStore(deps.storeFor(dataset), {});
   await pass.lease.assertHeld();
   const plan = planGc({
     now,
@@ -167,6 +175,7 @@ async function gcPass(
   for (const orphan of orphans) {
     const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
     report.actions.push(entry);
+    const items: WorkItem[] = [];
     for (const key of orphan.keys) {
       if (options.signal?.aborted) break;
       let url: string;
@@ -192,7 +201,18 @@ async function gcPass(
         if ((await itemRefusal(pass, dataset, item)) === null) entry.urls.push(item.url);
         continue;
       }
-      const outcome = await deleteItem(deps, dataset, store, item, pass, options.signal);
+      items.push(item);
+    }
+    // Orphans are many single objects: they go through the concurrent engine (batched plan and
+    // outcome appends, the guard per batch, the root's limiter), as cleanup's losers do.
+    const outcomes =
+      items.length === 0
+        ? []
+        : await cleanItemsConcurrently(deps, dataset, store, items, pass, {
+            concurrency: ORPHAN_CONCURRENCY,
+            ...(options.signal ? { signal: options.signal } : {}),
+          });
+    for (const { item, outcome } of outcomes) {
       if (outcome.refused !== undefined) continue;
       entry.urls.push(item.url);
       if (!outcome.deleted)
@@ -211,6 +231,18 @@ async function gcPass(
     failed: report.failed.length,
   });
   const deleted = report.actions.reduce((n, a) => n + (a.kind === "fail_stale" ? 0 : a.urls.length), 0);
+  const traffic = store.traffic();
+  // A dry run's report stays as it was (`--dry-run` unchanged).
+  if (!options.dryRun && traffic.listRequests + traffic.deleteRequests > 0) {
+    report.throughput = {
+      settledRate: Math.round(traffic.deleteRate.rate),
+      throttled: traffic.throttled,
+      listRequests: traffic.listRequests,
+      listSeconds: Math.round(traffic.listMs) / 1000,
+      deleteRequests: traffic.deleteRequests,
+      deletedObjects: traffic.deletedKeys,
+    };
+  }
   return { report, deleted: deleted - report.failed.length, failed: report.failed.length, pruned };
 }
 

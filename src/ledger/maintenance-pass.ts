@@ -20,6 +20,12 @@ export interface MaintenanceDeps {
     command: RunCommand,
     context?: { failedRetentionMs?: number; fence?: AppendFence },
   ): Promise<{ state: RunState }>;
+  /** Several commands of one run in one append (batched planning and outcomes). */
+  executeMany?(
+    runId: string,
+    commands: readonly RunCommand[],
+    context?: { fence?: AppendFence },
+  ): Promise<unknown>;
   load(runId: string): Promise<RunState>;
   storeFor(dataset: DatasetView): ObjectStore;
   clock(): Date;

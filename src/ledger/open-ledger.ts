@@ -50,6 +50,7 @@ import type {
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";
+import type { CleanupOptions } from "./cleanup.js";
 import {
   attemptFailedInputSchema,
   attemptInputSchema,
@@ -284,12 +285,7 @@ export interface Ledger {
    * `retryNow` tries every pending item that is not exhausted, due or not. The report's `pending`
    * counts what is left in the pending set afterwards, and `nextDueAt` says when the next waits end.
    */
-  cleanup(options?: {
-    datasetId?: string;
-    dryRun?: boolean;
-    retryNow?: boolean;
-    signal?: AbortSignal;
-  }): Promise<CleanupReport>;
+  cleanup(options?: CleanupOptions): Promise<CleanupReport>;
   /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
   gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
@@ -383,6 +379,7 @@ class LedgerImpl implements Ledger {
       database,
       queries: this.#queries,
       execute: (command, context) => this.#executor.execute(command, context ?? {}),
+      executeMany: (runId, commands, context) => this.#executor.executeMany(runId, commands, context ?? {}),
       load: (runId) => this.#executor.load(runId),
       storeFor: (dataset) => this.#store(dataset.root),
       clock: this.#clock,
@@ -629,9 +626,7 @@ class LedgerImpl implements Ledger {
     void task.finally(() => this.#background.delete(task));
   }
 
-  cleanup(
-    options: { datasetId?: string; dryRun?: boolean; retryNow?: boolean; signal?: AbortSignal } = {},
-  ): Promise<CleanupReport> {
+  cleanup(options: CleanupOptions = {}): Promise<CleanupReport> {
     return this.#maintenance.cleanup(options);
   }
 

@@ -50,6 +50,50 @@ export class PassGuard {
     );
   }
 
+  /**
+   * {@link refusal} for many keys on one read of fresh state: the registry rows, floors and run
+   * states are read once, right before the batch is planned, then each key is judged by the same
+   * pure rule. A concurrent pass plans a batch of prefixes at a time; the facts are as fresh for
+   * each of them as a per-key read taken at the same moment.
+   */
+  async refusals(
+    requests: readonly {
+      runId: string;
+      key: string;
+      purpose: DeletionPurpose;
+      decisionConfirmed?: boolean;
+    }[],
+  ): Promise<(string | null)[]> {
+    if (requests.length === 0) return [];
+    const dataset = await this.#deps.queries.dataset(this.#datasetId);
+    if (!dataset) return requests.map(() => `dataset ${this.#datasetId} no longer exists`);
+    this.#foreign ??= await this.#readForeign(dataset);
+    const [runs, floors] = await Promise.all([
+      this.#deps.queries.runs(this.#datasetId),
+      this.#deps.queries.retentionFloors(this.#datasetId),
+    ]);
+    const states = new Map<string, RunState>();
+    for (const r of requests) {
+      const owner = runOfDataKey(r.key) ?? /^data\/([^/]+)$/.exec(r.key)?.[1] ?? null;
+      for (const id of owner !== null && owner !== r.runId ? [r.runId, owner] : [r.runId]) {
+        if (!states.has(id)) states.set(id, await this.#deps.load(id));
+      }
+    }
+    const now = this.#deps.clock();
+    const foreign = this.#foreign;
+    return requests.map((r) =>
+      deletionRefusal(
+        {
+          runId: r.runId,
+          key: r.key,
+          purpose: r.purpose,
+          ...(r.decisionConfirmed ? { decisionConfirmed: true } : {}),
+        },
+        { now, dataset, runs, floors, states, foreign },
+      ),
+    );
+  }
+
   /** Attempt URLs of the dataset's runs that lie outside their own run's data area (legacy). */
   async #readForeign(dataset: DatasetView): Promise<ForeignUrl[]> {
     const rows = await attemptUrlsOutsideRunArea(this.#deps.database, dataset.datasetId, dataset.root);

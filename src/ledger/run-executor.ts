@@ -1,9 +1,9 @@
-import { isConcurrencyError } from "../errors.js";
+import { isConcurrencyError, ValidationError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
-import { type DecideContext, decideRun, type RunCommand } from "../machines/run-commands.js";
-import { evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
+import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
+import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;
@@ -78,6 +78,55 @@ export class RunExecutor {
         } catch (e) {
           this.#cache.delete(command.runId);
           // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
+          if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
+        }
+      }
+    });
+  }
+
+  /**
+   * Decides several commands for ONE run in order (each on the state the previous ones leave) and
+   * appends all their events in one append: the event log takes one append per transaction, and a
+   * maintenance pass plans or records a batch of prefixes per append this way. All or nothing: a
+   * refused command refuses the batch, and nothing is written.
+   */
+  executeMany(
+    runId: string,
+    commands: readonly RunCommand[],
+    context: Omit<DecideContext, "now" | "metadata"> & { fence?: AppendFence } = {},
+  ): Promise<{ state: RunState; events: RecordedEvent[] }> {
+    const { fence, ...decideContext } = context;
+    for (const c of commands) {
+      if (c.runId !== runId) {
+        throw new ValidationError("runId", `a batch for run ${runId} holds a command for run ${c.runId}`);
+      }
+    }
+    return this.#serial(runId, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const state = await this.#load(runId);
+        const scratch = cloneRunState(state);
+        const now = this.#clock();
+        const decided: RunEvent[] = [];
+        for (const command of commands) {
+          const events = decideRun(scratch, command, { ...decideContext, now, metadata: this.#metadata });
+          for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
+          decided.push(...events);
+        }
+        if (decided.length === 0) return { state, events: [] };
+        try {
+          const result = await this.#log.append(runStream(runId), decided, {
+            expectedVersion: state.version === 0 ? "no_stream" : state.version,
+            ...(fence ? { fence } : {}),
+          });
+          if (result.written.length !== decided.length) {
+            this.#cache.delete(runId);
+            return { state: await this.#load(runId), events: result.written };
+          }
+          for (const e of result.written) evolveRun(state, e);
+          return { state, events: result.written };
+        } catch (e) {
+          this.#cache.delete(runId);
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }

@@ -24,6 +24,32 @@ export interface CleanupReport {
   nextDueAt: string | null;
   /** True when nothing was deleted or recorded: `planned` is what a real pass would delete. */
   dryRun: boolean;
+  /**
+   * Per dataset the concurrent engine cleaned (absent when it cleaned none): its concurrency, the
+   * delete rate it settled at, its requests.
+   */
+  throughput?: PassThroughput[];
+}
+
+/**
+ * How a concurrent pass went on one dataset: `settledRate` is the delete rate (keys/s) its
+ * adaptive limiter ended at, `throttled` the requests (or keys) the store answered SlowDown/503.
+ *
+ * @example
+ * ```ts
+ * const t: PassThroughput = { datasetId: "sales", concurrency: 16, settledRate: 3120, throttled: 12, listRequests: 4000, listSeconds: 98.2, deleteRequests: 2000, deletedObjects: 100000 }
+ * ```
+ */
+export interface PassThroughput {
+  datasetId: string;
+  concurrency: number;
+  settledRate: number;
+  throttled: number;
+  listRequests: number;
+  /** Summed duration of the listings, in seconds (they overlap when prefixes run concurrently). */
+  listSeconds: number;
+  deleteRequests: number;
+  deletedObjects: number;
 }
 
 /**
@@ -46,6 +72,8 @@ export interface GcReport {
   protected: { runId: string; why: string }[];
   /** True when nothing was deleted or recorded: `actions` is what a real pass would do. */
   dryRun: boolean;
+  /** What the pass cost the store (absent when it sent nothing): listings, deletes, the settled rate. */
+  throughput?: Omit<PassThroughput, "datasetId" | "concurrency">;
 }
 
 /**

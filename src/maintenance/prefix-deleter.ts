@@ -1,6 +1,11 @@
 import { isShardledgerError, SafetyRailError } from "../errors.js";
 import { assertSafeKey, assertSafePrefix } from "../storage/dataset-url.js";
-import { classifyStoreError, isObjectStoreError, type ObjectStore } from "../storage/object-store.js";
+import {
+  classifyStoreError,
+  type DeleteOutcome,
+  isObjectStoreError,
+  type ObjectStore,
+} from "../storage/object-store.js";
 import { backoffDelay, isExhausted, parseRetryPolicy, type RetryPolicy } from "./retry-policy.js";
 
 /**
@@ -71,6 +76,13 @@ export interface DeletePrefixOptions {
    * sibling such as `…/attempt=010` is never sent.
    */
   includeExactKey?: boolean;
+  /**
+   * Batch deletes kept in flight while the listing goes on to the next page (default 1: list,
+   * delete, list the next page). A large prefix (a run's whole area: 100 pages of 1,000 keys)
+   * pipelines its listing with its deletes this way; S3 pages by key, so deleting what was listed
+   * does not disturb the pages after it. Every delete of a round has ended when the round ends.
+   */
+  pipeline?: number;
 }
 
 const REMAINING_SHOWN = 10;
@@ -161,10 +173,65 @@ export async function deletePrefix(
     return keys;
   };
 
+  const depth = Math.max(1, Math.floor(options.pipeline ?? 1));
+  type Settled = { batch: string[]; outcome: DeleteOutcome } | { batch: string[]; thrown: unknown };
+  const settle = (batch: string[], p: Promise<DeleteOutcome>): Promise<Settled> =>
+    p.then(
+      (outcome) => ({ batch, outcome }),
+      (thrown: unknown) => ({ batch, thrown }),
+    );
+
   const round = async (): Promise<RoundOutcome> => {
     let token: string | null = null;
     let listed = 0;
     let transient: { error: PrefixCleanupError; remainingKeys: string[] } | null = null;
+    const inFlight: Promise<Settled>[] = [];
+    /** Takes in one delete's result: null to go on, or the failure that ends the round. */
+    const absorb = (settled: Settled): RoundOutcome | null => {
+      if ("thrown" in settled) {
+        if (settled.thrown instanceof Aborted || settled.thrown instanceof CallbackFailed)
+          throw settled.thrown;
+        return { kind: "failed", error: requestError(settled.thrown), remainingKeys: settled.batch };
+      }
+      const { outcome } = settled;
+      deletedObjects += outcome.deleted.length;
+      if (outcome.deleted.length > 0 && onBatch) {
+        try {
+          onBatch(outcome.deleted);
+        } catch (e) {
+          throw new CallbackFailed(e);
+        }
+      }
+      const permanent = outcome.errors.filter((e) => !e.transient);
+      const firstPermanent = permanent[0];
+      if (firstPermanent !== undefined) {
+        return {
+          kind: "failed",
+          error: perKeyError(firstPermanent, permanent.length),
+          remainingKeys: permanent.map((e) => e.key),
+        };
+      }
+      const firstTransient = outcome.errors[0];
+      if (firstTransient !== undefined) {
+        transient ??= { error: perKeyError(firstTransient, outcome.errors.length), remainingKeys: [] };
+        for (const e of outcome.errors) transient.remainingKeys.push(e.key);
+      }
+      return null;
+    };
+    /** Ends the round with `failure` once every delete still in flight has ended (and counted). */
+    const drain = async (failure: RoundOutcome): Promise<RoundOutcome> => {
+      const rest = await Promise.all(inFlight.splice(0));
+      let callbackError: unknown = null;
+      for (const settled of rest) {
+        try {
+          absorb(settled);
+        } catch (e) {
+          callbackError ??= e;
+        }
+      }
+      if (callbackError !== null) throw callbackError;
+      return failure;
+    };
     do {
       checkAbort();
       let batch: string[] = [];
@@ -197,37 +264,28 @@ export async function deletePrefix(
         if (batch.length === 0) continue;
         checkAbort();
         await authorise();
-        const outcome = await store.deleteMany(batch);
-        deletedObjects += outcome.deleted.length;
-        if (outcome.deleted.length > 0 && onBatch) {
-          try {
-            onBatch(outcome.deleted);
-          } catch (e) {
-            throw new CallbackFailed(e);
-          }
-        }
-        const permanent = outcome.errors.filter((e) => !e.transient);
-        const firstPermanent = permanent[0];
-        if (firstPermanent !== undefined) {
-          return {
-            kind: "failed",
-            error: perKeyError(firstPermanent, permanent.length),
-            remainingKeys: permanent.map((e) => e.key),
-          };
-        }
-        const firstTransient = outcome.errors[0];
-        if (firstTransient !== undefined) {
-          transient ??= { error: perKeyError(firstTransient, outcome.errors.length), remainingKeys: [] };
-          for (const e of outcome.errors) transient.remainingKeys.push(e.key);
+        inFlight.push(settle(batch, store.deleteMany(batch)));
+        if (inFlight.length >= depth) {
+          const failure = absorb(await (inFlight.shift() as Promise<Settled>));
+          if (failure !== null) return await drain(failure);
         }
       } catch (e) {
-        if (e instanceof Aborted || e instanceof CallbackFailed) throw e;
+        if (e instanceof Aborted || e instanceof CallbackFailed) {
+          await Promise.allSettled(inFlight);
+          throw e;
+        }
         const error = requestError(e);
         // A failed request ends the round: the next one lists again from the start.
-        return { kind: "failed", error, remainingKeys: batch };
+        return await drain({ kind: "failed", error, remainingKeys: batch });
       }
     } while (token !== null);
-    if (transient !== null) return { kind: "failed", ...transient };
+    while (inFlight.length > 0) {
+      const failure = absorb(await (inFlight.shift() as Promise<Settled>));
+      if (failure !== null) return await drain(failure);
+    }
+    // Assigned inside absorb(): the compiler cannot see it, so the type is restated.
+    const transientFailure = transient as { error: PrefixCleanupError; remainingKeys: string[] } | null;
+    if (transientFailure !== null) return { kind: "failed", ...transientFailure };
     return listed === 0 ? { kind: "empty" } : { kind: "clean" };
   };
 

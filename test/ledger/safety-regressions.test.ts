@@ -354,7 +354,9 @@ describe(`safety regressions (${BACKEND})`, () => {
     h = t;
     await s.writeRun("r", 2, [0, 1]);
     await s.ledger.publish("r");
-    const report = await s.ledger.cleanup({ datasetId: "ds" });
+    // One prefix at a time, so "the second loser was never planned" holds; the concurrent pass
+    // plans a batch at once (its lease test: test/maintenance/concurrent-cleanup-faults.test.ts).
+    const report = await s.ledger.cleanup({ datasetId: "ds", concurrency: 1 });
     expect(report.leaseLost).toEqual(["ds"]);
     expect(report.deleted).toEqual([]);
     // The second loser was never planned, sent or deleted; the first's outcome was not recorded.

@@ -1,7 +1,7 @@
 import type { CleanupReport } from "../../maintenance/maintenance-reports.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
-import { idArgument } from "../flags.js";
+import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import type { Style } from "../style.js";
 import { renderTable } from "../table.js";
@@ -12,7 +12,10 @@ import { renderTable } from "../table.js";
  * not). `--json` prints `{ deleted: [url], failed: [{ url, error, tries }], planned: [url] }` plus
  * `skipped` (datasets another pass was working on), `leaseLost` (datasets whose pass was fenced off
  * midway; exit 3), `pending` (items left in the pending set) and
- * `nextDueAt` (the earliest next retry, or null) and `dryRun`. Exit 4 whenever `pending` is not 0.
+ * `nextDueAt` (the earliest next retry, or null) and `dryRun`, and `throughput` (per dataset the
+ * concurrent pass cleaned: concurrency, the delete rate it settled at, requests, throttled). Exit 4
+ * whenever `pending` is not 0. `--concurrency N` (default 16; 1 = one prefix at a time) and
+ * `--initial-rate R` (keys/s the adaptive limiter starts at, default 1000) tune the pass.
  *
  * @example `shardledger cleanup --dataset events --dry-run --json`
  */
@@ -28,44 +31,60 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
       "--retry-now",
       "try every pending item that is not exhausted now, even before its next retry time",
     )
+    .option("--concurrency <n>", "prefixes in flight (1: one at a time); default 16")
+    .option(
+      "--initial-rate <keys-per-second>",
+      "delete rate the adaptive limiter starts at (it ramps up, and backs off on SlowDown); default 1000",
+    )
     .action(
-      runtime.action<{ dataset?: string; dryRun?: boolean; retryNow?: boolean }>(
-        async (ctx, _args, options) => {
-          const datasetId =
-            options.dataset === undefined ? undefined : idArgument("--dataset", options.dataset);
-          const ledger = await ctx.ledger();
-          if (datasetId !== undefined) await ledger.dataset(datasetId);
-          const progress = ctx.progress({
-            label: options.dryRun ? "cleanup (dry run)" : "cleanup",
-            unit: "datasets",
-          });
-          let report: CleanupReport;
-          try {
-            report = await ledger.cleanup({
+      runtime.action<{
+        dataset?: string;
+        dryRun?: boolean;
+        retryNow?: boolean;
+        concurrency?: string;
+        initialRate?: string;
+      }>(async (ctx, _args, options) => {
+        const datasetId =
+          options.dataset === undefined ? undefined : idArgument("--dataset", options.dataset);
+        // Validated here (flag names in the error) and again by the ledger (its own bounds).
+        const concurrency = optionalIntegerFlag("--concurrency", options.concurrency, { min: 1, max: 256 });
+        const initialRate = optionalIntegerFlag("--initial-rate", options.initialRate, { min: 1 });
+        const ledger = await ctx.ledger();
+        if (datasetId !== undefined) await ledger.dataset(datasetId);
+        const progress = ctx.progress({
+          label: options.dryRun ? "cleanup (dry run)" : "cleanup",
+          unit: "datasets",
+        });
+        let report: CleanupReport;
+        try {
+          report = await withFlagNames({ concurrency: "--concurrency", initialRate: "--initial-rate" }, () =>
+            ledger.cleanup({
               ...(datasetId !== undefined ? { datasetId } : {}),
               ...(options.dryRun ? { dryRun: true } : {}),
               ...(options.retryNow ? { retryNow: true } : {}),
+              ...(concurrency !== undefined ? { concurrency } : {}),
+              ...(initialRate !== undefined ? { initialRate } : {}),
               signal: ctx.signal,
-            });
-          } finally {
-            progress.stop();
-          }
-          const { skipped, ...contract } = report;
-          return {
-            json: { ...contract, skipped },
-            human: (style) => renderCleanup(style, report, options.dryRun === true),
-            // A pass fenced off midway is a refusal by a rule (another pass owns the dataset now).
-            ...(report.leaseLost.length > 0
-              ? {
-                  exitCode: EXIT.REFUSED,
-                  message: `cleanup: the maintenance lease of ${report.leaseLost.join(", ")} was lost midway (another pass took it); this pass stopped before its next request`,
-                }
-              : report.pending > 0 || report.failed.length > 0
-                ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
-                : {}),
-          };
-        },
-      ),
+            }),
+          );
+        } finally {
+          progress.stop();
+        }
+        const { skipped, ...contract } = report;
+        return {
+          json: { ...contract, skipped },
+          human: (style) => renderCleanup(style, report, options.dryRun === true),
+          // A pass fenced off midway is a refusal by a rule (another pass owns the dataset now).
+          ...(report.leaseLost.length > 0
+            ? {
+                exitCode: EXIT.REFUSED,
+                message: `cleanup: the maintenance lease of ${report.leaseLost.join(", ")} was lost midway (another pass took it); this pass stopped before its next request`,
+              }
+            : report.pending > 0 || report.failed.length > 0
+              ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
+              : {}),
+        };
+      }),
     );
   withExamples(
     command,
@@ -73,6 +92,7 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
       "shardledger cleanup --dry-run",
       "shardledger cleanup --dataset events --json",
       "shardledger cleanup --dataset events --retry-now",
+      "shardledger cleanup --dataset events --concurrency 32 --initial-rate 2000",
     ],
     "Exit 4 whenever the pending set is not empty after the pass: deletions that failed, items\nwaiting for their next retry (`nextDueAt` says when the first is due) and exhausted items\n(see `shardledger pending`, `shardledger retry-failed`). Alert when exit 4 persists.\n--retry-now tries every waiting item now instead of when it is due.",
   );
