@@ -43,6 +43,14 @@ module.exports = {
       to: { path: "^src/(ledger|cli|demo)/" },
     },
     {
+      name: "ledger-uses-the-event-log-port",
+      severity: "error",
+      comment:
+        "Use-cases append and read through the EventLog port (src/events/event-log.ts); only the composition file builds the PostgreSQL log.",
+      from: { path: "^src/ledger/", pathNot: "^src/ledger/open-ledger[.]ts$" },
+      to: { path: "^src/adapters/postgres/pg-event-log[.]ts$" },
+    },
+    {
       name: "ledger-imports-no-cli",
       severity: "error",
       comment: "The facade serves the CLI, never the other way round.",

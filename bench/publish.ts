@@ -6,20 +6,20 @@ import pg from "pg";
 import { openObjectStore } from "../src/adapters/objectstore/open-object-store.js";
 import { openDatabase, type PostgresPoolLike } from "../src/adapters/postgres/database.js";
 import { createPgEventLog, PgEventLog } from "../src/adapters/postgres/pg-event-log.js";
+import { ledgerProjection } from "../src/adapters/postgres/projection-store.js";
 import { WINNERS_PER_EVENT } from "../src/events/catalogue.js";
 import type { NewEvent } from "../src/events/envelope.js";
 import { EventCatalogue } from "../src/events/event-catalogue.js";
 import type { EventLog } from "../src/events/event-log.js";
+import { runStream } from "../src/events/streams.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
 import { RunExecutor } from "../src/ledger/run-executor.js";
-import { runStream } from "../src/ledger/streams.js";
 import { attemptEventId } from "../src/machines/run-commands.js";
 import {
   type AttemptOutcome,
   type SelectableAttempt,
   selectWinners,
 } from "../src/machines/winner-selection.js";
-import { ledgerProjection } from "../src/projections/ledger-projection.js";
 import { manifestKey } from "../src/storage/object-layout.js";
 import type { ObjectStore } from "../src/storage/object-store.js";
 import {
@@ -376,7 +376,7 @@ async function timedPublishOnce(
         part(
           "· inline projection",
           projection,
-          "fold, upsert winners and the run row (attempt rows untouched: status is derived)",
+          "fold, upsert winners, the run row and every attempt row of the run (status stored by the fold)",
         ),
         part("· manifest put", manifestPut, `${Math.round(body.length / 1024)} KB JSON on the file:// store`),
         part("· manifest/succeeded/pointer events", later + pointer, "three small appends, _CURRENT put"),

@@ -2,12 +2,12 @@ import { sql } from "kysely";
 import pg from "pg";
 import { openDatabase } from "../src/adapters/postgres/database.js";
 import { createPgEventLog } from "../src/adapters/postgres/pg-event-log.js";
+import { createProjectionTables } from "../src/adapters/postgres/projection-schema.js";
+import { applyLedgerEvents } from "../src/adapters/postgres/projection-store.js";
 import type { NewEvent } from "../src/events/envelope.js";
+import { datasetStream, runStream } from "../src/events/streams.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
-import { datasetStream, runStream } from "../src/ledger/streams.js";
 import { type SelectableAttempt, selectWinners } from "../src/machines/winner-selection.js";
-import { applyLedgerEvents } from "../src/projections/ledger-projection.js";
-import { createProjectionTables } from "../src/projections/projection-tables.js";
 import {
   type BenchReport,
   type BenchRow,

@@ -1,3 +1,4 @@
+import { summariseShards } from "./machines/shard-summary.js";
 /**
  * Every error shardledger throws on purpose is a {@link ShardledgerError} with a stable `code`.
  * The CLI derives its exit code from the code, and the `isX()` guards check the code as well as
@@ -396,11 +397,6 @@ export class InternalError extends ShardledgerError {
   constructor(message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
     super("INTERNAL", message, options);
   }
-}
-
-function summariseShards(shards: readonly number[]): string {
-  const shown = shards.slice(0, 20).join(", ");
-  return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
 }
 
 const hasCode = (e: unknown, code: ErrorCode): boolean =>

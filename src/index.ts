@@ -22,6 +22,7 @@ export type { InlineProjection } from "./adapters/postgres/inline-projection.js"
 export { migrateToLatest } from "./adapters/postgres/migrations.js";
 export type { PgEventLogOptions } from "./adapters/postgres/pg-event-log.js";
 export type { PGliteLike } from "./adapters/postgres/pglite-pool.js";
+export type { AuditDifference, AuditReport } from "./adapters/postgres/rebuild.js";
 export type { DatasetInput, DatasetPolicyChanges } from "./datasets/dataset-config.js";
 export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";
 export { formatDuration, parseDuration } from "./datasets/duration.js";
@@ -117,8 +118,7 @@ export type {
   RunStatus,
   RunView,
   WinnerView,
-} from "./projections/queries.js";
-export type { AuditDifference, AuditReport } from "./projections/rebuild.js";
+} from "./projections/views.js";
 export type {
   DeleteOutcome,
   ListPage,

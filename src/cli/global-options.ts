@@ -1,5 +1,6 @@
 import { userInfo } from "node:os";
 import type { Command } from "commander";
+import { redactUrl } from "../adapters/postgres/connection-url.js";
 import { isValidationError, ValidationError } from "../errors.js";
 import type { CliIo } from "./cli-io.js";
 import { durationFlag } from "./flags.js";
@@ -124,18 +125,6 @@ function validateDatabaseUrl(source: string, url: string): void {
     source,
     `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redactUrl(url))})`,
   );
-}
-
-/**
- * Hides a password in a connection URL before it is echoed.
- *
- * @example
- * ```ts
- * redactUrl("postgres://me:secret@db/x") // "postgres://me:***@db/x"
- * ```
- */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }
 
 function defaultActor(): string {

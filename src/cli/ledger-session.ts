@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { redactUrl } from "../adapters/postgres/connection-url.js";
 import type { DatabaseInput } from "../adapters/postgres/database.js";
 import { describeError, InternalError, ValidationError } from "../errors.js";
 import type { Ledger } from "../ledger/open-ledger.js";
 import type { GlobalOptions } from "./global-options.js";
-import { redactUrl } from "./global-options.js";
 import { acquireDirLock, type DirLock } from "./pglite-dir-lock.js";
 
 /**

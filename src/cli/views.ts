@@ -1,6 +1,6 @@
 import { formatDuration } from "../datasets/duration.js";
 import type { SafetyWindowHold } from "../datasets/safety-window.js";
-import type { AttemptView, DatasetView, RunView, WinnerView } from "../projections/queries.js";
+import type { AttemptView, DatasetView, RunView, WinnerView } from "../projections/views.js";
 import type { Style } from "./style.js";
 import { type CellText, renderPairs, renderTable } from "./table.js";
 

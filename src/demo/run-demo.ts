@@ -3,12 +3,12 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
+import type { AuditReport } from "../adapters/postgres/rebuild.js";
 import { isShardCoverageError } from "../errors.js";
 import { type Ledger, openLedger } from "../ledger/open-ledger.js";
 import type { PublishResult } from "../ledger/publish.js";
 import type { CleanupReport } from "../maintenance/maintenance-reports.js";
-import type { PendingCleanupItem, RunView } from "../projections/queries.js";
-import type { AuditReport } from "../projections/rebuild.js";
+import type { PendingCleanupItem, RunView } from "../projections/views.js";
 import type { ObjectStore } from "../storage/object-store.js";
 
 /** What the demo did, for the CLI to print (and `--json` to emit). */

@@ -3,7 +3,7 @@ import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { deleteObject } from "../maintenance/object-deleter.js";
 import { deletePrefix } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt } from "../maintenance/retry-policy.js";
-import type { DatasetView } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, objectKeyOfUrl } from "../storage/dataset-url.js";
 import { manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";

@@ -4,7 +4,7 @@ import type { CleanupReason } from "../events/catalogue.js";
 import { planLoserCleanup } from "../maintenance/loser-planner.js";
 import type { CleanupReport } from "../maintenance/maintenance-reports.js";
 import { earliestRetry, isDue } from "../maintenance/pending-schedule.js";
-import type { DatasetView } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { deleteItem, itemRefusal, type WorkItem } from "./cleanup-item.js";
 import {
   type MaintenanceDeps,

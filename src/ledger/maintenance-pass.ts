@@ -1,13 +1,14 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { type MaintenanceLease, withMaintenanceLease } from "../adapters/postgres/maintenance-lease.js";
 import { recordPass } from "../adapters/postgres/maintenance-queries.js";
+import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
 import { isLeaseLostError, NotFoundError } from "../errors.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
 import type { MaintenancePolicies } from "../maintenance/maintenance-policies.js";
 import type { LogRecord, MetricRecord } from "../maintenance/maintenance-reports.js";
-import type { DatasetView, MaintenancePassRecord, ProjectionQueries } from "../projections/queries.js";
+import type { DatasetView, MaintenancePassRecord } from "../projections/views.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { PassGuard } from "./pass-guard.js";
 

@@ -6,6 +6,9 @@ import { type Database, type DatabaseInput, openDatabase } from "../adapters/pos
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
 import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import { type ProjectionQueries, projectionQueries } from "../adapters/postgres/projection-queries.js";
+import { ledgerProjection } from "../adapters/postgres/projection-store.js";
+import { type AuditReport, auditProjections, rebuildProjections } from "../adapters/postgres/rebuild.js";
 import {
   type DatasetInput,
   type DatasetPolicyChanges,
@@ -18,6 +21,7 @@ import { IllegalTransitionError, NotFoundError, ValidationError } from "../error
 import type { RecordedEvent } from "../events/envelope.js";
 import type { AppendFence } from "../events/event-log.js";
 import { idSchema } from "../events/identifiers.js";
+import { datasetStream, streamCandidates } from "../events/streams.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
@@ -33,20 +37,16 @@ import type {
   MetricRecord,
   RetryFailedReport,
 } from "../maintenance/maintenance-reports.js";
-import { ledgerProjection } from "../projections/ledger-projection.js";
-import {
-  type AttemptView,
-  type DatasetStatusFacts,
-  type DatasetView,
-  type PendingCleanupItem,
-  type ProjectionQueries,
-  projectionQueries,
-  type RetentionFloor,
-  type Rollup,
-  type RunView,
-  type WinnerView,
-} from "../projections/queries.js";
-import { type AuditReport, auditProjections, rebuildProjections } from "../projections/rebuild.js";
+import type {
+  AttemptView,
+  DatasetStatusFacts,
+  DatasetView,
+  PendingCleanupItem,
+  RetentionFloor,
+  Rollup,
+  RunView,
+  WinnerView,
+} from "../projections/views.js";
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";
@@ -61,7 +61,6 @@ import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
 import { RunExecutor } from "./run-executor.js";
-import { datasetStream, streamCandidates } from "./streams.js";
 
 /**
  * Options of {@link openLedger}.
@@ -527,24 +526,25 @@ class LedgerImpl implements Ledger {
         ? parseInput(attemptFailedInputSchema, input)
         : parseInput(attemptInputSchema, input);
     const taskAttemptId = parsed.taskAttemptId ?? null;
-    let url = parsed.url ?? null;
-    const state = await this.#executor.load(parsed.runId);
-    if (url !== null && state.datasetId !== null) {
+    const reported = parsed.url ?? null;
+    let url = reported;
+    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
+    const command: RunCommand =
+      type === "attemptFailed"
+        ? { type, ...base, error: (parsed as unknown as { error: string }).error }
+        : { type, ...base };
+    const { state: after } = await this.#executor.execute(command, {
       // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
       // refused unless it lies inside this run's own data area — so nothing downstream can ever be
       // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
-      const dataset = await this.dataset(state.datasetId);
-      url = attemptUrlOf(dataset.root, parsed.runId, url);
-    }
-    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
-    const { state: after } =
-      type === "attemptFailed"
-        ? await this.#executor.execute({
-            type,
-            ...base,
-            error: (parsed as unknown as { error: string }).error,
-          })
-        : await this.#executor.execute({ type, ...base });
+      // Done on the state the executor restores for the decision (the run is read once).
+      prepare: async (c, state) => {
+        if (reported === null || state.datasetId === null) return c;
+        const dataset = await this.dataset(state.datasetId);
+        url = attemptUrlOf(dataset.root, parsed.runId, reported);
+        return { ...c, url } as RunCommand;
+      },
+    });
     const attempt = after.attempts.get(attemptKey(parsed.shard, parsed.attempt, taskAttemptId));
     return {
       runId: parsed.runId,

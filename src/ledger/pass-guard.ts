@@ -1,8 +1,9 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { attemptUrlsOutsideRunArea } from "../adapters/postgres/maintenance-queries.js";
+import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
 import type { RunState } from "../machines/run-state.js";
 import { type DeletionPurpose, deletionRefusal, type ForeignUrl } from "../maintenance/deletion-guard.js";
-import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot } from "../storage/dataset-url.js";
 import { runDataPrefix, runOfDataKey } from "../storage/object-layout.js";
 

@@ -1,16 +1,17 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
+import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
 import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
 import type { PointerMoveReason } from "../events/catalogue.js";
 import type { EventMetadata } from "../events/envelope.js";
+import type { EventLog } from "../events/event-log.js";
+import { datasetStream } from "../events/streams.js";
 import type { RunState } from "../machines/run-state.js";
-import type { DatasetView, ProjectionQueries } from "../projections/queries.js";
+import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
-import { datasetStream } from "./streams.js";
 
 /**
  * One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string.
@@ -90,7 +91,7 @@ export interface CurrentPointer {
  */
 export interface PublishDeps {
   database: Database;
-  log: PgEventLog;
+  log: EventLog;
   executor: RunExecutor;
   queries: ProjectionQueries;
   storeFor(dataset: DatasetView): ObjectStore;

@@ -1,10 +1,9 @@
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
 import { isConcurrencyError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
-import type { AppendFence } from "../events/event-log.js";
+import type { AppendFence, EventLog } from "../events/event-log.js";
+import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand } from "../machines/run-commands.js";
 import { evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
-import { runStream } from "./streams.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;
@@ -18,13 +17,13 @@ const MAX_CONFLICT_RETRIES = 50;
  * @internal
  */
 export class RunExecutor {
-  readonly #log: PgEventLog;
+  readonly #log: EventLog;
   readonly #clock: () => Date;
   readonly #metadata: Partial<EventMetadata>;
   readonly #cache = new Map<string, RunState>();
   readonly #queues = new Map<string, Promise<unknown>>();
 
-  constructor(log: PgEventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
+  constructor(log: EventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
@@ -43,13 +42,22 @@ export class RunExecutor {
    */
   execute(
     command: RunCommand,
-    context: Omit<DecideContext, "now" | "metadata"> & { fence?: AppendFence } = {},
+    context: Omit<DecideContext, "now" | "metadata"> & {
+      fence?: AppendFence;
+      /**
+       * Completes the command from the state just restored (attempt reports canonicalise their
+       * url against the run's dataset), so the run is read once per decision, not once to
+       * prepare and again to decide.
+       */
+      prepare?: (command: RunCommand, state: RunState) => Promise<RunCommand>;
+    } = {},
   ): Promise<{ state: RunState; events: RecordedEvent[] }> {
-    const { fence, ...decideContext } = context;
+    const { fence, prepare, ...decideContext } = context;
     return this.#serial(command.runId, async () => {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
-        const decided = decideRun(state, command, {
+        const prepared = prepare ? await prepare(command, state) : command;
+        const decided = decideRun(state, prepared, {
           ...decideContext,
           now: this.#clock(),
           metadata: this.#metadata,

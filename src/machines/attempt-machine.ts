@@ -44,6 +44,41 @@ type AttemptMachineEvent =
   | { type: "CLEANUP_REQUEUED" };
 
 /**
+ * The attempt machine event of each reported outcome (`REPORT_*`), for every fold that steps it.
+ *
+ * @example
+ * ```ts
+ * ATTEMPT_TABLE.next(ATTEMPT_TABLE.initial, REPORT_EVENT.SUCCEEDED)
+ * ```
+ */
+export const REPORT_EVENT = {
+  STARTED: "REPORT_STARTED",
+  SUCCEEDED: "REPORT_SUCCEEDED",
+  FAILED: "REPORT_FAILED",
+} as const satisfies Record<AttemptOutcome, AttemptMachineEvent["type"]>;
+
+/**
+ * The log event that records each reported outcome, and back.
+ *
+ * @example
+ * ```ts
+ * REPORTED_EVENT_TYPE.FAILED // "AttemptFailed"
+ * ```
+ */
+export const REPORTED_EVENT_TYPE = {
+  STARTED: "AttemptStarted",
+  SUCCEEDED: "AttemptSucceeded",
+  FAILED: "AttemptFailed",
+} as const satisfies Record<AttemptOutcome, string>;
+
+/** The outcome a report event records (`AttemptSucceeded` → `SUCCEEDED`), or undefined. */
+export const OUTCOME_OF_REPORT: Readonly<Record<string, AttemptOutcome>> = Object.freeze({
+  AttemptStarted: "STARTED",
+  AttemptSucceeded: "SUCCEEDED",
+  AttemptFailed: "FAILED",
+});
+
+/**
  * The attempt lifecycle as an XState v5 machine. Two parallel regions: `outcome` is what the
  * writer reported (`STARTED → SUCCEEDED | FAILED`, never back), `disposition` is what publish and
  * cleanup decided (`UNCLASSIFIED → WINNER | LOSER`, `LOSER → CLEANUP_PENDING ⇄ requeue → DELETED`).

@@ -16,10 +16,11 @@ import {
 } from "../events/catalogue.js";
 import type { EventMetadata, NewEvent } from "../events/envelope.js";
 import { defaultCatalogue } from "../events/event-catalogue.js";
-import { ATTEMPT_TABLE } from "./attempt-machine.js";
+import { ATTEMPT_TABLE, REPORT_EVENT, REPORTED_EVENT_TYPE } from "./attempt-machine.js";
 import { deterministicEventId, SHARDLEDGER_EVENT_NAMESPACE } from "./event-ids.js";
 import { RUN_TABLE } from "./run-machine.js";
 import { type AttemptState, attemptKey, attemptsAtUrl, type RunState } from "./run-state.js";
+import { summariseShards } from "./shard-summary.js";
 import { type AttemptOutcome, selectWinners } from "./winner-selection.js";
 
 /**
@@ -441,17 +442,6 @@ function decideStart(b: EventBuilder, command: Extract<RunCommand, { type: "star
   return [e];
 }
 
-const REPORT_TYPE = {
-  STARTED: "AttemptStarted",
-  SUCCEEDED: "AttemptSucceeded",
-  FAILED: "AttemptFailed",
-} as const;
-const REPORT_EVENT = {
-  STARTED: "REPORT_STARTED",
-  SUCCEEDED: "REPORT_SUCCEEDED",
-  FAILED: "REPORT_FAILED",
-} as const;
-
 function decideReport(
   b: EventBuilder,
   command: Extract<RunCommand, { type: "attemptStarted" | "attemptSucceeded" | "attemptFailed" }>,
@@ -464,7 +454,7 @@ function decideReport(
     taskAttemptId: command.taskAttemptId ?? null,
     url: command.url ?? null,
   };
-  const type = REPORT_TYPE[outcome];
+  const type = REPORTED_EVENT_TYPE[outcome];
   const e: RunEvent =
     command.type === "attemptFailed"
       ? b.build("AttemptFailed", { ...ref, error: command.error })
@@ -610,9 +600,4 @@ function isoOrThrow(field: string, d: Date): string {
   if (!(d instanceof Date) || Number.isNaN(d.getTime()))
     throw new ValidationError(field, "must be a valid Date");
   return d.toISOString();
-}
-
-function summariseShards(shards: readonly number[]): string {
-  const shown = shards.slice(0, 20).join(", ");
-  return shards.length > 20 ? `${shown}, … (${shards.length} in all)` : shown;
 }

@@ -1,5 +1,11 @@
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
-import { ATTEMPT_TABLE, type AttemptStatus, attemptPhaseInfo } from "./attempt-machine.js";
+import {
+  ATTEMPT_TABLE,
+  type AttemptStatus,
+  attemptPhaseInfo,
+  REPORT_EVENT,
+  REPORTED_EVENT_TYPE,
+} from "./attempt-machine.js";
 import { RUN_TABLE, type RunStatus, runStatusOf } from "./run-machine.js";
 import type { AttemptOutcome } from "./winner-selection.js";
 
@@ -460,21 +466,10 @@ function stepAttempt(a: MutableAttempt, eventKey: string): boolean {
   return true;
 }
 
-const REPORT_EVENT: Readonly<Record<AttemptOutcome, string>> = {
-  STARTED: "REPORT_STARTED",
-  SUCCEEDED: "REPORT_SUCCEEDED",
-  FAILED: "REPORT_FAILED",
-};
-const RUN_REPORT_EVENT: Readonly<Record<AttemptOutcome, string>> = {
-  STARTED: "AttemptStarted",
-  SUCCEEDED: "AttemptSucceeded",
-  FAILED: "AttemptFailed",
-};
-
 function applyReport(s: MutableRun, outcome: AttemptOutcome, d: Record<string, unknown>, at: Date): void {
   const shard = d.shard as number;
   if (shard >= s.numShards) return;
-  if (!stepRun(s, RUN_REPORT_EVENT[outcome])) return;
+  if (!stepRun(s, REPORTED_EVENT_TYPE[outcome])) return;
   const taskAttemptId = (d.taskAttemptId ?? null) as string | null;
   const key = attemptKey(shard, d.attempt as number, taskAttemptId);
   let a = s.attempts.get(key);

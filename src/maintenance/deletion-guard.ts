@@ -6,7 +6,7 @@
  */
 import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import type { RunState } from "../machines/run-state.js";
-import type { DatasetView, RetentionFloor, RunView } from "../projections/queries.js";
+import type { DatasetView, RetentionFloor, RunView } from "../projections/views.js";
 import { type DatasetRoot, keyUnderRoot, parseDatasetRoot } from "../storage/dataset-url.js";
 import { manifestKey, runOfDataKey } from "../storage/object-layout.js";
 import { type GcActionKind, retentionDecider } from "./gc-planner.js";

@@ -1,7 +1,7 @@
 import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { ValidationError } from "../errors.js";
 import type { PruneReason } from "../events/catalogue.js";
-import type { DatasetView, RetentionFloor, RunView } from "../projections/queries.js";
+import type { DatasetView, RetentionFloor, RunView } from "../projections/views.js";
 import { parseDatasetRoot } from "../storage/dataset-url.js";
 import { comparable, OverlapIndex, reservedKeyReason } from "./url-overlap.js";
 

@@ -1,4 +1,4 @@
-import type { PendingCleanupItem } from "../projections/queries.js";
+import type { PendingCleanupItem } from "../projections/views.js";
 
 /** Whether a pending item is up for this pass. Exhausted items wait for `retry-failed` (which re-queues them), even with `retryNow`. */
 export function isDue(item: PendingCleanupItem, now: Date, retryNow = false): boolean {

@@ -25,6 +25,9 @@ export const manifestKey = (runId: string): string => `manifests/${runId}.json`;
  */
 export const CURRENT_KEY = "_CURRENT";
 
+/** The folder under the root that holds every run's data area (`data/<runId>/`). */
+export const DATA_AREA = "data/";
+
 /**
  * The area a run's writers write to: every attempt URL of the run lies strictly inside it.
  *
@@ -33,7 +36,7 @@ export const CURRENT_KEY = "_CURRENT";
  * runDataPrefix("r7") // "data/r7/"
  * ```
  */
-export const runDataPrefix = (runId: string): string => `data/${runId}/`;
+export const runDataPrefix = (runId: string): string => `${DATA_AREA}${runId}/`;
 
 /**
  * The run whose data area holds a key (`data/<runId>/…`), or null for a key outside every run's
@@ -46,9 +49,9 @@ export const runDataPrefix = (runId: string): string => `data/${runId}/`;
  * ```
  */
 export function runOfDataKey(key: string): string | null {
-  if (!key.startsWith("data/")) return null;
-  const end = key.indexOf("/", 5);
-  return end === -1 ? null : key.slice(5, end);
+  if (!key.startsWith(DATA_AREA)) return null;
+  const end = key.indexOf("/", DATA_AREA.length);
+  return end === -1 ? null : key.slice(DATA_AREA.length, end);
 }
 
 /**

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { isValidationError, type ValidationError } from "../../src/errors.js";
 import { type GcInput, planGc, type RunUrls } from "../../src/maintenance/gc-planner.js";
-import type { DatasetView, RetentionFloor, RunView } from "../../src/projections/queries.js";
+import type { DatasetView, RetentionFloor, RunView } from "../../src/projections/views.js";
 import { noAttempts } from "../support/run-view.js";
 
 const ROOT = "s3://lake/events";

@@ -1,11 +1,11 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import { projectionQueries } from "../../src/adapters/postgres/projection-queries.js";
+import { ledgerProjection } from "../../src/adapters/postgres/projection-store.js";
+import { auditProjections, rebuildProjections } from "../../src/adapters/postgres/rebuild.js";
 import type { NewEvent } from "../../src/events/envelope.js";
-import { ledgerProjection } from "../../src/projections/ledger-projection.js";
-import { PROJECTION_TABLES } from "../../src/projections/projection-tables.js";
-import { projectionQueries } from "../../src/projections/queries.js";
-import { auditProjections, rebuildProjections } from "../../src/projections/rebuild.js";
+import { PROJECTION_TABLES } from "../../src/projections/projection-rows.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 
 const policies = {

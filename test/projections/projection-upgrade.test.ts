@@ -2,10 +2,10 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS, migrateToLatest } from "../../src/adapters/postgres/migrations.js";
 import { createPgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import { projectionQueries } from "../../src/adapters/postgres/projection-queries.js";
+import { PROJECTION_VERSION } from "../../src/adapters/postgres/projection-schema.js";
+import { auditProjections } from "../../src/adapters/postgres/rebuild.js";
 import type { NewEvent } from "../../src/events/envelope.js";
-import { PROJECTION_VERSION } from "../../src/projections/projection-tables.js";
-import { projectionQueries } from "../../src/projections/queries.js";
-import { auditProjections } from "../../src/projections/rebuild.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 
 /*

@@ -6,7 +6,7 @@
 import { fc, test } from "@fast-check/vitest";
 import { expect } from "vitest";
 import { type GcInput, type GcPlan, planGc, type RunUrls } from "../../src/maintenance/gc-planner.js";
-import type { DatasetView, RetentionFloor, RunStatus, RunView } from "../../src/projections/queries.js";
+import type { DatasetView, RetentionFloor, RunStatus, RunView } from "../../src/projections/views.js";
 import { keyUnderRoot } from "../../src/storage/dataset-url.js";
 import { noAttempts } from "../support/run-view.js";
 

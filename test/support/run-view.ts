@@ -1,4 +1,4 @@
-import type { RunView } from "../../src/projections/queries.js";
+import type { RunView } from "../../src/projections/views.js";
 
 /**
  * Attempt counts of a registry row with no attempts: a fresh copy each call, for RunView fixtures.

@@ -2,6 +2,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "kysely";
 import pg from "pg";
 import { ValidationError } from "../../errors.js";
+import { redactUrl } from "./connection-url.js";
 import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
 
 /**
@@ -102,7 +103,7 @@ export async function openDatabase(
     }
     throw new ValidationError(
       "database",
-      `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redact(input))})`,
+      `must be a postgres:// URL, pglite:<dir> or pglite:memory (got ${JSON.stringify(redactUrl(input))})`,
     );
   }
   if (isPglite(input)) {
@@ -147,9 +148,4 @@ function newLedgerDb(config: KyselyConfig): LedgerDb {
 
 function isPglite(x: PGliteLike | PostgresPoolLike): x is PGliteLike {
   return typeof (x as PGliteLike).query === "function" && "waitReady" in x;
-}
-
-/** Hides a password in a connection URL before it is echoed in an error. */
-function redact(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }

@@ -1,6 +1,8 @@
 import { sql } from "kysely";
+import { runStream } from "../../events/streams.js";
 import type { RunUrls } from "../../maintenance/gc-planner.js";
-import type { MaintenancePassRecord } from "../../projections/queries.js";
+import type { MaintenancePassRecord } from "../../projections/views.js";
+import { DATA_AREA, runDataPrefix } from "../../storage/object-layout.js";
 import type { Database } from "./database.js";
 import type { MaintenanceLease } from "./maintenance-lease.js";
 
@@ -10,9 +12,9 @@ import type { MaintenanceLease } from "./maintenance-lease.js";
  */
 
 /**
- * Attempts of the dataset's succeeded runs that lost and are not yet cleaned: status LOSER,
- * spelled out on the tables behind the `attempts` view so the query starts from the runs that
- * still have losers (the runs index), then their attempts. Ordered by run, then url.
+ * Attempts of the dataset's runs that lost and are not yet cleaned (status LOSER, as the fold
+ * stored it), starting from the runs that still have losers (the runs index). Ordered by run,
+ * then url.
  */
 export async function loserAttempts(
   database: Database,
@@ -23,11 +25,7 @@ export async function loserAttempts(
       SELECT a.run_id, a.url FROM ${sql.id(schema, "runs")} r
       JOIN ${sql.id(schema, "attempt_records")} a ON a.run_id = r.run_id
       WHERE r.dataset_id = ${datasetId} AND r.status = 'SUCCEEDED' AND r.attempts_loser > 0
-        AND a.cleanup_status IS NULL AND a.url IS NOT NULL
-        AND NOT EXISTS (
-          SELECT 1 FROM ${sql.id(schema, "winners")} w
-          WHERE w.run_id = a.run_id AND w.shard = a.shard AND w.attempt = a.attempt
-            AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id)
+        AND a.status = 'LOSER' AND a.url IS NOT NULL
       ORDER BY a.run_id, a.url`.execute(database.db);
   return rows.map((r) => ({ runId: r.run_id, url: r.url }));
 }
@@ -60,7 +58,7 @@ export async function attemptUrlsOutsideRunArea(
         AND w.attempt = a.attempt AND w.task_attempt_id IS NOT DISTINCT FROM a.task_attempt_id
       WHERE r.dataset_id = ${datasetId} AND a.url IS NOT NULL
         ${sql.raw(options.notDeleted ? "AND a.cleanup_status IS DISTINCT FROM 'DELETED'" : "")}
-        AND NOT starts_with(a.url, ${`${root}/data/`} || a.run_id || '/')`.execute(database.db);
+        AND NOT starts_with(a.url, ${`${root}/${DATA_AREA}`} || a.run_id || '/')`.execute(database.db);
   return rows.map((r) => ({ runId: r.run_id, url: r.url, winner: r.winner }));
 }
 
@@ -85,7 +83,7 @@ export async function runUrls(
   >();
   for (const r of runs) {
     sets.set(r.run_id, {
-      attemptUrls: new Set([`${root}/data/${r.run_id}`]),
+      attemptUrls: new Set([`${root}/${runDataPrefix(r.run_id).slice(0, -1)}`]),
       winnerUrls: new Set(),
       manifestUrl: r.manifest_url,
     });
@@ -114,7 +112,7 @@ export async function runUrls(
 export async function prunedFailedItems(database: Database, runId: string): Promise<number> {
   const { rows } = await sql<{ data: { reason: string; failedItems: number } }>`
       SELECT data FROM ${sql.id(database.schema, "events")}
-      WHERE stream_id = ${`run-${runId}`} AND type = 'Pruned'`.execute(database.db);
+      WHERE stream_id = ${runStream(runId)} AND type = 'Pruned'`.execute(database.db);
   const pruned = rows[0]?.data;
   return pruned && pruned.reason === "failed_retention" ? Math.max(1, pruned.failedItems) : 0;
 }

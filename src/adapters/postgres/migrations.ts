@@ -1,15 +1,11 @@
 import { type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 import { InternalError } from "../../errors.js";
-import {
-  createProjectionTables,
-  PROJECTION_TABLES,
-  PROJECTION_VERSION,
-  PROJECTION_VIEWS,
-} from "../../projections/projection-tables.js";
-import { replayInto } from "../../projections/rebuild.js";
+import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
+import { createProjectionTables, PROJECTION_VERSION, PROJECTION_VIEWS } from "./projection-schema.js";
+import { replayInto } from "./rebuild.js";
 
 /**
  * A migration that knows which schema it runs in. Migrations are append-only: a released one is
@@ -246,6 +242,19 @@ const policyChangesAndStatus: SchemaMigration = {
   },
 };
 
+/**
+ * Projection version 4: one fold. An attempt's status is no longer derived by the `attempts` view
+ * from `winners` and the run; the fold steps the attempt machine's transition table and stores
+ * `attempt_records.phase` and `.status`, and the view only reads them. A projection change is a
+ * rebuild from the log, as in 0003.
+ */
+const attemptStatusStored: SchemaMigration = {
+  name: "0007_attempt_status_stored",
+  async up(db, schema) {
+    await rebuildInPlace(db, schema);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -270,6 +279,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   oneReservationPerTransaction,
   maintenanceLeases,
   policyChangesAndStatus,
+  attemptStatusStored,
 ];
 
 /**

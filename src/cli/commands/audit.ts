@@ -1,4 +1,4 @@
-import type { AuditReport } from "../../projections/rebuild.js";
+import type { AuditReport } from "../../adapters/postgres/rebuild.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
 import { withExamples } from "../help-text.js";

@@ -1,4 +1,4 @@
-import type { PendingCleanupItem } from "../../projections/queries.js";
+import type { PendingCleanupItem } from "../../projections/views.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { idArgument } from "../flags.js";
 import { withExamples } from "../help-text.js";

@@ -1,10 +1,10 @@
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
+import type { Row } from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
 
 /** SQL type of each column; drives how rows are sent in bulk and read back. */
 type ColumnType = "text" | "integer" | "bigint" | "boolean" | "timestamptz" | "jsonb";
 export type Columns = Readonly<Record<string, ColumnType>>;
-export type Row = Record<string, unknown>;
 
 /**
  * Writes rows with one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` per table, whatever

@@ -1,18 +1,22 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
-import type { LedgerDb } from "../adapters/postgres/database.js";
-import type { PgEventLog } from "../adapters/postgres/pg-event-log.js";
-import { applyLedgerEvents, PROJECTION_COLUMNS } from "./ledger-projection.js";
+import {
+  PROJECTION_KEYS,
+  PROJECTION_TABLES,
+  type ProjectionTable,
+  type Row,
+} from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
+import type { PgEventLog } from "./pg-event-log.js";
 import {
   createProjectionTables,
   createProjectionViews,
   dropProjectionViews,
-  PROJECTION_KEYS,
-  PROJECTION_TABLES,
+  PROJECTION_COLUMNS,
   PROJECTION_VERSION,
-  type ProjectionTable,
-} from "./projection-tables.js";
-import { normaliseRow, type Row } from "./table-io.js";
+} from "./projection-schema.js";
+import { applyLedgerEvents } from "./projection-store.js";
+import { normaliseRow } from "./table-io.js";
 
 /**
  * One difference between a live projection row and the row a replay of the log produces.

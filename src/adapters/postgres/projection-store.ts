@@ -1,0 +1,137 @@
+import { sql } from "kysely";
+import type { RecordedEvent } from "../../events/envelope.js";
+import { LedgerFold, rowsNeeded } from "../../projections/ledger-fold.js";
+import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projections/projection-rows.js";
+import type { LedgerDb } from "./database.js";
+import type { InlineProjection } from "./inline-projection.js";
+import { PROJECTION_COLUMNS } from "./projection-schema.js";
+import { deleteByKeys, deleteWhereIn, normaliseRow, upsertRows } from "./table-io.js";
+
+/**
+ * The inline projection that folds the ledger's events into the projection tables. It works in
+ * batches: load the rows the events touch, fold the events over them in order in memory with the
+ * one pure fold ({@link LedgerFold}), write back only what changed with one bulk statement per
+ * table. Replay uses the same code.
+ *
+ * @example
+ * ```ts
+ * const log = createPgEventLog({ db, schema, projections: [ledgerProjection] })
+ * ```
+ */
+export const ledgerProjection: InlineProjection = {
+  name: "ledger",
+  apply: (trx, events, schema) => applyLedgerEvents(trx, schema, events),
+};
+
+/** Folds `events` into the projection tables of `schema`. */
+export async function applyLedgerEvents(
+  db: LedgerDb,
+  schema: string,
+  events: readonly RecordedEvent[],
+): Promise<void> {
+  if (events.length === 0) return;
+  const fold = new LedgerFold();
+  await loadRows(db, schema, fold, events);
+  for (const e of events) fold.apply(e);
+  await storeChanges(db, schema, fold);
+}
+
+/** Loads into `fold` the rows `events` touch, locking runs and the dataset rows as it goes. */
+async function loadRows(
+  db: LedgerDb,
+  schema: string,
+  fold: LedgerFold,
+  events: readonly RecordedEvent[],
+): Promise<void> {
+  const needed = rowsNeeded(events);
+  const q = (table: ProjectionTable, where: ReturnType<typeof sql>, lock: ReturnType<typeof sql> = sql``) =>
+    sql<Row>`SELECT * FROM ${sql.id(schema, table)} WHERE ${where} ${lock}`
+      .execute(db)
+      .then((r) => r.rows.map((row) => normaliseRow(row, PROJECTION_COLUMNS[table])));
+  // Row locks, because appends to different streams can touch the same rows (a pointer move on
+  // the dataset stream rewrites run rows that a late attempt report on the run stream updates):
+  // runs are locked for update in id order, then the dataset row — shared by ordinary run events
+  // (so runs of one dataset still append in parallel), exclusive when this batch writes it or its
+  // rollups. One lock order everywhere, so projections never deadlock each other.
+  const existing = new Set<string>();
+  const datasetIds = new Set(needed.datasetIds);
+  for (const r of await q(
+    "runs",
+    sql`run_id = ANY(${needed.runIds}::text[]) ORDER BY run_id`,
+    sql`FOR UPDATE`,
+  )) {
+    fold.runs.add(r);
+    existing.add(r.run_id as string);
+    datasetIds.add(r.dataset_id as string);
+  }
+  // A run that starts in this batch and has no row yet has no attempts, cleanup items or
+  // floors yet either: nothing to load for it (most runs of a replay page are such runs).
+  const isNew = (runId: string) => needed.startedHere.has(runId) && !existing.has(runId);
+  for (const r of await q(
+    "datasets",
+    sql`dataset_id = ANY(${[...datasetIds].sort()}::text[]) ORDER BY dataset_id`,
+    needed.writesDataset ? sql`FOR UPDATE` : sql`FOR SHARE`,
+  ))
+    fold.datasets.add(r);
+  // Batches of attempt rows can be hundreds of thousands long: append them with loops, never
+  // with spread arguments (V8 overflows its call stack at ~125k arguments).
+  const attemptRows: Row[] = [];
+  const addAll = (rows: readonly Row[]) => {
+    for (const r of rows) attemptRows.push(r);
+  };
+  const loadRuns = needed.fullRuns.filter((id) => !isNew(id));
+  if (loadRuns.length > 0) {
+    addAll(await q("attempt_records", sql`run_id = ANY(${loadRuns}::text[])`));
+    for (const r of await q("winners", sql`run_id = ANY(${loadRuns}::text[])`)) fold.winners.add(r);
+  }
+  const loadKeys = needed.attemptKeys.filter((k) => !isNew(k[0]));
+  if (loadKeys.length > 0) {
+    addAll(
+      await q(
+        "attempt_records",
+        sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${loadKeys.map((k) => k[0])}::text[], ${loadKeys.map((k) => k[1])}::text[]))`,
+      ),
+    );
+  }
+  const loadUrls = needed.urls.filter((u) => !isNew(u[0]));
+  if (loadUrls.length > 0) {
+    const runs = loadUrls.map((u) => u[0]);
+    const us = loadUrls.map((u) => u[1]);
+    const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
+    addAll(await q("attempt_records", atUrls));
+    for (const r of await q(
+      "pending_cleanup",
+      sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
+    ))
+      fold.pending.add(r);
+  }
+  for (const r of attemptRows) fold.loadAttempt(r);
+  if (needed.floorDatasets.length > 0) {
+    for (const r of await q("retention_floors", sql`dataset_id = ANY(${needed.floorDatasets}::text[])`))
+      fold.floors.add(r);
+  }
+  if (needed.prunedDatasets.length > 0) {
+    for (const r of await q("rollups", sql`dataset_id = ANY(${needed.prunedDatasets}::text[])`))
+      fold.rollups.add(r);
+  }
+}
+
+/** Writes back what the fold changed: one bulk upsert and one bulk delete per table. */
+async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
+  const changes = fold.changes();
+  await deleteWhereIn(db, schema, "winners", "run_id", changes.clearedWinners);
+  for (const { table, upserts, deletes } of changes.tables) {
+    await upsertRows(db, schema, table, PROJECTION_COLUMNS[table], PROJECTION_KEYS[table], upserts);
+    await deleteByKeys(db, schema, table, PROJECTION_KEYS[table], deletes);
+  }
+  // A pruned run leaves no row behind in any table (the rollups keep its counts).
+  for (const table of [
+    "attempt_records",
+    "winners",
+    "pending_cleanup",
+    "retention_floors",
+    "runs",
+  ] as const) {
+    await deleteWhereIn(db, schema, table, "run_id", changes.prunedRuns);
+  }
+}

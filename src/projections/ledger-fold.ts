@@ -1,0 +1,708 @@
+import { nextSafetyWindowHold, type SafetyWindowHold } from "../datasets/safety-window.js";
+import type { RecordedEvent } from "../events/envelope.js";
+import {
+  ATTEMPT_TABLE,
+  attemptPhaseInfo,
+  OUTCOME_OF_REPORT,
+  REPORT_EVENT,
+} from "../machines/attempt-machine.js";
+import { attemptKey } from "../machines/run-state.js";
+import { PROJECTION_KEYS, type ProjectionTable, type Row } from "./projection-rows.js";
+
+const COUNT_COLUMN: Record<string, string> = {
+  STARTED: "attempts_started",
+  SUCCEEDED: "attempts_succeeded",
+  FAILED: "attempts_failed",
+  WINNER: "attempts_winner",
+  LOSER: "attempts_loser",
+  CLEANUP_PENDING: "attempts_cleanup_pending",
+  DELETED: "attempts_deleted",
+};
+/** Events that write a dataset row or its rollups: their batches lock the dataset row exclusively. */
+const DATASET_WRITERS = new Set([
+  "DatasetRegistered",
+  "DatasetPoliciesChanged",
+  "CurrentPointerMoved",
+  "Pruned",
+]);
+
+type Data = Record<string, unknown>;
+
+/** The stored safety-window hold of a dataset row, or null. */
+function holdOf(row: Row): SafetyWindowHold | null {
+  if (row.safety_window_hold_ms === null || row.safety_window_hold_ms === undefined) return null;
+  if (!(row.safety_window_hold_until instanceof Date)) return null;
+  return { windowMs: row.safety_window_hold_ms as number, until: row.safety_window_hold_until };
+}
+const str = (v: unknown): string => v as string;
+const strOrNull = (v: unknown): string | null => (v === undefined || v === null ? null : (v as string));
+
+/** The rows of one projection table the fold holds: loaded, changed (dirty) and deleted. */
+class TableState {
+  readonly rows = new Map<string, Row>();
+  readonly dirty = new Set<string>();
+  readonly deleted = new Map<string, Row>();
+  constructor(readonly table: ProjectionTable) {}
+  key(row: Row): string {
+    return PROJECTION_KEYS[this.table].map((k) => String(row[k])).join("\u0000");
+  }
+  add(row: Row): void {
+    this.rows.set(this.key(row), row);
+  }
+  get(...parts: (string | number)[]): Row | undefined {
+    return this.rows.get(parts.map(String).join("\u0000"));
+  }
+  put(row: Row): void {
+    const k = this.key(row);
+    this.rows.set(k, row);
+    this.dirty.add(k);
+    this.deleted.delete(k);
+  }
+  touch(row: Row): void {
+    this.dirty.add(this.key(row));
+  }
+  remove(row: Row): void {
+    const k = this.key(row);
+    this.rows.delete(k);
+    this.dirty.delete(k);
+    this.deleted.set(k, row);
+  }
+}
+
+/**
+ * What a batch of events needs loaded before it can be folded: the rows it touches, by key. The
+ * store (src/adapters/postgres/projection-store.ts) turns this into locked, indexed reads.
+ */
+export interface RowsNeeded {
+  /** Runs the events name (also a pointer move's previous run), to load and lock in id order. */
+  runIds: string[];
+  /** Datasets the events name (the store adds the datasets of the loaded runs). */
+  datasetIds: Set<string>;
+  /** Whether the batch writes a dataset row or its rollups (lock it exclusively, else shared). */
+  writesDataset: boolean;
+  /** Runs started in this batch: a run that has no row yet has nothing else to load either. */
+  startedHere: Set<string>;
+  /** Runs whose attempts and winners must all be loaded (a selection or its undoing steps them all). */
+  fullRuns: string[];
+  /** Attempt rows by (runId, attemptKey). */
+  attemptKeys: [string, string][];
+  /** Attempt rows and pending items by (runId, url): what cleanup events name. */
+  urls: [string, string][];
+  /** Datasets whose floor rows a policy change rewrites. */
+  floorDatasets: string[];
+  /** Datasets whose rollups a prune adds to. */
+  prunedDatasets: string[];
+}
+
+/** The rows `events` touch (see {@link RowsNeeded}). */
+export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
+  const runIds = new Set<string>();
+  const needed: RowsNeeded = {
+    runIds: [],
+    datasetIds: new Set(),
+    writesDataset: false,
+    startedHere: new Set(),
+    fullRuns: [],
+    attemptKeys: [],
+    urls: [],
+    floorDatasets: [],
+    prunedDatasets: [],
+  };
+  const fullRuns = new Set<string>();
+  const floorDatasets = new Set<string>();
+  for (const e of events) {
+    const d = e.data as Data;
+    if (DATASET_WRITERS.has(e.type)) needed.writesDataset = true;
+    if (e.type === "RunStarted") needed.startedHere.add(str(d.runId));
+    if (typeof d.runId === "string") runIds.add(d.runId);
+    if (typeof d.previousRunId === "string") runIds.add(d.previousRunId);
+    if (typeof d.datasetId === "string") needed.datasetIds.add(d.datasetId);
+    switch (e.type) {
+      case "AttemptStarted":
+      case "AttemptSucceeded":
+      case "AttemptFailed":
+        needed.attemptKeys.push([
+          str(d.runId),
+          attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId)),
+        ]);
+        break;
+      case "WinnerSelected":
+      case "RunFailed":
+        // A selection classifies every attempt of the run (winners, then losers once it is
+        // complete), and a failure can void it: either steps every attempt row of the run.
+        fullRuns.add(str(d.runId));
+        break;
+      case "CleanupPlanned":
+      case "CleanupSucceeded":
+      case "CleanupFailed":
+      case "CleanupRequeued":
+      case "StaleAttemptCollected":
+        needed.urls.push([str(d.runId), str(d.url)]);
+        break;
+      case "DatasetPoliciesChanged":
+        floorDatasets.add(str(d.datasetId));
+        break;
+      case "Pruned":
+        needed.prunedDatasets.push(str(d.datasetId));
+        break;
+    }
+  }
+  needed.runIds = [...runIds].sort();
+  needed.fullRuns = [...fullRuns];
+  needed.floorDatasets = [...floorDatasets];
+  return needed;
+}
+
+/** What a folded batch changed in one table: rows to upsert and rows to delete, by key. */
+interface TableChanges {
+  table: ProjectionTable;
+  upserts: Row[];
+  deletes: Row[];
+}
+
+/** Everything a folded batch changed, in the order the store writes it. */
+export interface FoldChanges {
+  /** Runs whose winner selection was voided: every stored winner of theirs goes first. */
+  clearedWinners: string[];
+  tables: TableChanges[];
+  /** Runs pruned in the batch: they leave no row behind in any table but the rollups. */
+  prunedRuns: string[];
+}
+
+type Handler = (fold: LedgerFold, e: RecordedEvent, d: Data, run: Row | undefined) => void;
+
+/**
+ * The one fold of the ledger's events into projection rows, pure: the store loads the rows a batch
+ * touches ({@link rowsNeeded}) into it, {@link LedgerFold.apply} folds the events in order in
+ * memory (one handler per event type), and {@link LedgerFold.changes} says what to write back.
+ * Live appends and replays run the same code.
+ *
+ * @example
+ * ```ts
+ * const fold = new LedgerFold()
+ * for (const row of loadedRuns) fold.runs.add(row)
+ * for (const e of events) fold.apply(e)
+ * const { tables } = fold.changes()
+ * ```
+ */
+export class LedgerFold {
+  readonly datasets = new TableState("datasets");
+  readonly runs = new TableState("runs");
+  readonly attempts = new TableState("attempt_records");
+  readonly winners = new TableState("winners");
+  readonly pending = new TableState("pending_cleanup");
+  readonly floors = new TableState("retention_floors");
+  readonly rollups = new TableState("rollups");
+  /** Attempts by run and url, for cleanup events that name a url. */
+  readonly #byUrl = new Map<string, Row[]>();
+  readonly #prunedRuns = new Set<string>();
+  /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
+  readonly #clearedWinners = new Set<string>();
+  /** Winners per run, counted once from the loaded rows and kept from then on. */
+  readonly #winnerCounts = new Map<string, number>();
+
+  /** Adds a loaded attempt row (once: the same row may come back from several reads). */
+  loadAttempt(row: Row): void {
+    if (!this.attempts.rows.has(this.attempts.key(row))) this.#indexAttempt(row);
+  }
+
+  /** Folds one event into the rows. */
+  apply(e: RecordedEvent): void {
+    const d = e.data as Data;
+    const runId = typeof d.runId === "string" ? d.runId : undefined;
+    if (runId && this.#prunedRuns.has(runId)) return;
+    const run = runId ? this.runs.get(runId) : undefined;
+    if (run && e.type !== "CurrentPointerMoved") {
+      run.updated_at = e.recordedAt;
+      this.runs.touch(run);
+    }
+    HANDLERS[e.type]?.(this, e, d, run);
+  }
+
+  /** What the batch changed, for the store. */
+  changes(): FoldChanges {
+    const tables: TableChanges[] = [];
+    for (const state of [
+      this.datasets,
+      this.runs,
+      this.attempts,
+      this.winners,
+      this.pending,
+      this.floors,
+      this.rollups,
+    ]) {
+      const dirty = [...state.dirty].map((k) => state.rows.get(k)).filter((r): r is Row => r !== undefined);
+      const upserts = dirty.filter(
+        (r) => !(typeof r.run_id === "string" && this.#prunedRuns.has(r.run_id) && state.table !== "rollups"),
+      );
+      tables.push({ table: state.table, upserts, deletes: [...state.deleted.values()] });
+    }
+    return { clearedWinners: [...this.#clearedWinners], tables, prunedRuns: [...this.#prunedRuns] };
+  }
+
+  // --- one handler per event type ---------------------------------------------------------------
+
+  /** DatasetRegistered and DatasetPoliciesChanged: the dataset row, its hold and its floors. */
+  onDatasetPolicies(e: RecordedEvent, d: Data): void {
+    const at = e.recordedAt;
+    const p = d.policies as Record<string, number>;
+    const existing = this.datasets.get(str(d.datasetId));
+    const row: Row = existing ?? {
+      dataset_id: d.datasetId,
+      root: d.root,
+      current_run_id: null,
+      current_manifest_url: null,
+      current_moved_at: null,
+      registered_at: at,
+      safety_window_hold_ms: null,
+      safety_window_hold_until: null,
+    };
+    if (e.type === "DatasetPoliciesChanged" && existing) {
+      // A shorter safety window must not take back what the old one promised (see
+      // src/datasets/safety-window.ts): the window in force is held until those promises end.
+      const hold = nextSafetyWindowHold(
+        {
+          policies: { safetyWindowMs: existing.safety_window_ms as number },
+          safetyWindowHold: holdOf(existing),
+        },
+        p.safetyWindowMs as number,
+        at,
+      );
+      row.safety_window_hold_ms = hold?.windowMs ?? null;
+      row.safety_window_hold_until = hold?.until ?? null;
+    }
+    Object.assign(row, {
+      keep_runs: p.keepRuns,
+      retention_ms: p.retentionMs,
+      failed_retention_ms: p.failedRetentionMs,
+      stale_after_ms: p.staleAfterMs,
+      safety_window_ms: p.safetyWindowMs,
+      updated_at: at,
+    });
+    this.datasets.put(row);
+    for (const floor of this.floors.rows.values()) {
+      if (floor.dataset_id !== d.datasetId) continue;
+      // What is in the floor keeps what it was promised: a longer failedRetention extends every
+      // item, a shorter one applies only to what fails from now on.
+      const byPolicy = (floor.failed_at as Date).getTime() + (p.failedRetentionMs as number);
+      const promised = (floor.protected_until as Date).getTime();
+      if (!(byPolicy > promised)) continue;
+      floor.protected_until = new Date(byPolicy);
+      this.floors.touch(floor);
+    }
+  }
+
+  onRunStarted(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (run) return;
+    const at = e.recordedAt;
+    const row: Row = {
+      run_id: d.runId,
+      dataset_id: d.datasetId,
+      status: "STARTED",
+      num_shards: d.numShards,
+      is_current: false,
+      publish_progress: "none",
+      manifest_url: null,
+      started_at: at,
+      updated_at: at,
+      heartbeat_at: at,
+      winners_selected_at: null,
+      succeeded_at: null,
+      failed_at: null,
+      replaced_at: null,
+      failure_cause: null,
+      failure_reason: null,
+      missing_shards: null,
+      reopened_count: 0,
+    };
+    for (const c of Object.values(COUNT_COLUMN)) row[c] = 0;
+    row.attempts_total = 0;
+    this.runs.put(row);
+  }
+
+  /**
+   * AttemptStarted, AttemptSucceeded and AttemptFailed. The attempt's status is the attempt
+   * machine's (its transition table, src/machines/attempt-machine.ts), stepped exactly as the
+   * run fold steps it: the report, then SELECT_LOSER when the run's winners are already chosen.
+   */
+  onAttemptReported(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const at = e.recordedAt;
+    const runId = str(d.runId);
+    const key = attemptKey(d.shard as number, d.attempt as number, strOrNull(d.taskAttemptId));
+    let attempt = this.attempts.get(runId, key);
+    const outcome = OUTCOME_OF_REPORT[e.type] ?? "FAILED";
+    if (!attempt) {
+      const initial = attemptPhaseInfo(ATTEMPT_TABLE.initial);
+      attempt = {
+        run_id: runId,
+        attempt_key: key,
+        dataset_id: run.dataset_id,
+        shard: d.shard,
+        attempt: d.attempt,
+        task_attempt_id: strOrNull(d.taskAttemptId),
+        url: strOrNull(d.url),
+        outcome: initial.outcome,
+        cleanup_status: null,
+        error: e.type === "AttemptFailed" ? d.error : null,
+        reported_at: at,
+        updated_at: at,
+        phase: ATTEMPT_TABLE.initial,
+        status: initial.status,
+      };
+      this.#indexAttempt(attempt);
+      this.attempts.put(attempt);
+      run.attempts_total = (run.attempts_total as number) + 1;
+      this.#count(run, initial.status, 1);
+      this.#step(run, attempt, REPORT_EVENT[outcome], at);
+      // Reported after its run's winners were selected: a loser at once.
+      if (run.winners_selected_at !== null) this.#step(run, attempt, "SELECT_LOSER", at);
+      return;
+    }
+    // The same outcome twice is one report; STARTED after an outcome and a contradicting outcome
+    // are refused by the machine (and when decided), and the first report stands.
+    if (attempt.outcome === outcome || !this.#step(run, attempt, REPORT_EVENT[outcome], at)) return;
+    if (d.url !== null && d.url !== undefined && attempt.url !== d.url) {
+      this.#unindexAttempt(attempt);
+      attempt.url = d.url;
+      this.#indexAttempt(attempt);
+    }
+    if (e.type === "AttemptFailed") attempt.error = d.error;
+  }
+
+  /**
+   * WinnerSelected names the winners of up to 1,000 shards: each named attempt steps
+   * SELECT_WINNER; once every shard has its winner, every other attempt steps SELECT_LOSER.
+   */
+  onWinnerSelected(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const at = e.recordedAt;
+    const runId = str(d.runId);
+    if (run.winners_selected_at === null) {
+      run.winners_selected_at = at;
+      run.status = "PUBLISHING";
+      run.publish_progress = "winners_selected";
+    }
+    for (const w of d.winners as readonly Data[]) {
+      if ((w.shard as number) >= (run.num_shards as number) || this.winners.get(runId, w.shard as number))
+        continue;
+      const taskAttemptId = strOrNull(w.taskAttemptId);
+      const selected = this.#winnerCount(runId);
+      this.winners.put({
+        run_id: runId,
+        shard: w.shard,
+        dataset_id: run.dataset_id,
+        attempt: w.attempt,
+        task_attempt_id: taskAttemptId,
+        url: strOrNull(w.url),
+        selected_at: at,
+      });
+      this.#winnerCounts.set(runId, selected + 1);
+      const winner = this.attempts.get(
+        runId,
+        attemptKey(w.shard as number, w.attempt as number, taskAttemptId),
+      );
+      if (winner) this.#step(run, winner, "SELECT_WINNER", at);
+    }
+    if (this.#winnerCount(runId) < (run.num_shards as number)) return;
+    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "SELECT_LOSER", at);
+  }
+
+  onRunFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    if (run.publish_progress === "winners_selected") this.#cancelSelection(run, e.recordedAt);
+    run.status = "FAILED";
+    run.failed_at = e.recordedAt;
+    run.failure_cause = d.cause;
+    run.failure_reason = d.reason;
+    this.#protect(run, "failed_run", "", e.recordedAt);
+  }
+
+  onRunReopened(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+    if (!run) return;
+    run.status = "STARTED";
+    run.failed_at = null;
+    run.failure_cause = null;
+    run.failure_reason = null;
+    run.missing_shards = null;
+    run.heartbeat_at = e.recordedAt;
+    run.reopened_count = (run.reopened_count as number) + 1;
+    this.#unprotect(run, "failed_run", "");
+  }
+
+  onCurrentPointerMoved(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    const at = e.recordedAt;
+    const dataset = this.datasets.get(str(d.datasetId));
+    if (dataset) {
+      dataset.current_run_id = d.runId;
+      dataset.current_manifest_url = d.manifestUrl;
+      dataset.current_moved_at = at;
+      dataset.updated_at = at;
+      this.datasets.touch(dataset);
+    }
+    const previous = typeof d.previousRunId === "string" ? this.runs.get(d.previousRunId) : undefined;
+    if (previous && previous.run_id !== d.runId) {
+      previous.is_current = false;
+      previous.replaced_at = at;
+      this.runs.touch(previous);
+    }
+    if (run) {
+      run.is_current = true;
+      run.replaced_at = null;
+      this.runs.touch(run);
+    }
+  }
+
+  onCleanupPlanned(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const existing = this.pending.get(str(d.runId), str(d.url));
+    const row: Row = existing ?? {
+      run_id: d.runId,
+      url: d.url,
+      dataset_id: run.dataset_id,
+      tries: 0,
+      last_error_code: null,
+      last_error_message: null,
+      transient: null,
+      first_failure_at: null,
+      last_failure_at: null,
+    };
+    Object.assign(row, { reason: d.reason, state: "planned", planned_at: e.recordedAt, next_retry_at: null });
+    this.pending.put(row);
+  }
+
+  onCleanupFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const at = e.recordedAt;
+    const runId = str(d.runId);
+    const row: Row = this.pending.get(runId, str(d.url)) ?? {
+      run_id: runId,
+      url: d.url,
+      dataset_id: run.dataset_id,
+      reason: "loser",
+      planned_at: at,
+      first_failure_at: null,
+    };
+    Object.assign(row, {
+      state: d.exhausted ? "exhausted" : "failed",
+      tries: d.tries,
+      last_error_code: d.errorCode,
+      last_error_message: d.errorMessage,
+      transient: d.transient,
+      first_failure_at: row.first_failure_at ?? at,
+      last_failure_at: at,
+      next_retry_at: d.nextRetryAt === null ? null : new Date(str(d.nextRetryAt)),
+    });
+    this.pending.put(row);
+    // A winner's data is never the loser cleanup's business: the machine refuses, nothing changes.
+    const step = d.exhausted ? "CLEANUP_FAILED.exhausted" : "CLEANUP_FAILED";
+    for (const a of this.#attemptsAt(runId, str(d.url))) this.#step(run, a, step, at);
+    if (d.exhausted) this.#protect(run, "failed_cleanup", str(d.url), at);
+  }
+
+  onCleanupRequeued(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const row = this.pending.get(str(d.runId), str(d.url));
+    if (row) {
+      const failed = row.state === "failed" || row.state === "exhausted";
+      row.state = "planned";
+      row.next_retry_at = null;
+      this.pending.touch(row);
+      if (failed)
+        for (const a of this.#attemptsAt(str(d.runId), str(d.url)))
+          this.#step(run, a, "CLEANUP_REQUEUED", e.recordedAt);
+    }
+    this.#unprotect(run, "failed_cleanup", str(d.url));
+  }
+
+  /** CleanupSucceeded and StaleAttemptCollected: the data is gone. */
+  onCleanupSucceeded(e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    const runId = str(d.runId);
+    const row = this.pending.get(runId, str(d.url)) ?? { run_id: runId, url: d.url };
+    this.pending.remove(row);
+    for (const a of this.#attemptsAt(runId, str(d.url)))
+      this.#step(run, a, "CLEANUP_SUCCEEDED", e.recordedAt);
+    this.#unprotect(run, "failed_cleanup", str(d.url));
+  }
+
+  onPruned(e: RecordedEvent, d: Data): void {
+    const datasetId = str(d.datasetId);
+    const reason = str(d.reason);
+    const rollup: Row = this.rollups.get(datasetId, reason) ?? {
+      dataset_id: datasetId,
+      reason,
+      pruned_runs: 0,
+      pruned_attempts: 0,
+      pruned_failed_items: 0,
+    };
+    rollup.pruned_runs = (rollup.pruned_runs as number) + 1;
+    rollup.pruned_attempts = (rollup.pruned_attempts as number) + (d.attempts as number);
+    rollup.pruned_failed_items = (rollup.pruned_failed_items as number) + (d.failedItems as number);
+    rollup.last_pruned_at = e.recordedAt;
+    this.rollups.put(rollup);
+    if (typeof d.runId === "string") this.#prunedRuns.add(d.runId);
+  }
+
+  onRunHeartbeat(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+    if (run) run.heartbeat_at = e.recordedAt;
+  }
+
+  onShardCoverageFailed(_e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (run) run.missing_shards = d.missingShards;
+  }
+
+  onManifestPublished(_e: RecordedEvent, d: Data, run: Row | undefined): void {
+    if (!run) return;
+    run.manifest_url = d.manifestUrl;
+    run.publish_progress = "manifest_published";
+  }
+
+  onRunSucceeded(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+    if (!run) return;
+    run.status = "SUCCEEDED";
+    run.succeeded_at = e.recordedAt;
+    run.publish_progress = "succeeded";
+  }
+
+  // --- rows, counts and floors ------------------------------------------------------------------
+
+  #unindexAttempt(row: Row): void {
+    if (row.url === null) return;
+    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+    const list = this.#byUrl.get(k)?.filter((r) => r !== row);
+    if (list && list.length > 0) this.#byUrl.set(k, list);
+    else this.#byUrl.delete(k);
+  }
+
+  #indexAttempt(row: Row): void {
+    this.attempts.add(row);
+    if (row.url !== null) {
+      const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+      const list = this.#byUrl.get(k);
+      if (list) list.push(row);
+      else this.#byUrl.set(k, [row]);
+    }
+  }
+
+  /**
+   * A run failed after its winners were chosen but before its manifest: the selection is void.
+   * Winners go, every attempt of the run (all loaded for RunFailed) steps PUBLISH_UNDONE back to
+   * what it reported, and a reopened run selects afresh.
+   */
+  #cancelSelection(run: Row, at: Date): void {
+    const runId = str(run.run_id);
+    for (const [k, w] of this.winners.rows) {
+      if (w.run_id === runId) {
+        this.winners.rows.delete(k);
+        this.winners.dirty.delete(k);
+      }
+    }
+    this.#clearedWinners.add(runId);
+    this.#winnerCounts.set(runId, 0);
+    run.winners_selected_at = null;
+    run.publish_progress = "none";
+    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "PUBLISH_UNDONE", at);
+  }
+
+  #attemptsAt(runId: string, url: string): Row[] {
+    return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
+  }
+
+  /** Every attempt row of the run the batch holds (all of them when the run was loaded whole). */
+  #attemptsOf(runId: string): Row[] {
+    const out: Row[] = [];
+    for (const a of this.attempts.rows.values()) if (a.run_id === runId) out.push(a);
+    return out;
+  }
+
+  /** How many shards of the run have their winner (the run's winners are loaded whole for WinnerSelected). */
+  #winnerCount(runId: string): number {
+    let n = this.#winnerCounts.get(runId);
+    if (n === undefined) {
+      n = 0;
+      for (const w of this.winners.rows.values()) if (w.run_id === runId) n++;
+      this.#winnerCounts.set(runId, n);
+    }
+    return n;
+  }
+
+  /**
+   * Steps an attempt row through the attempt machine's transition table — the same table the run
+   * fold uses, so the projection cannot disagree with the machine. Writes the new phase and the
+   * status it means (and `cleanup_status`, kept for readers of the table), moves the run's counts,
+   * and returns false (changing nothing) when the machine refuses the event.
+   */
+  #step(run: Row, attempt: Row, eventKey: string, at: Date): boolean {
+    const next = ATTEMPT_TABLE.next(str(attempt.phase), eventKey);
+    if (next === undefined) return false;
+    const before = str(attempt.status);
+    if (next !== attempt.phase) {
+      const info = attemptPhaseInfo(next);
+      attempt.phase = next;
+      attempt.status = info.status;
+      attempt.outcome = info.outcome;
+      attempt.cleanup_status =
+        info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null;
+    }
+    attempt.updated_at = at;
+    this.attempts.touch(attempt);
+    this.#move(run, before, str(attempt.status));
+    return true;
+  }
+
+  /** Moves one attempt between the run's status counts. */
+  #move(run: Row, from: string, to: string): void {
+    if (from === to) return;
+    this.#count(run, from, -1);
+    this.#count(run, to, 1);
+  }
+
+  #count(run: Row, status: string, delta: number): void {
+    if (delta === 0) return;
+    const c = COUNT_COLUMN[status] as string;
+    run[c] = (run[c] as number) + delta;
+    this.runs.touch(run);
+  }
+
+  #protect(run: Row, kind: string, url: string, failedAt: Date): void {
+    const dataset = this.datasets.get(str(run.dataset_id));
+    const ms = dataset ? (dataset.failed_retention_ms as number) : 0;
+    this.floors.put({
+      run_id: run.run_id,
+      kind,
+      url,
+      dataset_id: run.dataset_id,
+      failed_at: failedAt,
+      protected_until: new Date(failedAt.getTime() + ms),
+    });
+  }
+
+  #unprotect(run: Row, kind: string, url: string): void {
+    this.floors.remove({ run_id: run.run_id, kind, url });
+  }
+}
+
+/** The handler of each event type the projection shows; other types change nothing but `updated_at`. */
+const HANDLERS: Readonly<Record<string, Handler>> = {
+  DatasetRegistered: (f, e, d) => f.onDatasetPolicies(e, d),
+  DatasetPoliciesChanged: (f, e, d) => f.onDatasetPolicies(e, d),
+  RunStarted: (f, e, d, run) => f.onRunStarted(e, d, run),
+  RunHeartbeat: (f, e, d, run) => f.onRunHeartbeat(e, d, run),
+  AttemptStarted: (f, e, d, run) => f.onAttemptReported(e, d, run),
+  AttemptSucceeded: (f, e, d, run) => f.onAttemptReported(e, d, run),
+  AttemptFailed: (f, e, d, run) => f.onAttemptReported(e, d, run),
+  WinnerSelected: (f, e, d, run) => f.onWinnerSelected(e, d, run),
+  ShardCoverageFailed: (f, e, d, run) => f.onShardCoverageFailed(e, d, run),
+  ManifestPublished: (f, e, d, run) => f.onManifestPublished(e, d, run),
+  RunSucceeded: (f, e, d, run) => f.onRunSucceeded(e, d, run),
+  RunFailed: (f, e, d, run) => f.onRunFailed(e, d, run),
+  RunReopened: (f, e, d, run) => f.onRunReopened(e, d, run),
+  CurrentPointerMoved: (f, e, d, run) => f.onCurrentPointerMoved(e, d, run),
+  CleanupPlanned: (f, e, d, run) => f.onCleanupPlanned(e, d, run),
+  CleanupFailed: (f, e, d, run) => f.onCleanupFailed(e, d, run),
+  CleanupRequeued: (f, e, d, run) => f.onCleanupRequeued(e, d, run),
+  CleanupSucceeded: (f, e, d, run) => f.onCleanupSucceeded(e, d, run),
+  StaleAttemptCollected: (f, e, d, run) => f.onCleanupSucceeded(e, d, run),
+  Pruned: (f, e, d) => f.onPruned(e, d),
+};
