@@ -8,7 +8,8 @@ import type { RunStatus as MachineRunStatus } from "../machines/run-machine.js";
  */
 
 /**
- * Run status as the registry shows it.
+ * Run status as the registry shows it: the run machine's statuses (src/machines/run-machine.ts)
+ * that a registry row can have (a run with no events has no row, a pruned run leaves none).
  *
  * @example
  * ```ts
