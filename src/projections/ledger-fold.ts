@@ -225,8 +225,11 @@ export class LedgerFold {
   readonly pending = new TableState("pending_cleanup");
   readonly floors = new TableState("retention_floors");
   readonly rollups = new TableState("rollups");
-  /** Attempts by run and url, for cleanup events that name a url. */
-  readonly #byUrl = new Map<string, Row[]>();
+  /**
+   * Attempts by run and url, for cleanup events that name a url; built on the first such event
+   * (a selection loads every attempt of its run and never looks one up by url).
+   */
+  #byUrl: Map<string, Row[]> | undefined;
   readonly #prunedRuns = new Set<string>();
   /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
   readonly #clearedWinners = new Set<string>();
@@ -642,7 +645,7 @@ export class LedgerFold {
   }
 
   #unindexAttempt(row: Row): void {
-    if (row.url === null) return;
+    if (row.url === null || this.#byUrl === undefined) return;
     const k = `${str(row.run_id)}\u0000${str(row.url)}`;
     const list = this.#byUrl.get(k)?.filter((r) => r !== row);
     if (list && list.length > 0) this.#byUrl.set(k, list);
@@ -651,12 +654,15 @@ export class LedgerFold {
 
   #indexAttempt(row: Row): void {
     this.attempts.add(row);
-    if (row.url !== null) {
-      const k = `${str(row.run_id)}\u0000${str(row.url)}`;
-      const list = this.#byUrl.get(k);
-      if (list) list.push(row);
-      else this.#byUrl.set(k, [row]);
-    }
+    if (this.#byUrl !== undefined) this.#indexUrl(this.#byUrl, row);
+  }
+
+  #indexUrl(byUrl: Map<string, Row[]>, row: Row): void {
+    if (row.url === null) return;
+    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+    const list = byUrl.get(k);
+    if (list) list.push(row);
+    else byUrl.set(k, [row]);
   }
 
   /**
@@ -680,6 +686,11 @@ export class LedgerFold {
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
+    if (this.#byUrl === undefined) {
+      const byUrl = new Map<string, Row[]>();
+      for (const row of this.attempts.rows.values()) this.#indexUrl(byUrl, row);
+      this.#byUrl = byUrl;
+    }
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
 

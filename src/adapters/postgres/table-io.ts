@@ -126,7 +126,7 @@ export async function selectWhereIn(
 /** Converts a row as read by pg or PGlite to JS values: numbers, Dates, booleans, objects. */
 export function normaliseRow(row: Row, columns: Columns): Row {
   const out: Row = {};
-  for (const [name, type] of Object.entries(columns)) {
+  for (const [name, type] of entriesOf(columns)) {
     const v = row[name];
     if (v === null || v === undefined) out[name] = null;
     else if (type === "integer" || type === "bigint") out[name] = Number(v);
@@ -134,6 +134,18 @@ export function normaliseRow(row: Row, columns: Columns): Row {
     else out[name] = v;
   }
   return out;
+}
+
+// Rows are normalised by the tens of thousands (a selection loads every attempt of its run):
+// the column list of each table is turned into entries once, not once per row.
+const ENTRIES = new WeakMap<Columns, [string, ColumnType][]>();
+function entriesOf(columns: Columns): [string, ColumnType][] {
+  let entries = ENTRIES.get(columns);
+  if (!entries) {
+    entries = Object.entries(columns);
+    ENTRIES.set(columns, entries);
+  }
+  return entries;
 }
 
 function toParam(value: unknown, type: ColumnType): unknown {
