@@ -38,15 +38,25 @@ class TableState {
   readonly rows = new Map<string, Row>();
   readonly dirty = new Set<string>();
   readonly deleted = new Map<string, Row>();
-  constructor(readonly table: ProjectionTable) {}
+  readonly #keys: readonly string[];
+  constructor(readonly table: ProjectionTable) {
+    this.#keys = PROJECTION_KEYS[table];
+  }
+  // Keys are built for every row a selection steps (tens of thousands per batch): one template
+  // string for the usual one- and two-column keys, no intermediate arrays.
   key(row: Row): string {
-    return PROJECTION_KEYS[this.table].map((k) => String(row[k])).join("\u0000");
+    const ks = this.#keys;
+    if (ks.length === 2) return `${row[ks[0] as string]}\u0000${row[ks[1] as string]}`;
+    if (ks.length === 1) return `${row[ks[0] as string]}`;
+    return ks.map((k) => String(row[k])).join("\u0000");
   }
   add(row: Row): void {
     this.rows.set(this.key(row), row);
   }
   get(...parts: (string | number)[]): Row | undefined {
-    return this.rows.get(parts.map(String).join("\u0000"));
+    return this.rows.get(
+      parts.length === 2 ? `${parts[0]}\u0000${parts[1]}` : parts.map(String).join("\u0000"),
+    );
   }
   put(row: Row): void {
     const k = this.key(row);
@@ -156,11 +166,33 @@ interface TableChanges {
   deletes: Row[];
 }
 
+/**
+ * The columns a step through the attempt machine changes on an attempt row that already exists.
+ * Loaded rows that only stepped are written back with these columns alone: a selection steps
+ * every attempt of the run, and rewriting whole rows made publish O(attempts) in bytes.
+ */
+export const ATTEMPT_STEP_COLUMNS = ["phase", "status", "outcome", "cleanup_status", "updated_at"] as const;
+/**
+ * The attempt columns the fold reads from a loaded row: its keys, its url (cleanup events find
+ * attempts by url) and its place in the machine. The store loads only these.
+ */
+export const ATTEMPT_FOLD_COLUMNS = ["run_id", "attempt_key", "url", "phase", "status", "outcome"] as const;
+
+/** Existing attempt rows that changed the same columns: one bulk update writes them. */
+export interface AttemptUpdate {
+  /** {@link ATTEMPT_STEP_COLUMNS}, plus `url` and/or `error` when a repeated report changed them. */
+  columns: readonly string[];
+  rows: Row[];
+}
+
 /** Everything a folded batch changed, in the order the store writes it. */
 export interface FoldChanges {
   /** Runs whose winner selection was voided: every stored winner of theirs goes first. */
   clearedWinners: string[];
+  /** Rows to upsert whole and rows to delete, per table (attempt rows: only those new in the batch). */
   tables: TableChanges[];
+  /** Attempt rows loaded from the store that changed: only their changed columns are written. */
+  attemptUpdates: AttemptUpdate[];
   /** Runs pruned in the batch: they leave no row behind in any table but the rollups. */
   prunedRuns: string[];
 }
@@ -189,13 +221,20 @@ export class LedgerFold {
   readonly pending = new TableState("pending_cleanup");
   readonly floors = new TableState("retention_floors");
   readonly rollups = new TableState("rollups");
-  /** Attempts by run and url, for cleanup events that name a url. */
-  readonly #byUrl = new Map<string, Row[]>();
+  /**
+   * Attempts by run and url, for cleanup events that name a url; built on the first such event
+   * (a selection loads every attempt of its run and never looks one up by url).
+   */
+  #byUrl: Map<string, Row[]> | undefined;
   readonly #prunedRuns = new Set<string>();
   /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
   readonly #clearedWinners = new Set<string>();
   /** Winners per run, counted once from the loaded rows and kept from then on. */
   readonly #winnerCounts = new Map<string, number>();
+  /** Keys of attempt rows created in this batch: written whole; any other dirty attempt row exists. */
+  readonly #newAttempts = new Set<string>();
+  /** Columns besides a step's that a repeated report changed on an attempt row, by row key. */
+  readonly #reportedColumns = new Map<string, Set<string>>();
 
   /** Adds a loaded attempt row (once: the same row may come back from several reads). */
   loadAttempt(row: Row): void {
@@ -218,6 +257,7 @@ export class LedgerFold {
   /** What the batch changed, for the store. */
   changes(): FoldChanges {
     const tables: TableChanges[] = [];
+    const attemptUpdates = new Map<string, AttemptUpdate>();
     for (const state of [
       this.datasets,
       this.runs,
@@ -227,13 +267,37 @@ export class LedgerFold {
       this.floors,
       this.rollups,
     ]) {
-      const dirty = [...state.dirty].map((k) => state.rows.get(k)).filter((r): r is Row => r !== undefined);
-      const upserts = dirty.filter(
-        (r) => !(typeof r.run_id === "string" && this.#prunedRuns.has(r.run_id) && state.table !== "rollups"),
-      );
+      // Attempt rows that existed before the batch are updated column-wise, grouped by the
+      // columns that changed; only rows created in the batch are upserted whole.
+      const isAttempts = state === this.attempts;
+      const upserts: Row[] = [];
+      for (const k of state.dirty) {
+        const r = state.rows.get(k);
+        if (r === undefined) continue;
+        if (typeof r.run_id === "string" && this.#prunedRuns.has(r.run_id) && state.table !== "rollups")
+          continue;
+        if (!isAttempts || this.#newAttempts.has(k)) {
+          upserts.push(r);
+          continue;
+        }
+        const reported = this.#reportedColumns.get(k);
+        const extra = reported ? [...reported].sort() : [];
+        const group = extra.join(",");
+        let update = attemptUpdates.get(group);
+        if (!update) {
+          update = { columns: [...ATTEMPT_STEP_COLUMNS, ...extra], rows: [] };
+          attemptUpdates.set(group, update);
+        }
+        update.rows.push(r);
+      }
       tables.push({ table: state.table, upserts, deletes: [...state.deleted.values()] });
     }
-    return { clearedWinners: [...this.#clearedWinners], tables, prunedRuns: [...this.#prunedRuns] };
+    return {
+      clearedWinners: [...this.#clearedWinners],
+      tables,
+      attemptUpdates: [...attemptUpdates.values()],
+      prunedRuns: [...this.#prunedRuns],
+    };
   }
 
   // --- one handler per event type ---------------------------------------------------------------
@@ -348,6 +412,7 @@ export class LedgerFold {
       };
       this.#indexAttempt(attempt);
       this.attempts.put(attempt);
+      this.#newAttempts.add(this.attempts.key(attempt));
       run.attempts_total = (run.attempts_total as number) + 1;
       this.#count(run, initial.status, 1);
       this.#step(run, attempt, REPORT_EVENT[outcome], at);
@@ -362,8 +427,12 @@ export class LedgerFold {
       this.#unindexAttempt(attempt);
       attempt.url = d.url;
       this.#indexAttempt(attempt);
+      this.#reported(attempt, "url");
     }
-    if (e.type === "AttemptFailed") attempt.error = d.error;
+    if (e.type === "AttemptFailed") {
+      attempt.error = d.error;
+      this.#reported(attempt, "error");
+    }
   }
 
   /**
@@ -563,8 +632,16 @@ export class LedgerFold {
 
   // --- rows, counts and floors ------------------------------------------------------------------
 
+  /** Notes that a repeated report changed `column` of an attempt row, so the store writes it too. */
+  #reported(attempt: Row, column: string): void {
+    const k = this.attempts.key(attempt);
+    const columns = this.#reportedColumns.get(k) ?? new Set<string>();
+    columns.add(column);
+    this.#reportedColumns.set(k, columns);
+  }
+
   #unindexAttempt(row: Row): void {
-    if (row.url === null) return;
+    if (row.url === null || this.#byUrl === undefined) return;
     const k = `${str(row.run_id)}\u0000${str(row.url)}`;
     const list = this.#byUrl.get(k)?.filter((r) => r !== row);
     if (list && list.length > 0) this.#byUrl.set(k, list);
@@ -573,12 +650,15 @@ export class LedgerFold {
 
   #indexAttempt(row: Row): void {
     this.attempts.add(row);
-    if (row.url !== null) {
-      const k = `${str(row.run_id)}\u0000${str(row.url)}`;
-      const list = this.#byUrl.get(k);
-      if (list) list.push(row);
-      else this.#byUrl.set(k, [row]);
-    }
+    if (this.#byUrl !== undefined) this.#indexUrl(this.#byUrl, row);
+  }
+
+  #indexUrl(byUrl: Map<string, Row[]>, row: Row): void {
+    if (row.url === null) return;
+    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
+    const list = byUrl.get(k);
+    if (list) list.push(row);
+    else byUrl.set(k, [row]);
   }
 
   /**
@@ -602,6 +682,11 @@ export class LedgerFold {
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
+    if (this.#byUrl === undefined) {
+      const byUrl = new Map<string, Row[]>();
+      for (const row of this.attempts.rows.values()) this.#indexUrl(byUrl, row);
+      this.#byUrl = byUrl;
+    }
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
 
@@ -633,14 +718,14 @@ export class LedgerFold {
     const next = ATTEMPT_TABLE.next(str(attempt.phase), eventKey);
     if (next === undefined) return false;
     const before = str(attempt.status);
-    if (next !== attempt.phase) {
-      const info = attemptPhaseInfo(next);
-      attempt.phase = next;
-      attempt.status = info.status;
-      attempt.outcome = info.outcome;
-      attempt.cleanup_status =
-        info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null;
-    }
+    // Every step column is set, even when the phase stays: a loaded row holds only the columns
+    // the fold reads, and the store writes all of ATTEMPT_STEP_COLUMNS back.
+    const info = attemptPhaseInfo(next);
+    attempt.phase = next;
+    attempt.status = info.status;
+    attempt.outcome = info.outcome;
+    attempt.cleanup_status =
+      info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null;
     attempt.updated_at = at;
     this.attempts.touch(attempt);
     this.#move(run, before, str(attempt.status));

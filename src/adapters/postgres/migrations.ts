@@ -5,7 +5,12 @@ import { advisoryKey } from "./advisory-keys.js";
 import { appendFunction } from "./append-function.js";
 import type { LedgerDb } from "./database.js";
 import { createPgEventLog } from "./pg-event-log.js";
-import { createProjectionTables, PROJECTION_VERSION, PROJECTION_VIEWS } from "./projection-schema.js";
+import {
+  createProjectionTables,
+  PROJECTION_VERSION,
+  PROJECTION_VIEWS,
+  setAttemptRecordsFillfactor,
+} from "./projection-schema.js";
 import { replayInto } from "./rebuild.js";
 import type { SchemaMigration } from "./schema-migration.js";
 
@@ -248,6 +253,18 @@ const attemptStatusStored: SchemaMigration = {
   },
 };
 
+/**
+ * Attempt rows leave half of each page free (`ATTEMPT_RECORDS_FILLFACTOR`), so the update a
+ * selection makes to every attempt of a run stays on the row's page and touches no index (a HOT
+ * update). Storage only: no rebuild; pages written from now on get the room.
+ */
+const attemptRowsLeaveRoom: SchemaMigration = {
+  name: "0009_attempt_rows_leave_room",
+  async up(db, schema) {
+    await setAttemptRecordsFillfactor(db, schema);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -274,6 +291,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   policyChangesAndStatus,
   attemptStatusStored,
   appendFunction,
+  attemptRowsLeaveRoom,
 ];
 
 /**

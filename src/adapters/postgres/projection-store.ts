@@ -1,11 +1,18 @@
 import { sql } from "kysely";
 import type { RecordedEvent } from "../../events/envelope.js";
-import { LedgerFold, rowsNeeded } from "../../projections/ledger-fold.js";
+import { ATTEMPT_FOLD_COLUMNS, LedgerFold, rowsNeeded } from "../../projections/ledger-fold.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projections/projection-rows.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
-import { deleteByKeys, deleteWhereIn, normaliseRow, upsertRows } from "./table-io.js";
+import {
+  type Columns,
+  deleteByKeys,
+  deleteWhereIn,
+  normaliseRow,
+  updateColumns,
+  upsertRows,
+} from "./table-io.js";
 
 /**
  * The inline projection that folds the ledger's events into the projection tables. It works in
@@ -48,6 +55,14 @@ async function loadRows(
     sql<Row>`SELECT * FROM ${sql.id(schema, table)} WHERE ${where} ${lock}`
       .execute(db)
       .then((r) => r.rows.map((row) => normaliseRow(row, PROJECTION_COLUMNS[table])));
+  // Attempt rows: only the columns the fold reads (a selection loads every attempt of the run).
+  const attemptColumns: Columns = Object.fromEntries(
+    ATTEMPT_FOLD_COLUMNS.map((c) => [c, PROJECTION_COLUMNS.attempt_records[c] as Columns[string]]),
+  );
+  const qAttempts = (where: ReturnType<typeof sql>) =>
+    sql<Row>`SELECT ${sql.join(ATTEMPT_FOLD_COLUMNS.map((c) => sql.id(c)))} FROM ${sql.id(schema, "attempt_records")} WHERE ${where}`
+      .execute(db)
+      .then((r) => r.rows.map((row) => normaliseRow(row, attemptColumns)));
   // Row locks, because appends to different streams can touch the same rows (a pointer move on
   // the dataset stream rewrites run rows that a late attempt report on the run stream updates):
   // runs are locked for update in id order, then the dataset row — shared by ordinary run events
@@ -81,14 +96,13 @@ async function loadRows(
   };
   const loadRuns = needed.fullRuns.filter((id) => !isNew(id));
   if (loadRuns.length > 0) {
-    addAll(await q("attempt_records", sql`run_id = ANY(${loadRuns}::text[])`));
+    addAll(await qAttempts(sql`run_id = ANY(${loadRuns}::text[])`));
     for (const r of await q("winners", sql`run_id = ANY(${loadRuns}::text[])`)) fold.winners.add(r);
   }
   const loadKeys = needed.attemptKeys.filter((k) => !isNew(k[0]));
   if (loadKeys.length > 0) {
     addAll(
-      await q(
-        "attempt_records",
+      await qAttempts(
         sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${loadKeys.map((k) => k[0])}::text[], ${loadKeys.map((k) => k[1])}::text[]))`,
       ),
     );
@@ -98,7 +112,7 @@ async function loadRows(
     const runs = loadUrls.map((u) => u[0]);
     const us = loadUrls.map((u) => u[1]);
     const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
-    addAll(await q("attempt_records", atUrls));
+    addAll(await qAttempts(atUrls));
     for (const r of await q(
       "pending_cleanup",
       sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`,
@@ -116,13 +130,27 @@ async function loadRows(
   }
 }
 
-/** Writes back what the fold changed: one bulk upsert and one bulk delete per table. */
+/**
+ * Writes back what the fold changed: one bulk upsert and one bulk delete per table, and for
+ * attempt rows that existed, one bulk update of just the columns that changed.
+ */
 async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
   const changes = fold.changes();
   await deleteWhereIn(db, schema, "winners", "run_id", changes.clearedWinners);
   for (const { table, upserts, deletes } of changes.tables) {
     await upsertRows(db, schema, table, PROJECTION_COLUMNS[table], PROJECTION_KEYS[table], upserts);
     await deleteByKeys(db, schema, table, PROJECTION_KEYS[table], deletes);
+  }
+  for (const { columns, rows } of changes.attemptUpdates) {
+    await updateColumns(
+      db,
+      schema,
+      "attempt_records",
+      PROJECTION_COLUMNS.attempt_records,
+      PROJECTION_KEYS.attempt_records,
+      columns,
+      rows,
+    );
   }
   // A pruned run leaves no row behind in any table (the rollups keep its counts).
   for (const table of [
