@@ -8,8 +8,11 @@ import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../main
 import { ThrottledStore } from "../maintenance/throttled-store.js";
 import { cleanItemsConcurrently } from "./cleanup.js";
 
-/** Orphan objects deleted at once (each is one small request: the limiter bounds the rate). */
-const ORPHAN_CONCURRENCY = 16;
+/**
+ * Orphan objects deleted at once. One, like cleanup's default: a fenced-off pass with requests in
+ * flight can still send requests checked before the revocation (see cleanup-throughput.ts).
+ */
+const ORPHAN_CONCURRENCY = 1;
 
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";

@@ -18,9 +18,14 @@ export interface CleanupThroughput {
   readonly initialRate: number;
 }
 
-/** 16 prefixes in flight, starting at 1,000 deletes/s. */
+/**
+ * One prefix at a time by default, starting at 1,000 deletes/s. The concurrent pass is opt-in
+ * (`concurrency` > 1): the safety oracle found that a pass fenced off while requests are in flight
+ * can still send a few store requests that were checked before the revocation (rule R7); until
+ * that is closed, the default is the pass that keeps R7 exactly.
+ */
 const DEFAULT_CLEANUP_THROUGHPUT: CleanupThroughput = Object.freeze({
-  concurrency: 16,
+  concurrency: 1,
   initialRate: DEFAULT_DELETE_RATE.initialRate,
 });
 
