@@ -187,7 +187,13 @@ async function seed(url: string): Promise<{ events: number; runs: number; second
             [
               {
                 type: "CurrentPointerMoved",
-                data: { datasetId, runId, manifestUrl: plan.manifestUrl, previousRunId: previous },
+                data: {
+                  datasetId,
+                  runId,
+                  manifestUrl: plan.manifestUrl,
+                  previousRunId: previous,
+                  reason: "publish",
+                },
                 metadata: { actor: ACTOR },
               },
             ],

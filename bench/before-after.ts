@@ -1,0 +1,217 @@
+import { fork } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js";
+
+/*
+ * The same phases from two checkouts, side by side in one run: BENCH_BEFORE=<an older checkout>
+ * (its node_modules linked to this one's) against this checkout. Every phase of every checkout runs
+ * in a fresh child process on a fresh database, and the rounds alternate which checkout goes first,
+ * so the load of a shared machine falls on both alike. The table shows each checkout's median
+ * events/s over the rounds and after/before, their ratio (above 1: the newer code is faster).
+ *
+ * Phases, each the checkout's own code:
+ * - replay: the checkout's bench/replay.ts run() (seed, then ledger.rebuild() and ledger.audit() in
+ *   a fresh process); its rebuild and audit rows are kept.
+ * - append: attempt reports through the ledger with its default inline projection — one report
+ *   per call (`ledger.attemptStarted` + `ledger.attemptSucceeded`, 8 writers at once), and the
+ *   publish bench's bulk seeding (`seedAttemptReports`: log.append of 100 reports per transaction
+ *   with the ledger projection).
+ *
+ * Usage: BENCH_BEFORE=/tmp/wt-before BENCH_SCALE=0.1 node --openssl-legacy-provider --import tsx
+ * bench/before-after.ts [replay] [append]  (BENCH_ROUNDS, default 3).
+ */
+
+const JOB_ENV = "SHARDLEDGER_BEFORE_AFTER_JOB";
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? "3");
+const SINGLE_SHARDS = scaled(10_000);
+const BULK_SHARDS = scaled(50_000);
+const BULK_BATCH = 100;
+const WRITERS = 8;
+const SCHEMA = "shardledger";
+const ACTOR = "bench-before-after";
+
+type Checkout = "before" | "after";
+interface Job {
+  checkout: string;
+  phase: string;
+}
+/** One child's figures: a label → events and seconds. */
+type Figures = Record<string, { events: number; seconds: number }>;
+
+const importFrom = <T>(checkout: string, file: string): Promise<T> =>
+  import(pathToFileURL(path.join(checkout, file)).href) as Promise<T>;
+
+async function replayPhase(checkout: string): Promise<Figures> {
+  const { run } = await importFrom<{ run: () => Promise<{ rows: BenchRow[] }> }>(checkout, "bench/replay.ts");
+  const report = await run();
+  const out: Figures = {};
+  for (const row of report.rows) {
+    const phase = String(row.phase);
+    if (phase === "ledger.rebuild()" || phase === "ledger.audit()") {
+      out[phase] = { events: Number(row.events), seconds: Number(row.seconds) };
+    }
+  }
+  return out;
+}
+
+interface LedgerLike {
+  createDataset(input: { datasetId: string; root: string }): Promise<unknown>;
+  startRun(input: { datasetId: string; numShards: number; runId: string }): Promise<unknown>;
+  attemptStarted(input: { runId: string; shard: number; attempt: number; url: string }): Promise<unknown>;
+  attemptSucceeded(input: { runId: string; shard: number; attempt: number; url: string }): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+async function appendPhase(checkout: string): Promise<Figures> {
+  const support = await importFrom<typeof import("./support.js")>(checkout, "bench/support.ts");
+  const { openLedger } = await importFrom<{ openLedger: (o: object) => Promise<LedgerLike> }>(
+    checkout,
+    "src/ledger/open-ledger.ts",
+  );
+  const publish = await importFrom<typeof import("./publish.js")>(checkout, "bench/publish.ts");
+  const dir = await mkdtemp(path.join(os.tmpdir(), "shardledger-before-after-"));
+  const root = `file://${dir}`;
+  try {
+    return await support.withBenchDatabase(async (url) => {
+      const out: Figures = {};
+      const ledger = await openLedger({
+        database: url,
+        schema: SCHEMA,
+        actor: ACTOR,
+        cleanupAfterPublish: false,
+      });
+      try {
+        await ledger.createDataset({ datasetId: "sales", root });
+        const runId = "run-single";
+        await ledger.startRun({ datasetId: "sales", numShards: SINGLE_SHARDS, runId });
+        let next = 0;
+        const started = performance.now();
+        await Promise.all(
+          Array.from({ length: WRITERS }, async () => {
+            for (let shard = next++; shard < SINGLE_SHARDS; shard = next++) {
+              const report = {
+                runId,
+                shard,
+                attempt: 0,
+                url: `${root}/data/${runId}/shard=${shard}/attempt=00`,
+              };
+              await ledger.attemptStarted(report);
+              await ledger.attemptSucceeded(report);
+            }
+          }),
+        );
+        out[`ledger.attemptStarted + attemptSucceeded, ${WRITERS} writers`] = {
+          events: 2 * SINGLE_SHARDS,
+          seconds: (performance.now() - started) / 1000,
+        };
+        await ledger.startRun({ datasetId: "sales", numShards: BULK_SHARDS, runId: "run-bulk" });
+      } finally {
+        await ledger.close();
+      }
+      const events = publish.attemptEvents(
+        "run-bulk",
+        publish.planAttempts("run-bulk", BULK_SHARDS, root),
+        ACTOR,
+      );
+      const started = performance.now();
+      await publish.seedAttemptReports(url, "run-bulk", events, BULK_BATCH);
+      out[`log.append of ${BULK_BATCH} reports with the ledger projection`] = {
+        events: events.length,
+        seconds: (performance.now() - started) / 1000,
+      };
+      return out;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function inChild(job: Job): Promise<Figures> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      execArgv: process.execArgv,
+      env: { ...process.env, [JOB_ENV]: JSON.stringify(job) },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    let result: Figures | undefined;
+    child.once("message", (m) => {
+      result = m as Figures;
+    });
+    child.once("error", reject);
+    child.once("exit", (code) =>
+      result ? resolve(result) : reject(new Error(`${job.phase} child exited with ${code} and no result`)),
+    );
+  });
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+async function main(): Promise<void> {
+  const before = process.env.BENCH_BEFORE;
+  if (!before) throw new Error("BENCH_BEFORE must name the older checkout (with node_modules linked)");
+  const checkouts: Record<Checkout, string> = {
+    before: path.resolve(before),
+    after: path.resolve(fileURLToPath(new URL("..", import.meta.url))),
+  };
+  const phases = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ["append", "replay"];
+  console.log(`BENCH_SCALE=${SCALE}, ${ROUNDS} rounds, before=${checkouts.before}, after=${checkouts.after}`);
+  console.log(`load at start ${loadNow()}`);
+  // Per label and checkout, each round's seconds and events/s (replay seeds stop within a run's
+  // events of the target, so the counts differ slightly between rounds and checkouts).
+  const rounds = new Map<string, Record<Checkout, { seconds: number; rate: number; events: number }[]>>();
+  for (let round = 0; round < ROUNDS; round++) {
+    const order: Checkout[] = round % 2 === 0 ? ["before", "after"] : ["after", "before"];
+    for (const phase of phases) {
+      for (const which of order) {
+        const load = loadNow();
+        const figures = await inChild({ checkout: checkouts[which], phase });
+        for (const [label, f] of Object.entries(figures)) {
+          const entry = rounds.get(label) ?? { before: [], after: [] };
+          entry[which].push({ seconds: f.seconds, rate: f.events / f.seconds, events: f.events });
+          rounds.set(label, entry);
+          console.log(
+            `round ${round + 1} ${which} ${label}: ${f.events} events in ${fmt(f.seconds)} s (load ${load})`,
+          );
+        }
+      }
+    }
+  }
+  console.log(`load at end ${loadNow()}\n`);
+  const rows: BenchRow[] = [...rounds.entries()].map(([label, r]) => {
+    const b = median(r.before.map((x) => x.rate));
+    const a = median(r.after.map((x) => x.rate));
+    const events = [...r.before, ...r.after].map((x) => x.events);
+    return {
+      phase: label,
+      events:
+        Math.min(...events) === Math.max(...events)
+          ? (events[0] ?? 0)
+          : `${Math.min(...events)}–${Math.max(...events)}`,
+      "before events/s (median)": fmt(b),
+      "after events/s (median)": fmt(a),
+      "after/before": fmt(a / b),
+      "before s per round": r.before.map((x) => fmt(x.seconds)).join(", "),
+      "after s per round": r.after.map((x) => fmt(x.seconds)).join(", "),
+    };
+  });
+  const columns = Object.keys(rows[0] ?? {});
+  console.log(`| ${columns.join(" | ")} |`);
+  console.log(`| ${columns.map(() => "---").join(" | ")} |`);
+  for (const r of rows) console.log(`| ${columns.map((c) => String(r[c])).join(" | ")} |`);
+}
+
+const rawJob = process.env[JOB_ENV];
+if (rawJob !== undefined && process.send) {
+  const job = JSON.parse(rawJob) as Job;
+  const figures = job.phase === "replay" ? await replayPhase(job.checkout) : await appendPhase(job.checkout);
+  process.send(figures, () => process.exit(0));
+} else if (isMain(import.meta.url)) {
+  await main();
+}
