@@ -16,7 +16,7 @@ import type { EventLog } from "./events/event-log.js";
 export type { OpenObjectStoreOptions } from "./adapters/objectstore/open-object-store.js";
 export { openObjectStore } from "./adapters/objectstore/open-object-store.js";
 export type { S3ObjectStoreOptions } from "./adapters/objectstore/s3-object-store.js";
-export type { DatabaseInput, PostgresPoolLike } from "./adapters/postgres/database.js";
+export type { DatabaseInput, OpenDatabaseOptions, PostgresPoolLike } from "./adapters/postgres/database.js";
 export { openDatabase } from "./adapters/postgres/database.js";
 export type { InlineProjection } from "./adapters/postgres/inline-projection.js";
 export { migrateToLatest } from "./adapters/postgres/migrations.js";

@@ -1,19 +1,20 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { redactUrl } from "../adapters/postgres/connection-url.js";
-import type { DatabaseInput } from "../adapters/postgres/database.js";
+import type { Database } from "../adapters/postgres/database.js";
 import { describeError, InternalError, ValidationError } from "../errors.js";
 import type { Ledger } from "../ledger/open-ledger.js";
 import type { GlobalOptions } from "./global-options.js";
-import { acquireDirLock, type DirLock } from "./pglite-dir-lock.js";
+import { acquireDirLock } from "./pglite-dir-lock.js";
 
 /**
- * One open ledger for one CLI invocation, and what it runs on. The CLI opens the connection
- * itself (a `pg.Pool` with a connect timeout, or a PGlite instance behind a directory lock) and
- * lends it to `openLedger`, so it controls time-outs and closes everything in order.
+ * One open ledger for one CLI invocation, and what it runs on. The CLI opens the database through
+ * `openDatabase` with its own connection settings (connect timeout, a small pool, its application
+ * name) and, for a PGlite directory, behind a directory lock; it checks the schema, then hands the
+ * database to the ledger, which closes it (and so releases the lock) on `close()`.
  *
- * The heavy modules (pg, PGlite, the ledger and the S3 client) are imported here on first use, so
- * `--help` and input errors answer at once.
+ * The heavy modules (kysely, pg, PGlite, the ledger and the S3 client) are imported here on first
+ * use, so `--help` and input errors answer at once.
  *
  * @example `const { ledger } = await openLedgerSession(globals, { cwd, migrating: false, warn })`
  */
@@ -21,12 +22,6 @@ export interface LedgerSession {
   readonly ledger: Ledger;
   /** The database as shown in messages (password hidden). */
   readonly label: string;
-  close(): Promise<void>;
-}
-
-interface Connection {
-  input: DatabaseInput;
-  query(text: string): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
 }
 
@@ -47,93 +42,78 @@ export async function openLedgerSession(
   // Load the ledger while the database starts (PGlite takes most of a second to boot).
   const ledgerModule = import("../ledger/open-ledger.js");
   ledgerModule.catch(() => {});
-  const connection = await connect(globals, options.cwd, options.migrating);
+  const database = await connect(globals, options.cwd, options.migrating, label);
   try {
-    await ping(connection, label);
-    if (!options.migrating) await checkSchema(connection, globals.schema, label, options.warn);
-    const { openLedger } = await ledgerModule;
-    const ledger = await openLedger({
-      database: connection.input,
-      schema: globals.schema,
+    await ping(database, label);
+    if (!options.migrating) await checkSchema(database, globals.schema, label, options.warn);
+    const { openLedgerOn } = await ledgerModule;
+    const ledger = await openLedgerOn(database, {
       migrate: false,
       actor: globals.actor,
       // A CLI process is short-lived: `publish` returns as soon as the run is published and
       // leaves the losers to `cleanup` / `maintain` instead of deleting them before it exits.
       cleanupAfterPublish: false,
     });
-    let closed: Promise<void> | undefined;
-    return {
-      ledger,
-      label,
-      close() {
-        closed ??= (async () => {
-          try {
-            await ledger.close();
-          } finally {
-            await connection.close();
-          }
-        })();
-        return closed;
-      },
-    };
+    return { ledger, label, close: () => ledger.close() };
   } catch (e) {
-    await connection.close().catch(() => {});
+    await database.close().catch(() => {});
     throw e;
   }
 }
 
-async function connect(globals: GlobalOptions, cwd: string, migrating: boolean): Promise<Connection> {
+async function connect(
+  globals: GlobalOptions,
+  cwd: string,
+  migrating: boolean,
+  label: string,
+): Promise<Database> {
+  const { openDatabase } = await import("../adapters/postgres/database.js");
   const url = globals.database;
-  if (url.startsWith("pglite:")) {
-    const { PGlite } = await import("@electric-sql/pglite");
-    const location = url.slice("pglite:".length);
-    if (location === "memory") return pgliteConnection(new PGlite(), null);
-    const dir = resolve(cwd, location);
-    if (!migrating && !existsSync(join(dir, "PG_VERSION"))) {
-      // Only `migrate` creates a ledger; anything else on a directory that holds none is a typo
-      // or a missing first step, and must not leave an empty database behind.
-      throw new ValidationError(
-        "--database",
-        `${url} holds no database yet (${dir}); run \`shardledger migrate\` first`,
-      );
-    }
-    mkdirSync(dir, { recursive: true });
-    const lock = await acquireDirLock(dir, globals.connectTimeoutMs);
+  const open = async (input: string): Promise<Database> => {
     try {
-      return pgliteConnection(new PGlite(dir), lock);
+      return await openDatabase(input, {
+        schema: globals.schema,
+        // Publish holds one connection for the dataset lock while it works on another.
+        poolSize: 4,
+        connectTimeoutMs: globals.connectTimeoutMs,
+        applicationName: "shardledger-cli",
+      });
     } catch (e) {
-      lock.release();
-      throw e;
+      // PGlite starts (and fails on a damaged directory) on open; a server is reached on first query.
+      throw unreachable(e, label);
     }
-  }
-  const { default: pg } = await import("pg");
-  const pool = new pg.Pool({
-    connectionString: url,
-    // Publish holds one connection for the dataset lock while it works on another.
-    max: 4,
-    connectionTimeoutMillis: globals.connectTimeoutMs,
-    application_name: "shardledger-cli",
-  });
-  // An idle client errors when the server goes away; without a listener that crashes the process.
-  pool.on("error", () => {});
-  return {
-    input: pool,
-    query: async (text) => (await pool.query(text)).rows as Record<string, unknown>[],
-    close: () => pool.end(),
   };
-}
-
-function pgliteConnection(pglite: import("@electric-sql/pglite").PGlite, lock: DirLock | null): Connection {
+  if (!url.startsWith("pglite:") || url === "pglite:memory") return open(url);
+  const dir = resolve(cwd, url.slice("pglite:".length));
+  if (!migrating && !existsSync(join(dir, "PG_VERSION"))) {
+    // Only `migrate` creates a ledger; anything else on a directory that holds none is a typo
+    // or a missing first step, and must not leave an empty database behind.
+    throw new ValidationError(
+      "--database",
+      `${url} holds no database yet (${dir}); run \`shardledger migrate\` first`,
+    );
+  }
+  mkdirSync(dir, { recursive: true });
+  // PGlite is one backend in one process: the lock is held until the database is closed.
+  const lock = await acquireDirLock(dir, globals.connectTimeoutMs);
+  let database: Database;
+  try {
+    database = await open(`pglite:${dir}`);
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
   let closed: Promise<void> | undefined;
   return {
-    input: pglite,
-    query: async (text) => (await pglite.query<Record<string, unknown>>(text)).rows,
+    db: database.db,
+    schema: database.schema,
+    kind: database.kind,
     close() {
       closed ??= (async () => {
         try {
-          if (!pglite.closed) await pglite.close();
+          await database.close();
         } finally {
-          lock?.release();
+          lock.release();
         }
       })();
       return closed;
@@ -141,13 +121,21 @@ function pgliteConnection(pglite: import("@electric-sql/pglite").PGlite, lock: D
   };
 }
 
-async function ping(connection: Connection, label: string): Promise<void> {
+async function query(database: Database, text: string): Promise<Record<string, unknown>[]> {
+  const { sql } = await import("kysely");
+  return (await sql.raw<Record<string, unknown>>(text).execute(database.db)).rows;
+}
+
+function unreachable(e: unknown, label: string): unknown {
+  if (e instanceof ValidationError) return e;
+  return new InternalError(`cannot reach the database ${label}: ${describeError(e)}`, { cause: e });
+}
+
+async function ping(database: Database, label: string): Promise<void> {
   try {
-    await connection.query("SELECT 1");
+    await query(database, "SELECT 1");
   } catch (e) {
-    throw new InternalError(`cannot reach the database ${label}: ${describeError(e)}`, {
-      cause: e,
-    });
+    throw unreachable(e, label);
   }
 }
 
@@ -157,13 +145,13 @@ async function ping(connection: Connection, label: string): Promise<void> {
  * migration this version knows is applied, and say to run `migrate` when it is not.
  */
 async function checkSchema(
-  connection: Connection,
+  database: Database,
   schema: string,
   label: string,
   warn: (message: string) => void,
 ): Promise<void> {
   const table = `"${schema}".schema_migrations`;
-  const [found] = await connection.query(`SELECT to_regclass('${table}') IS NOT NULL AS present`);
+  const [found] = await query(database, `SELECT to_regclass('${table}') IS NOT NULL AS present`);
   if (found?.present !== true) {
     throw new ValidationError(
       "--schema",
@@ -171,7 +159,7 @@ async function checkSchema(
     );
   }
   const { MIGRATIONS } = await import("../adapters/postgres/migrations.js");
-  const applied = new Set((await connection.query(`SELECT name FROM ${table}`)).map((r) => String(r.name)));
+  const applied = new Set((await query(database, `SELECT name FROM ${table}`)).map((r) => String(r.name)));
   const missing = MIGRATIONS.map((m) => m.name).filter((name) => !applied.has(name));
   if (missing.length > 0) {
     throw new ValidationError(

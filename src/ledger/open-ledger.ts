@@ -340,6 +340,21 @@ export async function openLedger(options: LedgerOptions): Promise<Ledger> {
     ...(options.schema !== undefined ? { schema: options.schema } : {}),
     ...(options.poolSize !== undefined ? { poolSize: options.poolSize } : {}),
   });
+  return openLedgerOn(database, options);
+}
+
+/**
+ * Opens a ledger on a database already opened by {@link openDatabase}, which the ledger then owns
+ * (its `close()` closes it, also when migrating fails). For the CLI, which opens the database with
+ * its own connection settings and checks the schema before the ledger exists.
+ *
+ * @internal
+ * @example
+ * ```ts
+ * const ledger = await openLedgerOn(await openDatabase("pglite:memory", { poolSize: 4 }), { migrate: true })
+ * ```
+ */
+export async function openLedgerOn(database: Database, options: LedgerSettings): Promise<Ledger> {
   try {
     if (options.migrate !== false) await migrateToLatest(database.db, database.schema);
   } catch (e) {
@@ -349,13 +364,16 @@ export async function openLedger(options: LedgerOptions): Promise<Ledger> {
   return new LedgerImpl(database, options);
 }
 
+/** What the ledger needs beyond its open database. */
+type LedgerSettings = Omit<LedgerOptions, "database" | "schema" | "poolSize">;
+
 class LedgerImpl implements Ledger {
   readonly #database: Database;
   readonly #log: PgEventLog;
   readonly #queries: ProjectionQueries;
   readonly #executor: RunExecutor;
   readonly #clock: () => Date;
-  readonly #options: LedgerOptions;
+  readonly #options: LedgerSettings;
   readonly #stores = new Map<string, ObjectStore>();
   readonly #maintenance: MaintenanceService;
   readonly #background = new Set<Promise<unknown>>();
@@ -363,7 +381,7 @@ class LedgerImpl implements Ledger {
   readonly #abandon = new AbortController();
   #closed: Promise<void> | undefined;
 
-  constructor(database: Database, options: LedgerOptions) {
+  constructor(database: Database, options: LedgerSettings) {
     this.#database = database;
     this.#options = options;
     this.#clock = options.clock ?? (() => new Date());

@@ -63,6 +63,26 @@ export function assertSchemaName(schema: string): string {
 }
 
 /**
+ * Options of {@link openDatabase}. The connection settings apply to a `postgres://` URL only (a
+ * pool passed in keeps its own, PGlite has no connection).
+ *
+ * @example
+ * ```ts
+ * const options: OpenDatabaseOptions = { schema: "shardledger", poolSize: 4, connectTimeoutMs: 5_000, applicationName: "nightly-export" }
+ * ```
+ */
+export interface OpenDatabaseOptions {
+  /** Postgres schema of the ledger's tables (default `shardledger`). */
+  schema?: string;
+  /** Connections in the pool (default 10). */
+  poolSize?: number;
+  /** How long to wait for a connection before failing (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Shown in `pg_stat_activity.application_name`. */
+  applicationName?: string;
+}
+
+/**
  * Opens the database named by `input`. PGlite directories are created on first use. A pool or
  * PGlite instance passed in is borrowed: `close()` does not close it.
  *
@@ -73,19 +93,20 @@ export function assertSchemaName(schema: string): string {
  */
 export async function openDatabase(
   input: DatabaseInput,
-  options: { schema?: string; poolSize?: number } = {},
+  options: OpenDatabaseOptions = {},
 ): Promise<Database> {
   const schema = assertSchemaName(options.schema ?? "shardledger");
   if (typeof input === "string") {
-    // The drivers are imported for the kind of URL given, not both at start-up (the CLI lends its
-    // own pool or PGlite instance and never loads the other one).
+    // The drivers are imported for the kind of URL given, not both at start-up (`--help` of the CLI
+    // loads neither, a CLI on PGlite never loads pg).
     if (/^postgres(ql)?:\/\//.test(input)) {
       const { default: pg } = await import("pg");
-      // A host that never answers must fail, not hang: 10 s to connect unless the URL says otherwise.
+      // A host that never answers must fail, not hang: 10 s to connect unless told otherwise.
       const pool = new pg.Pool({
         connectionString: input,
         max: options.poolSize ?? 10,
-        connectionTimeoutMillis: 10_000,
+        connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+        ...(options.applicationName !== undefined ? { application_name: options.applicationName } : {}),
       });
       // Idle clients can error when the server restarts; without a listener that crashes the process.
       pool.on("error", () => {});

@@ -1,5 +1,5 @@
 import type { RegisterCommand } from "../command-runtime.js";
-import { idArgument } from "../flags.js";
+import { datasetListing } from "../dataset-listing.js";
 import { withExamples } from "../help-text.js";
 import { renderTable } from "../table.js";
 import { when } from "../views.js";
@@ -16,14 +16,10 @@ export const registerFloors: RegisterCommand = (program, runtime) => {
     .description("failed runs and cleanup items kept inspectable and retryable, and until when")
     .argument("<datasetId>", "the dataset")
     .action(
-      runtime.action(async (ctx, [datasetId]) => {
-        const id = idArgument("<datasetId>", datasetId as string);
-        const ledger = await ctx.ledger();
-        await ledger.dataset(id);
-        const floors = await ledger.retentionFloors(id);
-        return {
-          json: floors,
-          human: (style) =>
+      runtime.action(
+        datasetListing(
+          (ledger, id) => ledger.retentionFloors(id),
+          (style, floors) =>
             floors.length === 0
               ? style.dim("nothing under the failed-retention floor\n")
               : renderTable(
@@ -31,8 +27,8 @@ export const registerFloors: RegisterCommand = (program, runtime) => {
                   ["KIND", "RUN", "URL", "FAILED", "PROTECTED UNTIL"],
                   floors.map((f) => [f.kind, f.runId, f.url, when(f.failedAt), when(f.protectedUntil)]),
                 ),
-        };
-      }),
+        ),
+      ),
     );
   withExamples(command, ["shardledger floors events"]);
 };

@@ -1,5 +1,5 @@
 import type { RegisterCommand } from "../command-runtime.js";
-import { idArgument } from "../flags.js";
+import { datasetListing } from "../dataset-listing.js";
 import { withExamples } from "../help-text.js";
 import { renderTable } from "../table.js";
 import { when } from "../views.js";
@@ -17,14 +17,10 @@ export const registerRollups: RegisterCommand = (program, runtime) => {
     .description("counts of what was pruned from a dataset, per reason")
     .argument("<datasetId>", "the dataset")
     .action(
-      runtime.action(async (ctx, [datasetId]) => {
-        const id = idArgument("<datasetId>", datasetId as string);
-        const ledger = await ctx.ledger();
-        await ledger.dataset(id);
-        const rollups = await ledger.rollups(id);
-        return {
-          json: rollups,
-          human: (style) =>
+      runtime.action(
+        datasetListing(
+          (ledger, id) => ledger.rollups(id),
+          (style, rollups) =>
             rollups.length === 0
               ? style.dim("nothing pruned yet\n")
               : renderTable(
@@ -38,8 +34,8 @@ export const registerRollups: RegisterCommand = (program, runtime) => {
                     when(r.lastPrunedAt),
                   ]),
                 ),
-        };
-      }),
+        ),
+      ),
     );
   withExamples(command, ["shardledger rollups events --json"]);
 };

@@ -1,5 +1,5 @@
 import type { RegisterCommand } from "../command-runtime.js";
-import { idArgument } from "../flags.js";
+import { datasetListing } from "../dataset-listing.js";
 import { withExamples } from "../help-text.js";
 import { renderRuns } from "../views.js";
 
@@ -14,15 +14,7 @@ export const registerRuns: RegisterCommand = (program, runtime) => {
     .command("runs")
     .description("the run registry of a dataset, newest first")
     .argument("<datasetId>", "the dataset")
-    .action(
-      runtime.action(async (ctx, [datasetId]) => {
-        const id = idArgument("<datasetId>", datasetId as string);
-        const ledger = await ctx.ledger();
-        await ledger.dataset(id); // an unknown dataset is an error (exit 2), not an empty registry
-        const runs = await ledger.runs(id);
-        return { json: runs, human: (style) => renderRuns(style, runs) };
-      }),
-    );
+    .action(runtime.action(datasetListing((ledger, id) => ledger.runs(id), renderRuns)));
   withExamples(command, [
     "shardledger runs events",
     "shardledger runs events --json | jq '.[] | select(.current)'",
