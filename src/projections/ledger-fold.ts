@@ -171,7 +171,7 @@ interface TableChanges {
  * Loaded rows that only stepped are written back with these columns alone: a selection steps
  * every attempt of the run, and rewriting whole rows made publish O(attempts) in bytes.
  */
-export const ATTEMPT_STEP_COLUMNS = ["phase", "status", "outcome", "cleanup_status", "updated_at"] as const;
+const ATTEMPT_STEP_COLUMNS = ["phase", "status", "outcome", "cleanup_status", "updated_at"] as const;
 /**
  * The attempt columns the fold reads from a loaded row: its keys, its url (cleanup events find
  * attempts by url) and its place in the machine. The store loads only these.
@@ -179,7 +179,7 @@ export const ATTEMPT_STEP_COLUMNS = ["phase", "status", "outcome", "cleanup_stat
 export const ATTEMPT_FOLD_COLUMNS = ["run_id", "attempt_key", "url", "phase", "status", "outcome"] as const;
 
 /** Existing attempt rows that changed the same columns: one bulk update writes them. */
-export interface AttemptUpdate {
+interface AttemptUpdate {
   /** {@link ATTEMPT_STEP_COLUMNS}, plus `url` and/or `error` when a repeated report changed them. */
   columns: readonly string[];
   rows: Row[];

@@ -176,7 +176,7 @@ const NULLABLE: Readonly<Record<ProjectionTable, readonly string[]>> = {
  * page with no index entry to add (HOT updates): a 40,000-attempt selection's UPDATE went from
  * 1.3 s to 0.34 s on the bench machine (bench/RESULTS.md, publish).
  */
-export const ATTEMPT_RECORDS_FILLFACTOR = 50;
+const ATTEMPT_RECORDS_FILLFACTOR = 50;
 
 /** Sets the fill factor of `attempt_records` (new pages only; existing rows are not moved). */
 export async function setAttemptRecordsFillfactor(db: LedgerDb, schema: string): Promise<void> {
