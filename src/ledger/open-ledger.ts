@@ -312,7 +312,11 @@ export interface Ledger {
 /**
  * Options of {@link Ledger.close}.
  *
- * @example `await ledger.close({ backgroundCleanup: "abandon" })`
+ * @example
+ * ```ts
+ * const options: CloseOptions = { backgroundCleanup: "abandon" }
+ * await ledger.close(options)
+ * ```
  */
 export interface CloseOptions {
   /**
