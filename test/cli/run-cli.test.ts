@@ -475,20 +475,11 @@ describe("--json failures print exactly one JSON error document on stdout", () =
   it("refusals carry what a program needs: SAFETY_RAIL url and root, CONTRADICTING_REPORT both urls", async () => {
     const { db, root } = await ledgerWithDataset("refusals");
     expect((await cli(db, "run", "start", "ds", "--shards", "1", "--run-id", "r1")).code).toBe(EXIT.OK);
+    // Shard 0, attempt 0 of r1 reports success at `url` (with `--json` when asked).
+    const succeed = (url: string, ...global: string[]) =>
+      cli(db, ...global, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", url);
     const outside = `${root}/../elsewhere/x`;
-    const rail = await cli(
-      db,
-      "--json",
-      "attempt",
-      "succeed",
-      "r1",
-      "--shard",
-      "0",
-      "--attempt",
-      "0",
-      "--url",
-      outside,
-    );
+    const rail = await succeed(outside, "--json");
     expect(rail.code).toBe(EXIT.REFUSED);
     expect(errorOf(rail.out)).toMatchObject({
       code: "SAFETY_RAIL",
@@ -499,22 +490,8 @@ describe("--json failures print exactly one JSON error document on stdout", () =
 
     const first = `${root}/data/r1/shard=00000/attempt=00`;
     const second = `${root}/data/r1/shard=00000/attempt=00-b`;
-    expect(
-      (await cli(db, "attempt", "succeed", "r1", "--shard", "0", "--attempt", "0", "--url", first)).code,
-    ).toBe(EXIT.OK);
-    const contradicting = await cli(
-      db,
-      "--json",
-      "attempt",
-      "succeed",
-      "r1",
-      "--shard",
-      "0",
-      "--attempt",
-      "0",
-      "--url",
-      second,
-    );
+    expect((await succeed(first)).code).toBe(EXIT.OK);
+    const contradicting = await succeed(second, "--json");
     expect(contradicting.code).toBe(EXIT.REFUSED);
     expect(errorOf(contradicting.out)).toMatchObject({
       code: "CONTRADICTING_REPORT",
