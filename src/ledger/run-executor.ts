@@ -17,7 +17,7 @@ const MAX_CONFLICT_RETRIES = 50;
  * append the per-event cost dominates the per-append cost (see bench/append.ts), so a larger group
  * would buy little.
  */
-export const MAX_GROUP_SIZE = 1000;
+const MAX_GROUP_SIZE = 1000;
 
 /**
  * An attempt report, the one kind of command that is group-committed.
