@@ -46,8 +46,8 @@ const POLICY_FIELDS = {
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
  *
- * Exported for the HTTP server's request schemas, not from the package (and not `@internal`:
- * {@link DatasetInput} is derived from it, and the build strips what is internal).
+ * Exported for the HTTP server's request schemas, not from the package (and not marked internal:
+ * {@link DatasetInput} is derived from it, and the build strips internal declarations).
  */
 export const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
