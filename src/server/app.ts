@@ -17,7 +17,13 @@ import {
   ValidationError,
 } from "../errors.js";
 import { envelopeToJson } from "../events/envelope.js";
-import type { AttemptInput, AttemptResult, Ledger } from "../ledger/open-ledger.js";
+import type {
+  AttemptInput,
+  AttemptReport,
+  AttemptReportResult,
+  AttemptResult,
+  Ledger,
+} from "../ledger/open-ledger.js";
 import {
   authenticate,
   datasetAllowed,
@@ -645,18 +651,32 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     async (c) => {
       const { runId } = params<{ runId: string }>(c);
       const { reports } = body(c, s.batchBody);
-      const results = await Promise.all(
-        reports.map(async (item, index) => {
-          try {
-            const parsed = parseBatchItem(item, runId);
-            const { kind, ...rest } = parsed;
-            return { index, ok: true as const, attempt: await report(kind, { ...rest, runId }) };
-          } catch (e) {
-            if (!isShardledgerError(e)) logError(c, e);
-            return { index, ok: false as const, error: errorBody(e).error };
-          }
-        }),
-      );
+      // The path's run and the kind/error pairing are checked here; everything else (and the
+      // group commit that stores the valid ones in as few appends as possible) is the library's
+      // `reportAttempts`, so a batch behaves exactly like the same reports made one by one.
+      const results: AttemptReportResult[] = new Array(reports.length);
+      const valid: { index: number; report: AttemptReport }[] = [];
+      reports.forEach((item, index) => {
+        try {
+          valid.push({ index, report: { ...parseBatchItem(item, runId), runId } as AttemptReport });
+        } catch (e) {
+          const kind = (item as { kind?: unknown } | null)?.kind;
+          metrics.attemptReports.inc({
+            kind: typeof kind === "string" ? kind : "unknown",
+            outcome: "VALIDATION",
+          });
+          results[index] = { index, ok: false, error: errorBody(e).error };
+        }
+      });
+      const outcomes = await ledger.reportAttempts(valid.map((v) => v.report));
+      outcomes.forEach((outcome, i) => {
+        const { index, report } = valid[i] as { index: number; report: AttemptReport };
+        metrics.attemptReports.inc({ kind: report.kind, outcome: outcome.ok ? "ok" : outcome.error.code });
+        if (outcome.ok) metrics.writes.inc({ operation: `attempt_${report.kind}` });
+        results[index] = outcome.ok
+          ? { index, ok: true, attempt: outcome.attempt }
+          : { index, ok: false, error: outcome.error };
+      });
       return ok(c, { results });
     },
   );
