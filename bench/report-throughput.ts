@@ -5,8 +5,10 @@
  * Contenders are a list (`CONTENDERS`): the raw batched INSERT of bench/append.ts (the physical
  * reference), `reportAttempts` in batches of 1,000 from 8 callers, 64 concurrent single calls
  * (group commit; target ≥ 2,000/s), sequential single calls, and one CLI process per report (needs
- * `npm run build`). Another one (the HTTP batch endpoint, 64 concurrent HTTP singles) is one more
- * entry: a name, how many clients, and `send(ctx, first, count)` that reports attempts
+ * `npm run build`), and two through `shardledger serve` (the HTTP batch endpoint from 8 clients,
+ * 64 concurrent single HTTP reports): the server is the built CLI in a process of its own on the
+ * same database, as it is deployed, and the bench's fetch clients talk to it over loopback.
+ * Each contender is a name, how many clients, and `send(ctx, first, count)` that reports attempts
  * first…first+count-1 of the run it is given and resolves once they are stored. A contender with
  * `sample` sends only that many reports and the time for all of them is extrapolated.
  *
@@ -14,7 +16,7 @@
  *   BENCH_REPORTS_BACKEND=pglite npm run bench -- report-throughput
  *   BENCH_SCALE=0.1 …                           (10,000 reports per contender)
  */
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os, { tmpdir } from "node:os";
@@ -56,6 +58,8 @@ export interface ContenderContext {
   report(i: number): AttemptReport & { kind: "succeeded" };
   /** The database (a `postgres://` url, or the PGlite instance) for contenders outside the ledger. */
   database: string | PGlite;
+  /** The base url of `shardledger serve` on the same database, for contenders with `http`. */
+  server?: string;
 }
 
 /**
@@ -73,6 +77,8 @@ export interface Contender {
   reference?: boolean;
   /** A reports/s target for this contender. */
   target?: number;
+  /** Reports through `shardledger serve` (the bench starts one for them). */
+  http?: boolean;
   /** Why it cannot run here (it is listed as skipped), or undefined when it can. */
   skip?: (database: string | PGlite) => string | undefined;
   send(ctx: ContenderContext, first: number, count: number): Promise<void>;
@@ -116,6 +122,36 @@ export const CONTENDERS: Contender[] = [
       if (failed && !failed.ok) throw new Error(`report ${failed.index}: ${failed.error.message}`);
     },
   },
+  {
+    name: `HTTP: POST /v1/runs/{runId}/attempts/batch, ${BATCH} per request, 8 clients`,
+    clients: 8,
+    perCall: BATCH,
+    http: true,
+    skip: needsBuiltServer,
+    async send(ctx, first, count) {
+      const reports = Array.from({ length: count }, (_, k) => {
+        const { runId: _r, ...report } = ctx.report(first + k);
+        return report;
+      });
+      const { results } = (await post(ctx, `/v1/runs/${ctx.runId}/attempts/batch`, { reports })) as {
+        results: { ok: boolean; index: number; error?: { message: string } }[];
+      };
+      const failed = results.find((r) => !r.ok);
+      if (failed) throw new Error(`report ${failed.index}: ${failed.error?.message}`);
+    },
+  },
+  {
+    name: "HTTP: POST /v1/runs/{runId}/attempts/succeeded, 64 concurrent clients",
+    clients: 64,
+    perCall: 1,
+    http: true,
+    target: TARGET_CONCURRENT_SINGLES,
+    skip: needsBuiltServer,
+    async send(ctx, first) {
+      const { kind: _k, runId: _r, ...report } = ctx.report(first);
+      await post(ctx, `/v1/runs/${ctx.runId}/attempts/succeeded`, report);
+    },
+  },
   single("attemptSucceeded, 64 concurrent callers (group commit)", 64, {
     target: TARGET_CONCURRENT_SINGLES,
   }),
@@ -151,6 +187,47 @@ export const CONTENDERS: Contender[] = [
     },
   },
 ];
+
+function needsBuiltServer(database: string | PGlite): string | undefined {
+  if (typeof database !== "string")
+    return "PGlite on disk is held by this process; a server process cannot open it beside it";
+  return existsSync(CLI) ? undefined : `${CLI} is missing: run \`npm run build\` first`;
+}
+
+async function post(ctx: ContenderContext, path: string, body: unknown): Promise<unknown> {
+  const response = await fetch(`${ctx.server}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status} ${JSON.stringify(answer)}`);
+  return answer;
+}
+
+/** `shardledger serve` on the bench database, in a process of its own (no tokens: loopback). */
+async function startServe(database: string): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [CLI, "--database", database, "serve", "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffered = "";
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code} before listening`)));
+    child.stdout?.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      const line = buffered.split("\n")[0];
+      if (buffered.includes("\n") && line) {
+        const first = JSON.parse(line) as { msg?: string; url?: string };
+        if (first.msg === "listening" && first.url) resolve(first.url);
+        else reject(new Error(`serve's first line is not "listening": ${line}`));
+      }
+    });
+  });
+  child.stdout?.resume(); // one log line per request follows: drain it
+  child.stdout?.removeAllListeners("data");
+  child.stdout?.on("data", () => {});
+  return { url, child };
+}
 
 // The raw reference writes the same events (AttemptSucceeded of the same shape) into a plain table
 // with the events table's columns and indexes, as bench/append.ts does; one stream, versions
@@ -230,9 +307,14 @@ async function compare(
   const ledger = await openLedger({ database, cleanupAfterPublish: false, poolSize: 16, actor: "bench" });
   const rows: BenchRow[] = [];
   const notes: string[] = [];
+  let serve: { url: string; child: ChildProcess } | undefined;
   try {
     await ledger.createDataset({ datasetId: "bench", root });
     const results: { contender: Contender; m: Measurement; sent: number }[] = [];
+    serve =
+      typeof database === "string" && CONTENDERS.some((c) => c.http && c.skip?.(database) === undefined)
+        ? await startServe(database)
+        : undefined;
     for (const [k, contender] of CONTENDERS.entries()) {
       const skipped = contender.skip?.(database);
       if (skipped !== undefined) {
@@ -245,6 +327,7 @@ async function compare(
         ledger,
         runId,
         database,
+        ...(serve ? { server: serve.url } : {}),
         report: (i) => ({
           kind: "succeeded",
           runId,
@@ -303,6 +386,7 @@ async function compare(
     );
     return { name: "report-throughput", machine, rows, notes };
   } finally {
+    serve?.child.kill("SIGTERM");
     await ledger.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
