@@ -2,6 +2,7 @@ import { runUrls } from "../adapters/postgres/maintenance-queries.js";
 import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
+import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
 import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
@@ -31,6 +32,8 @@ import {
 export interface GcOptions {
   dryRun?: boolean;
   signal?: AbortSignal;
+  /** Orphan deletions in flight. Validated: an integer 1…256; default ORPHAN_CONCURRENCY. */
+  concurrency?: number;
 }
 
 /**
@@ -43,6 +46,11 @@ export async function gc(
   datasetId: string,
   options: GcOptions = {},
 ): Promise<GcReport> {
+  // Validated before anything is read or deleted.
+  const { concurrency } = parseCleanupThroughput({
+    concurrency: options.concurrency ?? ORPHAN_CONCURRENCY,
+  });
+  options = { ...options, concurrency };
   const dataset = await requireDataset(deps, datasetId);
   const { report } = await runRecordedPass(deps, datasetId, "gc", options, (pass) =>
     gcPass(deps, dataset, pass, options),
@@ -212,7 +220,7 @@ async function gcPass(
       items.length === 0
         ? []
         : await cleanItemsConcurrently(deps, dataset, store, items, pass, {
-            concurrency: ORPHAN_CONCURRENCY,
+            concurrency: options.concurrency ?? ORPHAN_CONCURRENCY,
             ...(options.signal ? { signal: options.signal } : {}),
           });
     for (const { item, outcome } of outcomes) {
