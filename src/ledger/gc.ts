@@ -3,6 +3,7 @@ import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
+import { fenceRefusalAsError } from "../maintenance/fenced-store.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
 import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
@@ -18,7 +19,7 @@ const ORPHAN_CONCURRENCY = 1;
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
-import type { ObjectStore } from "../storage/object-store.js";
+import type { ListPage, ObjectStore } from "../storage/object-store.js";
 import { deleteItem, itemRefusal, type WorkItem } from "./cleanup-item.js";
 import {
   type MaintenanceDeps,
@@ -78,6 +79,8 @@ async function gcPass(
   // Deletes and listings through the adaptive limiter of the dataset's root (S3's per-prefix
   // limit applies to gc as much as to cleanup); its counts are the pass's listing cost.
   const store = new ThrottledStore(deps.storeFor(dataset), {});
+  // Reads and listings too: a pass fenced off stops before its next request, whatever it is.
+  const fenced = store.withFence(() => pass.lease.assertHeld());
   await pass.lease.assertHeld();
   const plan = planGc({
     now,
@@ -85,7 +88,7 @@ async function gcPass(
     runs,
     floors: await deps.queries.retentionFloors(datasetId),
     runUrls: await runUrls(deps.database, datasetId, dataset.root),
-    pointerRunId: await storePointerRunId(store),
+    pointerRunId: await fenceRefusalAsError(storePointerRunId(fenced)),
   });
   const report: GcReport = {
     actions: [],
@@ -177,11 +180,10 @@ async function gcPass(
   const orphans = await listOrphans(
     deps,
     dataset,
-    store,
+    fenced,
     now,
     new Set(plan.actions.map((a) => a.runId)),
     report,
-    pass,
   );
   for (const orphan of orphans) {
     const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
@@ -269,7 +271,6 @@ async function listOrphans(
   now: Date,
   skip: ReadonlySet<string>,
   report: GcReport,
-  pass: Pass,
 ): Promise<{ runId: string; keys: string[] }[]> {
   const runs = (await deps.queries.runs(dataset.datasetId)).filter(
     (r) => r.status === "SUCCEEDED" && !skip.has(r.runId),
@@ -297,9 +298,8 @@ async function listOrphans(
     const keys: string[] = [];
     let token: string | null = null;
     do {
-      // Not destructive, but a pass fenced off stops before its next request, whatever it is.
-      await pass.lease.assertHeld();
-      const page = await store.list(runDataPrefix(run.runId), { token });
+      // `store` is fenced: the lease is checked after the limiter's wait, right before the listing.
+      const page: ListPage = await fenceRefusalAsError(store.list(runDataPrefix(run.runId), { token }));
       for (const o of page.objects) if (isOrphan(o)) keys.push(o.key);
       token = page.nextToken;
     } while (token);

@@ -290,7 +290,10 @@ export interface Ledger {
    * Stale runs, keep-runs, retention, the failed floor and orphans for one dataset, in one locked
    * pass. `concurrency` is how many orphan deletions are in flight (validated: an integer 1…256).
    */
-  gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number }): Promise<GcReport>;
+  gc(
+    datasetId: string,
+    options?: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number },
+  ): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
   /**
