@@ -11,10 +11,10 @@ import { ThrottledStore } from "../maintenance/throttled-store.js";
 import { cleanItemsConcurrently } from "./cleanup.js";
 
 /**
- * Orphan objects deleted at once. One, like cleanup's default: a fenced-off pass with requests in
- * flight can still send requests checked before the revocation (see cleanup-throughput.ts).
+ * Orphan objects deleted at once (each is one small request: the root's limiter bounds the rate).
+ * As many as cleanup's prefixes: fencing is strict at any concurrency (fenced-store.ts).
  */
-const ORPHAN_CONCURRENCY = 1;
+const ORPHAN_CONCURRENCY = 16;
 
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";

@@ -129,7 +129,10 @@ export interface History {
  * stops before its next request (fencing)"). `lease` steps run a gc or cleanup whose lease is
  * revoked right before its store call #at — `loseLease` bumps the dataset's lease epoch, exactly
  * what another pass acquiring the lease does — and the runner reports any store request the pass
- * makes after that (rule R7), on top of every other rule. The suite sets `loseLease`, since it
+ * makes after that (rule R7), on top of every other rule. Strict at every concurrency: the
+ * moment the revocation's commit is seen (its UPDATE answered), any later store call of the pass
+ * is a violation, whether it was queued behind the rate limiter, waiting for a pool slot or
+ * checked before the revocation. The suite sets `loseLease`, since it
  * holds the database (test/support/safety-suite.ts).
  */
 export const LOST_LEASE_EXTENSION: {
