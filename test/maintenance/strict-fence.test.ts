@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type CleanupWork, cleanConcurrently } from "../../src/ledger/concurrent-cleanup.js";
 import { coalescedCheck } from "../../src/maintenance/coalesced-check.js";
+import { FenceRefusal, fenceStore } from "../../src/maintenance/fenced-store.js";
 import { deleteObject } from "../../src/maintenance/object-deleter.js";
 import { DEFAULT_RETRY_POLICY } from "../../src/maintenance/retry-policy.js";
 import { ThrottledStore } from "../../src/maintenance/throttled-store.js";
@@ -131,5 +132,79 @@ describe("strict fencing of the concurrent cleanup engine", () => {
     expect(results.every((r) => r?.deleted === true)).toBe(true);
     expect(w.objects.size).toBe(0);
     expect(w.calls.filter((c) => c.op === "deleteMany")).toHaveLength(n);
+  });
+
+  it("runs the fence after a listing's wait for its turn, and counts a refused listing as no request", async () => {
+    const sleepers: (() => void)[] = [];
+    const calls: string[] = [];
+    let held = true;
+    const store = new ThrottledStore(
+      {
+        rootUrl: "file:///lake/ds",
+        list: async (prefix) => {
+          calls.push(prefix);
+          return { objects: [], nextToken: null };
+        },
+        deleteMany: async (keys) => ({ deleted: [...keys], errors: [] }),
+        get: async () => null,
+        put: async () => {},
+      },
+      { initialRate: 1, minRate: 1 },
+      { now: () => 0, sleep: () => new Promise<void>((resolve) => sleepers.push(resolve)) },
+    );
+    const fenced = store.withFence(async () => {
+      if (!held) throw new Error("lease lost");
+    });
+    const first = fenced.list("data/a/");
+    // Many listings at once: the second waits for its turn on the listing limiter.
+    const second = fenced.list("data/b/").catch((e: unknown) => e);
+    await first;
+    for (let i = 0; i < 100 && sleepers.length === 0; i++) await tick();
+    held = false;
+    for (const wake of sleepers.splice(0)) wake();
+    const refused = await second;
+    expect(refused).toBeInstanceOf(FenceRefusal);
+    expect(String((refused as FenceRefusal).error)).toContain("lease lost");
+    expect(calls).toEqual(["data/a/"]);
+    expect(store.traffic().listRequests).toBe(1);
+  });
+
+  it("fences a plain store on every kind of request, sending nothing once the check refuses", async () => {
+    const calls: string[] = [];
+    let held = true;
+    const plain: ObjectStore = {
+      rootUrl: "file:///lake/ds",
+      list: async (prefix) => {
+        calls.push(`list ${prefix}`);
+        return { objects: [], nextToken: null };
+      },
+      deleteMany: async (keys) => {
+        calls.push(`deleteMany ${keys.join(",")}`);
+        return { deleted: [...keys], errors: [] };
+      },
+      get: async (key) => {
+        calls.push(`get ${key}`);
+        return null;
+      },
+      put: async (key) => {
+        calls.push(`put ${key}`);
+      },
+    };
+    const fenced = fenceStore(plain, async () => {
+      if (!held) throw new Error("lease lost");
+    });
+    await fenced.list("data/");
+    await fenced.deleteMany(["data/x"]);
+    await fenced.get("data/x");
+    await fenced.put("data/y", "y");
+    held = false;
+    const refusals = await Promise.all([
+      fenced.list("data/").catch((e: unknown) => e),
+      fenced.deleteMany(["data/x"]).catch((e: unknown) => e),
+      fenced.get("data/x").catch((e: unknown) => e),
+      fenced.put("data/y", "y").catch((e: unknown) => e),
+    ]);
+    for (const r of refusals) expect(r).toBeInstanceOf(FenceRefusal);
+    expect(calls).toEqual(["list data/", "deleteMany data/x", "get data/x", "put data/y"]);
   });
 });
