@@ -343,8 +343,14 @@ export interface Ledger {
    * counts what is left in the pending set afterwards, and `nextDueAt` says when the next waits end.
    */
   cleanup(options?: CleanupOptions): Promise<CleanupReport>;
-  /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
-  gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
+  /**
+   * Stale runs, keep-runs, retention, the failed floor and orphans for one dataset, in one locked
+   * pass. `concurrency` is how many orphan deletions are in flight (validated: an integer 1…256).
+   */
+  gc(
+    datasetId: string,
+    options?: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number },
+  ): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
   /**
@@ -768,7 +774,10 @@ class LedgerImpl implements Ledger {
     return this.#maintenance.cleanup(options);
   }
 
-  gc(datasetId: string, options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcReport> {
+  gc(
+    datasetId: string,
+    options: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number } = {},
+  ): Promise<GcReport> {
     return this.#maintenance.gc(datasetId, options);
   }
 
