@@ -3,6 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import pg from "pg";
 import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js";
 
 /*
@@ -19,9 +20,15 @@ import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js
  *   per call (`ledger.attemptStarted` + `ledger.attemptSucceeded`, 8 writers at once), and the
  *   publish bench's bulk seeding (`seedAttemptReports`: log.append of 100 reports per transaction
  *   with the ledger projection).
+ * - publish: `ledger.publish(runId)` of one run of BENCH_PUBLISH_SHARDS shards (default 20,000,
+ *   not scaled), seeded as bench/publish.ts seeds it (its `planAttempts`, `attemptEvents` and
+ *   `seedAttemptReports`: ~2 attempt reports per shard, retries, duplicates, a few still running),
+ *   then VACUUM ANALYZE + CHECKPOINT and a full GC, then the publish on a ledger of its own, end to
+ *   end; its inline projection of the WinnerSelected events is timed on the side by wrapping the
+ *   checkout's `ledgerProjection.apply`.
  *
  * Usage: BENCH_BEFORE=/tmp/wt-before BENCH_SCALE=0.1 node --openssl-legacy-provider --import tsx
- * bench/before-after.ts [replay] [append]  (BENCH_ROUNDS, default 3).
+ * bench/before-after.ts [replay] [append] [publish]  (BENCH_ROUNDS, default 3).
  */
 
 const JOB_ENV = "SHARDLEDGER_BEFORE_AFTER_JOB";
@@ -29,6 +36,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? "3");
 const SINGLE_SHARDS = scaled(10_000);
 const BULK_SHARDS = scaled(50_000);
 const BULK_BATCH = 100;
+const PUBLISH_SHARDS = Number(process.env.BENCH_PUBLISH_SHARDS ?? "20000");
+const PUBLISH_SEED_BATCH = 10_000;
 const WRITERS = 8;
 const SCHEMA = "shardledger";
 const ACTOR = "bench-before-after";
@@ -129,10 +138,108 @@ async function appendPhase(checkout: string): Promise<Figures> {
   }
 }
 
+interface ProjectionLike {
+  apply: (...args: unknown[]) => Promise<void>;
+}
+
+/** The checkout's ledger projection object, wherever its layout keeps it. */
+async function projectionOf(checkout: string): Promise<ProjectionLike> {
+  for (const file of ["src/adapters/postgres/projection-store.ts", "src/projections/ledger-projection.ts"]) {
+    try {
+      const m = await importFrom<{ ledgerProjection?: ProjectionLike }>(checkout, file);
+      if (m.ledgerProjection) return m.ledgerProjection;
+    } catch {
+      // not in this checkout's layout
+    }
+  }
+  throw new Error(`no ledgerProjection in ${checkout}`);
+}
+
+async function publishPhase(checkout: string): Promise<Figures> {
+  const support = await importFrom<typeof import("./support.js")>(checkout, "bench/support.ts");
+  const { openLedger } = await importFrom<{
+    openLedger: (
+      o: object,
+    ) => Promise<LedgerLike & { publish(runId: string): Promise<{ winners: unknown[] }> }>;
+  }>(checkout, "src/ledger/open-ledger.ts");
+  const publish = await importFrom<typeof import("./publish.js")>(checkout, "bench/publish.ts");
+  const projection = await projectionOf(checkout);
+  const dir = await mkdtemp(path.join(os.tmpdir(), "shardledger-before-after-"));
+  const root = `file://${dir}`;
+  const runId = "run-publish";
+  try {
+    return await support.withBenchDatabase(async (url) => {
+      const seeding = await openLedger({
+        database: url,
+        schema: SCHEMA,
+        actor: ACTOR,
+        cleanupAfterPublish: false,
+      });
+      try {
+        await seeding.createDataset({ datasetId: "sales", root });
+        await seeding.startRun({ datasetId: "sales", numShards: PUBLISH_SHARDS, runId });
+      } finally {
+        await seeding.close();
+      }
+      const events = publish.attemptEvents(runId, publish.planAttempts(runId, PUBLISH_SHARDS, root), ACTOR);
+      await publish.seedAttemptReports(url, runId, events, PUBLISH_SEED_BATCH);
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      try {
+        await admin.query(`VACUUM ANALYZE ${SCHEMA}.events, ${SCHEMA}.attempt_records, ${SCHEMA}.runs`);
+        await admin.query("CHECKPOINT");
+      } finally {
+        await admin.end();
+      }
+      (globalThis as { gc?: () => void }).gc?.();
+      const ledger = await openLedger({
+        database: url,
+        schema: SCHEMA,
+        actor: ACTOR,
+        cleanupAfterPublish: false,
+      });
+      const original = projection.apply;
+      let projectionMs = 0;
+      projection.apply = async function (this: unknown, ...args: unknown[]) {
+        const started = performance.now();
+        try {
+          return await original.apply(this, args);
+        } finally {
+          const batch = args[1] as { type: string }[];
+          if (batch[0]?.type === "WinnerSelected") projectionMs += performance.now() - started;
+        }
+      };
+      try {
+        const started = performance.now();
+        const result = await ledger.publish(runId);
+        const seconds = (performance.now() - started) / 1000;
+        if (result.winners.length !== PUBLISH_SHARDS)
+          throw new Error(`publish chose ${result.winners.length} winners for ${PUBLISH_SHARDS} shards`);
+        return {
+          [`ledger.publish, ${PUBLISH_SHARDS} shards (${events.length} attempt reports), end to end`]: {
+            events: events.length,
+            seconds,
+          },
+          "· its inline projection of the WinnerSelected events": {
+            events: events.length,
+            seconds: projectionMs / 1000,
+          },
+        };
+      } finally {
+        projection.apply = original;
+        await ledger.close();
+      }
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 function inChild(job: Job): Promise<Figures> {
   return new Promise((resolve, reject) => {
     const child = fork(fileURLToPath(import.meta.url), [], {
-      execArgv: process.execArgv,
+      // --expose-gc: the publish phase starts its publish after a full collection.
+      execArgv: [...process.execArgv, "--expose-gc"],
       env: { ...process.env, [JOB_ENV]: JSON.stringify(job) },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
@@ -210,7 +317,12 @@ async function main(): Promise<void> {
 const rawJob = process.env[JOB_ENV];
 if (rawJob !== undefined && process.send) {
   const job = JSON.parse(rawJob) as Job;
-  const figures = job.phase === "replay" ? await replayPhase(job.checkout) : await appendPhase(job.checkout);
+  const figures =
+    job.phase === "replay"
+      ? await replayPhase(job.checkout)
+      : job.phase === "publish"
+        ? await publishPhase(job.checkout)
+        : await appendPhase(job.checkout);
   process.send(figures, () => process.exit(0));
 } else if (isMain(import.meta.url)) {
   await main();
