@@ -198,31 +198,25 @@ interface AttemptStepColumns {
   readonly cleanup_status: string | null;
 }
 
-/**
- * One line of a bulk step: rows in phase `from` go to `to`. With `named`, the rows of the step's
- * `keys` (every row of the run when it has none); without, the run's other rows.
- */
+/** One line of a bulk step: rows in phase `from` go to `to`. */
 interface AttemptMove {
   readonly from: string;
   readonly to: AttemptStepColumns;
-  readonly named: boolean;
 }
 
 /**
- * Steps of the attempt machine applied to attempt rows the fold does not hold: every row of the
- * run (or of `keys`, and with moves not `named`, the other rows) that is in one of the moves'
- * `from` phases goes to that move's columns, and `updated_at` becomes `at`. The moves are the
- * transition table's rows for the events (every phase that accepts them, with its target; a
- * selection's SELECT_WINNER of the named winners followed by SELECT_LOSER of every attempt is
- * composed into one step), so the store applies the fold's steps set-based — one `UPDATE … WHERE
- * run_id = … AND phase = …` — without loading the rows, and tells the fold how many rows took
- * each move ({@link LedgerFold.bulkStepped}) so the run's counts move.
+ * One step of the attempt machine applied to attempt rows the fold does not hold: every row of
+ * the run (or only those of `keys`) that is in one of the `moves`' `from` phases goes to that
+ * move's columns, and `updated_at` becomes `at`. The moves are the transition table's row for the
+ * event (every phase that accepts it, with its target), so the store applies the fold's step
+ * set-based — `UPDATE … WHERE run_id = … AND phase = …` — without loading the rows, and tells the
+ * fold how many rows left each phase ({@link LedgerFold.bulkStepped}) so the run's counts move.
  */
 export interface AttemptBulkStep {
   readonly runId: string;
-  /** The machine events stepped (`SELECT_WINNER`, `SELECT_LOSER`, …), for reading. */
-  readonly events: readonly string[];
-  /** The rows the `named` moves apply to, or null: every attempt row of the run. */
+  /** The machine event stepped (`SELECT_LOSER`, …), for reading. */
+  readonly event: string;
+  /** Only these attempt keys (a selection's winners), or every attempt row of the run. */
   readonly keys: readonly string[] | null;
   /** Attempt keys of the run the fold holds (and steps itself): the store leaves those rows alone. */
   readonly held: readonly string[];
@@ -247,28 +241,16 @@ function stepColumnsOf(phase: string): AttemptStepColumns {
   return columns;
 }
 
-/**
- * The transition table's rows for `eventKeys` stepped in order: every phase that accepts one of
- * them and where the last one leaves it (a refused event leaves the phase as it is, as
- * `#step` does).
- */
+/** The transition table's row for `eventKey`: every phase that accepts it and where it goes. */
 const movesCache = new Map<string, readonly AttemptMove[]>();
-function movesOf(eventKeys: readonly string[], named: boolean): readonly AttemptMove[] {
-  const cacheKey = `${named}\u0000${eventKeys.join("\u0000")}`;
-  let moves = movesCache.get(cacheKey);
+function movesOf(eventKey: string): readonly AttemptMove[] {
+  let moves = movesCache.get(eventKey);
   if (!moves) {
     moves = ATTEMPT_TABLE.states.flatMap((from) => {
-      let phase = from;
-      let stepped = false;
-      for (const eventKey of eventKeys) {
-        const next = ATTEMPT_TABLE.next(phase, eventKey);
-        if (next === undefined) continue;
-        phase = next;
-        stepped = true;
-      }
-      return stepped ? [{ from, to: stepColumnsOf(phase), named }] : [];
+      const next = ATTEMPT_TABLE.next(from, eventKey);
+      return next === undefined ? [] : [{ from, to: stepColumnsOf(next) }];
     });
-    movesCache.set(cacheKey, moves);
+    movesCache.set(eventKey, moves);
   }
   return moves;
 }
@@ -347,53 +329,27 @@ export class LedgerFold {
 
   /** The steps of attempt rows the fold does not hold, in order: the store applies them first. */
   attemptBulkSteps(): AttemptBulkStep[] {
-    const steps = this.#bulkSteps.filter((s) => !this.#prunedRuns.has(s.runId));
-    const out: AttemptBulkStep[] = [];
-    for (let i = 0; i < steps.length; i++) {
-      const s = steps[i] as PendingBulkStep;
-      const held = this.#attemptsOf(s.runId).map((r) => str(r.attempt_key));
-      const next = steps[i + 1];
-      if (
-        s.keys !== null &&
-        next !== undefined &&
-        next.runId === s.runId &&
-        next.keys === null &&
-        next.at.getTime() === s.at.getTime()
-      ) {
-        // Named rows step, then every row steps (a selection: winners, then losers): one step
-        // whose named rows take both events and whose other rows take the second.
-        out.push({
-          runId: s.runId,
-          events: [s.event, next.event],
-          keys: s.keys,
-          held,
-          moves: [...movesOf([s.event, next.event], true), ...movesOf([next.event], false)],
-          at: s.at,
-        });
-        i++;
-        continue;
-      }
-      out.push({
+    return this.#bulkSteps
+      .filter((s) => !this.#prunedRuns.has(s.runId))
+      .map((s) => ({
         runId: s.runId,
-        events: [s.event],
+        event: s.event,
         keys: s.keys,
-        held,
-        moves: movesOf([s.event], true),
+        held: this.#attemptsOf(s.runId).map((r) => str(r.attempt_key)),
+        moves: movesOf(s.event),
         at: s.at,
-      });
-    }
-    return out;
+      }));
   }
 
   /**
-   * The store applied `step`: `moved[i]` says how many rows took `step.moves[i]`. The run's counts
-   * move as the rows did (the rows themselves are the store's).
+   * The store applied `step`: `moved` says how many rows left each phase. The run's counts move
+   * as the rows did (the rows themselves are the store's).
    */
-  bulkStepped(step: AttemptBulkStep, moved: readonly number[]): void {
+  bulkStepped(step: AttemptBulkStep, moved: ReadonlyMap<string, number>): void {
     const run = this.runs.get(step.runId);
     if (!run) return;
-    for (const [i, { from, to }] of step.moves.entries()) {
-      const n = moved[i] ?? 0;
+    for (const { from, to } of step.moves) {
+      const n = moved.get(from) ?? 0;
       if (n === 0) continue;
       const before = attemptPhaseInfo(from).status;
       if (before === to.status) continue;

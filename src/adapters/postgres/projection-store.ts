@@ -140,18 +140,21 @@ async function loadRows(
 
 /**
  * Applies one of the fold's steps of attempt rows it does not hold: one `UPDATE` of the rows of
- * the run in the phases the step moves (the named keys' rows by the named moves, the others by
- * the rest), to the columns the fold computed for each (SQL only applies the fold's mapping),
- * leaving alone the rows the fold holds. Answers how many rows took each move.
+ * the run (or of the named keys) in the phases the step moves, to the columns the fold computed
+ * for each phase (SQL only applies the fold's mapping), leaving alone the rows the fold holds.
+ * Answers how many rows left each phase.
  */
-async function applyBulkStep(db: LedgerDb, schema: string, step: AttemptBulkStep): Promise<number[]> {
-  const moved = step.moves.map(() => 0);
+async function applyBulkStep(
+  db: LedgerDb,
+  schema: string,
+  step: AttemptBulkStep,
+): Promise<Map<string, number>> {
+  const moved = new Map<string, number>();
   if (step.moves.length === 0) return moved;
   const m = step.moves;
-  const { rows } = await sql<{ i: number; n: number }>`
-    WITH m(i, named, from_phase, phase, status, outcome, cleanup_status) AS (
+  const { rows } = await sql<{ from_phase: string; n: number }>`
+    WITH m(from_phase, phase, status, outcome, cleanup_status) AS (
       SELECT * FROM unnest(
-        ${m.map((_, i) => i)}::integer[], ${m.map((x) => x.named)}::boolean[],
         ${m.map((x) => x.from)}::text[], ${m.map((x) => x.to.phase)}::text[],
         ${m.map((x) => x.to.status)}::text[], ${m.map((x) => x.to.outcome)}::text[],
         ${m.map((x) => x.to.cleanup_status)}::text[])
@@ -161,12 +164,12 @@ async function applyBulkStep(db: LedgerDb, schema: string, step: AttemptBulkStep
         updated_at = ${step.at}::timestamptz
       FROM m
       WHERE a.run_id = ${step.runId} AND a.phase = m.from_phase
-        ${step.keys === null ? sql`AND m.named` : sql`AND m.named = (a.attempt_key = ANY(${step.keys}::text[]))`}
+        ${step.keys === null ? sql`` : sql`AND a.attempt_key = ANY(${step.keys}::text[])`}
         ${step.held.length === 0 ? sql`` : sql`AND NOT (a.attempt_key = ANY(${step.held}::text[]))`}
-      RETURNING m.i
+      RETURNING m.from_phase
     )
-    SELECT i, count(*)::int AS n FROM stepped GROUP BY i`.execute(db);
-  for (const r of rows) moved[Number(r.i)] = Number(r.n);
+    SELECT from_phase, count(*)::int AS n FROM stepped GROUP BY from_phase`.execute(db);
+  for (const r of rows) moved.set(r.from_phase, Number(r.n));
   return moved;
 }
 
