@@ -51,6 +51,16 @@ module.exports = {
       to: { path: "^src/adapters/postgres/pg-event-log[.]ts$" },
     },
     {
+      name: "built-events-stay-private",
+      severity: "error",
+      comment:
+        "Only the event builder marks an event as built from validated data, and only the event log asks (src/events/built-events.ts): any other writer's events are validated at append.",
+      from: {
+        pathNot: "^src/(machines/run-commands|adapters/postgres/pg-event-log|events/built-events)[.]ts$",
+      },
+      to: { path: "^src/events/built-events[.]ts$" },
+    },
+    {
       name: "ledger-imports-no-cli",
       severity: "error",
       comment: "The facade serves the CLI, never the other way round.",

@@ -6,6 +6,7 @@ import {
   ShardCoverageError,
   ValidationError,
 } from "../errors.js";
+import { markBuilt } from "../events/built-events.js";
 import {
   type CleanupReason,
   type EventData,
@@ -349,17 +350,24 @@ class EventBuilder {
     readonly context: DecideContext,
   ) {}
 
-  /** Validates the data against the catalogue (the error names the field) and builds the event. */
+  /**
+   * Validates the data against the catalogue (the error names the field) and builds the event,
+   * marked as built from validated data ({@link markBuilt}) so the event log does not parse it
+   * again: validated once here, built once, folded once.
+   */
   build<T extends EventType>(
     type: T,
     data: EventDataInput<T>,
     eventId?: string,
   ): NewEvent<T, EventData<T>> & { type: T } {
     const validated = defaultCatalogue.validate(type, data).data as EventData<T>;
-    return this.trusted(type, validated, eventId);
+    return markBuilt(this.trusted(type, validated, eventId), defaultCatalogue);
   }
 
-  /** Builds an event from data taken from the state, which was validated when it was recorded. */
+  /**
+   * Builds an event from data taken from the state, which was validated when it was recorded.
+   * Not marked: the event log validates it (the only check of this assembly of the data).
+   */
   trusted<T extends EventType>(
     type: T,
     data: EventData<T>,

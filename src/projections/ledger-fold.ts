@@ -88,8 +88,12 @@ export interface RowsNeeded {
   writesDataset: boolean;
   /** Runs started in this batch: a run that has no row yet has nothing else to load either. */
   startedHere: Set<string>;
-  /** Runs whose attempts and winners must all be loaded (a selection or its undoing steps them all). */
-  fullRuns: string[];
+  /**
+   * Runs whose winners must all be loaded: a selection or its undoing also steps every attempt of
+   * the run, but those attempt rows are not loaded — the steps go to the store as
+   * {@link AttemptBulkStep}s.
+   */
+  selectionRuns: string[];
   /** Attempt rows by (runId, attemptKey). */
   attemptKeys: [string, string][];
   /** Attempt rows and pending items by (runId, url): what cleanup events name. */
@@ -108,13 +112,13 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
     datasetIds: new Set(),
     writesDataset: false,
     startedHere: new Set(),
-    fullRuns: [],
+    selectionRuns: [],
     attemptKeys: [],
     urls: [],
     floorDatasets: [],
     prunedDatasets: [],
   };
-  const fullRuns = new Set<string>();
+  const selectionRuns = new Set<string>();
   const floorDatasets = new Set<string>();
   for (const e of events) {
     const d = e.data as Data;
@@ -135,8 +139,9 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
       case "WinnerSelected":
       case "RunFailed":
         // A selection classifies every attempt of the run (winners, then losers once it is
-        // complete), and a failure can void it: either steps every attempt row of the run.
-        fullRuns.add(str(d.runId));
+        // complete), and a failure can void it: either reads the run's winners and steps every
+        // attempt row of the run (those not loaded, in the store: see AttemptBulkStep).
+        selectionRuns.add(str(d.runId));
         break;
       case "CleanupPlanned":
       case "CleanupSucceeded":
@@ -154,7 +159,7 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
     }
   }
   needed.runIds = [...runIds].sort();
-  needed.fullRuns = [...fullRuns];
+  needed.selectionRuns = [...selectionRuns];
   needed.floorDatasets = [...floorDatasets];
   return needed;
 }
@@ -183,6 +188,78 @@ interface AttemptUpdate {
   /** {@link ATTEMPT_STEP_COLUMNS}, plus `url` and/or `error` when a repeated report changed them. */
   columns: readonly string[];
   rows: Row[];
+}
+
+/** The step columns of an attempt row in a phase (see {@link ATTEMPT_STEP_COLUMNS}, less `updated_at`). */
+interface AttemptStepColumns {
+  readonly phase: string;
+  readonly status: string;
+  readonly outcome: string;
+  readonly cleanup_status: string | null;
+}
+
+/** One line of a bulk step: rows in phase `from` go to `to`. */
+interface AttemptMove {
+  readonly from: string;
+  readonly to: AttemptStepColumns;
+}
+
+/**
+ * One step of the attempt machine applied to attempt rows the fold does not hold: every row of
+ * the run (or only those of `keys`) that is in one of the `moves`' `from` phases goes to that
+ * move's columns, and `updated_at` becomes `at`. The moves are the transition table's row for the
+ * event (every phase that accepts it, with its target), so the store applies the fold's step
+ * set-based — `UPDATE … WHERE run_id = … AND phase = …` — without loading the rows, and tells the
+ * fold how many rows left each phase ({@link LedgerFold.bulkStepped}) so the run's counts move.
+ */
+export interface AttemptBulkStep {
+  readonly runId: string;
+  /** The machine event stepped (`SELECT_LOSER`, …), for reading. */
+  readonly event: string;
+  /** Only these attempt keys (a selection's winners), or every attempt row of the run. */
+  readonly keys: readonly string[] | null;
+  /** Attempt keys of the run the fold holds (and steps itself): the store leaves those rows alone. */
+  readonly held: readonly string[];
+  readonly moves: readonly AttemptMove[];
+  readonly at: Date;
+}
+
+const stepColumnsCache = new Map<string, AttemptStepColumns>();
+/** The step columns of a phase: the phase, the status and outcome it means, the cleanup verdict. */
+function stepColumnsOf(phase: string): AttemptStepColumns {
+  let columns = stepColumnsCache.get(phase);
+  if (!columns) {
+    const info = attemptPhaseInfo(phase);
+    columns = Object.freeze({
+      phase,
+      status: info.status,
+      outcome: info.outcome,
+      cleanup_status: info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null,
+    });
+    stepColumnsCache.set(phase, columns);
+  }
+  return columns;
+}
+
+/** The transition table's row for `eventKey`: every phase that accepts it and where it goes. */
+const movesCache = new Map<string, readonly AttemptMove[]>();
+function movesOf(eventKey: string): readonly AttemptMove[] {
+  let moves = movesCache.get(eventKey);
+  if (!moves) {
+    moves = ATTEMPT_TABLE.states.flatMap((from) => {
+      const next = ATTEMPT_TABLE.next(from, eventKey);
+      return next === undefined ? [] : [{ from, to: stepColumnsOf(next) }];
+    });
+    movesCache.set(eventKey, moves);
+  }
+  return moves;
+}
+
+interface PendingBulkStep {
+  runId: string;
+  event: string;
+  keys: string[] | null;
+  at: Date;
 }
 
 /** Everything a folded batch changed, in the order the store writes it. */
@@ -235,6 +312,76 @@ export class LedgerFold {
   readonly #newAttempts = new Set<string>();
   /** Columns besides a step's that a repeated report changed on an attempt row, by row key. */
   readonly #reportedColumns = new Map<string, Set<string>>();
+  /** Runs whose attempt rows the fold holds only in part: the rest are in the store. */
+  readonly #attemptsInStore = new Set<string>();
+  /** Steps of attempt rows the fold does not hold, in order (see {@link AttemptBulkStep}). */
+  readonly #bulkSteps: PendingBulkStep[] = [];
+
+  /**
+   * Says that the store holds attempt rows of `runId` the fold has not loaded (an existing run:
+   * only the rows the batch names are loaded). A step of every attempt of the run, or of one the
+   * fold does not hold, then becomes an {@link AttemptBulkStep} for the store to apply. Without
+   * it the fold holds every attempt of the run (a run started in the batch, or a pure fold).
+   */
+  attemptsInStore(runId: string): void {
+    this.#attemptsInStore.add(runId);
+  }
+
+  /** The steps of attempt rows the fold does not hold, in order: the store applies them first. */
+  attemptBulkSteps(): AttemptBulkStep[] {
+    return this.#bulkSteps
+      .filter((s) => !this.#prunedRuns.has(s.runId))
+      .map((s) => ({
+        runId: s.runId,
+        event: s.event,
+        keys: s.keys,
+        held: this.#attemptsOf(s.runId).map((r) => str(r.attempt_key)),
+        moves: movesOf(s.event),
+        at: s.at,
+      }));
+  }
+
+  /**
+   * The store applied `step`: `moved` says how many rows left each phase. The run's counts move
+   * as the rows did (the rows themselves are the store's).
+   */
+  bulkStepped(step: AttemptBulkStep, moved: ReadonlyMap<string, number>): void {
+    const run = this.runs.get(step.runId);
+    if (!run) return;
+    for (const { from, to } of step.moves) {
+      const n = moved.get(from) ?? 0;
+      if (n === 0) continue;
+      const before = attemptPhaseInfo(from).status;
+      if (before === to.status) continue;
+      this.#count(run, before, -n);
+      this.#count(run, to.status, n);
+    }
+  }
+
+  /**
+   * Steps `eventKey` on every attempt of the run: those the fold holds here, the rest (when the
+   * store holds more) as a bulk step.
+   */
+  #stepAll(run: Row, eventKey: string, at: Date): void {
+    const runId = str(run.run_id);
+    for (const a of this.#attemptsOf(runId)) this.#step(run, a, eventKey, at);
+    if (this.#attemptsInStore.has(runId)) this.#bulkSteps.push({ runId, event: eventKey, keys: null, at });
+  }
+
+  /** Steps `eventKey` on one attempt the fold does not hold but the store may. */
+  #stepStored(runId: string, key: string, eventKey: string, at: Date): void {
+    if (!this.#attemptsInStore.has(runId)) return;
+    const last = this.#bulkSteps.at(-1);
+    if (
+      last &&
+      last.runId === runId &&
+      last.event === eventKey &&
+      last.keys &&
+      last.at.getTime() === at.getTime()
+    )
+      last.keys.push(key);
+    else this.#bulkSteps.push({ runId, event: eventKey, keys: [key], at });
+  }
 
   /** Adds a loaded attempt row (once: the same row may come back from several reads). */
   loadAttempt(row: Row): void {
@@ -463,14 +610,13 @@ export class LedgerFold {
         selected_at: at,
       });
       this.#winnerCounts.set(runId, selected + 1);
-      const winner = this.attempts.get(
-        runId,
-        attemptKey(w.shard as number, w.attempt as number, taskAttemptId),
-      );
+      const key = attemptKey(w.shard as number, w.attempt as number, taskAttemptId);
+      const winner = this.attempts.get(runId, key);
       if (winner) this.#step(run, winner, "SELECT_WINNER", at);
+      else this.#stepStored(runId, key, "SELECT_WINNER", at);
     }
     if (this.#winnerCount(runId) < (run.num_shards as number)) return;
-    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "SELECT_LOSER", at);
+    this.#stepAll(run, "SELECT_LOSER", at);
   }
 
   onRunFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
@@ -663,8 +809,8 @@ export class LedgerFold {
 
   /**
    * A run failed after its winners were chosen but before its manifest: the selection is void.
-   * Winners go, every attempt of the run (all loaded for RunFailed) steps PUBLISH_UNDONE back to
-   * what it reported, and a reopened run selects afresh.
+   * Winners go, every attempt of the run steps PUBLISH_UNDONE back to what it reported (those the
+   * fold does not hold, in the store), and a reopened run selects afresh.
    */
   #cancelSelection(run: Row, at: Date): void {
     const runId = str(run.run_id);
@@ -678,7 +824,7 @@ export class LedgerFold {
     this.#winnerCounts.set(runId, 0);
     run.winners_selected_at = null;
     run.publish_progress = "none";
-    for (const a of this.#attemptsOf(runId)) this.#step(run, a, "PUBLISH_UNDONE", at);
+    this.#stepAll(run, "PUBLISH_UNDONE", at);
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
@@ -690,7 +836,7 @@ export class LedgerFold {
     return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
   }
 
-  /** Every attempt row of the run the batch holds (all of them when the run was loaded whole). */
+  /** Every attempt row of the run the fold holds (all of them unless {@link attemptsInStore}). */
   #attemptsOf(runId: string): Row[] {
     const out: Row[] = [];
     for (const a of this.attempts.rows.values()) if (a.run_id === runId) out.push(a);
@@ -720,12 +866,11 @@ export class LedgerFold {
     const before = str(attempt.status);
     // Every step column is set, even when the phase stays: a loaded row holds only the columns
     // the fold reads, and the store writes all of ATTEMPT_STEP_COLUMNS back.
-    const info = attemptPhaseInfo(next);
-    attempt.phase = next;
-    attempt.status = info.status;
-    attempt.outcome = info.outcome;
-    attempt.cleanup_status =
-      info.status === "CLEANUP_PENDING" || info.status === "DELETED" ? info.status : null;
+    const columns = stepColumnsOf(next);
+    attempt.phase = columns.phase;
+    attempt.status = columns.status;
+    attempt.outcome = columns.outcome;
+    attempt.cleanup_status = columns.cleanup_status;
     attempt.updated_at = at;
     this.attempts.touch(attempt);
     this.#move(run, before, str(attempt.status));

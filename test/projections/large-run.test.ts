@@ -78,7 +78,8 @@ describe(`a run larger than a call stack (${BACKEND})`, () => {
       succeeded: 0,
     });
     expect(await statuses()).toEqual({ LOSER: 65_000, WINNER: 65_000 });
-    // A failure voids the selection: every attempt row of the run is loaded and recounted.
+    // A failure voids the selection: every attempt row of the run steps back in the store (one
+    // UPDATE, no row loaded) and the run's counts move by what it reports.
     await applyLedgerEvents(database.db, database.schema, [
       event("RunFailed", { runId: "big", cause: "writer_abort", reason: "gave up" }),
     ]);
@@ -90,7 +91,7 @@ describe(`a run larger than a call stack (${BACKEND})`, () => {
     });
     expect(await statuses()).toEqual({ SUCCEEDED: 130_000 });
     // Since the fold stores every attempt's status, selecting and voiding the winners rewrite all
-    // 130,000 rows (three bulk writes where there was one): more than the default time on a loaded
-    // machine. A limit, not a measurement (bench/ measures).
+    // 130,000 rows (set-based UPDATEs, but still every row): more than the default time on a
+    // loaded machine. A limit, not a measurement (bench/ measures).
   }, 600_000);
 });

@@ -6,6 +6,7 @@ import {
   OneAppendPerTransactionError,
   ValidationError,
 } from "../../errors.js";
+import { isBuilt } from "../../events/built-events.js";
 import {
   type EventMetadata,
   eventMetadataInputSchema,
@@ -257,7 +258,11 @@ export class PgEventLog implements EventLog {
     };
   }
 
-  /** Validates everything before any database access, so invalid input writes nothing. */
+  /**
+   * Validates everything before any database access, so invalid input writes nothing. Event data
+   * the library's event builder has just validated (src/events/built-events.ts) is not parsed a
+   * second time.
+   */
   #prepare(
     streamId: string,
     events: readonly NewEvent[],
@@ -281,7 +286,11 @@ export class PgEventLog implements EventLog {
     return events.map((e, i) => {
       const eventId = e.eventId ?? randomUUID();
       if (!UUID.test(eventId)) throw new ValidationError(`events[${i}].eventId`, "must be a UUID");
-      const { schemaVersion, data } = this.#catalogue.validate(e.type, e.data, e.schemaVersion);
+      // Built by the library's own event builder from data it validated against this catalogue:
+      // not parsed again. Every other event (any other writer of the port) is validated here.
+      const { schemaVersion, data } = isBuilt(e, this.#catalogue)
+        ? { schemaVersion: this.#catalogue.currentVersion(e.type), data: e.data }
+        : this.#catalogue.validate(e.type, e.data, e.schemaVersion);
       const meta = eventMetadataInputSchema.safeParse(e.metadata ?? {});
       if (!meta.success) {
         const issue = meta.error.issues[0];

@@ -1,6 +1,11 @@
 import { sql } from "kysely";
 import type { RecordedEvent } from "../../events/envelope.js";
-import { ATTEMPT_FOLD_COLUMNS, LedgerFold, rowsNeeded } from "../../projections/ledger-fold.js";
+import {
+  ATTEMPT_FOLD_COLUMNS,
+  type AttemptBulkStep,
+  LedgerFold,
+  rowsNeeded,
+} from "../../projections/ledger-fold.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projections/projection-rows.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
@@ -76,6 +81,8 @@ async function loadRows(
     sql`FOR UPDATE`,
   )) {
     fold.runs.add(r);
+    // An existing run's attempt rows stay in the store but for those the batch names.
+    fold.attemptsInStore(r.run_id as string);
     existing.add(r.run_id as string);
     datasetIds.add(r.dataset_id as string);
   }
@@ -94,10 +101,11 @@ async function loadRows(
   const addAll = (rows: readonly Row[]) => {
     for (const r of rows) attemptRows.push(r);
   };
-  const loadRuns = needed.fullRuns.filter((id) => !isNew(id));
-  if (loadRuns.length > 0) {
-    addAll(await qAttempts(sql`run_id = ANY(${loadRuns}::text[])`));
-    for (const r of await q("winners", sql`run_id = ANY(${loadRuns}::text[])`)) fold.winners.add(r);
+  // A selection (or its undoing) reads the run's winners; its steps of every attempt row of the
+  // run are applied in the store, set-based (applyBulkStep), so those rows are not loaded.
+  const selectionRuns = needed.selectionRuns.filter((id) => !isNew(id));
+  if (selectionRuns.length > 0) {
+    for (const r of await q("winners", sql`run_id = ANY(${selectionRuns}::text[])`)) fold.winners.add(r);
   }
   const loadKeys = needed.attemptKeys.filter((k) => !isNew(k[0]));
   if (loadKeys.length > 0) {
@@ -131,10 +139,48 @@ async function loadRows(
 }
 
 /**
- * Writes back what the fold changed: one bulk upsert and one bulk delete per table, and for
- * attempt rows that existed, one bulk update of just the columns that changed.
+ * Applies one of the fold's steps of attempt rows it does not hold: one `UPDATE` of the rows of
+ * the run (or of the named keys) in the phases the step moves, to the columns the fold computed
+ * for each phase (SQL only applies the fold's mapping), leaving alone the rows the fold holds.
+ * Answers how many rows left each phase.
+ */
+async function applyBulkStep(
+  db: LedgerDb,
+  schema: string,
+  step: AttemptBulkStep,
+): Promise<Map<string, number>> {
+  const moved = new Map<string, number>();
+  if (step.moves.length === 0) return moved;
+  const m = step.moves;
+  const { rows } = await sql<{ from_phase: string; n: number }>`
+    WITH m(from_phase, phase, status, outcome, cleanup_status) AS (
+      SELECT * FROM unnest(
+        ${m.map((x) => x.from)}::text[], ${m.map((x) => x.to.phase)}::text[],
+        ${m.map((x) => x.to.status)}::text[], ${m.map((x) => x.to.outcome)}::text[],
+        ${m.map((x) => x.to.cleanup_status)}::text[])
+    ), stepped AS (
+      UPDATE ${sql.id(schema, "attempt_records")} AS a
+      SET phase = m.phase, status = m.status, outcome = m.outcome, cleanup_status = m.cleanup_status,
+        updated_at = ${step.at}::timestamptz
+      FROM m
+      WHERE a.run_id = ${step.runId} AND a.phase = m.from_phase
+        ${step.keys === null ? sql`` : sql`AND a.attempt_key = ANY(${step.keys}::text[])`}
+        ${step.held.length === 0 ? sql`` : sql`AND NOT (a.attempt_key = ANY(${step.held}::text[]))`}
+      RETURNING m.from_phase
+    )
+    SELECT from_phase, count(*)::int AS n FROM stepped GROUP BY from_phase`.execute(db);
+  for (const r of rows) moved.set(r.from_phase, Number(r.n));
+  return moved;
+}
+
+/**
+ * Writes back what the fold changed: first its steps of attempt rows it did not load (set-based,
+ * see {@link applyBulkStep}; their counts go back into the run rows), then one bulk upsert and one
+ * bulk delete per table, and for attempt rows that existed, one bulk update of just the columns
+ * that changed.
  */
 async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
+  for (const step of fold.attemptBulkSteps()) fold.bulkStepped(step, await applyBulkStep(db, schema, step));
   const changes = fold.changes();
   await deleteWhereIn(db, schema, "winners", "run_id", changes.clearedWinners);
   for (const { table, upserts, deletes } of changes.tables) {
