@@ -1,4 +1,4 @@
-import { isConcurrencyError, ValidationError } from "../errors.js";
+import { IllegalTransitionError, isConcurrencyError, isNotFoundError, ValidationError } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
@@ -57,11 +57,18 @@ export class RunExecutor {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
         const prepared = prepare ? await prepare(command, state) : command;
-        const decided = decideRun(state, prepared, {
-          ...decideContext,
-          now: this.#clock(),
-          metadata: this.#metadata,
-        });
+        let decided: RunEvent[];
+        try {
+          decided = decideRun(state, prepared, {
+            ...decideContext,
+            now: this.#clock(),
+            metadata: this.#metadata,
+          });
+        } catch (e) {
+          if (state.version === 0 && isNotFoundError(e))
+            await this.#refuseIfArchived(command.runId, command.type);
+          throw e;
+        }
         if (decided.length === 0) return { state, events: [] };
         try {
           const result = await this.#log.append(runStream(command.runId), decided, {
@@ -77,6 +84,8 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(command.runId);
+          if (state.version === 0 && isConcurrencyError(e))
+            await this.#refuseIfArchived(command.runId, command.type);
           // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
@@ -127,11 +136,29 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(runId);
+          if (state.version === 0 && isConcurrencyError(e)) await this.#refuseIfArchived(runId, "batch");
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
     });
+  }
+
+  /**
+   * Throws when the run's stream exists but none of its events is in the hot log: the run was
+   * pruned and archived, and its id is never reused (the stream keeps its version, so a start
+   * would only ever conflict). Asked only on the paths where a run looked absent.
+   */
+  async #refuseIfArchived(runId: string, command: string): Promise<void> {
+    const stream = runStream(runId);
+    if ((await this.#log.streamVersion(stream)) === 0) return;
+    if ((await this.#log.readStream(stream, { limit: 1 })).length > 0) return;
+    throw new IllegalTransitionError(
+      command,
+      "ARCHIVED",
+      `run ${runId} was pruned and its events archived; it accepts nothing, and its id cannot start a new run (read it with \`shardledger events --stream ${runId}\`)`,
+      { runId },
+    );
   }
 
   /** Forgets a cached run (after a prune, or when another component appended to it). */
