@@ -110,8 +110,8 @@ export interface LedgerOptions {
   metric?: (record: MetricRecord) => void;
   /**
    * How long a pruned run's events stay in the hot log before `archive` (and the `maintain` loop)
-   * moves them to the dataset's `_archive/` (default `7d`): a duration (`12h`, `7d`) or
-   * milliseconds. Validated at open: a `ValidationError` names `archiveAfter`.
+   * moves them to the dataset's `_archive/` (default `7d`): a duration (`12h`, `7d`; `0s` archives
+   * as soon as a run is pruned) or milliseconds. Validated at open: a `ValidationError` names `archiveAfter`.
    */
   archiveAfter?: string | number;
   /** @internal test hook: a throw after an archive step stands for a crash there. */
@@ -418,7 +418,7 @@ export async function openLedgerOn(database: Database, options: LedgerSettings):
 function archiveAfterMsOf(options: Pick<LedgerSettings, "archiveAfter">): number {
   return options.archiveAfter === undefined
     ? DEFAULT_ARCHIVE_AFTER_MS
-    : parseWithSchema(durationSchema(), options.archiveAfter, "archiveAfter");
+    : parseWithSchema(durationSchema({ allowZero: true }), options.archiveAfter, "archiveAfter");
 }
 
 /** What the ledger needs beyond its open database. */
@@ -723,7 +723,9 @@ class LedgerImpl implements Ledger {
     const datasetId =
       options.datasetId === undefined ? undefined : parseWithSchema(idSchema, options.datasetId, "datasetId");
     const afterMs =
-      options.after === undefined ? undefined : parseWithSchema(durationSchema(), options.after, "after");
+      options.after === undefined
+        ? undefined
+        : parseWithSchema(durationSchema({ allowZero: true }), options.after, "after");
     if (datasetId !== undefined) await this.dataset(datasetId);
     return archive(this.#archiveDeps(), {
       ...(datasetId !== undefined ? { datasetId } : {}),
