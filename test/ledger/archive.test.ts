@@ -140,6 +140,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       ["failed_retention", 1],
       ["keep_runs", 1],
     ]);
+    const retryBefore = await ledger.retryFailed({ datasetId: "ds", runId: "f1" });
     // Pruned just now: not yet due.
     expect((await ledger.archive()).archived).toEqual([]);
     clock.advance(DAY);
@@ -160,6 +161,9 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     ]);
     await expectArchived(before, rollups);
 
+    // retry-failed still tells "it failed and was pruned before you asked" for an archived run.
+    expect(await ledger.retryFailed({ datasetId: "ds", runId: "f1" })).toEqual(retryBefore);
+    expect(retryBefore).toEqual({ matched: 0, retried: 0, prunedPastRetention: 1 });
     // The kept run is untouched; a second pass has nothing to do.
     expect((await streamOf(ledger, "r2")).length).toBeGreaterThan(0);
     expect((await ledger.archive()).archived).toEqual([]);
@@ -180,6 +184,12 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       details: { state: "ARCHIVED" },
     });
     expect(await streamOf(fresh, "r1")).toEqual(before.r1);
+    expect(await fresh.retryFailed({ datasetId: "ds", runId: "f1" })).toEqual(retryBefore);
+    expect(await fresh.retryFailed({ datasetId: "ds", runId: "r1" })).toEqual({
+      matched: 0,
+      retried: 0,
+      prunedPastRetention: 0,
+    });
   });
 
   for (const step of ["content", "marker", "verified", "deleted", "committed"] as const) {
