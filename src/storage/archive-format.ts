@@ -47,10 +47,10 @@ export interface ArchiveMarker {
 }
 
 /** @internal */
-export const ARCHIVE_FORMAT = "shardledger.archive/1";
+const ARCHIVE_FORMAT = "shardledger.archive/1";
 
 /** The folder of a run's archive: `_archive/<runId>/`. @internal */
-export const archivePrefix = (runId: string): string => `_archive/${runId}/`;
+const archivePrefix = (runId: string): string => `_archive/${runId}/`;
 /** The archive's content: `_archive/<runId>/events.jsonl`. @internal */
 export const archiveContentKey = (runId: string): string => `${archivePrefix(runId)}events.jsonl`;
 /** The archive's completion marker, written last: `_archive/<runId>/_ARCHIVED`. @internal */
