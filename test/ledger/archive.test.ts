@@ -7,6 +7,7 @@
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { sql } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createPgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
 import {
@@ -164,6 +165,19 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     // retry-failed still tells "it failed and was pruned before you asked" for an archived run.
     expect(await ledger.retryFailed({ datasetId: "ds", runId: "f1" })).toEqual(retryBefore);
     expect(retryBefore).toEqual({ matched: 0, retried: 0, prunedPastRetention: 1 });
+    // docs/sql.md's per-week query still counts both prunes from the log after archiving.
+    const { rows } = await sql<{ reason: string; runs: string | number }>`
+      SELECT reason, count(*) AS runs FROM (
+        SELECT data->>'datasetId' AS dataset_id, data->>'reason' AS reason, recorded_at AS pruned_at
+        FROM ${sql.id(t.schema, "events")} WHERE type = 'Pruned'
+        UNION ALL
+        SELECT data->>'datasetId', data->'pruned'->>'reason', (data->'pruned'->>'prunedAt')::timestamptz
+        FROM ${sql.id(t.schema, "events")} WHERE type = 'Archived' AND data->'pruned' <> 'null'::jsonb
+      ) prunes WHERE dataset_id = 'ds' GROUP BY 1 ORDER BY 1`.execute(t.database.db);
+    expect(rows.map((r) => [r.reason, Number(r.runs)])).toEqual([
+      ["failed_retention", 1],
+      ["keep_runs", 1],
+    ]);
     // The kept run is untouched; a second pass has nothing to do.
     expect((await streamOf(ledger, "r2")).length).toBeGreaterThan(0);
     expect((await ledger.archive()).archived).toEqual([]);
