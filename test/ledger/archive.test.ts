@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { sql } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createPgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
+import { createProjectionTables } from "../../src/adapters/postgres/projection-schema.js";
+import { replayInto } from "../../src/adapters/postgres/rebuild.js";
 import {
   processSubscriptionBatch,
   subscriptionCheckpoint,
@@ -318,6 +320,52 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     const hot = (await readAllEvents(ledger)).map((e) => e.globalPosition);
     expect(seen.filter((p) => p > checkpoint)).toEqual(hot.filter((p) => p > checkpoint));
     expect(new Set(seen).size).toBe(seen.length);
+  });
+
+  it("a rebuild whose two snapshots straddle an archive counts the prune once", async () => {
+    await prunedHistory();
+    const live = await ledger.rollups("ds");
+    const log = createPgEventLog({ db: t.database.db, schema: t.schema });
+    const rollupsIn = async (scratch: string) =>
+      (
+        await sql<{ reason: string; pruned_runs: number }>`
+          SELECT reason, pruned_runs FROM ${sql.id(scratch, "rollups")} WHERE dataset_id = 'ds' ORDER BY reason`.execute(
+          t.database.db,
+        )
+      ).rows.map((r) => [r.reason, Number(r.pruned_runs)]);
+    // rebuildProjections' two phases, with the archive landing between them: the bulk replay
+    // sees both Pruned events, the tail sees the two Archived events that carry them on.
+    const scratches = [`${t.schema}_s1`, `${t.schema}_s2`];
+    const firsts: number[] = [];
+    const shared = new Set<string>();
+    for (const scratch of scratches) {
+      await sql`CREATE SCHEMA ${sql.id(scratch)}`.execute(t.database.db);
+      await createProjectionTables(t.database.db, scratch);
+      firsts.push((await replayInto(log, t.database.db, scratch, 0, undefined, false, shared)).position);
+    }
+    clock.advance(DAY);
+    expect((await ledger.archive()).archived).toHaveLength(2);
+    try {
+      await replayInto(
+        log,
+        t.database.db,
+        scratches[0] as string,
+        firsts[0] as number,
+        undefined,
+        false,
+        shared,
+      );
+      expect(await rollupsIn(scratches[0] as string)).toEqual(live.map((r) => [r.reason, r.prunedRuns]));
+      // Without what the first phase remembered, the tail would count both prunes again.
+      await replayInto(log, t.database.db, scratches[1] as string, firsts[1] as number);
+      expect(await rollupsIn(scratches[1] as string)).toEqual(live.map((r) => [r.reason, 2 * r.prunedRuns]));
+    } finally {
+      for (const scratch of scratches)
+        await sql`DROP SCHEMA ${sql.id(scratch)} CASCADE`.execute(t.database.db);
+    }
+    // The real rebuild, after the fact, agrees with the live rollups.
+    await ledger.rebuild();
+    expect(await ledger.rollups("ds")).toEqual(live);
   });
 
   it("the maintain loop archives after gc", async () => {
