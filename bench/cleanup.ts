@@ -45,7 +45,8 @@ const SCHEMA = "shardledger";
 const BUCKET = "lake";
 const PREFIXES = scaled(2_000);
 const OBJECTS_PER_PREFIX = 50;
-const CONCURRENCY = Number(process.env.BENCH_CLEANUP_CONCURRENCY ?? 32);
+/** The default of `cleanup --concurrency` (cleanup-throughput.ts). */
+const CONCURRENCY = Number(process.env.BENCH_CLEANUP_CONCURRENCY ?? 16);
 const NAIVE_SAMPLE = Math.min(scaled(2_000), PREFIXES * OBJECTS_PER_PREFIX);
 const BODY = "x".repeat(256);
 const ACTOR = "bench-cleanup";

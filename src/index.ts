@@ -89,6 +89,8 @@ export type { MaintainPass } from "./ledger/maintain-loop.js";
 export { maintainLoop } from "./ledger/maintain-loop.js";
 export type {
   AttemptInput,
+  AttemptReport,
+  AttemptReportResult,
   AttemptResult,
   CloseOptions,
   DatasetStatus,

@@ -45,8 +45,11 @@ const POLICY_FIELDS = {
  * ```ts
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
+ *
+ * Exported for the HTTP server's request schemas, not from the package (and not marked internal:
+ * {@link DatasetInput} is derived from it, and the build strips internal declarations).
  */
-const datasetInputSchema = z.strictObject({
+export const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
   root: z.string().transform((url, ctx) => {
     try {
@@ -117,7 +120,12 @@ export type DatasetPolicyChanges = Partial<
   Pick<DatasetInput, "keepRuns" | "retention" | "failedRetention" | "staleAfter" | "safetyWindow">
 >;
 
-const policyChangesSchema = z.strictObject({
+/**
+ * The input of `updateDataset` as a schema (see {@link DatasetPolicyChanges}).
+ *
+ * Exported for the HTTP server's request schemas, not from the package.
+ */
+export const policyChangesSchema = z.strictObject({
   keepRuns: POLICY_FIELDS.keepRuns.optional(),
   retention: POLICY_FIELDS.retention.optional(),
   failedRetention: POLICY_FIELDS.failedRetention.optional(),

@@ -1,5 +1,6 @@
 import type { CleanupReason } from "../events/catalogue.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
+import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deleteObject } from "../maintenance/object-deleter.js";
 import { deletePrefix } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt } from "../maintenance/retry-policy.js";
@@ -140,11 +141,12 @@ export async function deleteItem(
   }
   const key = (keyOf(dataset, item) as { key: string }).key;
   if (!item.planned) await pass.execute({ type: "planCleanup", runId, url, reason: item.reason });
+  // Every request checks the lease right before it is sent (after a rate-limited store's wait).
+  const fenced = fenceStore(store, () => pass.lease.assertHeld());
   const result = isObjectItem(runId, key, item.reason)
-    ? await deleteObject(store, key, () => pass.lease.assertHeld())
-    : await deletePrefix(store, `${key}/`, {
+    ? await deleteObject(fenced, key, FENCED_BY_STORE)
+    : await deletePrefix(fenced, `${key}/`, {
         policy: deps.policies.deletion,
-        beforeRequest: () => pass.lease.assertHeld(),
         // An attempt url may name one object (a file) rather than a directory: both go. (Not
         // for a run's whole area: `data/<runId>` is never an object, and listing it without its
         // slash would walk every run whose id starts with this one.)

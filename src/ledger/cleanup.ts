@@ -43,7 +43,7 @@ export interface CleanupOptions {
   /** Every pending item that is not exhausted, due or not. */
   retryNow?: boolean;
   signal?: AbortSignal;
-  /** Prefixes in flight (1: the sequential pass). Validated: an integer 1…256; default 1 (see cleanup-throughput.ts). */
+  /** Prefixes in flight (1: the sequential pass). Validated: an integer 1…256; default 16 (see cleanup-throughput.ts). */
   concurrency?: number;
   /** The delete rate (keys/s) the adaptive limiter starts at. Validated: > 0; default 1,000. */
   initialRate?: number;

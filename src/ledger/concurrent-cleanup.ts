@@ -1,5 +1,6 @@
 import type { RunCommand } from "../machines/run-commands.js";
 import { forEachBounded } from "../maintenance/bounded-pool.js";
+import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt, type RetryPolicy } from "../maintenance/retry-policy.js";
 import { runDataPrefix } from "../storage/object-layout.js";
@@ -30,7 +31,11 @@ export interface ConcurrentCleanupDeps {
   refusals(items: readonly CleanupWork[]): Promise<(string | null)[]>;
   /** Appends the commands of one run in one fenced append. */
   executeMany(runId: string, commands: readonly RunCommand[]): Promise<void>;
-  /** The fencing check, before every store request. */
+  /**
+   * The fencing check (a coalesced one: many requests share a check that started after they
+   * asked). Every store request is sent in the reaction to its success, after the request's wait
+   * for the rate limiter (see fenced-store.ts).
+   */
   assertHeld(): Promise<void>;
   /** Deletes one object and verifies it is gone. */
   deleteObject(store: ObjectStore, key: string, authorise: () => Promise<void>): Promise<PrefixCleanupResult>;
@@ -53,8 +58,11 @@ export interface ConcurrentCleanupDeps {
  *   own event; they are appended in batches (one append per run per flush). A crash between a
  *   deletion and the flush leaves the item planned, and the next pass resumes it exactly (deleting
  *   an emptied prefix again is success with nothing to delete).
- * - the fencing check runs before every store request (the caller passes a coalesced one);
- *   transient failures follow the retry policy, permanent ones are never retried.
+ * - strict fencing: every store request waits for its pool slot and its rate-limiter token
+ *   first, then for a fencing check that started after it asked, and is sent in the reaction to
+ *   that check's success (`fenceStore`), so no request is issued after the pass observed a
+ *   revocation, however many are in flight or queued; transient failures follow the retry
+ *   policy, permanent ones are never retried.
  *
  * Results come back in the order of `items`; null for an item the pass never reached (aborted).
  *
@@ -146,12 +154,13 @@ export async function cleanConcurrently(
     }
   }
 
+  // The fence sits under the limiter of a rate-limited store: slot, token, check, request.
+  const store = fenceStore(deps.store, deps.assertHeld);
   await forEachBounded(planned(), options.concurrency, async ({ item, index, key }) => {
     const result = deps.isObject(item, key)
-      ? await deps.deleteObject(deps.store, key, deps.assertHeld)
-      : await deletePrefix(deps.store, `${key}/`, {
+      ? await deps.deleteObject(store, key, FENCED_BY_STORE)
+      : await deletePrefix(store, `${key}/`, {
           policy: deps.policies.deletion,
-          beforeRequest: deps.assertHeld,
           // As in the sequential pass: an attempt url may name one object; a run's area never does.
           includeExactKey: `${key}/` !== runDataPrefix(item.runId),
           ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: AREA_PIPELINE } : {}),

@@ -2,6 +2,8 @@ import { runUrls } from "../adapters/postgres/maintenance-queries.js";
 import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
+import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
+import { fenceRefusalAsError } from "../maintenance/fenced-store.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
 import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
@@ -9,15 +11,15 @@ import { ThrottledStore } from "../maintenance/throttled-store.js";
 import { cleanItemsConcurrently } from "./cleanup.js";
 
 /**
- * Orphan objects deleted at once. One, like cleanup's default: a fenced-off pass with requests in
- * flight can still send requests checked before the revocation (see cleanup-throughput.ts).
+ * Orphan objects deleted at once (each is one small request: the root's limiter bounds the rate).
+ * As many as cleanup's prefixes: fencing is strict at any concurrency (fenced-store.ts).
  */
-const ORPHAN_CONCURRENCY = 1;
+const ORPHAN_CONCURRENCY = 16;
 
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
-import type { ObjectStore } from "../storage/object-store.js";
+import type { ListPage, ObjectStore } from "../storage/object-store.js";
 import { deleteItem, itemRefusal, type WorkItem } from "./cleanup-item.js";
 import {
   type MaintenanceDeps,
@@ -31,6 +33,8 @@ import {
 export interface GcOptions {
   dryRun?: boolean;
   signal?: AbortSignal;
+  /** Orphan deletions in flight. Validated: an integer 1…256; default ORPHAN_CONCURRENCY. */
+  concurrency?: number;
 }
 
 /**
@@ -43,6 +47,11 @@ export async function gc(
   datasetId: string,
   options: GcOptions = {},
 ): Promise<GcReport> {
+  // Validated before anything is read or deleted.
+  const { concurrency } = parseCleanupThroughput({
+    concurrency: options.concurrency ?? ORPHAN_CONCURRENCY,
+  });
+  options = { ...options, concurrency };
   const dataset = await requireDataset(deps, datasetId);
   const { report } = await runRecordedPass(deps, datasetId, "gc", options, (pass) =>
     gcPass(deps, dataset, pass, options),
@@ -70,6 +79,8 @@ async function gcPass(
   // Deletes and listings through the adaptive limiter of the dataset's root (S3's per-prefix
   // limit applies to gc as much as to cleanup); its counts are the pass's listing cost.
   const store = new ThrottledStore(deps.storeFor(dataset), {});
+  // Reads and listings too: a pass fenced off stops before its next request, whatever it is.
+  const fenced = store.withFence(() => pass.lease.assertHeld());
   await pass.lease.assertHeld();
   const plan = planGc({
     now,
@@ -77,7 +88,7 @@ async function gcPass(
     runs,
     floors: await deps.queries.retentionFloors(datasetId),
     runUrls: await runUrls(deps.database, datasetId, dataset.root),
-    pointerRunId: await storePointerRunId(store),
+    pointerRunId: await fenceRefusalAsError(storePointerRunId(fenced)),
   });
   const report: GcReport = {
     actions: [],
@@ -169,11 +180,10 @@ async function gcPass(
   const orphans = await listOrphans(
     deps,
     dataset,
-    store,
+    fenced,
     now,
     new Set(plan.actions.map((a) => a.runId)),
     report,
-    pass,
   );
   for (const orphan of orphans) {
     const entry = { kind: "orphan", runId: orphan.runId, urls: [] as string[] };
@@ -212,7 +222,7 @@ async function gcPass(
       items.length === 0
         ? []
         : await cleanItemsConcurrently(deps, dataset, store, items, pass, {
-            concurrency: ORPHAN_CONCURRENCY,
+            concurrency: options.concurrency ?? ORPHAN_CONCURRENCY,
             ...(options.signal ? { signal: options.signal } : {}),
           });
     for (const { item, outcome } of outcomes) {
@@ -261,7 +271,6 @@ async function listOrphans(
   now: Date,
   skip: ReadonlySet<string>,
   report: GcReport,
-  pass: Pass,
 ): Promise<{ runId: string; keys: string[] }[]> {
   const runs = (await deps.queries.runs(dataset.datasetId)).filter(
     (r) => r.status === "SUCCEEDED" && !skip.has(r.runId),
@@ -289,9 +298,8 @@ async function listOrphans(
     const keys: string[] = [];
     let token: string | null = null;
     do {
-      // Not destructive, but a pass fenced off stops before its next request, whatever it is.
-      await pass.lease.assertHeld();
-      const page = await store.list(runDataPrefix(run.runId), { token });
+      // `store` is fenced: the lease is checked after the limiter's wait, right before the listing.
+      const page: ListPage = await fenceRefusalAsError(store.list(runDataPrefix(run.runId), { token }));
       for (const o of page.objects) if (isOrphan(o)) keys.push(o.key);
       token = page.nextToken;
     } while (token);

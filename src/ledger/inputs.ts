@@ -30,6 +30,18 @@ export const attemptFailedInputSchema = attemptInputSchema.extend({
   error: z.string().max(8192).default(""),
 });
 
+/** Most reports one `reportAttempts` call takes. */
+export const MAX_REPORTS_PER_CALL = 10_000;
+
+/**
+ * One report of `reportAttempts`: `kind` picks the single call it stands for; `error` belongs to
+ * `kind: "failed"` only (anywhere else it is refused, naming the field).
+ */
+export const attemptReportSchema = z.discriminatedUnion("kind", [
+  attemptInputSchema.extend({ kind: z.enum(["started", "succeeded"]) }),
+  attemptFailedInputSchema.extend({ kind: z.literal("failed") }),
+]);
+
 /** Input of `failRun`. */
 export const failRunInputSchema = z.strictObject({ runId: idSchema, reason: z.string().min(1).max(8192) });
 

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "kysely";
+import type { z } from "zod";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
 import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
 import { type HotLogArchive, pgHotLogArchive } from "../adapters/postgres/archive-queries.js";
@@ -19,7 +20,13 @@ import {
 import { durationSchema } from "../datasets/duration-schema.js";
 import { assertRootIsolated } from "../datasets/root-overlap.js";
 import type { SafetyWindowHold } from "../datasets/safety-window.js";
-import { IllegalTransitionError, NotFoundError, ValidationError } from "../errors.js";
+import {
+  type ErrorBody,
+  errorBody,
+  IllegalTransitionError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.js";
 import type { RecordedEvent } from "../events/envelope.js";
 import type { AppendFence } from "../events/event-log.js";
 import { idSchema } from "../events/identifiers.js";
@@ -60,14 +67,16 @@ import type { CleanupOptions } from "./cleanup.js";
 import {
   attemptFailedInputSchema,
   attemptInputSchema,
+  attemptReportSchema,
   failRunInputSchema,
+  MAX_REPORTS_PER_CALL,
   parseInput,
   startRunInputSchema,
 } from "./inputs.js";
 import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
-import { RunExecutor } from "./run-executor.js";
+import { type ReportCommand, RunExecutor } from "./run-executor.js";
 
 /**
  * Options of {@link openLedger}.
@@ -156,6 +165,33 @@ export interface AttemptResult {
   url: string | null;
   status: AttemptState["status"];
 }
+
+/**
+ * One report of {@link Ledger.reportAttempts}: the outcome (`kind`) and the fields of the single
+ * call it stands for (`error` only with `kind: "failed"`).
+ *
+ * @example
+ * ```ts
+ * const report: AttemptReport = { kind: "succeeded", runId, shard: 3, attempt: 1, taskAttemptId: "9007199254740993", url: `s3://lake/events/data/${runId}/shard=00003/attempt=01` }
+ * ```
+ */
+export type AttemptReport =
+  | ({ kind: "started" | "succeeded" } & AttemptInput)
+  | ({ kind: "failed"; error?: string } & AttemptInput);
+
+/**
+ * The result of one report of {@link Ledger.reportAttempts}, at its `index` in the input.
+ *
+ * @example
+ * ```ts
+ * const [first]: AttemptReportResult[] = await ledger.reportAttempts([{ kind: "started", runId, shard: 0, attempt: 0 }])
+ * if (first?.ok) console.log(first.attempt.status)
+ * else console.error(first?.error.code, first?.error.field)
+ * ```
+ */
+export type AttemptReportResult =
+  | { index: number; ok: true; attempt: AttemptResult }
+  | { index: number; ok: false; error: ErrorBody["error"] };
 
 /**
  * The result of `startRun`, as `run start --json` prints it.
@@ -270,6 +306,27 @@ export interface Ledger {
   attemptStarted(input: AttemptInput): Promise<AttemptResult>;
   attemptSucceeded(input: AttemptInput): Promise<AttemptResult>;
   attemptFailed(input: AttemptInput & { error?: string }): Promise<AttemptResult>;
+  /**
+   * Reports many attempts in one call (the HTTP batch endpoint's operation). Each report is
+   * validated on its own (a bad one never blocks the rest) and goes through the same group commit
+   * as the single calls: the reports of one run are decided together and stored by one append per
+   * up to 1,000 of them. Returns one result per report, in input order: `{ index, ok: true, attempt }`
+   * with what the single call would have returned, or `{ index, ok: false, error }` with the body
+   * the single call's error gives (`errorBody(e).error`: code, message, field…). Idempotent like
+   * the single calls: sending the same batch again writes nothing and answers the same. At most
+   * 10,000 reports per call (`ValidationError` on `reports` otherwise, nothing written).
+   *
+   * @example
+   * ```ts
+   * const results = await ledger.reportAttempts([
+   *   { kind: "started", runId, shard: 0, attempt: 0 },
+   *   { kind: "succeeded", runId, shard: 0, attempt: 0, url: `s3://lake/events/data/${runId}/shard=00000/attempt=00` },
+   *   { kind: "failed", runId, shard: 1, attempt: 0, error: "executor lost" },
+   * ])
+   * for (const r of results) if (!r.ok) console.error(r.index, r.error.code, r.error.field)
+   * ```
+   */
+  reportAttempts(reports: readonly AttemptReport[]): Promise<AttemptReportResult[]>;
   /** Selects winners, writes the manifest, marks the run SUCCEEDED, then moves `_CURRENT`. */
   publish(runId: string): Promise<PublishResult>;
   failRun(runId: string, reason: string): Promise<RunView>;
@@ -310,8 +367,14 @@ export interface Ledger {
    * counts what is left in the pending set afterwards, and `nextDueAt` says when the next waits end.
    */
   cleanup(options?: CleanupOptions): Promise<CleanupReport>;
-  /** Stale runs, keep-runs, retention and the failed floor for one dataset, in one locked pass. */
-  gc(datasetId: string, options?: { dryRun?: boolean; signal?: AbortSignal }): Promise<GcReport>;
+  /**
+   * Stale runs, keep-runs, retention, the failed floor and orphans for one dataset, in one locked
+   * pass. `concurrency` is how many orphan deletions are in flight (validated: an integer 1…256).
+   */
+  gc(
+    datasetId: string,
+    options?: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number },
+  ): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
   /**
@@ -432,6 +495,8 @@ class LedgerImpl implements Ledger {
   readonly #clock: () => Date;
   readonly #options: LedgerSettings;
   readonly #stores = new Map<string, ObjectStore>();
+  /** Dataset roots by id (a root never changes once registered). */
+  readonly #roots = new Map<string, string>();
   readonly #maintenance: MaintenanceService;
   readonly #background = new Set<Promise<unknown>>();
   /** Aborted by `close({ backgroundCleanup: "abandon" })`: background cleanup stops at its next safe point. */
@@ -637,35 +702,92 @@ class LedgerImpl implements Ledger {
       type === "attemptFailed"
         ? parseInput(attemptFailedInputSchema, input)
         : parseInput(attemptInputSchema, input);
+    return this.#submitReport(type, parsed);
+  }
+
+  /** A validated report, through the run's group commit. */
+  async #submitReport(
+    type: "attemptStarted" | "attemptSucceeded" | "attemptFailed",
+    parsed: z.output<typeof attemptInputSchema> & { error?: string },
+  ): Promise<AttemptResult> {
     const taskAttemptId = parsed.taskAttemptId ?? null;
     const reported = parsed.url ?? null;
-    let url = reported;
-    const base = { runId: parsed.runId, shard: parsed.shard, attempt: parsed.attempt, taskAttemptId, url };
-    const command: RunCommand =
-      type === "attemptFailed"
-        ? { type, ...base, error: (parsed as unknown as { error: string }).error }
-        : { type, ...base };
-    const { state: after } = await this.#executor.execute(command, {
+    const base = {
+      runId: parsed.runId,
+      shard: parsed.shard,
+      attempt: parsed.attempt,
+      taskAttemptId,
+      url: reported,
+    };
+    const command: ReportCommand =
+      type === "attemptFailed" ? { type, ...base, error: parsed.error ?? "" } : { type, ...base };
+    const key = attemptKey(parsed.shard, parsed.attempt, taskAttemptId);
+    // Group commit: concurrent reports of one run are decided together and stored by one append
+    // (RunExecutor.report); this caller's answer is read off the state right after its own report.
+    const { view } = await this.#executor.report(command, {
       // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
       // refused unless it lies inside this run's own data area — so nothing downstream can ever be
       // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
       // Done on the state the executor restores for the decision (the run is read once).
       prepare: async (c, state) => {
         if (reported === null || state.datasetId === null) return c;
-        const dataset = await this.dataset(state.datasetId);
-        url = attemptUrlOf(dataset.root, parsed.runId, reported);
-        return { ...c, url } as RunCommand;
+        return { ...c, url: attemptUrlOf(await this.#rootOf(state.datasetId), parsed.runId, reported) };
+      },
+      view: (state): AttemptResult => {
+        const attempt = state.attempts.get(key);
+        return {
+          runId: parsed.runId,
+          shard: parsed.shard,
+          attempt: parsed.attempt,
+          taskAttemptId,
+          url: attempt?.url ?? reported,
+          status: attempt?.status ?? "STARTED",
+        };
       },
     });
-    const attempt = after.attempts.get(attemptKey(parsed.shard, parsed.attempt, taskAttemptId));
-    return {
-      runId: parsed.runId,
-      shard: parsed.shard,
-      attempt: parsed.attempt,
-      taskAttemptId,
-      url: attempt?.url ?? url,
-      status: attempt?.status ?? "STARTED",
-    };
+    return view;
+  }
+
+  /**
+   * A dataset's root, read once per ledger: a root never changes after registration (there is no
+   * event that could change it), and a group of a thousand reports must not query it a thousand
+   * times.
+   */
+  async #rootOf(datasetId: string): Promise<string> {
+    let root = this.#roots.get(datasetId);
+    if (root === undefined) {
+      root = (await this.dataset(datasetId)).root;
+      this.#roots.set(datasetId, root);
+    }
+    return root;
+  }
+
+  async reportAttempts(reports: readonly AttemptReport[]): Promise<AttemptReportResult[]> {
+    if (!Array.isArray(reports)) throw new ValidationError("reports", "must be an array of attempt reports");
+    if (reports.length > MAX_REPORTS_PER_CALL) {
+      throw new ValidationError(
+        "reports",
+        `at most ${MAX_REPORTS_PER_CALL} reports per call, got ${reports.length}; split the batch`,
+      );
+    }
+    // Every item is enqueued before any is decided, so the batch joins its run's group commit as a
+    // whole (a thousand reports of one run: one append).
+    return Promise.all(
+      reports.map(async (report, index): Promise<AttemptReportResult> => {
+        try {
+          return { index, ok: true, attempt: await this.#reportOne(report) };
+        } catch (e) {
+          return { index, ok: false, error: errorBody(e).error };
+        }
+      }),
+    );
+  }
+
+  #reportOne(report: unknown): Promise<AttemptResult> {
+    const { kind, ...input } = parseWithSchema(attemptReportSchema, report, "report");
+    const type =
+      kind === "started" ? "attemptStarted" : kind === "succeeded" ? "attemptSucceeded" : "attemptFailed";
+    return this.#submitReport(type, input);
   }
 
   async publish(runId: string): Promise<PublishResult> {
@@ -709,7 +831,10 @@ class LedgerImpl implements Ledger {
     return this.#maintenance.cleanup(options);
   }
 
-  gc(datasetId: string, options: { dryRun?: boolean; signal?: AbortSignal } = {}): Promise<GcReport> {
+  gc(
+    datasetId: string,
+    options: { dryRun?: boolean; signal?: AbortSignal; concurrency?: number } = {},
+  ): Promise<GcReport> {
     return this.#maintenance.gc(datasetId, options);
   }
 

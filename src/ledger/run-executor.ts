@@ -1,12 +1,63 @@
-import { IllegalTransitionError, isConcurrencyError, isNotFoundError, ValidationError } from "../errors.js";
+import {
+  IllegalTransitionError,
+  isConcurrencyError,
+  isNotFoundError,
+  isValidationError,
+  ValidationError,
+} from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
 import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
+import { reportScratch } from "./report-scratch.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;
+/**
+ * At most this many reports are decided together and stored by one append. The bound keeps one
+ * append one bounded statement and transaction (1,000 events of a few hundred bytes each, their
+ * inline projection in the same transaction, the run stream's row locked for its duration), so a
+ * group's latency, memory and the work re-done after a version conflict stay bounded however many
+ * reports wait; more waiting reports simply form the next group. Beyond a few hundred events per
+ * append the per-event cost dominates the per-append cost (see bench/append.ts), so a larger group
+ * would buy little.
+ */
+const MAX_GROUP_SIZE = 1000;
+
+/**
+ * An attempt report, the one kind of command that is group-committed.
+ *
+ * @internal
+ */
+export type ReportCommand = Extract<
+  RunCommand,
+  { type: "attemptStarted" | "attemptSucceeded" | "attemptFailed" }
+>;
+
+/**
+ * How one report of a group is completed and answered. `prepare` completes the command from the
+ * state it is decided on (as {@link RunExecutor.execute}'s); `view` reads the caller's answer off
+ * the state right after the report was decided and folded (its own attempt, not what later reports
+ * of the group made of the run).
+ *
+ * @internal
+ */
+export interface ReportOptions<T> {
+  prepare?: (command: ReportCommand, state: RunState) => Promise<ReportCommand> | ReportCommand;
+  view: (state: RunState) => T;
+}
+
+/** One waiting report of a group and how to answer its caller. */
+interface GroupItem {
+  command: ReportCommand;
+  options: ReportOptions<unknown>;
+  resolve: (value: { view: unknown; events: RecordedEvent[] }) => void;
+  reject: (error: unknown) => void;
+}
+
+/** What deciding one item of a group gave. */
+type Decided = { ok: true; from: number; to: number; view: unknown } | { ok: false; error: unknown };
 
 /**
  * Executes run commands: restore the run from its stream, let the machine decide, append with the
@@ -22,6 +73,8 @@ export class RunExecutor {
   readonly #metadata: Partial<EventMetadata>;
   readonly #cache = new Map<string, RunState>();
   readonly #queues = new Map<string, Promise<unknown>>();
+  /** Reports waiting for their run's next group commit, by run. */
+  readonly #groups = new Map<string, GroupItem[]>();
 
   constructor(log: EventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
     this.#log = log;
@@ -150,15 +203,159 @@ export class RunExecutor {
    * would only ever conflict). Asked only on the paths where a run looked absent.
    */
   async #refuseIfArchived(runId: string, command: string): Promise<void> {
+    const refusal = await this.#archivedRefusal(runId, command);
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal {@link RunExecutor.#refuseIfArchived} throws, or null when the run is not archived. */
+  async #archivedRefusal(runId: string, command: string): Promise<IllegalTransitionError | null> {
     const stream = runStream(runId);
-    if ((await this.#log.streamVersion(stream)) === 0) return;
-    if ((await this.#log.readStream(stream, { limit: 1 })).length > 0) return;
-    throw new IllegalTransitionError(
+    if ((await this.#log.streamVersion(stream)) === 0) return null;
+    if ((await this.#log.readStream(stream, { limit: 1 })).length > 0) return null;
+    return new IllegalTransitionError(
       command,
       "ARCHIVED",
       `run ${runId} was pruned and its events archived; it accepts nothing, and its id cannot start a new run (read it with \`shardledger events --stream ${runId}\`)`,
       { runId },
     );
+  }
+
+  /**
+   * Decides and appends one attempt report by GROUP COMMIT: while a decision and append for the
+   * run is in flight (or queued) in this process, further reports of that run wait in one group;
+   * when the run's turn comes, the whole group (up to {@link MAX_GROUP_SIZE}) is decided in arrival
+   * order on one scratch state, each report on the state the previous ones leave, and appended in
+   * ONE append at the run's expected version. Reports are independent: one refused (a validation
+   * error from `prepare`, a contradiction, a run that takes no reports) fails only its own caller.
+   * On a version conflict (another process appended) the whole group is decided again on fresh
+   * state. Other commands of the run (publish's steps, heartbeats, maintenance) take their turns in
+   * the same per-run queue, so a group is decided either wholly before or wholly after each of
+   * them.
+   *
+   * Resolves with the caller's view and the events stored for this report (empty when it was
+   * already so, e.g. a repeated report).
+   */
+  report<T>(
+    command: ReportCommand,
+    options: ReportOptions<T>,
+  ): Promise<{ view: T; events: RecordedEvent[] }> {
+    return new Promise((resolve, reject) => {
+      const item: GroupItem = {
+        command,
+        options: options as ReportOptions<unknown>,
+        resolve: resolve as GroupItem["resolve"],
+        reject,
+      };
+      const waiting = this.#groups.get(command.runId);
+      if (waiting) {
+        waiting.push(item);
+        return;
+      }
+      this.#groups.set(command.runId, [item]);
+      void this.#serial(command.runId, () => this.#commitGroup(command.runId));
+    });
+  }
+
+  /** Takes the run's waiting reports (up to the bound) and commits them; never throws. */
+  async #commitGroup(runId: string): Promise<void> {
+    const waiting = this.#groups.get(runId) ?? [];
+    this.#groups.delete(runId);
+    const group = waiting.slice(0, MAX_GROUP_SIZE);
+    if (waiting.length > MAX_GROUP_SIZE) {
+      // The rest waits, in order, for the next turn; reports arriving meanwhile join it.
+      this.#groups.set(runId, waiting.slice(MAX_GROUP_SIZE));
+      void this.#serial(runId, () => this.#commitGroup(runId));
+    }
+    try {
+      await this.#decideAndAppend(runId, group);
+    } catch (e) {
+      // Unreachable unless a bug: no caller may be left waiting forever.
+      for (const item of group) item.reject(e);
+    }
+  }
+
+  async #decideAndAppend(runId: string, group: readonly GroupItem[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const state = await this.#load(runId);
+      const scratch = reportScratch(state);
+      const now = this.#clock();
+      const decided: RunEvent[] = [];
+      const outcomes: Decided[] = [];
+      for (const item of group) {
+        try {
+          const prepared = item.options.prepare
+            ? await item.options.prepare(item.command, scratch)
+            : item.command;
+          const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
+          for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
+          const from = decided.length;
+          decided.push(...events);
+          outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
+        } catch (error) {
+          outcomes.push({ ok: false, error });
+        }
+      }
+      if (decided.length === 0) {
+        // A run that looks absent may have been archived: say so rather than "not found".
+        if (state.version === 0 && outcomes.some((o) => !o.ok && isNotFoundError(o.error))) {
+          const refusal = await this.#archivedRefusal(runId, group[0]?.command.type ?? "report");
+          if (refusal)
+            for (const [i, o] of outcomes.entries())
+              if (!o.ok && isNotFoundError(o.error)) outcomes[i] = { ok: false, error: refusal };
+        }
+        for (const [i, item] of group.entries()) settle(item, outcomes[i] as Decided, []);
+        return;
+      }
+      let written: RecordedEvent[];
+      try {
+        ({ written } = await this.#log.append(runStream(runId), decided, {
+          expectedVersion: state.version === 0 ? "no_stream" : state.version,
+        }));
+      } catch (e) {
+        this.#cache.delete(runId);
+        if (isConcurrencyError(e) && attempt < MAX_CONFLICT_RETRIES) {
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
+          continue;
+        }
+        if (isValidationError(e) && group.length > 1) {
+          // The log refused one event of the batch (nothing was written): find whose by committing
+          // each report on its own, so that only its caller fails.
+          for (const item of group) await this.#decideAndAppend(runId, [item]);
+          return;
+        }
+        // Nothing was written: every report that was to be stored fails with the append's error.
+        for (const [i, item] of group.entries()) {
+          const o = outcomes[i] as Decided;
+          settle(item, o.ok ? { ok: false, error: e } : o, []);
+        }
+        return;
+      }
+      if (written.length === decided.length) {
+        for (const e of written) evolveRun(state, e);
+        for (const [i, item] of group.entries()) {
+          const o = outcomes[i] as Decided;
+          settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
+        }
+        return;
+      }
+      // Some events were stored already (a retry raced us in another process, and the log kept
+      // the stored copy): answer from the log rather than from the decision.
+      this.#cache.delete(runId);
+      const fresh = await this.#load(runId);
+      const byId = new Map(written.map((e) => [e.eventId, e]));
+      for (const [i, item] of group.entries()) {
+        const o = outcomes[i] as Decided;
+        if (!o.ok) {
+          settle(item, o, []);
+          continue;
+        }
+        const mine = decided
+          .slice(o.from, o.to)
+          .flatMap((e) => byId.get(e.eventId?.toLowerCase() ?? "") ?? []);
+        settle(item, { ...o, view: item.options.view(fresh) }, mine);
+      }
+      return;
+    }
   }
 
   /** Forgets a cached run (after a prune, or when another component appended to it). */
@@ -191,4 +388,9 @@ export class RunExecutor {
       if (this.#queues.get(runId) === settled) this.#queues.delete(runId);
     }
   }
+}
+
+function settle(item: GroupItem, outcome: Decided, events: RecordedEvent[]): void {
+  if (outcome.ok) item.resolve({ view: outcome.view, events });
+  else item.reject(outcome.error);
 }

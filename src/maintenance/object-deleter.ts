@@ -1,18 +1,20 @@
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
+import { dispatchFenced, type Fence, FenceRefusal } from "./fenced-store.js";
 import type { PrefixCleanupResult } from "./prefix-deleter.js";
 
 /**
  * Deletes one object (a manifest, an orphan) by its exact key — never as a prefix that could match
- * its siblings — and verifies it is gone; `authorise` runs before each request (the pass's lease).
+ * its siblings — and verifies it is gone. `authorise` runs before each request, which is sent in
+ * the reaction to its success ({@link dispatchFenced}); what it throws is thrown, as is a
+ * {@link FenceRefusal} of a fenced store (unwrapped): the pass must stop.
  */
 export async function deleteObject(
   store: ObjectStore,
   key: string,
-  authorise: () => Promise<void>,
+  authorise: Fence,
 ): Promise<PrefixCleanupResult> {
-  await authorise();
   try {
-    const outcome = await store.deleteMany([key]);
+    const outcome = await dispatchFenced(authorise, () => store.deleteMany([key]));
     const failure = outcome.errors[0];
     if (failure) {
       return {
@@ -23,8 +25,7 @@ export async function deleteObject(
         remainingKeys: [key],
       };
     }
-    await authorise();
-    if ((await store.get(key)) !== null) {
+    if ((await dispatchFenced(authorise, () => store.get(key))) !== null) {
       return {
         status: "failed",
         deletedObjects: 0,
@@ -41,6 +42,7 @@ export async function deleteObject(
       remainingKeys: [],
     };
   } catch (e) {
+    if (e instanceof FenceRefusal) throw e.error;
     const c = classifyStoreError(e);
     return { status: "failed", deletedObjects: 0, tries: 1, error: c, remainingKeys: [key] };
   }

@@ -6,6 +6,7 @@ import {
   isObjectStoreError,
   type ObjectStore,
 } from "../storage/object-store.js";
+import { dispatchFenced, FenceRefusal } from "./fenced-store.js";
 import { backoffDelay, isExhausted, parseRetryPolicy, type RetryPolicy } from "./retry-policy.js";
 
 /**
@@ -65,9 +66,11 @@ export interface DeletePrefixOptions {
   /** Called with the keys of each batch the store confirmed deleted (what it throws, deletePrefix throws). */
   onBatch?: (deletedKeys: readonly string[]) => void;
   /**
-   * Awaited before every request to the store; what it throws, deletePrefix throws at once, with
-   * nothing more sent. Maintenance checks its fencing lease here, so a pass that lost its lease
-   * stops before its next request.
+   * Run before every request to the store, which is sent in the reaction to its success
+   * ({@link dispatchFenced}: nothing awaits in between); what it throws, deletePrefix throws at
+   * once, with nothing more sent. A store that is itself fenced (`fenceStore`) needs none: its
+   * refusals ({@link FenceRefusal}) are thrown the same way. Maintenance checks its fencing lease
+   * here, so a pass that lost its lease stops before its next request.
    */
   beforeRequest?: () => Promise<void>;
   /**
@@ -94,6 +97,16 @@ type RoundOutcome =
   | { kind: "failed"; error: PrefixCleanupError; remainingKeys: string[] };
 
 class Aborted extends Error {}
+
+/**
+ * What ends deletePrefix rather than a round: an abort, a caller's callback that threw, or a
+ * fence that refused (its error is thrown as is, like the callback's); null for a store failure.
+ */
+function stopping(e: unknown): Aborted | CallbackFailed | null {
+  if (e instanceof Aborted || e instanceof CallbackFailed) return e;
+  if (e instanceof FenceRefusal) return new CallbackFailed(e.error);
+  return null;
+}
 /** Carries an error of the caller's `onBatch` past the store-error handling, to be rethrown as is. */
 class CallbackFailed extends Error {
   constructor(readonly error: unknown) {
@@ -131,14 +144,10 @@ export async function deletePrefix(
   const exactKey = options.includeExactKey ? prefix.slice(0, -1) : null;
   const listPrefix = exactKey ?? prefix;
   const ours = (key: string) => key === exactKey || key.startsWith(prefix);
-  const authorise = async () => {
-    if (!options.beforeRequest) return;
-    try {
-      await options.beforeRequest();
-    } catch (e) {
-      throw new CallbackFailed(e);
-    }
-  };
+  const { beforeRequest } = options;
+  /** Sends a request, after the caller's check when there is one (a refusal is a FenceRefusal). */
+  const request = <T>(send: () => Promise<T>): Promise<T> =>
+    beforeRequest ? dispatchFenced(beforeRequest, send) : send();
   const random = options.random ?? Math.random;
   const sleep = options.sleep ?? ((ms: number) => abortableSleep(ms, signal));
 
@@ -165,8 +174,7 @@ export async function deletePrefix(
     let token: string | null = null;
     do {
       checkAbort();
-      await authorise();
-      const page = await store.list(listPrefix, { pageSize: PAGE_SIZE, token });
+      const page = await request(() => store.list(listPrefix, { pageSize: PAGE_SIZE, token }));
       for (const o of page.objects) if (ours(o.key)) keys.push(o.key);
       token = page.nextToken;
     } while (keys.length === 0 && token !== null);
@@ -189,8 +197,8 @@ export async function deletePrefix(
     /** Takes in one delete's result: null to go on, or the failure that ends the round. */
     const absorb = (settled: Settled): RoundOutcome | null => {
       if ("thrown" in settled) {
-        if (settled.thrown instanceof Aborted || settled.thrown instanceof CallbackFailed)
-          throw settled.thrown;
+        const stop = stopping(settled.thrown);
+        if (stop !== null) throw stop;
         return { kind: "failed", error: requestError(settled.thrown), remainingKeys: settled.batch };
       }
       const { outcome } = settled;
@@ -236,8 +244,7 @@ export async function deletePrefix(
       checkAbort();
       let batch: string[] = [];
       try {
-        await authorise();
-        const page = await store.list(listPrefix, { pageSize: PAGE_SIZE, token });
+        const page = await request(() => store.list(listPrefix, { pageSize: PAGE_SIZE, token }));
         token = page.nextToken;
         // Siblings that merely share the shorter listing prefix are not ours and are never sent;
         // a key outside the listing prefix altogether stays in, for the check below to refuse.
@@ -263,16 +270,22 @@ export async function deletePrefix(
         }
         if (batch.length === 0) continue;
         checkAbort();
-        await authorise();
-        inFlight.push(settle(batch, store.deleteMany(batch)));
+        // Checked and sent in one reaction (a refusal comes back as the batch's settled error).
+        inFlight.push(
+          settle(
+            batch,
+            request(() => store.deleteMany(batch)),
+          ),
+        );
         if (inFlight.length >= depth) {
           const failure = absorb(await (inFlight.shift() as Promise<Settled>));
           if (failure !== null) return await drain(failure);
         }
       } catch (e) {
-        if (e instanceof Aborted || e instanceof CallbackFailed) {
+        const stop = stopping(e);
+        if (stop !== null) {
           await Promise.allSettled(inFlight);
-          throw e;
+          throw stop;
         }
         const error = requestError(e);
         // A failed request ends the round: the next one lists again from the start.
@@ -311,7 +324,8 @@ export async function deletePrefix(
             remainingKeys: left,
           };
         } catch (e) {
-          if (e instanceof Aborted || e instanceof CallbackFailed) throw e;
+          const stop = stopping(e);
+          if (stop !== null) throw stop;
           failure = { error: requestError(e), remainingKeys: [] };
         }
       } else {

@@ -1,5 +1,6 @@
 import { classifyStoreError, type ObjectStore } from "../storage/object-store.js";
 import { AdaptiveRateLimiter, type AdaptiveRateOptions, type RateStats } from "./adaptive-rate-limiter.js";
+import { dispatchFenced, type Fence, FenceRefusal, type WaitingStore } from "./fenced-store.js";
 
 /**
  * Request counts of a {@link ThrottledStore}: what a pass reports as its cost and its rate.
@@ -33,7 +34,7 @@ export interface StoreTraffic {
  * console.log(throttled.traffic().deleteRate.rate)
  * ```
  */
-export class ThrottledStore implements ObjectStore {
+export class ThrottledStore implements WaitingStore {
   readonly rootUrl: string;
   readonly #store: ObjectStore;
   readonly #deletes: AdaptiveRateLimiter;
@@ -70,32 +71,68 @@ export class ThrottledStore implements ObjectStore {
     return { ...this.#traffic, deleteRate: this.#deletes.stats() };
   }
 
-  async list(prefix: string, options?: Parameters<ObjectStore["list"]>[1]) {
+  list(prefix: string, options?: Parameters<ObjectStore["list"]>[1]) {
+    return this.#list(prefix, options, null);
+  }
+
+  deleteMany(keys: readonly string[]) {
+    return this.#deleteMany(keys, null);
+  }
+
+  /**
+   * This store (the same limiters and counts) with `fence` run after each request's wait for its
+   * turn and right before the request ({@link dispatchFenced}): the order that keeps fencing
+   * strict. A fence run before the wait would let a request checked before a revocation be sent
+   * after it, once its turn came.
+   */
+  withFence(fence: Fence): ObjectStore {
+    return {
+      rootUrl: this.rootUrl,
+      list: (prefix, options) => this.#list(prefix, options, fence),
+      deleteMany: (keys) => this.#deleteMany(keys, fence),
+      put: (key, body, options) => dispatchFenced(fence, () => this.#store.put(key, body, options)),
+      get: (key) => dispatchFenced(fence, () => this.#store.get(key)),
+    };
+  }
+
+  /** Sends now, or after `fence` (in the reaction to its success). */
+  #send<T>(fence: Fence | null, send: () => Promise<T>): Promise<T> {
+    return fence === null ? send() : dispatchFenced(fence, send);
+  }
+
+  async #list(prefix: string, options: Parameters<ObjectStore["list"]>[1], fence: Fence | null) {
+    // The turn first, then the fence, then the request: nothing waits between the last two.
     const { waitMs, ticket } = this.#lists.reserve(1, this.#now());
     if (waitMs > 0) await this.#sleep(waitMs);
-    const started = this.#now();
-    this.#traffic.listRequests++;
+    const sent = { at: Number.NaN };
     try {
-      const page = await this.#store.list(prefix, options);
+      const page = await this.#send(fence, () => {
+        sent.at = this.#now();
+        this.#traffic.listRequests++;
+        return this.#store.list(prefix, options);
+      });
       this.#lists.succeeded(ticket, this.#now());
       return page;
     } catch (e) {
-      if (isThrottle(e)) {
+      if (!(e instanceof FenceRefusal) && isThrottle(e)) {
         this.#traffic.throttled++;
         this.#lists.throttled(ticket, this.#now());
       }
       throw e;
     } finally {
-      this.#traffic.listMs += this.#now() - started;
+      // Only a request that was sent counts: a refusal of the fence is not a listing.
+      if (!Number.isNaN(sent.at)) this.#traffic.listMs += this.#now() - sent.at;
     }
   }
 
-  async deleteMany(keys: readonly string[]) {
+  async #deleteMany(keys: readonly string[], fence: Fence | null) {
     const { waitMs, ticket } = this.#deletes.reserve(keys.length, this.#now());
     if (waitMs > 0) await this.#sleep(waitMs);
-    this.#traffic.deleteRequests++;
     try {
-      const outcome = await this.#store.deleteMany(keys);
+      const outcome = await this.#send(fence, () => {
+        this.#traffic.deleteRequests++;
+        return this.#store.deleteMany(keys);
+      });
       this.#traffic.deletedKeys += outcome.deleted.length;
       const slowed = outcome.errors.filter((e) => isThrottleCode(e.code)).length;
       if (slowed > 0) {
@@ -104,7 +141,7 @@ export class ThrottledStore implements ObjectStore {
       } else this.#deletes.succeeded(ticket, this.#now());
       return outcome;
     } catch (e) {
-      if (isThrottle(e)) {
+      if (!(e instanceof FenceRefusal) && isThrottle(e)) {
         this.#traffic.throttled++;
         this.#deletes.throttled(ticket, this.#now());
       }

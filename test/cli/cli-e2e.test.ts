@@ -748,6 +748,7 @@ describe(`shardledger CLI end to end (built, ${BACKEND})`, { timeout: SCENARIO_T
       ["retry-failed", ["ds", "--run", "nosuch"], 2, { code: "NOT_FOUND", kind: "run", field: "--run" }],
       ["archive", ["--dataset", "nosuch"], 2, { code: "NOT_FOUND", field: "--dataset" }],
       ["maintain", ["--every", "0s"], 2, { code: "VALIDATION", field: "--every" }],
+      ["serve", ["--listen", "nowhere"], 2, { code: "USAGE", field: "--listen" }],
       ["demo", ["--home"], 2, { code: "USAGE", field: "--home", reason: "optionMissingArgument" }],
     ];
     for (const [command, args, exit, error] of cases) {

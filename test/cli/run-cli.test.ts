@@ -585,6 +585,18 @@ describe("names", () => {
     expect(JSON.parse((await cli(db, "--json", "gc", "ds")).out)).toMatchObject({ dryRun: false });
     expect(JSON.parse((await cli(db, "--json", "cleanup")).out)).toMatchObject({ dryRun: false });
   });
+
+  it("gc --concurrency is validated before anything runs, and taken when valid", async () => {
+    const { db } = await ledgerWithDataset("gcconc");
+    for (const bad of ["0", "257", "x"]) {
+      const r = await cli(db, "--json", "gc", "ds", "--concurrency", bad);
+      expect({ bad, code: r.code }).toEqual({ bad, code: EXIT.USAGE });
+      expect(JSON.parse(r.out).error).toMatchObject({ code: "VALIDATION", field: "--concurrency" });
+    }
+    const ok = await cli(db, "--json", "gc", "ds", "--concurrency", "4");
+    expect(ok.code).toBe(EXIT.OK);
+    expect(JSON.parse(ok.out)).toMatchObject({ dryRun: false });
+  });
 });
 
 /** A fresh database with dataset `ds` on a temporary root; returns the flags, the root and its dir. */

@@ -27,7 +27,7 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
   it("finds nothing wrong in a publish with losers, their cleanup and a quiescent final pass", async () => {
     const history: History = {
       datasets: [policies, policies],
-      steps: [publishedRun, { t: "cleanup", ds: 0, dry: false, fault: "none", times: 1 }],
+      steps: [publishedRun, { t: "cleanup", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 }],
     };
     const result = await play("fs", history);
     expect(result.violations.map((v) => v.message)).toEqual([]);

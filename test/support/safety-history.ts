@@ -55,8 +55,28 @@ export type DeleteFault = "none" | "transient" | "permanent" | "perkey";
 export type PublishFault = "none" | "manifest" | "current" | "current-lost";
 
 export type PublishOp = { t: "publish"; ds: number; run: number; fault: PublishFault };
-export type GcOp = { t: "gc"; ds: number; dry: boolean; fault: DeleteFault; times: number };
-export type CleanupOp = { t: "cleanup"; ds: number; dry: boolean; fault: DeleteFault; times: number };
+/**
+ * Maintenance passes run at a generated concurrency: cleanup's prefixes in flight, gc's orphan
+ * deletions in flight (1 is the sequential pass), so that rule R7 sees passes fenced off with
+ * requests in flight and queued behind the rate limiter.
+ */
+export type Concurrency = 1 | 4 | 16;
+export type GcOp = {
+  t: "gc";
+  ds: number;
+  dry: boolean;
+  fault: DeleteFault;
+  times: number;
+  concurrency: Concurrency;
+};
+export type CleanupOp = {
+  t: "cleanup";
+  ds: number;
+  dry: boolean;
+  fault: DeleteFault;
+  times: number;
+  concurrency: Concurrency;
+};
 export type WriteOp = {
   t: "write";
   ds: number;
@@ -109,7 +129,10 @@ export interface History {
  * stops before its next request (fencing)"). `lease` steps run a gc or cleanup whose lease is
  * revoked right before its store call #at — `loseLease` bumps the dataset's lease epoch, exactly
  * what another pass acquiring the lease does — and the runner reports any store request the pass
- * makes after that (rule R7), on top of every other rule. The suite sets `loseLease`, since it
+ * makes after that (rule R7), on top of every other rule. Strict at every concurrency: the
+ * moment the revocation's commit is seen (its UPDATE answered), any later store call of the pass
+ * is a violation, whether it was queued behind the rate limiter, waiting for a pool slot or
+ * checked before the revocation. The suite sets `loseLease`, since it
  * holds the database (test/support/safety-suite.ts).
  */
 export const LOST_LEASE_EXTENSION: {
@@ -175,6 +198,8 @@ const publishOp = (faults: boolean): fc.Arbitrary<PublishOp> =>
         )
       : fc.constant<PublishFault>("none"),
   });
+/** Shrinks toward the sequential pass. */
+const concurrency = fc.constantFrom<Concurrency>(1, 4, 16);
 const gcOp = (faults: boolean): fc.Arbitrary<GcOp> =>
   fc.record({
     t: fc.constant("gc" as const),
@@ -182,6 +207,7 @@ const gcOp = (faults: boolean): fc.Arbitrary<GcOp> =>
     dry: fc.nat(5).map((n) => n === 5),
     fault: faults ? deleteFault : fc.constant<DeleteFault>("none"),
     times: fc.integer({ min: 1, max: 3 }),
+    concurrency,
   });
 const cleanupOp = (faults: boolean): fc.Arbitrary<CleanupOp> =>
   fc.record({
@@ -190,6 +216,7 @@ const cleanupOp = (faults: boolean): fc.Arbitrary<CleanupOp> =>
     dry: fc.nat(5).map((n) => n === 5),
     fault: faults ? deleteFault : fc.constant<DeleteFault>("none"),
     times: fc.integer({ min: 1, max: 3 }),
+    concurrency,
   });
 const writeOp: fc.Arbitrary<WriteOp> = fc.record({
   t: fc.constant("write" as const),
@@ -836,10 +863,10 @@ class Runner {
         const d = this.#dataset(s.ds);
         return {
           kind: s.t,
-          label: `gc ${d.name}${s.dry ? " --dry-run" : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
+          label: `gc ${d.name}${s.dry ? " --dry-run" : ""}${s.concurrency > 1 ? ` --concurrency ${s.concurrency}` : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
           plan: plan({ deleteFault: s.fault, deleteFaultsLeft: s.times }),
           fn: async (ledger) => {
-            const r = await ledger.gc(d.datasetId, { dryRun: s.dry });
+            const r = await ledger.gc(d.datasetId, { dryRun: s.dry, concurrency: s.concurrency });
             return `actions ${r.actions.map((a) => `${a.kind}:${a.runId}`).join(",") || "none"}${r.failed.length ? `, ${r.failed.length} failed` : ""}`;
           },
         };
@@ -848,10 +875,14 @@ class Runner {
         const d = this.#dataset(s.ds);
         return {
           kind: s.t,
-          label: `cleanup ${d.name}${s.dry ? " --dry-run" : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
+          label: `cleanup ${d.name}${s.dry ? " --dry-run" : ""}${s.concurrency > 1 ? ` --concurrency ${s.concurrency}` : ""}${s.fault === "none" ? "" : ` (deleteMany fault: ${s.fault} ×${s.times})`}`,
           plan: plan({ deleteFault: s.fault, deleteFaultsLeft: s.times }),
           fn: async (ledger) => {
-            const r = await ledger.cleanup({ datasetId: d.datasetId, dryRun: s.dry });
+            const r = await ledger.cleanup({
+              datasetId: d.datasetId,
+              dryRun: s.dry,
+              concurrency: s.concurrency,
+            });
             return `deleted ${r.deleted.length}, failed ${r.failed.length}, planned ${r.planned.length}`;
           },
         };

@@ -24,8 +24,10 @@
  *       the pending-cleanup set.
  * - R5  gc fails a run for a heartbeat timeout only when it was silent longer than staleAfter.
  * - R6  operations throw only the refusals their contract allows (checked by the runner).
- * - R7  fencing: a maintenance pass whose lease was revoked makes no further store request
- *       (checked by the runner once LOST_LEASE_EXTENSION in safety-history.ts is implemented).
+ * - R7  fencing, strict at every concurrency: no store call of a maintenance pass starts after
+ *       the revocation of its lease committed (the runner revokes it inside the pass's store
+ *       call #k, LOST_LEASE_EXTENSION in safety-history.ts; calls already in flight, or started
+ *       while the revocation was still committing, are the only ones allowed).
  * - R8  a dry run deletes and records nothing (checked by the runner).
  * - R9  what the log records as cleaned (CleanupSucceeded, StaleAttemptCollected) holds nothing
  *       the test wrote there before (SPEC: "a prefix counts as cleaned only when verified empty").

@@ -14,7 +14,7 @@ import { renderTable } from "../table.js";
  * midway; exit 3), `pending` (items left in the pending set) and
  * `nextDueAt` (the earliest next retry, or null) and `dryRun`, and `throughput` (per dataset the
  * concurrent pass cleaned: concurrency, the delete rate it settled at, requests, throttled). Exit 4
- * whenever `pending` is not 0. `--concurrency N` (default 1 = one prefix at a time; opt in to more) and
+ * whenever `pending` is not 0. `--concurrency N` (default 16; 1 = one prefix at a time) and
  * `--initial-rate R` (keys/s the adaptive limiter starts at, default 1000) tune the pass.
  *
  * @example `shardledger cleanup --dataset events --dry-run --json`
@@ -31,7 +31,7 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
       "--retry-now",
       "try every pending item that is not exhausted now, even before its next retry time",
     )
-    .option("--concurrency <n>", "prefixes in flight (1: one at a time); default 1")
+    .option("--concurrency <n>", "prefixes in flight (1: one at a time); default 16")
     .option(
       "--initial-rate <keys-per-second>",
       "delete rate the adaptive limiter starts at (it ramps up, and backs off on SlowDown); default 1000",

@@ -1,7 +1,7 @@
 import type { GcReport } from "../../maintenance/maintenance-reports.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
-import { idArgument } from "../flags.js";
+import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import type { Style } from "../style.js";
 import { renderTable } from "../table.js";
@@ -11,7 +11,8 @@ import { renderTable } from "../table.js";
  * plus orphans, in one locked pass. `--json` prints `{ actions: [{ kind, runId, urls }] }` (plus
  * `failed`, `protected` and `dryRun`); `kind` is `fail_stale`, `failed_retention`, `keep_runs`,
  * `retention` or `orphan`, the pruning kinds being the `Pruned` reasons the rollups count. Exit 4
- * when a deletion failed (its run is pruned by a later pass).
+ * when a deletion failed (its run is pruned by a later pass). `--concurrency N` (default 16)
+ * bounds the orphan deletes in flight.
  *
  * @example `shardledger gc events --dry-run --json`
  */
@@ -23,9 +24,11 @@ export const registerGc: RegisterCommand = (program, runtime) => {
     )
     .argument("<datasetId>", "the dataset")
     .option("--dry-run", "list exactly what would be deleted or pruned; change nothing")
+    .option("--concurrency <n>", "orphan deletes in flight (1: one at a time); default 16")
     .action(
-      runtime.action<{ dryRun?: boolean }>(async (ctx, [datasetArg], options) => {
+      runtime.action<{ dryRun?: boolean; concurrency?: string }>(async (ctx, [datasetArg], options) => {
         const datasetId = idArgument("<datasetId>", datasetArg as string);
+        const concurrency = optionalIntegerFlag("--concurrency", options.concurrency, { min: 1, max: 256 });
         const ledger = await ctx.ledger();
         await ledger.dataset(datasetId);
         const progress = ctx.progress({
@@ -34,10 +37,13 @@ export const registerGc: RegisterCommand = (program, runtime) => {
         });
         let report: GcReport;
         try {
-          report = await ledger.gc(datasetId, {
-            ...(options.dryRun ? { dryRun: true } : {}),
-            signal: ctx.signal,
-          });
+          report = await withFlagNames({ concurrency: "--concurrency" }, () =>
+            ledger.gc(datasetId, {
+              ...(options.dryRun ? { dryRun: true } : {}),
+              ...(concurrency !== undefined ? { concurrency } : {}),
+              signal: ctx.signal,
+            }),
+          );
         } finally {
           progress.stop();
         }
