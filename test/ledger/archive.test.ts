@@ -22,6 +22,7 @@ import { maintainLoop } from "../../src/ledger/maintain-loop.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { sha256Hex } from "../../src/storage/archive-format.js";
 import { BACKEND } from "../support/database.js";
+import { eventually } from "../support/eventually.js";
 import { openTestLedger, testClock } from "../support/ledger.js";
 import { writeAndPublish } from "../support/runs.js";
 
@@ -30,8 +31,8 @@ const DAY = 24 * HOUR;
 
 type T = Awaited<ReturnType<typeof openTestLedger>>;
 
-/** Every event of the global log, page by page. */
-async function readAllEvents(ledger: Ledger): Promise<RecordedEvent[]> {
+/** Every event of the global log, page by page, as far as read-all reaches now. */
+async function readAllOnce(ledger: Ledger): Promise<RecordedEvent[]> {
   const out: RecordedEvent[] = [];
   for (let after = 0; ; ) {
     const page = await ledger.events({ from: after, limit: 500 });
@@ -39,6 +40,20 @@ async function readAllEvents(ledger: Ledger): Promise<RecordedEvent[]> {
     out.push(...page);
     after = page.at(-1)?.globalPosition as number;
   }
+}
+
+/**
+ * Every event of the global log. Read-all stops below the cluster's oldest running transaction
+ * (other test files share the server), so it is read until it reaches the last stored position.
+ */
+async function readAllEvents(t: T): Promise<RecordedEvent[]> {
+  const { rows } = await sql<{ last: string | number | null }>`
+    SELECT max(global_position) AS last FROM ${sql.id(t.schema, "events")}`.execute(t.database.db);
+  const last = Number(rows[0]?.last ?? 0);
+  return eventually(
+    () => readAllOnce(t.ledger),
+    (events) => (events.at(-1)?.globalPosition ?? 0) >= last,
+  );
 }
 
 const streamOf = (ledger: Ledger, runId: string) => ledger.events({ stream: runId, limit: 10_000 });
@@ -114,7 +129,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
         checksum: sha256Hex(content),
       });
     }
-    const all = await readAllEvents(ledger);
+    const all = await readAllEvents(t);
     expect(all.filter((e) => e.streamId === "run-r1" || e.streamId === "run-f1")).toEqual([]);
     const archived = all.filter((e) => e.type === "Archived");
     expect(archived.map((e) => [e.streamId, (e.data as { runId: string }).runId]).sort()).toEqual([
@@ -195,6 +210,10 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
         details: { state: "ARCHIVED", runId: "r1" },
       });
     }
+    await expect(fresh.attemptSucceeded({ runId: "r1", shard: 0, attempt: 7 })).rejects.toMatchObject({
+      code: "ILLEGAL_TRANSITION",
+      details: { state: "ARCHIVED", runId: "r1" },
+    });
     await expect(fresh.heartbeat("f1")).rejects.toMatchObject({
       code: "ILLEGAL_TRANSITION",
       details: { state: "ARCHIVED" },
@@ -227,7 +246,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       if (existsSync(marker)) {
         expect(JSON.parse(readFileSync(marker, "utf8")).checksum).toBe(sha256Hex(readFileSync(content)));
       }
-      const hot = (await readAllEvents(ledger)).filter((e) => e.streamId === "run-r1");
+      const hot = (await readAllEvents(t)).filter((e) => e.streamId === "run-r1");
       expect(hot).toEqual(step === "committed" ? [] : before.r1);
       expect(await ledger.rollups("ds")).toEqual(rollups);
       expect((await ledger.audit({ deep: true })).match).toBe(true);
@@ -309,15 +328,22 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       for (const e of events) seen.push(e.globalPosition);
     };
     // Half of the log before archiving…
-    const all = await readAllEvents(ledger);
+    const all = await readAllEvents(t);
     await processSubscriptionBatch(log, { name: "s", handle, batchSize: Math.floor(all.length / 2) });
     const checkpoint = await subscriptionCheckpoint(log, "s");
     expect(checkpoint).toBeGreaterThan(0);
     clock.advance(DAY);
     await ledger.archive();
     // …the rest after: every hot event above the checkpoint, in order, nothing twice.
-    while ((await processSubscriptionBatch(log, { name: "s", handle, batchSize: 7 })) > 0);
-    const hot = (await readAllEvents(ledger)).map((e) => e.globalPosition);
+    const hot = (await readAllEvents(t)).map((e) => e.globalPosition);
+    // Batches until the checkpoint reaches the last hot event (read-all may wait for the xmin).
+    await eventually(
+      async () => {
+        while ((await processSubscriptionBatch(log, { name: "s", handle, batchSize: 7 })) > 0);
+        return subscriptionCheckpoint(log, "s");
+      },
+      (at) => at >= (hot.at(-1) ?? 0),
+    );
     expect(seen.filter((p) => p > checkpoint)).toEqual(hot.filter((p) => p > checkpoint));
     expect(new Set(seen).size).toBe(seen.length);
   });
