@@ -25,6 +25,7 @@ import { BACKEND } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
 import { openTestLedger, testClock } from "../support/ledger.js";
 import { writeAndPublish } from "../support/runs.js";
+import { asJson, startTestServer } from "../support/server.js";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -289,6 +290,24 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
 
     rmSync(content);
     await expect(streamOf(ledger, "r1")).rejects.toMatchObject({ code: "ARCHIVE_MISSING" });
+    // The HTTP reader answers with the code's status (502: the store, not the caller, is at fault).
+    const server = await startTestServer(ledger);
+    try {
+      const reply = await server.request<{ error: { code: string; runId: string } }>(
+        "GET",
+        "/v1/events?stream=r1&limit=1000",
+      );
+      expect([reply.status, reply.body.error.code, reply.body.error.runId]).toEqual([
+        502,
+        "ARCHIVE_MISSING",
+        "r1",
+      ]);
+      const fine = await server.request("GET", "/v1/events?stream=f1&limit=1000");
+      expect(fine).toMatchObject({ status: 200, body: asJson(await streamOf(ledger, "f1")) });
+      expect((fine.body as unknown[]).length).toBeGreaterThan(0);
+    } finally {
+      await server.close();
+    }
     audit = await ledger.audit({ deep: true });
     expect(audit.archives?.problems.map((p) => [p.runId, p.kind])).toEqual([["r1", "missing"]]);
 
