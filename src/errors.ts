@@ -22,6 +22,8 @@ export type ErrorCode =
   | "LOCKED"
   | "LEASE_LOST"
   | "OBJECT_STORE"
+  | "ARCHIVE_MISSING"
+  | "ARCHIVE_CORRUPT"
   | "USAGE"
   | "INTERRUPTED"
   | "INTERNAL";
@@ -32,7 +34,9 @@ export type ErrorCode =
  * 2 / 400 the input was wrong (repeating the same call can never succeed), 404 it names nothing,
  * 3 / 409 a rule refused it, 423 another pass holds the lock, 1 / 500 a bug. An interrupted
  * command exits 128 + the signal (SIGTERM 143; the table holds SIGINT's 130) and a server that is
- * stopping answers 503; an object store that failed is 502 (the fault is upstream, not ours).
+ * stopping answers 503; an object store that failed is 502 (the fault is upstream, not ours), and so
+ * is an archived stream whose archive is missing or does not match its checksum (1 / 502: nothing
+ * the caller can fix by asking again; the events recorded as archived are not where they must be).
  *
  * @example
  * ```ts
@@ -51,6 +55,8 @@ export const ERROR_CODES = {
   LEASE_LOST: { exitCode: 3, httpStatus: 409 },
   LOCKED: { exitCode: 3, httpStatus: 423 },
   OBJECT_STORE: { exitCode: 1, httpStatus: 502 },
+  ARCHIVE_MISSING: { exitCode: 1, httpStatus: 502 },
+  ARCHIVE_CORRUPT: { exitCode: 1, httpStatus: 502 },
   INTERRUPTED: { exitCode: 130, httpStatus: 503 },
   INTERNAL: { exitCode: 1, httpStatus: 500 },
 } as const satisfies Record<ErrorCode, { exitCode: number; httpStatus: number }>;
@@ -359,6 +365,29 @@ export class LockedError extends ShardledgerError {
 }
 
 /**
+ * An archived run stream that cannot be read through its archive: `ARCHIVE_MISSING` (no
+ * `_ARCHIVED` marker, or a marker without its content) or `ARCHIVE_CORRUPT` (a checksum or count
+ * that disagrees with the marker or with the `Archived` event, or content that does not parse).
+ * `details` names the run, the archive URL and the reason.
+ *
+ * @example
+ * ```ts
+ * try { await ledger.events({ stream: "2026-01-03" }) } catch (e) {
+ *   if (isArchiveError(e)) console.error(e.code, e.details.archiveUrl)
+ * }
+ * ```
+ */
+export class ArchiveError extends ShardledgerError {
+  constructor(
+    code: "ARCHIVE_MISSING" | "ARCHIVE_CORRUPT",
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(code, message, options);
+  }
+}
+
+/**
  * A command line the CLI cannot run: an unknown flag, a missing argument, a group without its
  * subcommand. `field` names the flag or argument when it is known.
  *
@@ -421,6 +450,17 @@ export const isShardledgerError = (e: unknown): e is ShardledgerError =>
     typeof (e as { code?: unknown }).code === "string" &&
     Object.hasOwn(ERROR_CODES, (e as unknown as { code: string }).code) &&
     "details" in e);
+/**
+ * Whether `e` is an {@link ArchiveError} (code `ARCHIVE_MISSING` or `ARCHIVE_CORRUPT`).
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new ArchiveError("ARCHIVE_MISSING", "the archive of run r1 is missing")
+ * if (isArchiveError(e)) console.log(e.code)
+ * ```
+ */
+export const isArchiveError = (e: unknown): e is ArchiveError =>
+  hasCode(e, "ARCHIVE_MISSING") || hasCode(e, "ARCHIVE_CORRUPT");
 /**
  * Whether `e` is a {@link ValidationError} (code `VALIDATION`).
  *

@@ -30,11 +30,13 @@ export type { SafetyWindowHold } from "./datasets/safety-window.js";
 export { effectiveSafetyWindowMs } from "./datasets/safety-window.js";
 export type { ErrorBody, ErrorCode } from "./errors.js";
 export {
+  ArchiveError,
   ConcurrencyError,
   ContradictingReportError,
   errorBody,
   IllegalTransitionError,
   InternalError,
+  isArchiveError,
   isConcurrencyError,
   isContradictingReportError,
   isIllegalTransitionError,
@@ -102,6 +104,9 @@ export type { RollbackResult } from "./ledger/rollback.js";
 export type { MaintenancePolicies } from "./maintenance/maintenance-policies.js";
 export { DEFAULT_MAINTENANCE_POLICIES } from "./maintenance/maintenance-policies.js";
 export type {
+  ArchiveAuditReport,
+  ArchiveProblem,
+  ArchiveReport,
   CleanupReport,
   GcReport,
   LogRecord,

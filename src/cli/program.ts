@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { wantsJson } from "./cli-errors.js";
 import { type CliIo, resolveIo } from "./cli-io.js";
 import { CliRuntime, type RegisterCommand } from "./command-runtime.js";
+import { registerArchive } from "./commands/archive.js";
 import { registerAttempt } from "./commands/attempt.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerCleanup } from "./commands/cleanup.js";
@@ -52,6 +53,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerCleanup,
   registerGc,
   registerRetryFailed,
+  registerArchive,
   registerMaintain,
   registerServe,
   registerDemo,

@@ -54,6 +54,9 @@ const pointerMove = {
   previousRunId: idSchema.nullable(),
 };
 
+/** The fields of an `Archived` event (v1; v2 adds the dataset, the checksum and the prune's counts). */
+const archivedV1 = { runId: idSchema, archiveUrl: urlSchema, events: z.number().int().min(0) };
+
 const pruneReason = z.enum(["keep_runs", "retention", "stale", "failed_retention"]);
 const cleanupReason = z.enum(["loser", "stale", "orphan", "keep_runs", "retention", "failed_retention"]);
 
@@ -109,7 +112,29 @@ export const eventDataSchemas = {
     attempts: z.number().int().min(0),
     failedItems: z.number().int().min(0),
   }),
-  Archived: z.strictObject({ runId: idSchema, archiveUrl: urlSchema, events: z.number().int().min(0) }),
+  Archived: z.strictObject({
+    ...archivedV1,
+    // v2: written by `archive` to the DATASET stream once the run stream's events left the hot log.
+    // `null` only for a v1 event read as v2 (nothing is known of it beyond v1's fields).
+    datasetId: idSchema.nullable(),
+    /** sha256 (hex) of the archive's content, as its `_ARCHIVED` marker records it. */
+    checksum: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .nullable(),
+    /**
+     * The run's `Pruned` data, deleted from the hot log with the rest of the stream: the rollups
+     * keep counting it through this event, so a replay of the hot log rebuilds them exactly.
+     */
+    pruned: z
+      .strictObject({
+        reason: pruneReason,
+        attempts: z.number().int().min(0),
+        failedItems: z.number().int().min(0),
+        prunedAt: z.iso.datetime(),
+      })
+      .nullable(),
+  }),
 } as const;
 
 /**
@@ -168,6 +193,7 @@ export const CURRENT_SCHEMA_VERSIONS: Readonly<Record<EventType, number>> = Obje
   ...(Object.fromEntries(EVENT_TYPES.map((t) => [t, 1])) as Record<EventType, number>),
   WinnerSelected: 2,
   CurrentPointerMoved: 2,
+  Archived: 2,
 });
 
 /**
@@ -179,6 +205,8 @@ export const HISTORICAL_SCHEMAS: Readonly<Partial<Record<EventType, Readonly<Rec
   WinnerSelected: { 1: z.strictObject({ ...attemptRef }) },
   // v1: every move was a publish's.
   CurrentPointerMoved: { 1: z.strictObject({ ...pointerMove }) },
+  // v1: no dataset, checksum or prune counts (nothing wrote it before `archive` existed).
+  Archived: { 1: z.strictObject({ ...archivedV1 }) },
 };
 
 /**
@@ -197,6 +225,10 @@ export const EVENT_UPCASTERS: Readonly<
   CurrentPointerMoved: {
     // Before rollback existed only publish moved the pointer.
     1: (data) => ({ ...(data as Record<string, unknown>), reason: "publish" }),
+  },
+  Archived: {
+    // A v1 event says nothing of its dataset, checksum or prune: unknown, not invented.
+    1: (data) => ({ ...(data as Record<string, unknown>), datasetId: null, checksum: null, pruned: null }),
   },
 };
 

@@ -20,12 +20,14 @@ export interface MaintainPass {
   skipped: boolean;
   cleanup: { deleted: number; failed: number; planned: number } | null;
   gc: { actions: number; failed: number } | null;
+  /** The archive step after gc: runs moved out of the hot log, and runs that failed to. */
+  archive: { archived: number; failed: number } | null;
   error: string | null;
 }
 
 /**
  * The long-running worker behind `maintain`: every `everyMs`, for each dataset (or one), a cleanup
- * pass then a gc pass. Workers on many machines can run side by side: each dataset's maintenance
+ * pass, a gc pass, then an archive pass (runs pruned longer than the ledger's `archiveAfter` ago). Workers on many machines can run side by side: each dataset's maintenance
  * lock lets one pass at a time through and the others report `skipped`. When `signal` aborts, the
  * current batch finishes, no new pass starts, and the promise resolves.
  *
@@ -73,6 +75,7 @@ async function onePass(
     skipped: false,
     cleanup: null,
     gc: null,
+    archive: null,
     error: null,
   };
   try {
@@ -87,6 +90,10 @@ async function onePass(
       };
       const gc = await ledger.gc(datasetId, signal ? { signal } : {});
       pass.gc = { actions: gc.actions.length, failed: gc.failed.length };
+      if (!signal?.aborted) {
+        const archived = await ledger.archive({ datasetId, ...(signal ? { signal } : {}) });
+        pass.archive = { archived: archived.archived.length, failed: archived.failed.length };
+      }
     }
   } catch (e) {
     if (isShardledgerError(e) && e.code === "LOCKED") pass.skipped = true;

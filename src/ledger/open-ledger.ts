@@ -3,6 +3,7 @@ import { sql } from "kysely";
 import type { z } from "zod";
 import { openObjectStore } from "../adapters/objectstore/open-object-store.js";
 import type { S3ObjectStoreOptions } from "../adapters/objectstore/s3-object-store.js";
+import { type HotLogArchive, pgHotLogArchive } from "../adapters/postgres/archive-queries.js";
 import { type Database, type DatabaseInput, openDatabase } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import { migrateToLatest } from "../adapters/postgres/migrations.js";
@@ -16,6 +17,7 @@ import {
   parseDatasetInput,
   parsePolicyChanges,
 } from "../datasets/dataset-config.js";
+import { durationSchema } from "../datasets/duration-schema.js";
 import { assertRootIsolated } from "../datasets/root-overlap.js";
 import type { SafetyWindowHold } from "../datasets/safety-window.js";
 import {
@@ -33,11 +35,14 @@ import type { RunCommand } from "../machines/run-commands.js";
 import type { RunStatus } from "../machines/run-machine.js";
 import type { AttemptState, RunState } from "../machines/run-state.js";
 import { attemptKey } from "../machines/run-state.js";
+import { DEFAULT_ARCHIVE_AFTER_MS } from "../maintenance/archive-planner.js";
 import {
   DEFAULT_MAINTENANCE_POLICIES,
   type MaintenancePolicies,
 } from "../maintenance/maintenance-policies.js";
 import type {
+  ArchiveAuditReport,
+  ArchiveReport,
   CleanupReport,
   GcReport,
   LogRecord,
@@ -57,6 +62,7 @@ import type {
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";
+import { type ArchiveDeps, type ArchiveStep, archive, auditArchives, readArchivedRun } from "./archive.js";
 import type { CleanupOptions } from "./cleanup.js";
 import {
   attemptFailedInputSchema,
@@ -111,6 +117,14 @@ export interface LedgerOptions {
   log?: (record: LogRecord) => void;
   /** Counters of maintenance passes (deleted, failed, pending, pruned). */
   metric?: (record: MetricRecord) => void;
+  /**
+   * How long a pruned run's events stay in the hot log before `archive` (and the `maintain` loop)
+   * moves them to the dataset's `_archive/` (default `7d`): a duration (`12h`, `7d`; `0s` archives
+   * as soon as a run is pruned) or milliseconds. Validated at open: a `ValidationError` names `archiveAfter`.
+   */
+  archiveAfter?: string | number;
+  /** @internal test hook: a throw after an archive step stands for a crash there. */
+  archiveHook?: (step: ArchiveStep, runId: string) => void | Promise<void>;
   /** @internal test hooks: how maintenance waits between retries and draws jitter. */
   sleep?: (ms: number) => Promise<void>;
   /** @internal */
@@ -332,8 +346,18 @@ export interface Ledger {
    * `dataset:<datasetId>`; a stream with no events is a `NotFoundError` (kind `stream`).
    */
   events(options?: { stream?: string; from?: number; limit?: number }): Promise<RecordedEvent[]>;
-  /** Replays the log into scratch projections and compares them with the live ones. */
-  audit(options?: { onProgress?: (events: number) => void }): Promise<AuditReport>;
+  /**
+   * Replays the log into scratch projections and compares them with the live ones. With `deep`,
+   * also checks every archive against its `Archived` event (marker, content, checksum, count) and
+   * reports each problem in `archives.problems`; a problem makes `match` false.
+   *
+   * @example
+   * ```ts
+   * const report = await ledger.audit({ deep: true })
+   * if (!report.match) console.error(report.differences, report.archives?.problems)
+   * ```
+   */
+  audit(options?: { onProgress?: (events: number) => void; deep?: boolean }): Promise<AuditReport>;
   /** Rebuilds the projections from the log and swaps them in. */
   rebuild(options?: { onProgress?: (events: number) => void }): Promise<{ events: number; version: number }>;
   /**
@@ -353,6 +377,25 @@ export interface Ledger {
   ): Promise<GcReport>;
   /** Reopens failed runs and re-queues exhausted cleanup items inside the failed-retention floor. */
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
+  /**
+   * Moves the events of runs pruned at least `after` ago (default: the ledger's `archiveAfter`,
+   * 7d) from the hot log to `<root>/_archive/<runId>/` (content, then the `_ARCHIVED` marker with
+   * its sha256 and count), then, in one transaction, deletes them from the hot log and records
+   * `Archived` on the dataset stream. Under each dataset's maintenance lease (a dataset another
+   * pass holds is `skipped`); `dryRun` lists what is due and changes nothing. Archived streams stay
+   * readable through {@link Ledger.events}.
+   *
+   * @example
+   * ```ts
+   * const { archived, failed } = await ledger.archive({ datasetId: "events", after: "7d" })
+   * ```
+   */
+  archive(options?: {
+    datasetId?: string;
+    dryRun?: boolean;
+    after?: string | number;
+    signal?: AbortSignal;
+  }): Promise<ArchiveReport>;
   /**
    * Releases the database and object-store connections. Loser cleanup that `publish` started in
    * the background is waited for by default (`backgroundCleanup: "wait"`): on a run with thousands
@@ -403,6 +446,8 @@ export interface CloseOptions {
  * ```
  */
 export async function openLedger(options: LedgerOptions): Promise<Ledger> {
+  // Settings are checked before anything is opened: bad input opens nothing.
+  archiveAfterMsOf(options);
   const database = await openDatabase(options.database, {
     ...(options.schema !== undefined ? { schema: options.schema } : {}),
     ...(options.poolSize !== undefined ? { poolSize: options.poolSize } : {}),
@@ -423,12 +468,20 @@ export async function openLedger(options: LedgerOptions): Promise<Ledger> {
  */
 export async function openLedgerOn(database: Database, options: LedgerSettings): Promise<Ledger> {
   try {
+    archiveAfterMsOf(options);
     if (options.migrate !== false) await migrateToLatest(database.db, database.schema);
   } catch (e) {
     await database.close();
     throw e;
   }
   return new LedgerImpl(database, options);
+}
+
+/** The ledger's `archiveAfter` in milliseconds; a `ValidationError` names the field. */
+function archiveAfterMsOf(options: Pick<LedgerSettings, "archiveAfter">): number {
+  return options.archiveAfter === undefined
+    ? DEFAULT_ARCHIVE_AFTER_MS
+    : parseWithSchema(durationSchema({ allowZero: true }), options.archiveAfter, "archiveAfter");
 }
 
 /** What the ledger needs beyond its open database. */
@@ -448,11 +501,14 @@ class LedgerImpl implements Ledger {
   readonly #background = new Set<Promise<unknown>>();
   /** Aborted by `close({ backgroundCleanup: "abandon" })`: background cleanup stops at its next safe point. */
   readonly #abandon = new AbortController();
+  readonly #hot: HotLogArchive;
+  readonly #archiveAfterMs: number;
   #closed: Promise<void> | undefined;
 
   constructor(database: Database, options: LedgerSettings) {
     this.#database = database;
     this.#options = options;
+    this.#archiveAfterMs = archiveAfterMsOf(options);
     this.#clock = options.clock ?? (() => new Date());
     this.#log = createPgEventLog({
       db: database.db,
@@ -461,6 +517,7 @@ class LedgerImpl implements Ledger {
       clock: this.#clock,
     });
     this.#queries = projectionQueries(database.db, database.schema);
+    this.#hot = pgHotLogArchive(this.#log);
     this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {});
     this.#maintenance = new MaintenanceService({
       database,
@@ -785,6 +842,39 @@ class LedgerImpl implements Ledger {
     return this.#maintenance.retryFailed(input);
   }
 
+  async archive(
+    options: { datasetId?: string; dryRun?: boolean; after?: string | number; signal?: AbortSignal } = {},
+  ): Promise<ArchiveReport> {
+    const datasetId =
+      options.datasetId === undefined ? undefined : parseWithSchema(idSchema, options.datasetId, "datasetId");
+    const afterMs =
+      options.after === undefined
+        ? undefined
+        : parseWithSchema(durationSchema({ allowZero: true }), options.after, "after");
+    if (datasetId !== undefined) await this.dataset(datasetId);
+    return archive(this.#archiveDeps(), {
+      ...(datasetId !== undefined ? { datasetId } : {}),
+      ...(afterMs !== undefined ? { afterMs } : {}),
+      ...(options.dryRun ? { dryRun: true } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+
+  #archiveDeps(): ArchiveDeps {
+    return {
+      database: this.#database,
+      hot: this.#hot,
+      queries: this.#queries,
+      storeFor: (dataset) => this.#store(dataset.root),
+      clock: this.#clock,
+      afterMs: this.#archiveAfterMs,
+      metadata: this.#metadata(),
+      upcast: (e) => ({ ...e, ...this.#log.catalogue.upcast(e.type, e.schemaVersion, e.data) }),
+      ...(this.#options.log ? { log: this.#options.log } : {}),
+      ...(this.#options.archiveHook ? { hook: this.#options.archiveHook } : {}),
+    };
+  }
+
   async failRun(runId: string, reason: string): Promise<RunView> {
     const parsed = parseInput(failRunInputSchema, { runId, reason });
     await this.#executor.execute({
@@ -829,7 +919,15 @@ class LedgerImpl implements Ledger {
       throw new ValidationError("limit", "must be a positive integer");
     if (options.stream !== undefined) {
       const stream = await this.#resolveStream(options.stream);
-      return this.#log.readStream(stream, { fromVersion: options.from ?? 1, limit });
+      const from = options.from ?? 1;
+      const hot = await this.#log.readStream(stream, { fromVersion: from, limit });
+      // A stream that exists but whose events left the hot log is an archived run: read it through
+      // its archive (verified against the Archived event; a missing or corrupt one throws).
+      if (hot.length === 0 && stream.startsWith("run-")) {
+        const archived = await readArchivedRun(this.#archiveDeps(), stream.slice("run-".length));
+        if (archived !== null) return archived.filter((e) => e.streamVersion >= from).slice(0, limit);
+      }
+      return hot;
     }
     return this.#log.readAll({ after: options.from ?? 0, limit });
   }
@@ -845,8 +943,15 @@ class LedgerImpl implements Ledger {
     });
   }
 
-  async audit(options: { onProgress?: (events: number) => void } = {}): Promise<AuditReport> {
-    const report = await auditProjections(this.#log, options);
+  async audit(options: { onProgress?: (events: number) => void; deep?: boolean } = {}): Promise<AuditReport> {
+    const projections = await auditProjections(this.#log, {
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    let report: AuditReport = projections;
+    if (options.deep) {
+      const archives: ArchiveAuditReport = await auditArchives(this.#archiveDeps());
+      report = { ...projections, match: projections.match && archives.problems.length === 0, archives };
+    }
     // Recorded where `status` finds it: one row beside the projection version, not an event (an
     // audit changes nothing the log describes).
     await sql`UPDATE ${sql.id(this.#database.schema, "projection_state")}

@@ -29,17 +29,23 @@ export async function retryFailed(
   if (input.runId && runs.length === 0) {
     // The run is gone from the registry: was it pruned past the floor, or did it never fail?
     const state = await deps.load(input.runId);
+    // A run whose stream was archived has no hot events left; its Archived event still says
+    // which dataset it was and what its prune counted.
+    const pruned =
+      state.status === "PRUNED" || state.status === "NONE"
+        ? await prunedFailedItems(deps.database, input.runId)
+        : null;
+    const datasetId = state.status === "NONE" ? (pruned?.datasetId ?? null) : state.datasetId;
     // A run with no events, or another dataset's, is a wrong --run: answering "nothing failed"
     // would hide the typo from the operator who asked.
-    if (state.status === "NONE") throw new NotFoundError("run", input.runId);
-    if (state.datasetId !== dataset.datasetId) {
+    if (state.status === "NONE" && pruned === null) throw new NotFoundError("run", input.runId);
+    if (datasetId !== dataset.datasetId) {
       throw new NotFoundError("run", input.runId, {
-        message: `run ${input.runId} belongs to dataset ${state.datasetId}, not ${dataset.datasetId}`,
-        details: { datasetId: dataset.datasetId, runDatasetId: state.datasetId },
+        message: `run ${input.runId} belongs to dataset ${datasetId}, not ${dataset.datasetId}`,
+        details: { datasetId: dataset.datasetId, runDatasetId: datasetId },
       });
     }
-    if (state.status === "PRUNED")
-      report.prunedPastRetention = await prunedFailedItems(deps.database, input.runId);
+    if (pruned !== null) report.prunedPastRetention = pruned.failedItems;
     return report;
   }
   const items = await deps.queries.pendingCleanup({ datasetId: dataset.datasetId });

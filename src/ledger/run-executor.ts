@@ -1,4 +1,10 @@
-import { isConcurrencyError, isValidationError, ValidationError } from "../errors.js";
+import {
+  IllegalTransitionError,
+  isConcurrencyError,
+  isNotFoundError,
+  isValidationError,
+  ValidationError,
+} from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
@@ -104,11 +110,18 @@ export class RunExecutor {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
         const prepared = prepare ? await prepare(command, state) : command;
-        const decided = decideRun(state, prepared, {
-          ...decideContext,
-          now: this.#clock(),
-          metadata: this.#metadata,
-        });
+        let decided: RunEvent[];
+        try {
+          decided = decideRun(state, prepared, {
+            ...decideContext,
+            now: this.#clock(),
+            metadata: this.#metadata,
+          });
+        } catch (e) {
+          if (state.version === 0 && isNotFoundError(e))
+            await this.#refuseIfArchived(command.runId, command.type);
+          throw e;
+        }
         if (decided.length === 0) return { state, events: [] };
         try {
           const result = await this.#log.append(runStream(command.runId), decided, {
@@ -124,6 +137,8 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(command.runId);
+          if (state.version === 0 && isConcurrencyError(e))
+            await this.#refuseIfArchived(command.runId, command.type);
           // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
@@ -174,11 +189,35 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(runId);
+          if (state.version === 0 && isConcurrencyError(e)) await this.#refuseIfArchived(runId, "batch");
           if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
     });
+  }
+
+  /**
+   * Throws when the run's stream exists but none of its events is in the hot log: the run was
+   * pruned and archived, and its id is never reused (the stream keeps its version, so a start
+   * would only ever conflict). Asked only on the paths where a run looked absent.
+   */
+  async #refuseIfArchived(runId: string, command: string): Promise<void> {
+    const refusal = await this.#archivedRefusal(runId, command);
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal {@link RunExecutor.#refuseIfArchived} throws, or null when the run is not archived. */
+  async #archivedRefusal(runId: string, command: string): Promise<IllegalTransitionError | null> {
+    const stream = runStream(runId);
+    if ((await this.#log.streamVersion(stream)) === 0) return null;
+    if ((await this.#log.readStream(stream, { limit: 1 })).length > 0) return null;
+    return new IllegalTransitionError(
+      command,
+      "ARCHIVED",
+      `run ${runId} was pruned and its events archived; it accepts nothing, and its id cannot start a new run (read it with \`shardledger events --stream ${runId}\`)`,
+      { runId },
+    );
   }
 
   /**
@@ -257,6 +296,13 @@ export class RunExecutor {
         }
       }
       if (decided.length === 0) {
+        // A run that looks absent may have been archived: say so rather than "not found".
+        if (state.version === 0 && outcomes.some((o) => !o.ok && isNotFoundError(o.error))) {
+          const refusal = await this.#archivedRefusal(runId, group[0]?.command.type ?? "report");
+          if (refusal)
+            for (const [i, o] of outcomes.entries())
+              if (!o.ok && isNotFoundError(o.error)) outcomes[i] = { ok: false, error: refusal };
+        }
         for (const [i, item] of group.entries()) settle(item, outcomes[i] as Decided, []);
         return;
       }

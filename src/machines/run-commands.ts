@@ -93,7 +93,15 @@ export type RunCommand =
   | { type: "requeueCleanup"; runId: string; url: string }
   | { type: "recordStaleCollected"; runId: string; url: string }
   | { type: "prune"; runId: string; reason: PruneReason; attempts?: number; failedItems?: number }
-  | { type: "archive"; runId: string; archiveUrl: string; events: number };
+  | {
+      type: "archive";
+      runId: string;
+      archiveUrl: string;
+      events: number;
+      /** v2 fields; the ledger's `archive` writes them on the dataset stream (src/ledger/archive.ts). */
+      datasetId?: string | null;
+      checksum?: string | null;
+    };
 
 /**
  * What a decision needs besides the state: the clock, the dataset's failed-retention floor (for
@@ -313,6 +321,9 @@ export function decideRun(state: RunState, command: RunCommand, context: DecideC
         runId: command.runId,
         archiveUrl: command.archiveUrl,
         events: command.events,
+        datasetId: command.datasetId ?? state.datasetId ?? null,
+        checksum: command.checksum ?? null,
+        pruned: null,
       });
       b.requireRun({ allowPruned: true });
       b.requireAccepted("Archived", `run ${command.runId} is ${state.status}; only a pruned run is archived`);

@@ -123,3 +123,59 @@ export interface MetricRecord {
   value: number;
   datasetId: string;
 }
+
+/**
+ * `archive --json`: the pruned runs whose events moved from the hot log to their dataset's
+ * `_archive/` (or, in a dry run, would move), the runs that could not be archived this time and
+ * why (`failed`: an error; `deferred`: a publish held the dataset's pointer lock at the last step),
+ * and the datasets skipped because another maintenance pass held them.
+ *
+ * @example
+ * ```ts
+ * const report: ArchiveReport = await ledger.archive({ datasetId: "events" })
+ * for (const a of report.archived) console.log(a.runId, a.events, a.archiveUrl)
+ * ```
+ */
+export interface ArchiveReport {
+  archived: { datasetId: string; runId: string; archiveUrl: string; events: number; checksum: string }[];
+  failed: { datasetId: string; runId: string; error: string }[];
+  deferred: { datasetId: string; runId: string; why: string }[];
+  skipped: string[];
+  dryRun: boolean;
+}
+
+/**
+ * What `audit --deep` found wrong with one archive: `missing` (no marker, or no content under
+ * it), `corrupt` (a checksum or count that disagrees with the marker or the `Archived` event, or
+ * content that does not parse), `unreadable` (the store failed), `unverifiable` (an `Archived`
+ * event of version 1, which names no dataset or checksum), or `hot_events_remain` (the hot log
+ * still holds events of a stream recorded as archived).
+ *
+ * @example
+ * ```ts
+ * const problem: ArchiveProblem = { runId: "r1", datasetId: "events", archiveUrl: "file:///lake/events/_archive/r1/events.jsonl", kind: "corrupt", reason: "checksum differs" }
+ * ```
+ */
+export interface ArchiveProblem {
+  runId: string;
+  datasetId: string | null;
+  archiveUrl: string;
+  kind: "missing" | "corrupt" | "unreadable" | "unverifiable" | "hot_events_remain";
+  reason: string;
+}
+
+/**
+ * The archive part of a deep audit: how many archives were checked against their `Archived`
+ * event, how many events they hold, and every problem (none is skipped).
+ *
+ * @example
+ * ```ts
+ * const { archives } = await ledger.audit({ deep: true })
+ * if (archives && archives.problems.length > 0) console.error(archives.problems)
+ * ```
+ */
+export interface ArchiveAuditReport {
+  checked: number;
+  events: number;
+  problems: ArchiveProblem[];
+}

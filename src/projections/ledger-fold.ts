@@ -20,6 +20,7 @@ const DATASET_WRITERS = new Set([
   "DatasetPoliciesChanged",
   "CurrentPointerMoved",
   "Pruned",
+  "Archived",
 ]);
 
 type Data = Record<string, unknown>;
@@ -155,6 +156,9 @@ export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
         break;
       case "Pruned":
         needed.prunedDatasets.push(str(d.datasetId));
+        break;
+      case "Archived":
+        if (d.pruned !== null && typeof d.datasetId === "string") needed.prunedDatasets.push(d.datasetId);
         break;
     }
   }
@@ -755,6 +759,38 @@ export class LedgerFold {
     if (typeof d.runId === "string") this.#prunedRuns.add(d.runId);
   }
 
+  /**
+   * Archived (v2, on the dataset stream): the run's `Pruned` left the hot log with its stream, and
+   * this event carries its counts on. The rollups count them here; the archive's transaction takes
+   * the deleted `Pruned`'s counts back off the live rollups (src/adapters/postgres/archive-queries.ts),
+   * so live rows are unchanged and a replay of the hot log, which never sees that `Pruned`, counts
+   * the run once. `last_pruned_at` is the latest prune either way.
+   */
+  onArchived(_e: RecordedEvent, d: Data): void {
+    const pruned = d.pruned as {
+      reason: string;
+      attempts: number;
+      failedItems: number;
+      prunedAt: string;
+    } | null;
+    if (pruned === null || typeof d.datasetId !== "string") return;
+    const rollup: Row = this.rollups.get(d.datasetId, pruned.reason) ?? {
+      dataset_id: d.datasetId,
+      reason: pruned.reason,
+      pruned_runs: 0,
+      pruned_attempts: 0,
+      pruned_failed_items: 0,
+      last_pruned_at: null,
+    };
+    rollup.pruned_runs = (rollup.pruned_runs as number) + 1;
+    rollup.pruned_attempts = (rollup.pruned_attempts as number) + pruned.attempts;
+    rollup.pruned_failed_items = (rollup.pruned_failed_items as number) + pruned.failedItems;
+    const at = new Date(pruned.prunedAt);
+    const last = rollup.last_pruned_at;
+    if (!(last instanceof Date) || last.getTime() < at.getTime()) rollup.last_pruned_at = at;
+    this.rollups.put(rollup);
+  }
+
   onRunHeartbeat(e: RecordedEvent, _d: Data, run: Row | undefined): void {
     if (run) run.heartbeat_at = e.recordedAt;
   }
@@ -931,4 +967,5 @@ const HANDLERS: Readonly<Record<string, Handler>> = {
   CleanupSucceeded: (f, e, d, run) => f.onCleanupSucceeded(e, d, run),
   StaleAttemptCollected: (f, e, d, run) => f.onCleanupSucceeded(e, d, run),
   Pruned: (f, e, d) => f.onPruned(e, d),
+  Archived: (f, e, d) => f.onArchived(e, d),
 };

@@ -766,6 +766,64 @@ describe("rollback", () => {
   });
 });
 
+describe("archive", () => {
+  it("moves a pruned run's events to _archive/, reads them through, and audit --deep checks them", async () => {
+    const { db, dir, root } = await datasetFixture("archive", "--keep-runs", "1", "--safety-window", "0s");
+    await publishThroughCli(db, dir, root, "r1");
+    await publishThroughCli(db, dir, root, "r2");
+    expect((await cli(db, "gc", "ds")).code).toBe(EXIT.OK);
+    const before = JSON.parse((await cli(db, "--json", "events", "--stream", "r1", "--limit", "1000")).out);
+    expect(before.length).toBeGreaterThan(5);
+
+    // Pruned just now: not due under the default 7d; due with --after 0s.
+    expect(JSON.parse((await cli(db, "--json", "archive")).out).archived).toEqual([]);
+    const dry = await cli(db, "--json", "archive", "--after", "0s", "--dry-run");
+    expect(JSON.parse(dry.out)).toMatchObject({
+      dryRun: true,
+      archived: [{ runId: "r1", events: before.length }],
+    });
+    const done = await cli(db, "--json", "archive", "--dataset", "ds", "--after", "0s");
+    expect(done).toMatchObject({ code: EXIT.OK, err: "" });
+    expect(JSON.parse(done.out)).toMatchObject({
+      dryRun: false,
+      archived: [
+        {
+          datasetId: "ds",
+          runId: "r1",
+          events: before.length,
+          archiveUrl: `${root}/_archive/r1/events.jsonl`,
+        },
+      ],
+      failed: [],
+      deferred: [],
+      skipped: [],
+    });
+    expect(existsSync(join(dir, "_archive/r1/_ARCHIVED"))).toBe(true);
+    expect(JSON.parse((await cli(db, "--json", "events", "--stream", "r1", "--limit", "1000")).out)).toEqual(
+      before,
+    );
+    const audit = await cli(db, "--json", "audit", "--deep");
+    expect(audit.code).toBe(EXIT.OK);
+    expect(JSON.parse(audit.out)).toMatchObject({
+      match: true,
+      archives: { checked: 1, events: before.length, problems: [] },
+    });
+    expect((await cli(db, "archive", "--after", "0s")).out).toMatch(/nothing to archive/);
+
+    rmSync(join(dir, "_archive/r1/events.jsonl"));
+    const missing = await cli(db, "--json", "events", "--stream", "r1");
+    expect(missing.code).toBe(1);
+    expect(errorOf(missing.out)).toMatchObject({ code: "ARCHIVE_MISSING", runId: "r1" });
+    const broken = await cli(db, "audit", "--deep");
+    expect(broken.code).toBe(EXIT.REFUSED);
+    expect(broken.out).toMatch(/1 problem\(s\)/);
+    expect(broken.out).toMatch(/r1\s+missing/);
+    const bad = await cli(db, "archive", "--after", "-1d");
+    expect(bad.code).toBe(EXIT.USAGE);
+    expect(bad.err).toContain("--after: ");
+  });
+});
+
 describe("status", () => {
   it("prints one view per dataset, as JSON and as a table", async () => {
     const { db, dir, root } = await datasetFixture("status");

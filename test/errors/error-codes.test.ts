@@ -1,6 +1,7 @@
 import { describe, expect, expectTypeOf, it } from "vitest";
 import { cliExitCode, InterruptedError } from "../../src/cli/exit-codes.js";
 import {
+  ArchiveError,
   ConcurrencyError,
   ContradictingReportError,
   ERROR_CODES,
@@ -10,6 +11,7 @@ import {
   httpStatusFor,
   IllegalTransitionError,
   InternalError,
+  isArchiveError,
   isConcurrencyError,
   isContradictingReportError,
   isIllegalTransitionError,
@@ -90,6 +92,18 @@ const EVERY_CODE: Record<
   OBJECT_STORE: {
     error: new ObjectStoreError("SlowDown: reduce your rate", { code: "SlowDown", transient: true }),
     guard: isObjectStoreError,
+    exit: 1,
+    http: 502,
+  },
+  ARCHIVE_MISSING: {
+    error: new ArchiveError("ARCHIVE_MISSING", "the archive of run r1 is missing"),
+    guard: (e) => isArchiveError(e) && e.code === "ARCHIVE_MISSING",
+    exit: 1,
+    http: 502,
+  },
+  ARCHIVE_CORRUPT: {
+    error: new ArchiveError("ARCHIVE_CORRUPT", "the archive of run r1 does not match its checksum"),
+    guard: (e) => isArchiveError(e) && e.code === "ARCHIVE_CORRUPT",
     exit: 1,
     http: 502,
   },

@@ -249,4 +249,32 @@ describe.each(STORES)(`publish, cleanup, gc and maintain over the $name store ($
     ]);
     expect(await backing.keys("loop")).toEqual([...winners, "_CURRENT", "manifests/m1.json"].sort());
   });
+
+  it("archive writes the pruned run's events, then its marker, and reads them back through the store", async () => {
+    // g1 was pruned by the gc test above.
+    const before = await ledger.events({ stream: "g1", limit: 1000 });
+    expect(before.at(-1)?.type).toBe("Pruned");
+    puts.length = 0;
+    const report = await ledger.archive({ datasetId: "gc", after: "0s" });
+    expect(report.archived.map((a) => [a.runId, a.events, a.archiveUrl])).toEqual([
+      ["g1", before.length, `${backing.rootOf("gc")}/_archive/g1/events.jsonl`],
+    ]);
+    // Content first, the marker last.
+    expect(puts).toEqual(["gc:_archive/g1/events.jsonl", "gc:_archive/g1/_ARCHIVED"]);
+    expect((await backing.keys("gc")).filter((k) => k.startsWith("_archive/"))).toEqual([
+      "_archive/g1/_ARCHIVED",
+      "_archive/g1/events.jsonl",
+    ]);
+    const marker = JSON.parse(await backing.read("gc", "_archive/g1/_ARCHIVED"));
+    expect(marker).toMatchObject({
+      runId: "g1",
+      events: before.length,
+      checksum: report.archived[0]?.checksum,
+    });
+    expect(await ledger.events({ stream: "g1", limit: 1000 })).toEqual(before);
+    expect(await ledger.audit({ deep: true })).toMatchObject({ match: true, archives: { problems: [] } });
+    // A later gc never touches the archive.
+    await ledger.gc("gc");
+    expect((await backing.keys("gc")).filter((k) => k.startsWith("_archive/"))).toHaveLength(2);
+  });
 });

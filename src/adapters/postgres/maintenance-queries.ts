@@ -106,15 +106,32 @@ export async function runUrls(
 }
 
 /**
- * How many failed items the run's `Pruned` event counted when it was pruned past the failed
- * floor (at least 1: the run itself), or 0 when it was pruned for another reason or not at all.
+ * The prune of a run as the log records it: its `Pruned` event while the run is in the hot log, or
+ * the counts its `Archived` event carried on once the run stream was archived (and deleted). Null
+ * when the run was never pruned. `failedItems` is what `retry-failed` reports as pruned past the
+ * floor: at least 1 (the run itself) for a `failed_retention` prune, 0 for any other reason.
  */
-export async function prunedFailedItems(database: Database, runId: string): Promise<number> {
-  const { rows } = await sql<{ data: { reason: string; failedItems: number } }>`
-      SELECT data FROM ${sql.id(database.schema, "events")}
-      WHERE stream_id = ${runStream(runId)} AND type = 'Pruned'`.execute(database.db);
-  const pruned = rows[0]?.data;
-  return pruned && pruned.reason === "failed_retention" ? Math.max(1, pruned.failedItems) : 0;
+export async function prunedFailedItems(
+  database: Database,
+  runId: string,
+): Promise<{ datasetId: string | null; failedItems: number } | null> {
+  const { rows } = await sql<{ type: string; data: Record<string, unknown> }>`
+      SELECT type, data FROM ${sql.id(database.schema, "events")}
+      WHERE (stream_id = ${runStream(runId)} AND type = 'Pruned')
+         OR (type = 'Archived' AND data->>'runId' = ${runId})
+      ORDER BY global_position DESC LIMIT 1`.execute(database.db);
+  const row = rows[0];
+  if (!row) return null;
+  const pruned = (row.type === "Pruned" ? row.data : row.data.pruned) as {
+    reason: string;
+    failedItems: number;
+  } | null;
+  const datasetId = typeof row.data.datasetId === "string" ? row.data.datasetId : null;
+  if (!pruned) return { datasetId, failedItems: 0 };
+  return {
+    datasetId,
+    failedItems: pruned.reason === "failed_retention" ? Math.max(1, pruned.failedItems) : 0,
+  };
 }
 
 /** Records a finished pass on its lease row, only while the lease's epoch is still the stored one. */

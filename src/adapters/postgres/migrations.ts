@@ -265,6 +265,23 @@ const attemptRowsLeaveRoom: SchemaMigration = {
   },
 };
 
+/**
+ * Archiving (issue 16) finds the runs it may archive by their `Pruned` event (a pruned run that is
+ * not archived yet still has it in the hot log; archiving deletes it with the rest of the stream),
+ * and readers find an archived run's archive by its `Archived` event. Two partial indexes, a few
+ * rows each per pruned run: no full scan of `events` on either path.
+ */
+const archiveIndexes: SchemaMigration = {
+  name: "0010_archive_indexes",
+  async up(db, schema) {
+    const events = sql.id(schema, "events");
+    await sql`CREATE INDEX events_pruned_idx ON ${events} ((data->>'datasetId'), recorded_at)
+      WHERE type = 'Pruned'`.execute(db);
+    await sql`CREATE INDEX events_archived_idx ON ${events} ((data->>'runId'))
+      WHERE type = 'Archived'`.execute(db);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -292,6 +309,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   attemptStatusStored,
   appendFunction,
   attemptRowsLeaveRoom,
+  archiveIndexes,
 ];
 
 /**

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
+import type { RecordedEvent } from "../../events/envelope.js";
+import type { ArchiveAuditReport } from "../../maintenance/maintenance-reports.js";
 import {
   PROJECTION_KEYS,
   PROJECTION_TABLES,
@@ -48,8 +50,11 @@ export interface AuditDifference {
  */
 export interface AuditReport {
   events: number;
+  /** The projections match the replay (and, in a deep audit, every archive verified). */
   match: boolean;
   differences: AuditDifference[];
+  /** Only in a deep audit (`audit({ deep: true })`, `audit --deep`): every archive checked. */
+  archives?: ArchiveAuditReport;
 }
 
 const PAGE = 5_000;
@@ -68,6 +73,7 @@ export async function replayInto(
   from: number,
   onProgress?: (events: number) => void,
   boundedByXmin = false,
+  replayedPrunes: Set<string> = new Set(),
 ): Promise<{ events: number; position: number }> {
   let after = from;
   let events = 0;
@@ -75,11 +81,30 @@ export async function replayInto(
     // One page at a time: memory stays bounded by the page, never the whole log.
     const page = await log.readVisible(db, after, PAGE, { boundedByXmin });
     if (page.length === 0) return { events, position: after };
-    await applyLedgerEvents(db, scratch, page);
+    await applyLedgerEvents(db, scratch, withoutRecountedPrunes(page, replayedPrunes));
     events += page.length;
     after = page.at(-1)?.globalPosition as number;
     onProgress?.(events);
   }
+}
+
+/**
+ * A rebuild replays in two snapshots (the bulk, then the tail under a lock). A run archived in
+ * between had its `Pruned` replayed in the first and its `Archived` (which carries the prune's
+ * counts on, for a log whose `Pruned` is gone) arrives in the second: its counts are taken once.
+ * Within one snapshot a run has one or the other, never both. Remembers the prunes replayed.
+ */
+function withoutRecountedPrunes(page: RecordedEvent[], replayed: Set<string>): RecordedEvent[] {
+  let out = page;
+  for (const [i, e] of page.entries()) {
+    const d = e.data as { runId?: unknown; pruned?: unknown };
+    if (e.type === "Pruned" && typeof d.runId === "string") replayed.add(d.runId);
+    else if (e.type === "Archived" && typeof d.runId === "string" && d.pruned && replayed.has(d.runId)) {
+      if (out === page) out = [...page];
+      out[i] = { ...e, data: { ...d, pruned: null } };
+    }
+  }
+  return out;
 }
 
 /**
@@ -187,15 +212,16 @@ export async function rebuildProjections(
     await createProjectionTables(db, scratch);
     // Phase 1, concurrent with appends, in one snapshot and bounded by its xmin: the last position
     // read is a checkpoint below which no event can still commit.
+    const replayedPrunes = new Set<string>();
     const first = await db
       .transaction()
       .setIsolationLevel("repeatable read")
-      .execute((trx) => replayInto(log, trx, scratch, 0, options.onProgress, true));
+      .execute((trx) => replayInto(log, trx, scratch, 0, options.onProgress, true, replayedPrunes));
     // Phase 2, appends blocked: the tail, then the swap. EXCLUSIVE mode waits for in-flight appends
     // to commit and keeps new ones out, so no inline projection writes to a table being replaced.
     const events = await db.transaction().execute(async (trx) => {
       await sql`LOCK TABLE ${sql.id(log.schema, "events")} IN EXCLUSIVE MODE`.execute(trx);
-      const tail = await replayInto(log, trx, scratch, first.position);
+      const tail = await replayInto(log, trx, scratch, first.position, undefined, false, replayedPrunes);
       // The live views read the tables being replaced: drop them first, recreate them on the new.
       await dropProjectionViews(trx, log.schema);
       for (const table of PROJECTION_TABLES) {

@@ -6,7 +6,9 @@ import type { Style } from "../style.js";
 import { renderTable } from "../table.js";
 
 /**
- * `audit`: replays the whole log into scratch projections and compares them with the live ones.
+ * `audit [--deep]`: replays the whole log into scratch projections and compares them with the live
+ * ones; `--deep` also checks every archive against its `Archived` event (marker, content, sha256,
+ * count) and adds `archives: { checked, events, problems }`, a problem making `match` false.
  * `--json` prints `{ events, match, differences }`. A mismatch exits 3: the live projections
  * break the rule "replay rebuilds exactly what is live", and an operator must see it; the
  * differences are printed either way.
@@ -17,13 +19,15 @@ export const registerAudit: RegisterCommand = (program, runtime) => {
   const command = program
     .command("audit")
     .description("replay the log into scratch projections and compare them with the live ones, row by row")
+    .option("--deep", "also verify every archive of pruned runs against its Archived event (checksum, count)")
     .action(
-      runtime.action(async (ctx) => {
+      runtime.action<{ deep?: boolean }>(async (ctx, _args, options) => {
         const ledger = await ctx.ledger();
         const progress = ctx.progress({ label: "audit", unit: "events replayed" });
         let report: AuditReport;
         try {
           report = await ledger.audit({
+            ...(options.deep ? { deep: true } : {}),
             onProgress: (events) => {
               // Throwing here rolls the audit's transaction back and drops its scratch schema.
               ctx.throwIfInterrupted();
@@ -40,23 +44,42 @@ export const registerAudit: RegisterCommand = (program, runtime) => {
             ? {}
             : {
                 exitCode: EXIT.REFUSED,
-                message: `audit: the live projections differ from a replay of the log (${report.differences.length} difference(s)); run a rebuild after investigating`,
+                message:
+                  report.differences.length > 0
+                    ? `audit: the live projections differ from a replay of the log (${report.differences.length} difference(s)); run a rebuild after investigating`
+                    : `audit: ${report.archives?.problems.length ?? 0} archive(s) are missing or do not match their Archived event`,
               }),
         };
       }),
     );
   withExamples(
     command,
-    ["shardledger audit", "shardledger audit --json | jq .differences"],
-    "Exit 0 when the projections match the log, 3 when they differ (the differences are printed).",
+    [
+      "shardledger audit",
+      "shardledger audit --json | jq .differences",
+      "shardledger audit --deep --json | jq .archives",
+    ],
+    "Exit 0 when the projections match the log (and, with --deep, every archive verifies), 3 otherwise (the differences and archive problems are printed).",
   );
 };
 
 function renderReport(style: Style, report: AuditReport): string {
-  const head = report.match
+  const projectionsMatch = report.differences.length === 0;
+  let head = projectionsMatch
     ? `replayed ${report.events} event(s): ${style.green("projections match the log")}\n`
     : `replayed ${report.events} event(s): ${style.red(`${report.differences.length} difference(s)`)}\n`;
-  if (report.match) return head;
+  const archives = report.archives;
+  if (archives) {
+    head +=
+      archives.problems.length === 0
+        ? `checked ${archives.checked} archive(s), ${archives.events} event(s): ${style.green("all verify")}\n`
+        : `checked ${archives.checked} archive(s): ${style.red(`${archives.problems.length} problem(s)`)}\n\n${renderTable(
+            style,
+            ["RUN", "PROBLEM", "ARCHIVE", "REASON"],
+            archives.problems.map((p) => [p.runId, p.kind, p.archiveUrl, p.reason]),
+          )}`;
+  }
+  if (projectionsMatch) return head;
   return `${head}\n${renderTable(
     style,
     ["TABLE", "KEY", "COLUMN", "LIVE", "REPLAYED"],
