@@ -366,7 +366,7 @@ export class LockedError extends ShardledgerError {
 
 /**
  * An archived run stream that cannot be read through its archive: `ARCHIVE_MISSING` (no
- * `_ARCHIVED` marker, or a marker without its content) or `ARCHIVE_CORRUPT` (a checksum or count
+ * `.complete` marker, or a marker without its content) or `ARCHIVE_CORRUPT` (a checksum or count
  * that disagrees with the marker or with the `Archived` event, or content that does not parse).
  * `details` names the run, the archive URL and the reason.
  *

@@ -117,7 +117,7 @@ export const eventDataSchemas = {
     // v2: written by `archive` to the DATASET stream once the run stream's events left the hot log.
     // `null` only for a v1 event read as v2 (nothing is known of it beyond v1's fields).
     datasetId: idSchema.nullable(),
-    /** sha256 (hex) of the archive's content, as its `_ARCHIVED` marker records it. */
+    /** sha256 (hex) of the archive's content, as its `.complete` marker records it. */
     checksum: z
       .string()
       .regex(/^[0-9a-f]{64}$/)

@@ -72,8 +72,8 @@ const MAX_RUNS_PER_PASS = 1000;
  * Moves the events of pruned runs out of the hot log: for each run of the dataset pruned at least
  * `afterMs` ago, under the dataset's maintenance lease (another holder: the dataset is `skipped`),
  *
- * 1. writes the run stream's events, exactly as stored, to `_archive/<runId>/events.jsonl`;
- * 2. writes the `_ARCHIVED` marker (sha256 and count) last — an existing marker that does not
+ * 1. writes the run stream's events, exactly as stored, to `_archive/run-<runId>.jsonl`;
+ * 2. writes the `.complete` marker (sha256 and count) last — an existing marker that does not
  *    match is removed first, so "marker present ⇒ content complete" holds at every instant;
  * 3. reads both back and verifies them;
  * 4. in one transaction, fenced by the lease and under the dataset's publish lock (the dataset

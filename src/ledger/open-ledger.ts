@@ -379,7 +379,7 @@ export interface Ledger {
   retryFailed(input: { datasetId: string; runId?: string }): Promise<RetryFailedReport>;
   /**
    * Moves the events of runs pruned at least `after` ago (default: the ledger's `archiveAfter`,
-   * 7d) from the hot log to `<root>/_archive/<runId>/` (content, then the `_ARCHIVED` marker with
+   * 7d) from the hot log to `<root>/_archive/run-<runId>.*` (content, then the `.complete` marker with
    * its sha256 and count), then, in one transaction, deletes them from the hot log and records
    * `Archived` on the dataset stream. Under each dataset's maintenance lease (a dataset another
    * pass holds is `skipped`); `dryRun` lists what is due and changes nothing. Archived streams stay

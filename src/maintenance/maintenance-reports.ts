@@ -153,7 +153,7 @@ export interface ArchiveReport {
  *
  * @example
  * ```ts
- * const problem: ArchiveProblem = { runId: "r1", datasetId: "events", archiveUrl: "file:///lake/events/_archive/r1/events.jsonl", kind: "corrupt", reason: "checksum differs" }
+ * const problem: ArchiveProblem = { runId: "r1", datasetId: "events", archiveUrl: "file:///lake/events/_archive/run-r1.jsonl", kind: "corrupt", reason: "checksum differs" }
  * ```
  */
 export interface ArchiveProblem {

@@ -3,13 +3,14 @@
  * lives under the dataset root, how its content and its completion marker are encoded, and how a
  * reader checks one against the other. Pure: no I/O.
  *
- * `<root>/_archive/<runId>/events.jsonl` holds the stream's events exactly as the hot log stored
+ * `<root>/_archive/run-<runId>.jsonl` holds the stream's events exactly as the hot log stored
  * them (one JSON envelope per line: global position, stream version, type, the schema version and
- * data as stored — not upcast —, metadata, recordedAt), in stream order. `<root>/_archive/<runId>/_ARCHIVED`
+ * data as stored — not upcast —, metadata, recordedAt), in stream order. `<root>/_archive/run-<runId>.complete`
  * is written after it, and removed before it is touched again: marker present ⇒ content complete.
  */
 import { createHash } from "node:crypto";
 import type { EventMetadata } from "../events/envelope.js";
+import { runStream } from "../events/streams.js";
 
 /**
  * An event as the hot log stores it: its type's schema version and data as written, before any
@@ -49,12 +50,12 @@ export interface ArchiveMarker {
 /** @internal */
 const ARCHIVE_FORMAT = "shardledger.archive/1";
 
-/** The folder of a run's archive: `_archive/<runId>/`. @internal */
-const archivePrefix = (runId: string): string => `_archive/${runId}/`;
-/** The archive's content: `_archive/<runId>/events.jsonl`. @internal */
-export const archiveContentKey = (runId: string): string => `${archivePrefix(runId)}events.jsonl`;
-/** The archive's completion marker, written last: `_archive/<runId>/_ARCHIVED`. @internal */
-export const archiveMarkerKey = (runId: string): string => `${archivePrefix(runId)}_ARCHIVED`;
+/** Where a run stream's archive lives (SPEC: `<root>/_archive/<streamId>.jsonl + .complete`). */
+const archiveBase = (runId: string): string => `_archive/${runStream(runId)}`;
+/** The archive's content: `_archive/run-<runId>.jsonl`. @internal */
+export const archiveContentKey = (runId: string): string => `${archiveBase(runId)}.jsonl`;
+/** The archive's completion marker, written last: `_archive/run-<runId>.complete`. @internal */
+export const archiveMarkerKey = (runId: string): string => `${archiveBase(runId)}.complete`;
 
 /** sha256 of bytes or text, lowercase hex. @internal */
 export function sha256Hex(body: string | Uint8Array): string {
@@ -115,7 +116,7 @@ export interface ArchiveDefect {
 
 /** The marker's JSON, or a defect. @internal */
 export function parseArchiveMarker(bytes: Uint8Array | null): ArchiveMarker | ArchiveDefect {
-  if (bytes === null) return { kind: "missing", reason: "the _ARCHIVED marker is missing" };
+  if (bytes === null) return { kind: "missing", reason: "the .complete marker is missing" };
   try {
     const m = JSON.parse(new TextDecoder().decode(bytes)) as Partial<ArchiveMarker>;
     if (
@@ -126,10 +127,10 @@ export function parseArchiveMarker(bytes: Uint8Array | null): ArchiveMarker | Ar
       typeof m.checksum !== "string" ||
       !/^[0-9a-f]{64}$/.test(m.checksum)
     )
-      return { kind: "corrupt", reason: "the _ARCHIVED marker is not a shardledger.archive/1 marker" };
+      return { kind: "corrupt", reason: "the .complete marker is not a shardledger.archive/1 marker" };
     return m as ArchiveMarker;
   } catch {
-    return { kind: "corrupt", reason: "the _ARCHIVED marker is not JSON" };
+    return { kind: "corrupt", reason: "the .complete marker is not JSON" };
   }
 }
 
@@ -152,7 +153,7 @@ export function verifyArchive(
   expected?: { checksum: string | null; events: number },
 ): StoredEvent[] | ArchiveDefect {
   if (content === null)
-    return { kind: "missing", reason: "the marker is present but events.jsonl is missing" };
+    return { kind: "missing", reason: "the marker is present but the content (.jsonl) is missing" };
   if (marker.runId !== runId || marker.streamId !== streamId)
     return { kind: "corrupt", reason: `the marker names ${marker.streamId}, not ${streamId}` };
   if (expected && expected.checksum !== null && expected.checksum !== marker.checksum)
@@ -169,19 +170,19 @@ export function verifyArchive(
   if (actual !== marker.checksum)
     return {
       kind: "corrupt",
-      reason: `events.jsonl has sha256 ${actual}, the marker says ${marker.checksum}`,
+      reason: `the content (.jsonl) has sha256 ${actual}, the marker says ${marker.checksum}`,
     };
   const events: StoredEvent[] = [];
   const text = new TextDecoder().decode(content);
   const lines = text.length === 0 ? [] : text.slice(0, -1).split("\n");
   if (text.length > 0 && !text.endsWith("\n"))
-    return { kind: "corrupt", reason: "events.jsonl does not end with a newline" };
+    return { kind: "corrupt", reason: "the content (.jsonl) does not end with a newline" };
   for (const [i, line] of lines.entries()) {
     let e: Record<string, unknown>;
     try {
       e = JSON.parse(line) as Record<string, unknown>;
     } catch {
-      return { kind: "corrupt", reason: `line ${i + 1} of events.jsonl is not JSON` };
+      return { kind: "corrupt", reason: `line ${i + 1} of the content (.jsonl) is not JSON` };
     }
     if (e.streamId !== streamId || e.streamVersion !== i + 1)
       return { kind: "corrupt", reason: `line ${i + 1} is not version ${i + 1} of ${streamId}` };
@@ -200,7 +201,7 @@ export function verifyArchive(
   if (events.length !== marker.events)
     return {
       kind: "corrupt",
-      reason: `events.jsonl holds ${events.length} event(s), the marker says ${marker.events}`,
+      reason: `the content (.jsonl) holds ${events.length} event(s), the marker says ${marker.events}`,
     };
   return events;
 }

@@ -791,14 +791,14 @@ describe("archive", () => {
           datasetId: "ds",
           runId: "r1",
           events: before.length,
-          archiveUrl: `${root}/_archive/r1/events.jsonl`,
+          archiveUrl: `${root}/_archive/run-r1.jsonl`,
         },
       ],
       failed: [],
       deferred: [],
       skipped: [],
     });
-    expect(existsSync(join(dir, "_archive/r1/_ARCHIVED"))).toBe(true);
+    expect(existsSync(join(dir, "_archive/run-r1.complete"))).toBe(true);
     expect(JSON.parse((await cli(db, "--json", "events", "--stream", "r1", "--limit", "1000")).out)).toEqual(
       before,
     );
@@ -810,7 +810,7 @@ describe("archive", () => {
     });
     expect((await cli(db, "archive", "--after", "0s")).out).toMatch(/nothing to archive/);
 
-    rmSync(join(dir, "_archive/r1/events.jsonl"));
+    rmSync(join(dir, "_archive/run-r1.jsonl"));
     const missing = await cli(db, "--json", "events", "--stream", "r1");
     expect(missing.code).toBe(1);
     expect(errorOf(missing.out)).toMatchObject({ code: "ARCHIVE_MISSING", runId: "r1" });

@@ -1,6 +1,6 @@
 /**
  * Archiving pruned runs (issue 16, items 1–2): a pruned run's stream goes to
- * `<root>/_archive/<runId>/events.jsonl`, then its `_ARCHIVED` marker, then — in one transaction —
+ * `<root>/_archive/run-<runId>.jsonl`, then its `.complete` marker, then — in one transaction —
  * leaves the hot log while `Archived` is recorded on the dataset stream. A crash between any two
  * steps resumes exactly; readers read through; a deep audit checks every archive; rollups and a
  * rebuild from the hot log agree with the live projections.
@@ -66,7 +66,8 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
   /** The step at which the next archive "crashes" (throws), once. */
   let crashAt: ArchiveStep | null;
   const dsDir = () => join(t.dir, "ds");
-  const archiveFile = (runId: string, name: string) => join(dsDir(), "_archive", runId, name);
+  const archiveFile = (runId: string, name: "content" | "marker") =>
+    join(dsDir(), "_archive", `run-${runId}.${name === "content" ? "jsonl" : "complete"}`);
 
   beforeEach(async () => {
     clock = testClock();
@@ -121,8 +122,8 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       // Read through the archive: exactly the events the stream had.
       expect(await streamOf(ledger, runId)).toEqual(before[runId]);
       expect(await ledger.events({ stream: runId, from: 2, limit: 2 })).toEqual(before[runId]?.slice(1, 3));
-      const content = readFileSync(archiveFile(runId, "events.jsonl"));
-      const marker = JSON.parse(readFileSync(archiveFile(runId, "_ARCHIVED"), "utf8"));
+      const content = readFileSync(archiveFile(runId, "content"));
+      const marker = JSON.parse(readFileSync(archiveFile(runId, "marker"), "utf8"));
       expect(marker).toMatchObject({
         runId,
         streamId: `run-${runId}`,
@@ -175,8 +176,8 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     expect(report.failed).toEqual([]);
     // Oldest prune first (gc pruned f1 before r1).
     expect(report.archived.map((a) => [a.runId, a.events, a.archiveUrl])).toEqual([
-      ["f1", before.f1?.length, `${t.root}/ds/_archive/f1/events.jsonl`],
-      ["r1", before.r1?.length, `${t.root}/ds/_archive/r1/events.jsonl`],
+      ["f1", before.f1?.length, `${t.root}/ds/_archive/run-f1.jsonl`],
+      ["r1", before.r1?.length, `${t.root}/ds/_archive/run-r1.jsonl`],
     ]);
     await expectArchived(before, rollups);
 
@@ -240,8 +241,8 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
       expect(crashed.archived.map((a) => a.runId)).toEqual(["f1"]);
 
       // At the crash: the marker rule holds, and nothing left the hot log unless it committed.
-      const marker = archiveFile("r1", "_ARCHIVED");
-      const content = archiveFile("r1", "events.jsonl");
+      const marker = archiveFile("r1", "marker");
+      const content = archiveFile("r1", "content");
       expect(existsSync(content)).toBe(true);
       expect(existsSync(marker)).toBe(step !== "content");
       if (existsSync(marker)) {
@@ -265,7 +266,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     clock.advance(DAY);
     crashAt = "verified";
     await ledger.archive();
-    writeFileSync(archiveFile("r1", "events.jsonl"), "half a line");
+    writeFileSync(archiveFile("r1", "content"), "half a line");
     const resumed = await ledger.archive();
     expect(resumed.archived.map((a) => a.runId)).toEqual(["r1"]);
     await expectArchived(before, rollups);
@@ -275,13 +276,13 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     await prunedHistory();
     clock.advance(DAY);
     await ledger.archive();
-    const content = archiveFile("r1", "events.jsonl");
+    const content = archiveFile("r1", "content");
     const good = readFileSync(content);
 
     writeFileSync(content, Buffer.concat([good, Buffer.from("\n")]));
     await expect(streamOf(ledger, "r1")).rejects.toMatchObject({
       code: "ARCHIVE_CORRUPT",
-      details: { runId: "r1", archiveUrl: `${t.root}/ds/_archive/r1/events.jsonl` },
+      details: { runId: "r1", archiveUrl: `${t.root}/ds/_archive/run-r1.jsonl` },
     });
     let audit = await ledger.audit({ deep: true });
     expect(audit.match).toBe(false);
@@ -312,7 +313,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     expect(audit.archives?.problems.map((p) => [p.runId, p.kind])).toEqual([["r1", "missing"]]);
 
     writeFileSync(content, good);
-    rmSync(archiveFile("f1", "_ARCHIVED"));
+    rmSync(archiveFile("f1", "marker"));
     await expect(streamOf(ledger, "f1")).rejects.toMatchObject({ code: "ARCHIVE_MISSING" });
     audit = await ledger.audit({ deep: true });
     expect(audit.archives?.problems.map((p) => [p.runId, p.kind])).toEqual([["f1", "missing"]]);

@@ -257,15 +257,15 @@ describe.each(STORES)(`publish, cleanup, gc and maintain over the $name store ($
     puts.length = 0;
     const report = await ledger.archive({ datasetId: "gc", after: "0s" });
     expect(report.archived.map((a) => [a.runId, a.events, a.archiveUrl])).toEqual([
-      ["g1", before.length, `${backing.rootOf("gc")}/_archive/g1/events.jsonl`],
+      ["g1", before.length, `${backing.rootOf("gc")}/_archive/run-g1.jsonl`],
     ]);
     // Content first, the marker last.
-    expect(puts).toEqual(["gc:_archive/g1/events.jsonl", "gc:_archive/g1/_ARCHIVED"]);
+    expect(puts).toEqual(["gc:_archive/run-g1.jsonl", "gc:_archive/run-g1.complete"]);
     expect((await backing.keys("gc")).filter((k) => k.startsWith("_archive/"))).toEqual([
-      "_archive/g1/_ARCHIVED",
-      "_archive/g1/events.jsonl",
+      "_archive/run-g1.complete",
+      "_archive/run-g1.jsonl",
     ]);
-    const marker = JSON.parse(await backing.read("gc", "_archive/g1/_ARCHIVED"));
+    const marker = JSON.parse(await backing.read("gc", "_archive/run-g1.complete"));
     expect(marker).toMatchObject({
       runId: "g1",
       events: before.length,

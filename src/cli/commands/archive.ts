@@ -9,7 +9,7 @@ import { renderTable } from "../table.js";
 /**
  * `archive [--dataset ID] [--after D] [--dry-run]`: moves the events of runs pruned at least
  * `--after` ago (default: the ledger's `archiveAfter`, 7d) from the hot log to
- * `<root>/_archive/<runId>/events.jsonl` (then its `_ARCHIVED` marker, then the delete and the
+ * `<root>/_archive/run-<runId>.jsonl` (then its `.complete` marker, then the delete and the
  * `Archived` event in one transaction). `--json` prints `{ archived: [{ datasetId, runId,
  * archiveUrl, events, checksum }], failed: [{ datasetId, runId, error }], deferred, skipped, dryRun }`.
  * Exit 4 when a run failed or was deferred (the next pass resumes it).
