@@ -80,8 +80,8 @@ function append(el, children) {
 }
 
 const link = (href, text) => h("a", { href }, text);
-const runLink = (runId) => link(`#/runs/${seg(runId)}`, runId);
-const datasetLink = (datasetId) => link(`#/datasets/${seg(datasetId)}`, datasetId);
+const runLink = (runId) => h("a", { href: `#/runs/${seg(runId)}`, class: "id" }, runId);
+const datasetLink = (datasetId) => h("a", { href: `#/datasets/${seg(datasetId)}`, class: "id" }, datasetId);
 const code = (text) =>
   text === null || text === undefined ? h("span", { class: "none" }, "—") : h("code", null, text);
 
@@ -189,8 +189,8 @@ const section = (id, title, ...body) =>
   h("section", { "aria-labelledby": `h-${id}` }, h("h2", { id: `h-${id}` }, title), body);
 
 // ---------------------------------------------------------------------------------------------
-// Views. Each returns { title, sections: [{ key, data, build }] }; a section is rebuilt only when
-// its data changed (or a minute passed), so the refresh does not flicker, keeps focus, keeps the
+// Views. Each returns { title, sections: [{ key, data, build, live? }] }; a section is rebuilt only
+// when its data changed (or, for a `live` one showing relative times, a minute passed), so the refresh does not flicker, keeps focus, keeps the
 // scroll position and keeps a text selection.
 
 const RUN_STATUSES = ["STARTED", "PUBLISHING", "SUCCEEDED", "FAILED"];
@@ -302,6 +302,7 @@ async function overview() {
     title: "Overview",
     sections: [
       {
+        live: true,
         key: "datasets",
         data: [statuses, datasets],
         build: () =>
@@ -345,6 +346,7 @@ async function overview() {
           ),
       },
       {
+        live: true,
         key: "pending",
         data: pending,
         build: () =>
@@ -354,7 +356,7 @@ async function overview() {
             pendingTable("Pending cleanup, every dataset", pending, { withDataset: true }),
           ),
       },
-      { key: "audit", data: audit, build: () => auditSection(audit) },
+      { live: true, key: "audit", data: audit, build: () => auditSection(audit) },
     ],
   };
 }
@@ -365,6 +367,7 @@ async function pendingView() {
     title: "Pending cleanup",
     sections: [
       {
+        live: true,
         key: "pending",
         data: pending,
         build: () =>
@@ -385,7 +388,10 @@ async function pendingView() {
 
 async function auditView() {
   const audit = await getOrNull("v1/audit/last");
-  return { title: "Audit", sections: [{ key: "audit", data: audit, build: () => auditSection(audit) }] };
+  return {
+    title: "Audit",
+    sections: [{ live: true, key: "audit", data: audit, build: () => auditSection(audit) }],
+  };
 }
 
 async function datasetView(datasetId) {
@@ -403,6 +409,7 @@ async function datasetView(datasetId) {
     title: `Dataset ${datasetId}`,
     sections: [
       {
+        live: true,
         key: "summary",
         data: status,
         build: () =>
@@ -480,6 +487,7 @@ async function datasetView(datasetId) {
           ),
       },
       {
+        live: true,
         key: "floor",
         data: floors,
         build: () =>
@@ -506,6 +514,7 @@ async function datasetView(datasetId) {
           ),
       },
       {
+        live: true,
         key: "pending",
         data: pending,
         build: () =>
@@ -575,6 +584,7 @@ async function runView(runId) {
     title: `Run ${run.runId}`,
     sections: [
       {
+        live: true,
         key: "summary",
         data: run,
         build: () =>
@@ -741,10 +751,11 @@ function commit(r, view) {
   const nextData = new Map();
   const present = new Map([...main.querySelectorAll(":scope > [data-key]")].map((n) => [n.dataset.key, n]));
   let previous = main.querySelector("h1");
-  // Relative times ("in 6d 23h") are to the minute: a new minute rebuilds every section.
+  // Relative times ("in 6d 23h") are to the minute: a new minute rebuilds the sections that show
+  // them (`live`).
   const minute = Math.floor(Date.now() / 60_000);
   for (const s of view.sections) {
-    const json = `${minute} ${JSON.stringify(s.data)}`;
+    const json = `${s.live ? minute : ""} ${JSON.stringify(s.data)}`;
     nextData.set(s.key, json);
     let node = present.get(s.key);
     if (!node || shownData.get(s.key) !== json) {
