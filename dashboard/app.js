@@ -776,6 +776,15 @@ function commit(r, view) {
   if (navigated) main.focus();
 }
 
+/** `aria-current="page"` on the navigation link of the shown view. */
+function markCurrentNav(r) {
+  const current = { overview: "#/", pending: "#/pending", audit: "#/audit" }[r.name];
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
 function showProblem(message) {
   const box = $("problem");
   if (message === null) box.replaceChildren();
@@ -805,10 +814,14 @@ async function refresh() {
   try {
     const view = await load(r);
     if (mine !== generation) return;
+    const wasAsking = !$("token-form").hidden;
     $("token-form").hidden = true;
     $("forget-token").hidden = sessionStorage.getItem(TOKEN_KEY) === null;
     showProblem(null);
     commit(r, view);
+    markCurrentNav(r);
+    // The token was accepted: move the focus from the vanished form to the page.
+    if (wasAsking) $("view").focus();
     updatedNow();
   } catch (e) {
     if (mine !== generation) return;

@@ -208,6 +208,12 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
     expect(await shards.getByRole("row").count()).toBe(1 + 3);
     const retried = await shards.getByRole("row", { name: /^1\b/ }).innerText();
     expect(retried).toContain("#0 CLEANUP_PENDING, #1 WINNER, #2 CLEANUP_PENDING");
+
+    // A run that does not exist says so (the server's 404 message), with a way back.
+    await page.goto(`${baseUrl}/#/runs/no-such-run`);
+    await page.getByRole("heading", { name: "Not found", level: 1 }).waitFor();
+    expect(await page.locator("main").innerText()).toContain("no-such-run");
+    expect(await page.getByRole("link", { name: "Back to the datasets" }).isVisible()).toBe(true);
   });
 
   it("refreshes itself without rebuilding what did not change, and shows new data when it did", async () => {
