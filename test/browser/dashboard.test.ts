@@ -236,4 +236,16 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
     // The rollups did not change: the very same element is still on the page (no flicker).
     expect(await page.evaluate(`${rollupsNode}.marked`)).toBe(true);
   });
+
+  it("keeps showing what it had, and says why, when the server goes away", async () => {
+    const runs = page.getByRole("table", { name: `Runs of ${history.datasetId}, newest first` });
+    await runs.waitFor();
+    await server.close();
+    await page
+      .getByText(/Could not refresh \(.*\); showing what was loaded before, retrying every 5 s\./)
+      .waitFor({
+        timeout: 30_000,
+      });
+    expect(await runs.getByRole("link", { name: history.currentRunId }).isVisible()).toBe(true);
+  });
 });
