@@ -36,8 +36,8 @@ export const attemptBody = attemptInputSchema.extend({ runId: idSchema.optional(
 /** `POST /v1/runs/{runId}/attempts/failed`. @internal */
 export const attemptFailedBody = attemptFailedInputSchema.extend({ runId: idSchema.optional() });
 
-/** The most reports one batch may carry. @internal */
-export const MAX_BATCH_REPORTS = 10_000;
+/** The most reports one batch may carry. */
+const MAX_BATCH_REPORTS = 10_000;
 
 /** One report of a batch, as validated item by item. @internal */
 export const batchReportSchema = z.strictObject({

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { builtCli } from "../support/build-cli.js";
-import { BACKEND, SERVER_URL } from "../support/database.js";
+import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
 import { TOKENS, TOKENS_JSON } from "../support/server.js";
 
 /**
@@ -27,9 +27,12 @@ describe(`shardledger serve (the built CLI) on ${BACKEND}`, () => {
     const migrated = spawnSync(process.execPath, [cli, ...db, "migrate"], { encoding: "utf8" });
     expect(migrated.status, migrated.stderr).toBe(0);
   });
-  afterAll(() => {
+  afterAll(async () => {
     if (BACKEND === "postgres" && db[3]) {
-      spawnSync("psql", [SERVER_URL as string, "-c", `DROP SCHEMA IF EXISTS "${db[3]}" CASCADE`]);
+      const client = serverClient();
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS "${db[3]}" CASCADE`);
+      await client.end();
     }
     rmSync(dir, { recursive: true, force: true });
   });
