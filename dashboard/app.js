@@ -847,7 +847,11 @@ async function refresh() {
       updatedNow();
     } else {
       const what = e instanceof HttpError ? `${e.code ?? e.status}: ${e.message}` : String(e?.message ?? e);
-      showProblem(`Could not refresh (${what}); showing what was loaded before, retrying every 5 s.`);
+      showProblem(
+        shownRouteKey === r.key
+          ? `Could not refresh (${what}); showing what was loaded before, retrying every 5 s.`
+          : `Could not load this page (${what}); retrying every 5 s.`,
+      );
     }
   } finally {
     if (mine === generation) timer = setTimeout(refresh, REFRESH_MS);
