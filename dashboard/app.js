@@ -313,17 +313,16 @@ async function overview() {
               "Datasets and their current runs",
               [
                 "Dataset",
-                "Root",
                 "Current run",
                 "Current since",
                 "Runs by status",
                 "Pending cleanup",
                 "In the failed floor",
                 "Last maintenance",
+                "Registered",
               ],
               statuses.map((s) => [
                 datasetLink(s.datasetId),
-                code(s.root ?? byId.get(s.datasetId)?.root),
                 s.current ? runLink(s.current.runId) : h("span", { class: "none" }, "none yet"),
                 s.current ? time(s.current.since, { relative: true }) : "—",
                 runsByStatusCells(s.runs) || "no runs",
@@ -340,6 +339,7 @@ async function overview() {
                       time(s.lastMaintenance.finishedAt),
                     ]
                   : "none yet",
+                time(byId.get(s.datasetId)?.registeredAt ?? null),
               ]),
               { empty: "No datasets yet (shardledger dataset create …)." },
             ),

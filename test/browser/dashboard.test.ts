@@ -22,8 +22,8 @@ import { openTestLedger } from "../support/ledger.js";
  * The dashboard as a person sees it: Debian's Chromium (driven by playwright-core, no browser
  * download) opens the page served by the real server over a demo-like history, is asked for a
  * token, and shows the datasets, runs, winners and losers, the pending item's error and the
- * floor's expiry. Saves a full-page screenshot to test-results/dashboard.png (and to
- * docs/dashboard.png with UPDATE_DOCS_SCREENSHOT=1).
+ * floor's expiry. Saves a full-page screenshot of the dataset page to test-results/dashboard.png
+ * (and to docs/dashboard.png with UPDATE_DOCS_SCREENSHOT=1), and of the overview and a run beside it.
  */
 const CHROMIUM = "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
@@ -39,6 +39,12 @@ if (!haveChromium && process.env.CI) {
   throw new Error(
     `${CHROMIUM} is missing: CI must run the dashboard's browser test (apt-get install chromium)`,
   );
+}
+
+/** Where the screenshots go (test-results/ is not committed; docs/dashboard.png is). */
+function shotPath(name: string): string {
+  mkdirSync(join(repo, "test-results"), { recursive: true });
+  return join(repo, "test-results", name);
 }
 
 const READ_TOKEN = "dashboard-read-0b7c4f";
@@ -131,6 +137,7 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
 
     const audit = page.getByRole("region", { name: "Last audit" });
     expect(await audit.innerText()).toContain("projections match the log");
+    await page.screenshot({ path: shotPath("dashboard-overview.png"), fullPage: true });
   });
 
   it("shows a dataset's runs by status, its failed runs in the floor with their expiry, pending errors and rollups", async () => {
@@ -180,8 +187,7 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
       /failed_retention\s+1\s/,
     );
 
-    mkdirSync(join(repo, "test-results"), { recursive: true });
-    const shot = join(repo, "test-results", "dashboard.png");
+    const shot = shotPath("dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
     if (process.env.UPDATE_DOCS_SCREENSHOT === "1") copyFileSync(shot, join(repo, "docs", "dashboard.png"));
     expect(existsSync(shot)).toBe(true);
@@ -208,6 +214,7 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
     expect(await shards.getByRole("row").count()).toBe(1 + 3);
     const retried = await shards.getByRole("row", { name: /^1\b/ }).innerText();
     expect(retried).toContain("#0 CLEANUP_PENDING, #1 WINNER, #2 CLEANUP_PENDING");
+    await page.screenshot({ path: shotPath("dashboard-run.png"), fullPage: true });
 
     // A run that does not exist says so (the server's 404 message), with a way back.
     await page.goto(`${baseUrl}/#/runs/no-such-run`);
