@@ -221,6 +221,12 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       }).toEqual({ path, body, status: 400, code: "VALIDATION", field });
       expect(Object.keys(reply.body)).toEqual(["error"]);
     }
+    const huge = await open.request<ErrorReply>("POST", "/v1/runs/bad-1/attempts/batch", {
+      body: JSON.stringify({
+        reports: [{ kind: "failed", shard: 0, attempt: 0, error: "x".repeat(33 * 1024 * 1024) }],
+      }),
+    });
+    expect(huge).toMatchObject({ status: 400, body: { error: { code: "VALIDATION", field: "body" } } });
     const wrongType = await open.request<ErrorReply>("POST", "/v1/runs/bad-1/attempts/started", {
       body: "shard=1",
       headers: { "content-type": "text/plain" },
