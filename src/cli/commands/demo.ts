@@ -1,6 +1,8 @@
+import { redactUrl } from "../../adapters/postgres/connection-url.js";
 import type { DemoSummary } from "../../demo/run-demo.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
+import type { GlobalOptions } from "../global-options.js";
 import { withExamples } from "../help-text.js";
 import type { Style } from "../style.js";
 import { renderTable } from "../table.js";
@@ -11,9 +13,12 @@ import { renderWinners } from "../views.js";
  * filesystem dataset root under it): retries, speculative duplicates, failed attempts, a run that
  * fails its coverage check, late attempts after publish, injected transient cleanup failures that
  * land in the pending set and are drained, then the registry, one run's winners, the pending set
- * and an audit. `--json` prints the summary.
+ * and an audit. `--json` prints the summary. The last line says how to open the dashboard on the
+ * demo's database; `--serve` opens it: after the demo, the HTTP API and the dashboard are served
+ * over the demo's ledger (`--listen`, default 127.0.0.1:8080; open unless `SHARDLEDGER_TOKENS`
+ * is set) until SIGINT/SIGTERM.
  *
- * @example `npx shardledger demo`
+ * @example `npx shardledger demo --serve`
  */
 export const registerDemo: RegisterCommand = (program, runtime) => {
   const command = program
@@ -22,8 +27,16 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
       "a simulated multi-engine write with retries, speculation and injected cleanup faults, on the embedded defaults",
     )
     .option("--home <dir>", "where the embedded lake lives", ".shardledger")
+    .option("--serve", "then serve the dashboard and the HTTP API over the demo's database until Ctrl-C")
+    .option(
+      "--listen <host:port>",
+      "with --serve: the address to listen on (port 0 picks a free one)",
+      "127.0.0.1:8080",
+    )
     .action(
-      runtime.action<{ home: string }>(async (ctx, _args, options) => {
+      runtime.action<DemoFlags>(async (ctx, _args, options) => {
+        // A bad --listen is refused before the demo writes anything.
+        const serving = options.serve === true ? await checkListen(options.listen, ctx.io.env) : undefined;
         const progress = ctx.progress({ label: "demo", total: 5, unit: "steps" });
         let summary: DemoSummary;
         try {
@@ -42,21 +55,91 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
         } finally {
           progress.stop();
         }
-        return {
-          json: summary,
-          human: (style) => renderDemo(style, summary),
-          ...(summary.audit.match
-            ? {}
-            : { exitCode: EXIT.REFUSED, message: "demo: the audit did not match" }),
-        };
+        if (!serving || !summary.audit.match) {
+          return {
+            json: summary,
+            human: (style) => `${renderDemo(style, summary)}\n${dashboardHint(ctx.globals)}\n`,
+            ...(summary.audit.match
+              ? {}
+              : {
+                  exitCode: EXIT.REFUSED,
+                  message: `demo: the audit did not match${serving ? "; not serving" : ""}`,
+                }),
+          };
+        }
+        ctx.emit(summary, (style) => renderDemo(style, summary));
+        // The server is loaded only now: `demo` without --serve never loads hono.
+        const { startServer } = await import("../../server/start-server.js");
+        const ledger = await ctx.ledger();
+        const server = await startServer(ledger, { listen: options.listen, tokens: serving.tokens });
+        const url = `${server.url}/`;
+        ctx.emit({ dashboard: url, auth: serving.tokens.length > 0 ? "tokens" : "open" }, (style) =>
+          [
+            "",
+            `${style.bold("dashboard")}: ${url}`,
+            serving.tokens.length > 0
+              ? "  (give it a token from SHARDLEDGER_TOKENS with the read scope)"
+              : "  (open: no tokens configured, loopback only)",
+            "serving the demo's ledger; press Ctrl-C to stop",
+          ].join("\n"),
+        );
+        await new Promise<void>((done) => {
+          if (ctx.signal.aborted) done();
+          else ctx.signal.addEventListener("abort", () => done(), { once: true });
+        });
+        await server.close();
+        return undefined;
       }),
     );
   withExamples(
     command,
-    ["npx shardledger demo", "npx shardledger demo --json | jq .audit"],
+    [
+      "npx shardledger demo",
+      "npx shardledger demo --serve                        # then open http://127.0.0.1:8080/",
+      "npx shardledger demo --json | jq .audit",
+    ],
     "Run it again: every invocation writes new runs into the same embedded ledger.",
   );
 };
+
+interface DemoFlags {
+  home: string;
+  serve?: boolean;
+  listen: string;
+}
+
+/**
+ * Checks `--listen` and reads `SHARDLEDGER_TOKENS` before the demo starts. Without tokens the
+ * server is open, so it must listen on a loopback address (the same rule as `serve`).
+ */
+async function checkListen(
+  listen: string,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<{ tokens: import("../../server/auth.js").TokenEntry[] }> {
+  const [{ parseListen }, { isLoopback, loadTokens }, { UsageError }] = await Promise.all([
+    import("../../server/start-server.js"),
+    import("../../server/auth.js"),
+    import("../../errors.js"),
+  ]);
+  const { host } = parseListen(listen);
+  const tokens = loadTokens(env.SHARDLEDGER_TOKENS !== undefined ? { env: env.SHARDLEDGER_TOKENS } : {});
+  if (tokens.length === 0 && !isLoopback(host)) {
+    throw new UsageError(
+      `refusing to listen on ${host} without tokens: set SHARDLEDGER_TOKENS, or listen on 127.0.0.1`,
+      { field: "--listen" },
+    );
+  }
+  return { tokens };
+}
+
+/** The demo's last line: how to look at what it did in the dashboard. */
+function dashboardHint(globals: GlobalOptions): string {
+  const flags = [
+    ...(globals.databaseFrom === "--database" ? [`--database ${redactUrl(globals.database)}`] : []),
+    ...(globals.schema !== "shardledger" ? [`--schema ${globals.schema}`] : []),
+  ];
+  return `dashboard: run \`npx shardledger ${[...flags, "serve"].join(" ")}\` and open http://127.0.0.1:8080/ (or run the demo with --serve)`;
+}
 
 function renderDemo(style: Style, s: DemoSummary): string {
   const out: string[] = [];
