@@ -51,13 +51,16 @@ from .models import (
     from_json,
 )
 
-__all__ = ["Client", "MAX_BATCH"]
+__all__ = ["Client", "MAX_BATCH", "DEFAULT_BATCH"]
 
 __version__ = "0.1.0"
 
-#: The most reports one batch request may carry (the contract's 1..10000); ``report_attempts``
-#: splits longer lists into requests of this size.
+#: The most reports one batch request may carry (the contract's 1..10000).
 MAX_BATCH = 10_000
+#: How many reports ``report_attempts`` sends per request unless told otherwise: big enough that
+#: the HTTP round trip is noise, small enough that one request finishes well inside ``timeout``
+#: (a batch that times out is sent again whole).
+DEFAULT_BATCH = 1_000
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 #: The longest single wait between two tries, in seconds.
@@ -183,7 +186,7 @@ class Client:
     def _wait(self, attempt: int, retry_after: Optional[float]) -> float:
         # Exponential backoff with "equal jitter": half the step fixed, half random, so waits
         # still grow but many clients hit by the same outage do not come back in lockstep.
-        step = min(_MAX_WAIT, self.backoff * (2**attempt))
+        step = min(_MAX_WAIT, self.backoff * float(2**attempt))
         wait = step / 2 + self._random() * step / 2
         if retry_after is not None:
             wait = max(wait, min(retry_after, _MAX_WAIT))
@@ -193,12 +196,12 @@ class Client:
 
     def health(self) -> Dict[str, Any]:
         """``GET /healthz``: ``{"status": "ok"}`` while the process answers."""
-        return self._request("GET", "/healthz", idempotent=True)
+        return dict(self._request("GET", "/healthz", idempotent=True))
 
     def ready(self) -> Dict[str, Any]:
         """``GET /readyz``: ``{"status": "ready"}`` when the database is reachable and migrated
         (a 503 otherwise raises :class:`ServerError` after the retries)."""
-        return self._request("GET", "/readyz", idempotent=True)
+        return dict(self._request("GET", "/readyz", idempotent=True))
 
     # ------------------------------------------------------------------ datasets
 
@@ -350,9 +353,9 @@ class Client:
         return from_json(AttemptResult, self._request("POST", path, body, idempotent=True))
 
     def report_attempts(
-        self, run_id: str, reports: Iterable[AttemptReport], batch_size: int = MAX_BATCH
+        self, run_id: str, reports: Iterable[AttemptReport], batch_size: int = DEFAULT_BATCH
     ) -> List[BatchItemResult]:
-        """Reports many attempts in batches of up to ``batch_size`` (≤ 10,000) per request.
+        """Reports many attempts, ``batch_size`` per request (default 1,000; at most 10,000).
 
         Each item is validated and applied on its own: the result list has one
         :class:`BatchItemResult` per report, in order (``index`` is the position in ``reports``),

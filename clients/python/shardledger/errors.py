@@ -121,7 +121,7 @@ CODE_STATUS: Dict[str, int] = {
 }
 
 
-def _class_for(status: int, code: str) -> type:
+def _class_for(status: int, code: str) -> "type[ShardledgerError]":
     if not status:
         status = CODE_STATUS.get(code, 0)
     if status == 400 or code in ("VALIDATION", "USAGE"):

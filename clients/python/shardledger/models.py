@@ -91,11 +91,11 @@ def _convert(tp: Any, value: Any) -> Any:
                 continue
         return value
     if origin in (list, List):
-        (item,) = get_args(tp) or (Any,)
+        item = (get_args(tp) or (Any,))[0]
         return [_convert(item, v) for v in value] if isinstance(value, list) else value
     if origin in (dict, Dict):
-        args = get_args(tp)
-        item = args[1] if len(args) == 2 else Any
+        kv = get_args(tp)
+        item = kv[1] if len(kv) == 2 else Any
         return {k: _convert(item, v) for k, v in value.items()} if isinstance(value, dict) else value
     if origin is Literal:
         return value
@@ -121,7 +121,7 @@ def from_json(cls: Type[T], data: Dict[str, Any]) -> T:
         hints = _HINTS[cls] = get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
     known = set()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name == "extra":
             continue
         key = f.metadata.get("json", _camel(f.name))
@@ -521,4 +521,4 @@ class BatchItemResult:
     index: int
     ok: bool
     attempt: Optional[AttemptResult] = None
-    error: Optional[Any] = None
+    error: Optional[ShardledgerError] = None

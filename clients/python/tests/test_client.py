@@ -70,11 +70,20 @@ class ServeProcess:
 
     def __init__(self, tmp: Path, tokens_file: Optional[Path]) -> None:
         database = os.environ.get("DATABASE_URL") or f"pglite:{tmp / 'db'}"
+        env = dict(os.environ)
+        env.pop("SHARDLEDGER_TOKENS", None)
+        # A fresh database is created and migrated first, as an operator would (serve does not
+        # migrate on its own); on PostgreSQL this is a no-op when already at the latest version.
+        migrate = subprocess.run(
+            serve_command() + ["migrate", "--database", database],
+            cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=STARTUP_SECONDS,
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"migrate failed ({migrate.returncode}):\n{migrate.stdout}{migrate.stderr}")
         args = serve_command() + ["serve", "--listen", "127.0.0.1:0", "--database", database]
         if tokens_file is not None:
             args += ["--tokens", str(tokens_file)]
-        env = dict(os.environ)
-        env.pop("SHARDLEDGER_TOKENS", None)
         self.args = args
         self.output: List[str] = []
         self.proc = subprocess.Popen(
@@ -125,16 +134,15 @@ class ServeProcess:
                 self.proc.wait()
 
 
-class ServerTestCase(unittest.TestCase):
-    """Starts one real server with tokens for the class; each test uses datasets of its own."""
+_SHARED: Dict[str, Any] = {}
 
-    server: ServeProcess
-    tmp: Path
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.tmp = Path(tempfile.mkdtemp(prefix="shardledger-py-"))
-        tokens_file = cls.tmp / "tokens.json"
+def shared_server() -> "tuple[ServeProcess, Path]":
+    """One real server with tokens for the whole module (started on first use: the retry tests
+    alone need none); each test uses datasets of its own."""
+    if "server" not in _SHARED:
+        tmp = Path(tempfile.mkdtemp(prefix="shardledger-py-"))
+        tokens_file = tmp / "tokens.json"
         tokens_file.write_text(
             json.dumps(
                 {
@@ -147,15 +155,30 @@ class ServerTestCase(unittest.TestCase):
             )
         )
         try:
-            cls.server = ServeProcess(cls.tmp, tokens_file)
+            _SHARED["server"] = ServeProcess(tmp, tokens_file)
         except BaseException:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _SHARED["tmp"] = tmp
+    return _SHARED["server"], _SHARED["tmp"]
+
+
+def tearDownModule() -> None:
+    server = _SHARED.pop("server", None)
+    if server is not None:
+        server.stop()
+    tmp = _SHARED.pop("tmp", None)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ServerTestCase(unittest.TestCase):
+    server: ServeProcess
+    tmp: Path
 
     @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+    def setUpClass(cls) -> None:
+        cls.server, cls.tmp = shared_server()
 
     def client(self, role: Optional[str] = "admin", **kwargs: Any) -> Client:
         return Client(self.server.url, token=TOKENS[role] if role else None, **kwargs)
@@ -279,6 +302,40 @@ class WriterFlowTest(ServerTestCase):
         self.assertEqual(c.run(run.run_id).run.attempts.started, 25)
 
 
+class ReadmeReportBufferTest(ServerTestCase):
+    """The README's driver-side ReportBuffer (shared by its PySpark, Dask and Ray examples) is
+    taken from the README itself and run here, so the documented pattern is known to work."""
+
+    def test_the_readme_buffer_reports_from_many_threads_in_batches(self) -> None:
+        text = (HERE.parent / "README.md").read_text()
+        start = text.index("import threading, time\nfrom shardledger import AttemptReport, Client\n\nclass ReportBuffer")
+        code = text[start : text.index("```", start)]
+        scope: Dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), scope)
+
+        c = self.client()
+        ds = self.new_dataset(c)
+        shards = 120
+        run = c.start_run(ds.dataset_id, shards)
+        buffer = scope["ReportBuffer"](c, run.run_id, max_items=50, max_delay=0.2)
+
+        def task_ends(part: int) -> None:
+            for shard in range(part, shards, 4):
+                buffer.add(AttemptReport("started", shard, 0))
+                buffer.add(AttemptReport("succeeded", shard, 0, url=self.write_data(ds, run.run_id, shard, 0)))
+
+        threads = [threading.Thread(target=task_ends, args=(p,)) for p in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        buffer.close()
+        self.assertEqual(buffer.refused, [])
+        published = c.publish(run.run_id)
+        self.assertEqual(len(published.winners), shards)
+        self.assertEqual(c.run(run.run_id).run.attempts.winner, shards)
+
+
 class ErrorTest(ServerTestCase):
     def test_a_bad_shard_is_a_validation_error_naming_the_field(self) -> None:
         c = self.client()
@@ -302,7 +359,7 @@ class ErrorTest(ServerTestCase):
         ])
         self.assertEqual([x.ok for x in results], [True, False, True])
         err = results[1].error
-        self.assertIsInstance(err, ValidationError)
+        assert isinstance(err, ValidationError)
         self.assertEqual((err.code, err.field), ("VALIDATION", "shard"))
         self.assertIsNone(results[1].attempt)
         self.assertEqual(c.run(run.run_id).run.attempts.total, 2)
@@ -436,6 +493,7 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         type(self).seen.append({"method": self.command, "path": self.path, "id": self.headers.get("x-request-id", "")})
+        body: Any
         if len(type(self).seen) <= type(self).fail:
             status, body = 503, {"error": {"code": "INTERRUPTED", "message": "stopping"}}
         elif type(self).final_status != 200:
