@@ -21,6 +21,7 @@ import { registerRollback } from "./commands/rollback.js";
 import { registerRollups } from "./commands/rollups.js";
 import { registerRun } from "./commands/run.js";
 import { registerRuns } from "./commands/runs.js";
+import { registerServe } from "./commands/serve.js";
 import { registerShow } from "./commands/show.js";
 import { registerStatus } from "./commands/status.js";
 import { addGlobalOptions } from "./global-options.js";
@@ -52,6 +53,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerGc,
   registerRetryFailed,
   registerMaintain,
+  registerServe,
   registerDemo,
 ];
 

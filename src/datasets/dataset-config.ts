@@ -45,8 +45,10 @@ const POLICY_FIELDS = {
  * ```ts
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
+ *
+ * @internal exported for the HTTP server's request schemas (not from the package).
  */
-const datasetInputSchema = z.strictObject({
+export const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
   root: z.string().transform((url, ctx) => {
     try {
@@ -117,7 +119,12 @@ export type DatasetPolicyChanges = Partial<
   Pick<DatasetInput, "keepRuns" | "retention" | "failedRetention" | "staleAfter" | "safetyWindow">
 >;
 
-const policyChangesSchema = z.strictObject({
+/**
+ * The input of `updateDataset` as a schema (see {@link DatasetPolicyChanges}).
+ *
+ * @internal exported for the HTTP server's request schemas (not from the package).
+ */
+export const policyChangesSchema = z.strictObject({
   keepRuns: POLICY_FIELDS.keepRuns.optional(),
   retention: POLICY_FIELDS.retention.optional(),
   failedRetention: POLICY_FIELDS.failedRetention.optional(),
