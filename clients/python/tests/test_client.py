@@ -140,6 +140,8 @@ _SHARED: Dict[str, Any] = {}
 def shared_server() -> "tuple[ServeProcess, Path]":
     """One real server with tokens for the whole module (started on first use: the retry tests
     alone need none); each test uses datasets of its own."""
+    if "failed" in _SHARED:  # started once and failed: say so for every class, without retrying
+        raise RuntimeError(f"the shared serve did not start: {_SHARED['failed']}")
     if "server" not in _SHARED:
         tmp = Path(tempfile.mkdtemp(prefix="shardledger-py-"))
         tokens_file = tmp / "tokens.json"
@@ -156,8 +158,9 @@ def shared_server() -> "tuple[ServeProcess, Path]":
         )
         try:
             _SHARED["server"] = ServeProcess(tmp, tokens_file)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            _SHARED["failed"] = e
             raise
         _SHARED["tmp"] = tmp
     return _SHARED["server"], _SHARED["tmp"]
@@ -479,6 +482,80 @@ class OperatorTest(ServerTestCase):
         self.assertTrue(report.match, report.differences)
         self.assertIsNotNone(report.at)
         self.assertEqual(c.last_audit().at, report.at)
+
+
+class OpenApiContractTest(ServerTestCase):
+    """The client's views against the server's own OpenAPI document: wherever the document
+    describes a response's properties, every field the client declares without a default is among
+    them, and every property the document requires is a field of the view (not left in `extra`).
+    Where the document leaves a response as an open object, there is nothing to compare yet."""
+
+    VIEWS = {
+        ("get", "/v1/status"): "DatasetStatus",
+        ("get", "/v1/datasets"): "DatasetView",
+        ("post", "/v1/datasets"): "DatasetView",
+        ("get", "/v1/datasets/{datasetId}"): "DatasetView",
+        ("patch", "/v1/datasets/{datasetId}"): "DatasetView",
+        ("get", "/v1/datasets/{datasetId}/status"): "DatasetStatus",
+        ("get", "/v1/datasets/{datasetId}/runs"): "RunView",
+        ("get", "/v1/datasets/{datasetId}/floors"): "RetentionFloor",
+        ("get", "/v1/datasets/{datasetId}/rollups"): "Rollup",
+        ("post", "/v1/datasets/{datasetId}/rollback"): "RollbackResult",
+        ("post", "/v1/datasets/{datasetId}/gc"): "GcReport",
+        ("post", "/v1/datasets/{datasetId}/retry-failed"): "RetryFailedReport",
+        ("post", "/v1/runs"): "StartedRun",
+        ("get", "/v1/runs/{runId}"): "RunDetail",
+        ("post", "/v1/runs/{runId}/heartbeat"): "RunView",
+        ("post", "/v1/runs/{runId}/fail"): "RunView",
+        ("post", "/v1/runs/{runId}/attempts/started"): "AttemptResult",
+        ("post", "/v1/runs/{runId}/attempts/succeeded"): "AttemptResult",
+        ("post", "/v1/runs/{runId}/attempts/failed"): "AttemptResult",
+        ("post", "/v1/runs/{runId}/publish"): "PublishResult",
+        ("get", "/v1/pending"): "PendingCleanupItem",
+        ("post", "/v1/cleanup"): "CleanupReport",
+        ("get", "/v1/events"): "RecordedEvent",
+        ("post", "/v1/audit"): "AuditReport",
+        ("get", "/v1/audit/last"): "AuditReport",
+    }
+
+    def test_the_views_match_the_openapi_document(self) -> None:
+        import dataclasses
+        import urllib.request
+
+        import shardledger.models as models
+
+        with urllib.request.urlopen(self.server.url + "/openapi.json", timeout=30) as resp:
+            doc = json.loads(resp.read())
+        self.assertTrue(str(doc.get("openapi", "")).startswith("3.1"), doc.get("openapi"))
+
+        def resolve(schema: Dict[str, Any]) -> Dict[str, Any]:
+            while "$ref" in schema:
+                node: Any = doc
+                for part in schema["$ref"].lstrip("#/").split("/"):
+                    node = node[part]
+                schema = node
+            return schema
+
+        compared = 0
+        for (method, path), view in self.VIEWS.items():
+            op = doc["paths"].get(path, {}).get(method)
+            self.assertIsNotNone(op, f"{method.upper()} {path} is not in the document")
+            ok = [v for c, v in op["responses"].items() if c.startswith("2")]
+            schema = resolve(ok[0]["content"]["application/json"]["schema"])
+            if schema.get("type") == "array":
+                schema = resolve(schema.get("items", {}))
+            props = schema.get("properties") or {}
+            if not props:
+                continue
+            compared += 1
+            fields = {f.name: f for f in dataclasses.fields(getattr(models, view)) if f.name != "extra"}
+            json_names = {models._camel(n): f for n, f in fields.items()}
+            for name, f in json_names.items():
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                    self.assertIn(name, props, f"{view}.{f.name}: not in {method.upper()} {path}")
+            for name in schema.get("required", []):
+                self.assertIn(name, json_names, f"{method.upper()} {path} requires {name}; {view} lacks it")
+        self.assertGreater(compared, 0)
 
 
 class _FlakyHandler(http.server.BaseHTTPRequestHandler):
