@@ -30,7 +30,7 @@ export const registerServe: RegisterCommand = (program, runtime) => {
     )
     .action(
       runtime.action<ServeOptions>(async (ctx, _args, options) => {
-        const [{ parseListen, startServer }, { isLoopback, loadTokens }, { packageVersion }, { pino }] =
+        const [{ parseListen, startServer }, { isLoopback, loadTokens }, { packageVersion }, pinoModule] =
           await Promise.all([
             import("../../server/start-server.js"),
             import("../../server/auth.js"),
@@ -50,6 +50,8 @@ export const registerServe: RegisterCommand = (program, runtime) => {
             { field: "listen" },
           );
         }
+        // pino is CommonJS: its named export is missing once bundled, the default is always there.
+        const pino = pinoModule.default;
         const logger = pino(
           { base: null, timestamp: pino.stdTimeFunctions.isoTime },
           { write: (line: string) => ctx.io.stdout.write(line) },
