@@ -318,9 +318,9 @@ class ReadmeReportBufferTest(ServerTestCase):
 
         c = self.client()
         ds = self.new_dataset(c)
-        shards = 120
+        shards = 80
         run = c.start_run(ds.dataset_id, shards)
-        buffer = scope["ReportBuffer"](c, run.run_id, max_items=50, max_delay=0.2)
+        buffer = scope["ReportBuffer"](c, run.run_id, max_items=40, max_delay=0.2)
 
         def task_ends(part: int) -> None:
             for shard in range(part, shards, 4):
