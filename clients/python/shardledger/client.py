@@ -159,9 +159,14 @@ class Client:
                 ctype = resp.headers.get("Content-Type", "")
                 if not raw:
                     return None
-                if "json" in ctype:
+                if "json" not in ctype:
+                    return raw.decode("utf-8")
+                try:
                     return json.loads(raw.decode("utf-8"))
-                return raw.decode("utf-8")
+                except ValueError as e:
+                    raise ShardledgerError(
+                        "PROTOCOL", f"{method} {url}: the answer is not JSON ({e})", status=resp.status
+                    ) from None
         except urllib.error.HTTPError as e:
             raw = e.read() if e.fp is not None else b""
             try:
