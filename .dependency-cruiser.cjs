@@ -57,6 +57,21 @@ module.exports = {
       from: { path: "^src/ledger/" },
       to: { path: "^src/(cli|demo)/" },
     },
+    {
+      name: "only-the-cli-starts-the-server",
+      severity: "error",
+      comment:
+        "The HTTP server (src/server) is an edge like the CLI: the library and the domain never import it, so hono, pino and prom-client load only for `serve`.",
+      from: { path: "^src/", pathNot: "^src/(server|cli/commands/serve[.]ts$)" },
+      to: { path: "^src/server/" },
+    },
+    {
+      name: "server-uses-the-library-not-the-cli",
+      severity: "error",
+      comment: "The server calls the ledger facade; of the CLI it shares only the JSON output (`--json` shapes).",
+      from: { path: "^src/server/" },
+      to: { path: "^src/cli/", pathNot: "^src/cli/json-output[.]ts$" },
+    },
   ],
   options: {
     doNotFollow: { path: "node_modules" },

@@ -36,8 +36,8 @@ export const attemptBody = attemptInputSchema.extend({ runId: idSchema.optional(
 /** `POST /v1/runs/{runId}/attempts/failed`. @internal */
 export const attemptFailedBody = attemptFailedInputSchema.extend({ runId: idSchema.optional() });
 
-/** The most reports one batch may carry. @internal */
-export const MAX_BATCH_REPORTS = 10_000;
+/** The most reports one batch may carry. */
+const MAX_BATCH_REPORTS = 10_000;
 
 /** One report of a batch, as validated item by item. @internal */
 export const batchReportSchema = z.strictObject({
@@ -89,22 +89,30 @@ export const eventsQuery = z.strictObject({
 });
 
 /** The error body every failure answers with (`errorBody` in src/errors.ts). @internal */
-export const errorBodySchema = z.object({
-  error: z.looseObject({
+const errorDetailSchema = z
+  .looseObject({
     code: z.string().meta({ description: "ERROR_CODES key, or UNAUTHENTICATED / FORBIDDEN" }),
     message: z.string(),
     field: z.string().optional().meta({ description: "The input field that was wrong, when known" }),
-  }),
-});
+  })
+  .meta({
+    id: "Error",
+    description: "code, message, field? and the error's details (missingShards, state, …)",
+  });
 
-const attemptResultSchema = z.object({
-  runId: z.string(),
-  shard: z.number().int(),
-  attempt: z.number().int(),
-  taskAttemptId: z.string().nullable(),
-  url: z.string().nullable(),
-  status: z.string(),
-});
+/** The error body every failure answers with (`errorBody` in src/errors.ts). @internal */
+export const errorBodySchema = z.object({ error: errorDetailSchema }).meta({ id: "ErrorBody" });
+
+const attemptResultSchema = z
+  .object({
+    runId: z.string(),
+    shard: z.number().int(),
+    attempt: z.number().int(),
+    taskAttemptId: z.string().nullable(),
+    url: z.string().nullable(),
+    status: z.string(),
+  })
+  .meta({ id: "AttemptResult" });
 
 /** `AttemptResult`. @internal */
 export const attemptResult = attemptResultSchema;
@@ -114,7 +122,7 @@ export const batchResult = z.object({
   results: z.array(
     z.union([
       z.object({ index: z.number().int(), ok: z.literal(true), attempt: attemptResultSchema }),
-      z.object({ index: z.number().int(), ok: z.literal(false), error: errorBodySchema.shape.error }),
+      z.object({ index: z.number().int(), ok: z.literal(false), error: errorDetailSchema }),
     ]),
   ),
 });

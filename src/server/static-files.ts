@@ -29,8 +29,8 @@ export function findDashboardDir(from: string = import.meta.url): string | undef
   return dashboard !== undefined && existsSync(dashboard) ? dashboard : undefined;
 }
 
-/** The nearest directory above `from` holding a package.json. @internal */
-export function findPackageRoot(from: string = import.meta.url): string | undefined {
+/** The nearest directory above `from` holding a package.json. */
+function findPackageRoot(from: string = import.meta.url): string | undefined {
   let dir = dirname(fileURLToPath(from));
   for (;;) {
     if (existsSync(join(dir, "package.json"))) return dir;

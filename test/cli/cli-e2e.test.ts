@@ -747,6 +747,7 @@ describe(`shardledger CLI end to end (built, ${BACKEND})`, { timeout: SCENARIO_T
       ["gc", ["nosuch", "--dry-run"], 2, { code: "NOT_FOUND", field: "<datasetId>" }],
       ["retry-failed", ["ds", "--run", "nosuch"], 2, { code: "NOT_FOUND", kind: "run", field: "--run" }],
       ["maintain", ["--every", "0s"], 2, { code: "VALIDATION", field: "--every" }],
+      ["serve", ["--listen", "nowhere"], 2, { code: "USAGE", field: "--listen" }],
       ["demo", ["--home"], 2, { code: "USAGE", field: "--home", reason: "optionMissingArgument" }],
     ];
     for (const [command, args, exit, error] of cases) {

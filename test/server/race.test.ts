@@ -4,7 +4,7 @@ import { openTestLedger } from "../support/ledger.js";
 import { writeAttempt } from "../support/runs.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
-const ROUNDS = BACKEND === "postgres" ? 6 : 3;
+const ROUNDS = BACKEND === "postgres" ? 4 : 3;
 const REPORTERS = 64;
 const SHARDS = 8;
 
