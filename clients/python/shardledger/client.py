@@ -87,6 +87,9 @@ class Client:
     :param retries: how many times an idempotent call is repeated after a connection error or a
         502/503/504 (0: never).
     :param backoff: the first wait in seconds; each following wait doubles, with jitter.
+
+    A client may be shared between threads: it keeps no state between calls (each call opens its
+    own connection: urllib does not pool them).
     """
 
     def __init__(

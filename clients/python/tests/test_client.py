@@ -294,6 +294,31 @@ class WriterFlowTest(ServerTestCase):
         self.assertEqual(len(c.events(stream=run_id)), before + 1)
         self.assertEqual(c.run(run_id).run.attempts.total, 2)
 
+    def test_one_client_shared_by_threads_reports_concurrently(self) -> None:
+        c = self.client()
+        ds = self.new_dataset(c)
+        shards = 24
+        run = c.start_run(ds.dataset_id, shards)
+        urls = {s: self.write_data(ds, run.run_id, s, 0) for s in range(shards)}
+        errors: List[BaseException] = []
+
+        def writer(part: int) -> None:
+            try:
+                for shard in range(part, shards, 8):
+                    c.attempt_started(run.run_id, shard, 0)
+                    c.attempt_succeeded(run.run_id, shard, 0, url=urls[shard])
+            except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(p,)) for p in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(c.run(run.run_id).run.attempts.succeeded, shards)
+        self.assertEqual(len(c.publish(run.run_id).winners), shards)
+
     def test_report_attempts_splits_long_lists_into_batches(self) -> None:
         c = self.client()
         ds = self.new_dataset(c)
@@ -461,6 +486,7 @@ class AuthTest(ServerTestCase):
                 client.datasets()
             self.assertEqual((caught.exception.status, caught.exception.code), (401, "UNAUTHENTICATED"))
         self.assertEqual(self.client(None).health()["status"], "ok")  # service endpoints need none
+        self.assertEqual(self.client(None).ready()["status"], "ready")
 
     def test_a_write_token_writes_only_its_datasets(self) -> None:
         admin = self.client()
