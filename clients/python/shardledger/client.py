@@ -369,8 +369,9 @@ class Client:
         :class:`BatchItemResult` per report, in order (``index`` is the position in ``reports``),
         each ``ok`` with the recorded attempt or carrying the typed error (for example a
         :class:`ValidationError` with ``field == "shard"``). Nothing is raised for a refused item;
-        an error of the request itself (auth, unknown run, bad body) raises. Batches are idempotent,
-        so a batch whose answer was lost is sent again."""
+        an error of the request itself (auth, unknown run, bad body) raises, and the batches before
+        it have been applied — reports are idempotent, so sending the whole list again is safe.
+        A batch whose answer was lost is sent again for the same reason."""
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
         items = [r.to_json() for r in reports]

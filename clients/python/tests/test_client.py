@@ -633,6 +633,7 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     fail = 2
     final_status = 200
+    retry_after: Optional[str] = None
     seen: List[Dict[str, str]] = []
 
     def _answer(self) -> None:
@@ -649,6 +650,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
             status, body = 200, []
         data = json.dumps(body).encode()
         self.send_response(status)
+        if status == 503 and type(self).retry_after is not None:
+            self.send_header("Retry-After", str(type(self).retry_after))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -670,6 +673,7 @@ class RetryTransportTest(unittest.TestCase):
         _FlakyHandler.seen = []
         _FlakyHandler.fail = 2
         _FlakyHandler.final_status = 200
+        _FlakyHandler.retry_after = None
         self.httpd: Optional[http.server.HTTPServer] = None
         self.waits: List[float] = []
 
@@ -695,6 +699,18 @@ class RetryTransportTest(unittest.TestCase):
         self.assertEqual(len(_FlakyHandler.seen), 3)
         self.assertEqual(self.waits, [0.1875, 0.375])  # step 0.25·2^i: half fixed + half · jitter 0.5
         self.assertEqual(len({s["id"] for s in _FlakyHandler.seen}), 1)  # one request id for all tries
+
+    def test_a_retry_after_header_lengthens_the_wait(self) -> None:
+        _FlakyHandler.retry_after = "2"
+        c = self.client(self.start_fake(), backoff=0.25)
+        self.assertEqual(c.datasets(), [])
+        self.assertEqual(self.waits, [2.0, 2.0])
+
+    def test_a_base_url_must_be_http(self) -> None:
+        for bad in ("127.0.0.1:8080", "ftp://host/", "http://"):
+            with self.assertRaises(ValueError):
+                Client(bad)
+        self.assertEqual(Client("http://h:1/").base_url, "http://h:1")
 
     def test_retries_give_up_with_the_servers_error(self) -> None:
         _FlakyHandler.fail = 100
