@@ -113,7 +113,7 @@ class Client:
         # Seams for the tests of the retry loop (which wait and which jitter); not public API.
         self._sleep: Callable[[float], None] = time.sleep
         self._random: Callable[[], float] = random.random
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.build_opener(_NoRedirect())
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, token={'…' if self.token else None})"
@@ -461,6 +461,15 @@ class Client:
         once: after a lost answer, :meth:`dataset` shows where ``_CURRENT`` is."""
         path = f"/v1/datasets/{_quote(dataset_id)}/rollback"
         return from_json(RollbackResult, self._request("POST", path, {"toRunId": to_run_id}))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: the API never redirects, and following one would send the
+    bearer token to wherever it points (and turn a POST into a GET). A 3xx raises a
+    :class:`ShardledgerError` with code ``HTTP_3xx``."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
 
 
 class _Retryable(Exception):

@@ -706,6 +706,25 @@ class RetryTransportTest(unittest.TestCase):
         self.assertEqual(c.datasets(), [])
         self.assertEqual(self.waits, [2.0, 2.0])
 
+    def test_a_redirect_is_not_followed(self) -> None:
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", "http://127.0.0.1:1/steal")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        c = self.client(self.httpd.server_address[1], token="secret")
+        with self.assertRaises(ShardledgerError) as caught:
+            c.datasets()
+        self.assertEqual((caught.exception.code, caught.exception.status), ("HTTP_302", 302))
+        self.assertEqual(self.waits, [])
+
     def test_a_base_url_must_be_http(self) -> None:
         for bad in ("127.0.0.1:8080", "ftp://host/", "http://"):
             with self.assertRaises(ValueError):
