@@ -45,10 +45,11 @@ interface CommandContext {
   /** Aborted on the first SIGINT/SIGTERM; long-running commands stop at their next safe point. */
   readonly signal: AbortSignal;
   /**
-   * The ledger. `migrating: true` (only `migrate`) skips the check that the schema is migrated.
+   * The ledger. `migrating: true` (only `migrate`) skips the check that the schema is migrated;
+   * `poolSize` widens the connection pool of a server database (default 4; `serve` asks for more).
    * Throws {@link InterruptedError} if a signal arrived meanwhile.
    */
-  ledger(options?: { migrating?: boolean }): Promise<Ledger>;
+  ledger(options?: { migrating?: boolean; poolSize?: number }): Promise<Ledger>;
   /** Throws {@link InterruptedError} once a signal has arrived. Call it between steps. */
   throwIfInterrupted(): void;
   /** A progress bar on stderr (only on a terminal, never in `--json`). */
@@ -214,6 +215,7 @@ export class CliRuntime {
         session ??= openLedgerSession(globals, {
           cwd: io.cwd,
           migrating: opts.migrating === true,
+          ...(opts.poolSize !== undefined ? { poolSize: opts.poolSize } : {}),
           warn: ctx.warn,
         });
         const { ledger } = await session;

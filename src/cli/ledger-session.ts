@@ -36,13 +36,13 @@ export interface LedgerSession {
  */
 export async function openLedgerSession(
   globals: GlobalOptions,
-  options: { cwd: string; migrating: boolean; warn(message: string): void },
+  options: { cwd: string; migrating: boolean; poolSize?: number; warn(message: string): void },
 ): Promise<LedgerSession> {
   const label = redactUrl(globals.database);
   // Load the ledger while the database starts (PGlite takes most of a second to boot).
   const ledgerModule = import("../ledger/open-ledger.js");
   ledgerModule.catch(() => {});
-  const database = await connect(globals, options.cwd, options.migrating, label);
+  const database = await connect(globals, options.cwd, options.migrating, label, options.poolSize ?? 4);
   try {
     await ping(database, label);
     if (!options.migrating) await checkSchema(database, globals.schema, label, options.warn);
@@ -66,6 +66,7 @@ async function connect(
   cwd: string,
   migrating: boolean,
   label: string,
+  poolSize: number,
 ): Promise<Database> {
   const { openDatabase } = await import("../adapters/postgres/database.js");
   const url = globals.database;
@@ -74,7 +75,7 @@ async function connect(
       return await openDatabase(input, {
         schema: globals.schema,
         // Publish holds one connection for the dataset lock while it works on another.
-        poolSize: 4,
+        poolSize,
         connectTimeoutMs: globals.connectTimeoutMs,
         applicationName: "shardledger-cli",
       });

@@ -1,9 +1,12 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withMaintenanceLease } from "../../src/adapters/postgres/maintenance-lease.js";
-import { isUsageError, isValidationError } from "../../src/errors.js";
+import { InternalError, isUsageError, isValidationError } from "../../src/errors.js";
+import type { Ledger } from "../../src/ledger/open-ledger.js";
+import { createServerApp } from "../../src/server/app.js";
 import { loadTokens, parseTokens } from "../../src/server/auth.js";
 import { startServer } from "../../src/server/start-server.js";
 import { BACKEND } from "../support/database.js";
@@ -558,5 +561,40 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       /--tokens: cannot read/,
     );
     expect(loadTokens({})).toEqual([]);
+  });
+});
+
+describe("the server app without a database", () => {
+  it("answers /readyz 503 when the database is unreachable, and a bug 500 INTERNAL, logged with its request id", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ base: null }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const broken = {
+      datasets: async () => {
+        throw new InternalError("cannot reach the database postgres://db/ledger: ECONNREFUSED");
+      },
+      status: async () => {
+        throw new TypeError("x is undefined");
+      },
+    } as unknown as Ledger;
+    const app = createServerApp(broken, { logger, dashboardDir: tmpdir() });
+    const ready = await app.request("/readyz");
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ status: "unavailable", error: { code: "INTERNAL" } });
+    const bug = await app.request("/v1/status", {
+      headers: { "x-request-id": "req-42", authorization: "Bearer secret-never-logged" },
+    });
+    expect(bug.status).toBe(500);
+    expect(await bug.json()).toEqual({
+      error: { code: "INTERNAL", message: "unexpected error: x is undefined" },
+    });
+    expect(lines.find((l) => l.msg === "request failed")).toMatchObject({
+      requestId: "req-42",
+      path: "/v1/status",
+    });
+    expect(lines.find((l) => l.msg === "request" && l.path === "/v1/status")).toMatchObject({
+      status: 500,
+      requestId: "req-42",
+    });
+    expect(JSON.stringify(lines)).not.toContain("secret-never-logged");
   });
 });

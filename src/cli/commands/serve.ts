@@ -2,6 +2,9 @@ import { resolve } from "node:path";
 import type { RegisterCommand } from "../command-runtime.js";
 import { withExamples } from "../help-text.js";
 
+/** Connections to a PostgreSQL server (PGlite is one connection whatever this says). */
+const SERVER_POOL_SIZE = 16;
+
 interface ServeOptions {
   listen: string;
   tokens?: string;
@@ -56,7 +59,8 @@ export const registerServe: RegisterCommand = (program, runtime) => {
           { base: null, timestamp: pino.stdTimeFunctions.isoTime },
           { write: (line: string) => ctx.io.stdout.write(line) },
         );
-        const ledger = await ctx.ledger();
+        // Concurrent requests each hold a connection while they work: more than a command's 4.
+        const ledger = await ctx.ledger({ poolSize: SERVER_POOL_SIZE });
         const server = await startServer(ledger, {
           listen: options.listen,
           tokens,
