@@ -5,7 +5,7 @@
 >>> print(client.status("events").current)                           # doctest: +SKIP
 """
 
-from .client import MAX_BATCH, Client, __version__
+from .client import DEFAULT_BATCH, MAX_BATCH, Client, __version__
 from .errors import (
     AuthError,
     ConflictError,
@@ -51,6 +51,7 @@ from .models import (
 __all__ = [
     "Client",
     "MAX_BATCH",
+    "DEFAULT_BATCH",
     "__version__",
     "ShardledgerError",
     "ValidationError",
