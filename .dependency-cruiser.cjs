@@ -68,7 +68,8 @@ module.exports = {
     {
       name: "server-uses-the-library-not-the-cli",
       severity: "error",
-      comment: "The server calls the ledger facade; of the CLI it shares only the JSON output (`--json` shapes).",
+      comment:
+        "The server calls the ledger facade; of the CLI it shares only the JSON output (`--json` shapes).",
       from: { path: "^src/server/" },
       to: { path: "^src/cli/", pathNot: "^src/cli/json-output[.]ts$" },
     },

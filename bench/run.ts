@@ -10,7 +10,10 @@ const known = readdirSync(here)
   .filter((name) => !NOT_BENCHMARKS.has(name))
   .sort();
 
-const wanted = process.argv.slice(2);
+// Names a benchmark is also known by (its file has a longer name).
+const ALIASES: Readonly<Record<string, string>> = { capacity: "capacity-sim" };
+
+const wanted = process.argv.slice(2).map((name) => ALIASES[name] ?? name);
 const unknown = wanted.filter((name) => !known.includes(name));
 if (unknown.length > 0) {
   console.error(`unknown benchmark ${unknown.join(", ")}; known: ${known.join(", ")}`);

@@ -1,6 +1,6 @@
 import { parseDuration } from "../datasets/duration.js";
 import { isValidationError, ValidationError } from "../errors.js";
-import { idSchema } from "../events/identifiers.js";
+import { idProblem } from "../events/id-rule.js";
 
 /**
  * Parsing of flag and argument text, before any database is opened: bad input is refused with a
@@ -74,14 +74,9 @@ export function durationFlag(flag: string, text: string, options: { allowZero?: 
  * ```
  */
 export function idArgument(name: string, value: string): string {
-  const result = idSchema.safeParse(value);
-  if (!result.success) {
-    throw new ValidationError(
-      name,
-      `${result.error.issues[0]?.message ?? "invalid"} (got ${JSON.stringify(value)})`,
-    );
-  }
-  return result.data;
+  const problem = idProblem(value);
+  if (problem !== undefined) throw new ValidationError(name, `${problem} (got ${JSON.stringify(value)})`);
+  return value;
 }
 
 /**

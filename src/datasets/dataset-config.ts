@@ -4,7 +4,7 @@ import type { DatasetPolicies } from "../events/catalogue.js";
 import { idSchema } from "../events/identifiers.js";
 import { parseDatasetRoot } from "../storage/dataset-url.js";
 import { parseWithSchema } from "../validation.js";
-import { durationSchema } from "./duration.js";
+import { durationSchema } from "./duration-schema.js";
 
 /**
  * Policy defaults, chosen where the spec is silent (README "Defaults"): keep the 10 newest

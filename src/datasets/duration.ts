@@ -1,9 +1,7 @@
-import { z } from "zod";
-
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
 const DURATION = /^(\d+)(ms|s|m|h|d|w)$/;
 /** The largest duration accepted: 100 years. Anything larger is a typo, not a policy. */
-const MAX_DURATION_MS = 100 * 365 * UNIT_MS.d;
+export const MAX_DURATION_MS = 100 * 365 * UNIT_MS.d;
 
 /**
  * Parses `30s`, `15m`, `12h`, `7d` (also `ms` and `w`) into milliseconds. Returns `undefined` for
@@ -36,28 +34,4 @@ export function formatDuration(ms: number): string {
     if (ms !== 0 && ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
   }
   return ms === 0 ? "0s" : `${ms}ms`;
-}
-
-/**
- * A zod schema for a duration given as text (`"7d"`) or milliseconds; the output is milliseconds.
- * `allowZero` admits `0s` (only the safety window may be zero, and only when given explicitly).
- *
- * @example
- * ```ts
- * durationSchema().parse("12h") // 43200000
- * ```
- */
-export function durationSchema(options: { allowZero?: boolean } = {}) {
-  const min = options.allowZero ? 0 : 1;
-  return z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = typeof value === "number" ? value : parseDuration(value);
-    if (ms === undefined || !Number.isSafeInteger(ms) || ms < min || ms > MAX_DURATION_MS) {
-      ctx.addIssue({
-        code: "custom",
-        message: `must be a ${min === 0 ? "non-negative" : "positive"} duration like 30s, 15m, 12h or 7d (got ${JSON.stringify(value)})`,
-      });
-      return z.NEVER;
-    }
-    return ms;
-  });
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ID_ALPHABET_MESSAGE, ID_DOTS_MESSAGE, ID_PATTERN } from "./id-rule.js";
 
 /**
  * Identifiers that end up inside object keys (`data/<runId>/…`) are kept to a safe alphabet:
@@ -11,11 +12,8 @@ import { z } from "zod";
  */
 export const idSchema = z
   .string()
-  .regex(
-    /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
-    "must be 1–128 characters of A–Z a–z 0–9 . _ - starting with a letter or digit",
-  )
-  .refine((s) => !s.includes(".."), "must not contain '..'");
+  .regex(ID_PATTERN, ID_ALPHABET_MESSAGE)
+  .refine((s) => !s.includes(".."), ID_DOTS_MESSAGE);
 
 /** The largest taskAttemptId: a signed 64-bit integer, as Spark and Ray hand them out. */
 export const MAX_TASK_ATTEMPT_ID = (1n << 63n) - 1n;

@@ -66,6 +66,40 @@ interface Vars {
 type Env = { Variables: Vars };
 type Ctx = Context<Env>;
 
+/**
+ * Each endpoint's `operationId`: the library method it calls, so a generated client has the same
+ * operation names as the TypeScript library (`status(id)` is `datasetStatus`, the batch is
+ * `reportAttempts`, the last audit `lastAudit`).
+ */
+const OPERATION_IDS: Readonly<Record<string, string>> = {
+  "get /v1/status": "status",
+  "get /v1/datasets": "datasets",
+  "post /v1/datasets": "createDataset",
+  "get /v1/datasets/{datasetId}": "dataset",
+  "patch /v1/datasets/{datasetId}": "updateDataset",
+  "get /v1/datasets/{datasetId}/status": "datasetStatus",
+  "get /v1/datasets/{datasetId}/runs": "runs",
+  "get /v1/datasets/{datasetId}/floors": "retentionFloors",
+  "get /v1/datasets/{datasetId}/rollups": "rollups",
+  "post /v1/datasets/{datasetId}/rollback": "rollback",
+  "post /v1/datasets/{datasetId}/gc": "gc",
+  "post /v1/datasets/{datasetId}/retry-failed": "retryFailed",
+  "post /v1/runs": "startRun",
+  "get /v1/runs/{runId}": "run",
+  "post /v1/runs/{runId}/heartbeat": "heartbeat",
+  "post /v1/runs/{runId}/fail": "failRun",
+  "post /v1/runs/{runId}/attempts/started": "attemptStarted",
+  "post /v1/runs/{runId}/attempts/succeeded": "attemptSucceeded",
+  "post /v1/runs/{runId}/attempts/failed": "attemptFailed",
+  "post /v1/runs/{runId}/attempts/batch": "reportAttempts",
+  "post /v1/runs/{runId}/publish": "publish",
+  "get /v1/pending": "pendingCleanup",
+  "post /v1/cleanup": "cleanup",
+  "get /v1/events": "events",
+  "post /v1/audit": "audit",
+  "get /v1/audit/last": "lastAudit",
+};
+
 /** The OpenAPI document's header (the routes and schemas are added from the app). @internal */
 export const OPENAPI_INFO = (version: string) => ({
   openapi: "3.1.0",
@@ -265,9 +299,12 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     },
     handler: (c: Ctx) => Promise<Response>,
   ) => {
+    const operationId = OPERATION_IDS[`${method} ${path}`];
+    if (operationId === undefined) throw new Error(`no operationId for ${method} ${path}`);
     const definition = createRoute({
       method,
       path,
+      operationId,
       summary: config.summary,
       description: `Scope: ${config.scope}${config.dataset ? " (of the dataset)" : ""}.`,
       security: [{ bearerAuth: [] }],

@@ -49,6 +49,14 @@ describe("docs/openapi.json", () => {
         "GET /v1/audit/last",
       ].sort(),
     );
+    // Operation ids are the library's method names (a generated client speaks the library's words).
+    const ids = Object.values(doc.paths).flatMap((methods) =>
+      Object.values(methods).map((op) => (op as { operationId?: string }).operationId),
+    );
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toEqual(
+      expect.arrayContaining(["startRun", "attemptSucceeded", "reportAttempts", "publish"]),
+    );
     const batch = doc.paths["/v1/runs/{runId}/attempts/batch"]?.post;
     expect(JSON.stringify(batch)).toContain('"maxItems":10000');
     expect(batch?.responses["400"]).toMatchObject({

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { type DatasetPolicyChanges, parsePolicyChanges } from "../../datasets/dataset-config.js";
+import type { DatasetPolicyChanges } from "../../datasets/dataset-config.js";
 import { ValidationError } from "../../errors.js";
 import type { CliRuntime } from "../command-runtime.js";
 import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
@@ -52,6 +52,8 @@ export function registerDatasetUpdate(group: Command, runtime: CliRuntime): void
           );
         }
         // Validated before the database is opened: bad input never opens it, let alone writes.
+        // The schemas (zod) load here, not at CLI start: `--help` never pays for them.
+        const { parsePolicyChanges } = await import("../../datasets/dataset-config.js");
         withFlagNames(FLAG_NAMES, () => parsePolicyChanges(changes));
         const ledger = await ctx.ledger();
         const dataset = datasetJson(

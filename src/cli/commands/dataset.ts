@@ -1,5 +1,4 @@
 import type { DatasetInput } from "../../datasets/dataset-config.js";
-import { parseDatasetInput } from "../../datasets/dataset-config.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
@@ -54,6 +53,8 @@ export const registerDataset: RegisterCommand = (program, runtime) => {
         };
         const keepRuns = optionalIntegerFlag("--keep-runs", options.keepRuns, { min: 1 });
         if (keepRuns !== undefined) input.keepRuns = keepRuns;
+        // The schemas (zod) load here, not at CLI start: `--help` never pays for them.
+        const { parseDatasetInput } = await import("../../datasets/dataset-config.js");
         withFlagNames(FLAG_NAMES, () => parseDatasetInput(input));
         const ledger = await ctx.ledger();
         const dataset = datasetJson(await withFlagNames(FLAG_NAMES, () => ledger.createDataset(input)));

@@ -1,6 +1,5 @@
 import { ValidationError } from "../../errors.js";
 import type { RecordedEvent } from "../../events/envelope.js";
-import { envelopeToJson } from "../../events/envelope.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { optionalIntegerFlag } from "../flags.js";
 import { withExamples } from "../help-text.js";
@@ -50,6 +49,8 @@ export const registerEvents: RegisterCommand = (program, runtime) => {
           options.stream !== undefined
             ? await ledger.events({ stream: options.stream, from: Math.max(1, from ?? 1), limit })
             : await ledger.events({ from: Math.max(0, (from ?? 1) - 1), limit });
+        // envelope.ts carries the metadata schema (zod): loaded here, not at CLI start.
+        const { envelopeToJson } = await import("../../events/envelope.js");
         return { json: events.map(envelopeToJson), human: (style) => renderEvents(style, events) };
       }),
     );
