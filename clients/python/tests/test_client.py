@@ -606,6 +606,18 @@ class OpenApiContractTest(ServerTestCase):
                 schema = node
             return schema
 
+        # Every operation of the document is a method of the client (its operationId in
+        # snake_case; the per-dataset status is the library's status(datasetId), as here).
+        import re
+
+        aliases = {"dataset_status": "status"}
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if not path.startswith("/v1/") or "operationId" not in op:
+                    continue
+                name = re.sub(r"(?<!^)(?=[A-Z])", "_", op["operationId"]).lower()
+                self.assertTrue(hasattr(Client, aliases.get(name, name)), f"{method.upper()} {path}: no {name}")
+
         compared = 0
         for (method, path), view in self.VIEWS.items():
             op = doc["paths"].get(path, {}).get(method)
