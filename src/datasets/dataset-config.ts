@@ -46,7 +46,8 @@ const POLICY_FIELDS = {
  * datasetInputSchema.parse({ datasetId: "events", root: "s3://bucket/events", keepRuns: 3, retention: "14d" })
  * ```
  *
- * @internal exported for the HTTP server's request schemas (not from the package).
+ * Exported for the HTTP server's request schemas, not from the package (and not marked internal:
+ * {@link DatasetInput} is derived from it, and the build strips internal declarations).
  */
 export const datasetInputSchema = z.strictObject({
   datasetId: idSchema,
@@ -122,7 +123,7 @@ export type DatasetPolicyChanges = Partial<
 /**
  * The input of `updateDataset` as a schema (see {@link DatasetPolicyChanges}).
  *
- * @internal exported for the HTTP server's request schemas (not from the package).
+ * Exported for the HTTP server's request schemas, not from the package.
  */
 export const policyChangesSchema = z.strictObject({
   keepRuns: POLICY_FIELDS.keepRuns.optional(),

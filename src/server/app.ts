@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createRoute, OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { routePath } from "hono/route";
 import type { Logger } from "pino";
@@ -58,6 +59,9 @@ class AccessError extends Error {
     super(message);
   }
 }
+
+/** The largest request body the API reads. */
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 interface Vars {
   requestId: string;
@@ -184,6 +188,21 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     }
     await next();
   });
+
+  // After authentication: a body is read only for a known token. 10,000 batch reports with long
+  // urls fit well inside the limit.
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) =>
+        sendJson(
+          c as Ctx,
+          errorBody(new ValidationError("body", `is larger than ${MAX_BODY_BYTES / 1024 / 1024} MiB`)),
+          400,
+        ),
+    }),
+  );
 
   app.onError((e, c) => {
     const ctx = c as Ctx;
