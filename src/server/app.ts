@@ -17,6 +17,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import { envelopeToJson } from "../events/envelope.js";
+import { datasetJson, statusJson } from "../ledger/json-shapes.js";
 import type {
   AttemptInput,
   AttemptReport,
@@ -368,13 +369,13 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     "get",
     "/v1/status",
     { scope: "read", summary: "Every dataset at a glance", response: s.libraryList("DatasetStatus[]") },
-    async (c) => ok(c, await ledger.status()),
+    async (c) => ok(c, (await ledger.status()).map(statusJson)),
   );
   route(
     "get",
     "/v1/datasets",
     { scope: "read", summary: "The registered datasets", response: s.libraryList("DatasetView[]") },
-    async (c) => ok(c, await ledger.datasets()),
+    async (c) => ok(c, (await ledger.datasets()).map(datasetJson)),
   );
   route(
     "post",
@@ -389,7 +390,7 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     async (c) => {
       const input = body(c, s.createDatasetBody);
       needDataset(c, input.datasetId);
-      return ok(c, await ledger.createDataset((await rawBody(c)) as never), 201);
+      return ok(c, datasetJson(await ledger.createDataset((await rawBody(c)) as never)), 201);
     },
   );
   route(
@@ -401,7 +402,7 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
       request: { params: s.datasetParams },
       response: s.libraryResult("DatasetView"),
     },
-    async (c) => ok(c, await ledger.dataset(params<{ datasetId: string }>(c).datasetId)),
+    async (c) => ok(c, datasetJson(await ledger.dataset(params<{ datasetId: string }>(c).datasetId))),
   );
   route(
     "patch",
@@ -417,7 +418,9 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
       body(c, s.updateDatasetBody);
       return ok(
         c,
-        await ledger.updateDataset(params<{ datasetId: string }>(c).datasetId, (await rawBody(c)) as never),
+        datasetJson(
+          await ledger.updateDataset(params<{ datasetId: string }>(c).datasetId, (await rawBody(c)) as never),
+        ),
       );
     },
   );
@@ -430,7 +433,7 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
       request: { params: s.datasetParams },
       response: s.libraryResult("DatasetStatus"),
     },
-    async (c) => ok(c, await ledger.status(params<{ datasetId: string }>(c).datasetId)),
+    async (c) => ok(c, statusJson(await ledger.status(params<{ datasetId: string }>(c).datasetId))),
   );
   route(
     "get",

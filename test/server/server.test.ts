@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withMaintenanceLease } from "../../src/adapters/postgres/maintenance-lease.js";
 import { InternalError, isUsageError, isValidationError } from "../../src/errors.js";
 import { envelopeToJson } from "../../src/events/envelope.js";
+import { datasetJson, statusJson } from "../../src/ledger/json-shapes.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { createServerApp } from "../../src/server/app.js";
 import { loadTokens, parseTokens } from "../../src/server/auth.js";
@@ -47,7 +48,9 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
     const root = `${t.root}/ep`;
     const created = await open.request("POST", "/v1/datasets", { body: { datasetId: "ep", root } });
     expect(created.status).toBe(201);
-    expect(created.body).toEqual(asJson(await t.ledger.dataset("ep")));
+    expect(created.body).toEqual(asJson(datasetJson(await t.ledger.dataset("ep"))));
+    // The same shape as `dataset create --json`: durations as text beside the milliseconds.
+    expect(created.body).toMatchObject({ policies: { retention: "30d", retentionMs: 30 * 86_400_000 } });
     // Idempotent when identical, as the library is.
     expect((await open.request("POST", "/v1/datasets", { body: { datasetId: "ep", root } })).status).toBe(
       201,
@@ -57,7 +60,7 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       body: { keepRuns: 5, safetyWindow: "0s" },
     });
     expect(patched.status).toBe(200);
-    expect(patched.body).toEqual(asJson(await t.ledger.dataset("ep")));
+    expect(patched.body).toEqual(asJson(datasetJson(await t.ledger.dataset("ep"))));
     expect((patched.body as { policies: { keepRuns: number } }).policies.keepRuns).toBe(5);
 
     const started = await open.request("POST", "/v1/runs", {
@@ -117,10 +120,10 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
     expect(published.body).toMatchObject({ runId: "ep-1", status: "SUCCEEDED" });
 
     for (const [path, expected] of [
-      ["/v1/status", await t.ledger.status()],
-      ["/v1/datasets", await t.ledger.datasets()],
-      ["/v1/datasets/ep", await t.ledger.dataset("ep")],
-      ["/v1/datasets/ep/status", await t.ledger.status("ep")],
+      ["/v1/status", (await t.ledger.status()).map(statusJson)],
+      ["/v1/datasets", (await t.ledger.datasets()).map(datasetJson)],
+      ["/v1/datasets/ep", datasetJson(await t.ledger.dataset("ep"))],
+      ["/v1/datasets/ep/status", statusJson(await t.ledger.status("ep"))],
       ["/v1/datasets/ep/runs", await t.ledger.runs("ep")],
       ["/v1/datasets/ep/floors", await t.ledger.retentionFloors("ep")],
       ["/v1/datasets/ep/rollups", await t.ledger.rollups("ep")],

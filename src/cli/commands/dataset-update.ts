@@ -1,11 +1,12 @@
 import type { Command } from "commander";
 import type { DatasetPolicyChanges } from "../../datasets/dataset-config.js";
 import { ValidationError } from "../../errors.js";
+import { datasetJson } from "../../ledger/json-shapes.js";
 import type { CliRuntime } from "../command-runtime.js";
 import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import { POLICY_FLAG_NAMES, type PolicyFlags } from "../policy-flags.js";
-import { datasetJson, renderDataset } from "../views.js";
+import { renderDataset } from "../views.js";
 
 type DatasetUpdateOptions = PolicyFlags;
 

@@ -1,9 +1,10 @@
 import type { DatasetInput } from "../../datasets/dataset-config.js";
+import { datasetJson } from "../../ledger/json-shapes.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { optionalIntegerFlag, withFlagNames } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import { POLICY_FLAG_NAMES, type PolicyFlags } from "../policy-flags.js";
-import { datasetJson, renderDataset } from "../views.js";
+import { renderDataset } from "../views.js";
 import { registerDatasetUpdate } from "./dataset-update.js";
 
 interface DatasetCreateOptions extends PolicyFlags {

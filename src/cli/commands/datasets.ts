@@ -1,6 +1,7 @@
+import { datasetJson } from "../../ledger/json-shapes.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { withExamples } from "../help-text.js";
-import { datasetJson, renderDatasets } from "../views.js";
+import { renderDatasets } from "../views.js";
 
 /**
  * `datasets`: every registered dataset and its policies. `--json` prints an array of datasets.

@@ -1,46 +1,10 @@
-import type { DatasetStatus } from "../../ledger/open-ledger.js";
+import { type StatusJson, statusJson } from "../../ledger/json-shapes.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { idArgument } from "../flags.js";
 import { withExamples } from "../help-text.js";
 import type { Style } from "../style.js";
 import { renderPairs, renderTable } from "../table.js";
-import { type HoldJson, heading, holdJson, policyDuration, when } from "../views.js";
-
-/**
- * A dataset's status as `status --json` prints it: the library's {@link DatasetStatus} with each
- * policy duration also as text (`retention: "30d"` beside `retentionMs`), as `dataset create` does.
- *
- * @example `const s: StatusJson = statusJson(await ledger.status("events"))`
- */
-interface StatusJson extends Omit<DatasetStatus, "policies" | "safetyWindowHold"> {
-  policies: DatasetStatus["policies"] & {
-    retention: string;
-    failedRetention: string;
-    staleAfter: string;
-    safetyWindow: string;
-  };
-  safetyWindowHold: HoldJson | null;
-}
-
-/** @example `statusJson(await ledger.status("events")).policies.retention // "30d"` */
-function statusJson(s: DatasetStatus): StatusJson {
-  const p = s.policies;
-  return {
-    ...s,
-    policies: {
-      keepRuns: p.keepRuns,
-      retention: policyDuration(p.retentionMs),
-      failedRetention: policyDuration(p.failedRetentionMs),
-      staleAfter: policyDuration(p.staleAfterMs),
-      safetyWindow: policyDuration(p.safetyWindowMs),
-      retentionMs: p.retentionMs,
-      failedRetentionMs: p.failedRetentionMs,
-      staleAfterMs: p.staleAfterMs,
-      safetyWindowMs: p.safetyWindowMs,
-    },
-    safetyWindowHold: holdJson(s.safetyWindowHold),
-  };
-}
+import { heading, when } from "../views.js";
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
