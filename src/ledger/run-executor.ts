@@ -69,11 +69,22 @@ export class RunExecutor {
   readonly #queues = new Map<string, Promise<unknown>>();
   /** Reports waiting for their run's next group commit, by run. */
   readonly #groups = new Map<string, GroupItem[]>();
+  readonly #maxConflictRetries: number;
 
-  constructor(log: EventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
+  /**
+   * `options.maxConflictRetries` bounds how often a command is decided again after a version
+   * conflict before the conflict is thrown (default {@link MAX_CONFLICT_RETRIES}); tests lower it.
+   */
+  constructor(
+    log: EventLog,
+    clock: () => Date,
+    metadata: Partial<EventMetadata>,
+    options: { maxConflictRetries?: number } = {},
+  ) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
+    this.#maxConflictRetries = options.maxConflictRetries ?? MAX_CONFLICT_RETRIES;
   }
 
   /** The run's current state (empty state when the run does not exist). */
@@ -125,7 +136,7 @@ export class RunExecutor {
         } catch (e) {
           this.#cache.delete(command.runId);
           // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
-          if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          if (!isConcurrencyError(e) || attempt >= this.#maxConflictRetries) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
@@ -174,7 +185,7 @@ export class RunExecutor {
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(runId);
-          if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          if (!isConcurrencyError(e) || attempt >= this.#maxConflictRetries) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
@@ -267,7 +278,7 @@ export class RunExecutor {
         }));
       } catch (e) {
         this.#cache.delete(runId);
-        if (isConcurrencyError(e) && attempt < MAX_CONFLICT_RETRIES) {
+        if (isConcurrencyError(e) && attempt < this.#maxConflictRetries) {
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
           continue;
         }
