@@ -155,8 +155,9 @@ describe(`run executors of several processes reporting to one run on ${BACKEND}`
     const state = await first.load("r");
     expect(state.attempts.size).toBe(numShards);
     expect([...state.attempts.values()].every((a) => a.status === "SUCCEEDED")).toBe(true);
-    const stored = (await createPgEventLog({ db: database.db, schema: database.schema }).readStream("run-r"))
-      .filter((e) => e.type.startsWith("Attempt"));
+    const stored = (
+      await createPgEventLog({ db: database.db, schema: database.schema }).readStream("run-r")
+    ).filter((e) => e.type.startsWith("Attempt"));
     expect(stored).toHaveLength(numShards * 2);
   });
 });
