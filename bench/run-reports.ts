@@ -29,6 +29,9 @@ import {
  * - 16 callers on ONE run spread over 4 ledgers (4 pools, as 4 processes would be): appends to the
  *   run stream conflict on its expected version and are decided again;
  * - 1 caller on one run: one report's latency without queueing.
+ *
+ * RUN_REPORTS_PHASES=<phase names separated by ";"> runs only those phases (e.g. "1 run, 4 ledgers"
+ * for a before/after of the multi-process contender against another checkout, run alternately).
  */
 
 const ROUNDS = 3;
@@ -37,6 +40,8 @@ const SHARDS = 100_000;
 const SCHEMA = "reports";
 
 type Phase = "16 runs, 1 ledger" | "1 run, 1 ledger" | "1 run, 4 ledgers" | "1 run, 1 caller";
+const ONLY = process.env.RUN_REPORTS_PHASES?.split(";").map((p) => p.trim());
+const runs = (phase: Phase) => ONLY === undefined || ONLY.includes(phase);
 
 export async function run(): Promise<BenchReport> {
   const rows: BenchRow[] = [];
@@ -101,22 +106,33 @@ export async function run(): Promise<BenchReport> {
       const loads: string[] = [];
       for (let round = 0; round < ROUNDS; round++) {
         loads.push(loadNow());
-        const runs = await Promise.all(Array.from({ length: 16 }, newRun));
-        keep(
-          "16 runs, 1 ledger",
-          await measure(16, REPORTS, (client, i) => report(first, runs[client] as string, i)),
-        );
-        const one = await newRun();
-        keep("1 run, 1 ledger", await measure(16, REPORTS, (_c, i) => report(first, one, i)));
-        const shared = await newRun();
-        keep(
-          "1 run, 4 ledgers",
-          await measure(16, REPORTS, (client, i) => report(ledgers[client % 4] as Ledger, shared, i)),
-        );
-        const alone = await newRun();
-        keep("1 run, 1 caller", await measure(1, Math.ceil(REPORTS / 4), (_c, i) => report(first, alone, i)));
+        if (runs("16 runs, 1 ledger")) {
+          const own = await Promise.all(Array.from({ length: 16 }, newRun));
+          keep(
+            "16 runs, 1 ledger",
+            await measure(16, REPORTS, (client, i) => report(first, own[client] as string, i)),
+          );
+        }
+        if (runs("1 run, 1 ledger")) {
+          const one = await newRun();
+          keep("1 run, 1 ledger", await measure(16, REPORTS, (_c, i) => report(first, one, i)));
+        }
+        if (runs("1 run, 4 ledgers")) {
+          const shared = await newRun();
+          keep(
+            "1 run, 4 ledgers",
+            await measure(16, REPORTS, (client, i) => report(ledgers[client % 4] as Ledger, shared, i)),
+          );
+        }
+        if (runs("1 run, 1 caller")) {
+          const alone = await newRun();
+          keep(
+            "1 run, 1 caller",
+            await measure(1, Math.ceil(REPORTS / 4), (_c, i) => report(first, alone, i)),
+          );
+        }
       }
-      const reference = combine(results.get("16 runs, 1 ledger") ?? []).eventsPerSecond;
+      const reference = combine(results.get("16 runs, 1 ledger") ?? []).eventsPerSecond || Number.NaN;
       for (const [phase, ms] of results) {
         const m = combine(ms);
         rows.push({
@@ -126,7 +142,7 @@ export async function run(): Promise<BenchReport> {
           "min–max per round": `${fmt(Math.min(...ms.map((x) => x.eventsPerSecond)))}–${fmt(Math.max(...ms.map((x) => x.eventsPerSecond)))}`,
           "p50 ms": fmt(m.p50Ms),
           "p99 ms": fmt(m.p99Ms),
-          "× 16 runs": fmt(m.eventsPerSecond / reference),
+          "× 16 runs": Number.isNaN(reference) ? "n/a" : fmt(m.eventsPerSecond / reference),
           "refused (CONCURRENCY), sent again": refusedBy.get(phase) ?? 0,
         });
       }

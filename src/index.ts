@@ -83,6 +83,7 @@ export type {
   ExpectedVersion,
   ReadAllOptions,
   ReadStreamOptions,
+  TransactionOptions,
 } from "./events/event-log.js";
 export type { CleanupOptions } from "./ledger/cleanup.js";
 export type { MaintainPass } from "./ledger/maintain-loop.js";

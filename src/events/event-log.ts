@@ -91,6 +91,25 @@ export interface ReadStreamOptions {
 }
 
 /**
+ * Options of {@link EventLog.transaction}. With `serialiseWith` (a stream id) the transaction
+ * first takes a lock keyed by that stream, held until it ends: transactions serialised with one
+ * stream run one after another, queued by the database in arrival order, while appends that do not
+ * ask for it are unaffected (they still meet the expected-version check). A writer that lost a
+ * version conflict uses it so that deciding again cannot lose to the same writers forever.
+ *
+ * @example
+ * ```ts
+ * await log.transaction(async (session) => {
+ *   const version = await session.streamVersion("run-r1")
+ *   await session.append("run-r1", [{ type: "RunHeartbeat", data: { runId: "r1" } }], { expectedVersion: version })
+ * }, { serialiseWith: "run-r1" })
+ * ```
+ */
+export interface TransactionOptions {
+  serialiseWith?: string;
+}
+
+/**
  * Operations available inside one log transaction. Everything done through it commits or rolls
  * back together, including the inline projections of its append. `append` may be called once per
  * transaction (see {@link EventLog.transaction}).
@@ -138,5 +157,5 @@ export interface EventLog extends EventLogSession {
    * throws `OneAppendPerTransactionError` (a second position reservation could make `readAll`
    * skip another transaction's events), so put all of the events in one append.
    */
-  transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (session: EventLogSession) => Promise<T>, options?: TransactionOptions): Promise<T>;
 }

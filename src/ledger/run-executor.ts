@@ -6,7 +6,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
-import type { AppendFence, EventLog } from "../events/event-log.js";
+import type { AppendFence, EventLog, EventLogSession } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
 import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
@@ -14,6 +14,12 @@ import { reportScratch } from "./report-scratch.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;
+/**
+ * After a report group of a run lost a version conflict, this process decides that run's groups
+ * under the run stream's lock for this long (renewed by every further conflict): under sustained
+ * contention from several processes every group queues on the lock rather than racing first.
+ */
+const CONTENDED_MS = 1000;
 /**
  * At most this many reports are decided together and stored by one append. The bound keeps one
  * append one bounded statement and transaction (1,000 events of a few hundred bytes each, their
@@ -75,11 +81,27 @@ export class RunExecutor {
   readonly #queues = new Map<string, Promise<unknown>>();
   /** Reports waiting for their run's next group commit, by run. */
   readonly #groups = new Map<string, GroupItem[]>();
+  /** Runs whose report groups are decided under the stream lock, until the time given (ms). */
+  readonly #contendedUntil = new Map<string, number>();
+  readonly #maxConflictRetries: number;
 
-  constructor(log: EventLog, clock: () => Date, metadata: Partial<EventMetadata>) {
+  /**
+   * `options.maxConflictRetries` bounds how often {@link RunExecutor.execute} and
+   * {@link RunExecutor.executeMany} decide again after a version conflict before they throw it
+   * (default {@link MAX_CONFLICT_RETRIES}); tests lower it. Attempt reports
+   * ({@link RunExecutor.report}) are not bounded by it: after a lost race they queue on the run
+   * stream's lock, and a report is never refused for contention.
+   */
+  constructor(
+    log: EventLog,
+    clock: () => Date,
+    metadata: Partial<EventMetadata>,
+    options: { maxConflictRetries?: number } = {},
+  ) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
+    this.#maxConflictRetries = options.maxConflictRetries ?? MAX_CONFLICT_RETRIES;
   }
 
   /** The run's current state (empty state when the run does not exist). */
@@ -140,7 +162,7 @@ export class RunExecutor {
           if (state.version === 0 && isConcurrencyError(e))
             await this.#refuseIfArchived(command.runId, command.type);
           // Only a version conflict is worth deciding again; a lost lease (or anything else) is not.
-          if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          if (!isConcurrencyError(e) || attempt >= this.#maxConflictRetries) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
@@ -190,7 +212,7 @@ export class RunExecutor {
         } catch (e) {
           this.#cache.delete(runId);
           if (state.version === 0 && isConcurrencyError(e)) await this.#refuseIfArchived(runId, "batch");
-          if (!isConcurrencyError(e) || attempt >= MAX_CONFLICT_RETRIES) throw e;
+          if (!isConcurrencyError(e) || attempt >= this.#maxConflictRetries) throw e;
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
         }
       }
@@ -261,6 +283,8 @@ export class RunExecutor {
     const waiting = this.#groups.get(runId) ?? [];
     this.#groups.delete(runId);
     const group = waiting.slice(0, MAX_GROUP_SIZE);
+    // Its reports may have joined a group that waited for the stream lock (see #absorb).
+    if (group.length === 0) return;
     if (waiting.length > MAX_GROUP_SIZE) {
       // The rest waits, in order, for the next turn; reports arriving meanwhile join it.
       this.#groups.set(runId, waiting.slice(MAX_GROUP_SIZE));
@@ -274,49 +298,84 @@ export class RunExecutor {
     }
   }
 
-  async #decideAndAppend(runId: string, group: readonly GroupItem[]): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      const state = await this.#load(runId);
-      const scratch = reportScratch(state);
-      const now = this.#clock();
-      const decided: RunEvent[] = [];
-      const outcomes: Decided[] = [];
-      for (const item of group) {
-        try {
-          const prepared = item.options.prepare
-            ? await item.options.prepare(item.command, scratch)
-            : item.command;
-          const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
-          for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
-          const from = decided.length;
-          decided.push(...events);
-          outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
-        } catch (error) {
-          outcomes.push({ ok: false, error });
+  async #decideAndAppend(runId: string, initial: readonly GroupItem[]): Promise<void> {
+    const group = [...initial];
+    const stream = runStream(runId);
+    // A run that lost a race lately is decided under its stream's lock straight away.
+    let serialised = (this.#contendedUntil.get(runId) ?? 0) > Date.now();
+    let known: RunState | undefined;
+    for (;;) {
+      let state = initialRunState();
+      let decided: RunEvent[] = [];
+      let outcomes: Decided[] = [];
+      /** Reads the run through `source` and decides the group on it, in arrival order. */
+      const decide = async (source: Pick<EventLogSession, "readStream">) => {
+        state = await this.#loadFrom(source, runId);
+        known = state;
+        const scratch = reportScratch(state);
+        const now = this.#clock();
+        decided = [];
+        outcomes = [];
+        for (const item of group) {
+          try {
+            const prepared = item.options.prepare
+              ? await item.options.prepare(item.command, scratch)
+              : item.command;
+            const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
+            for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
+            const from = decided.length;
+            decided.push(...events);
+            outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
         }
-      }
-      if (decided.length === 0) {
-        // A run that looks absent may have been archived: say so rather than "not found".
-        if (state.version === 0 && outcomes.some((o) => !o.ok && isNotFoundError(o.error))) {
-          const refusal = await this.#archivedRefusal(runId, group[0]?.command.type ?? "report");
-          if (refusal)
-            for (const [i, o] of outcomes.entries())
-              if (!o.ok && isNotFoundError(o.error)) outcomes[i] = { ok: false, error: refusal };
-        }
-        for (const [i, item] of group.entries()) settle(item, outcomes[i] as Decided, []);
-        return;
-      }
-      let written: RecordedEvent[];
+      };
+      const expectedVersion = () => (state.version === 0 ? ("no_stream" as const) : state.version);
+      let written: RecordedEvent[] | null;
       try {
-        ({ written } = await this.#log.append(runStream(runId), decided, {
-          expectedVersion: state.version === 0 ? "no_stream" : state.version,
-        }));
+        if (serialised) {
+          // Reports that arrived meanwhile (during the lost race) join the group. Then every
+          // report's `prepare` runs once on the state at hand, outside the transaction, for what
+          // it reads through the ledger's own pool (a dataset's root, cached after the first
+          // read): the transaction holds a connection (on PGlite, the only one) while it waits
+          // for the lock and decides, and a `prepare` reading through the pool there could wait
+          // for itself. Inside, `prepare` runs again on the fresh state, served from its cache.
+          this.#absorb(runId, group);
+          await this.#warm(group, known ?? this.#cache.get(runId) ?? (await this.#load(runId)));
+          written = await this.#log.transaction(
+            async (session) => {
+              await decide(session);
+              if (decided.length === 0) return null;
+              return (await session.append(stream, decided, { expectedVersion: expectedVersion() })).written;
+            },
+            { serialiseWith: stream },
+          );
+        } else {
+          await decide(this.#log);
+          written =
+            decided.length === 0
+              ? null
+              : (await this.#log.append(stream, decided, { expectedVersion: expectedVersion() })).written;
+        }
       } catch (e) {
-        this.#cache.delete(runId);
-        if (isConcurrencyError(e) && attempt < MAX_CONFLICT_RETRIES) {
-          await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 5)));
+        if (isConcurrencyError(e)) {
+          // Another writer appended to the run since we read it. The cached state is still a
+          // true prefix of the stream (it is only folded after an append succeeded), so the next
+          // read fetches just what is new. Decide again at once, this time (and for this run's
+          // groups for a while) under the run stream's lock: the writers that beat us queue on the
+          // same lock once they lose a race too, so we wait for our turn instead of spinning. A
+          // serialised attempt can lose only to a writer that has not lost a race lately, and
+          // every loss is such a writer's progress; so a report is never refused for contention.
+          this.#contendedUntil.set(runId, Date.now() + CONTENDED_MS);
+          if (this.#contendedUntil.size > MAX_CACHED_RUNS) {
+            const oldest = this.#contendedUntil.keys().next().value;
+            if (oldest !== undefined) this.#contendedUntil.delete(oldest);
+          }
+          serialised = true;
           continue;
         }
+        this.#cache.delete(runId);
         if (isValidationError(e) && group.length > 1) {
           // The log refused one event of the batch (nothing was written): find whose by committing
           // each report on its own, so that only its caller fails.
@@ -325,9 +384,20 @@ export class RunExecutor {
         }
         // Nothing was written: every report that was to be stored fails with the append's error.
         for (const [i, item] of group.entries()) {
-          const o = outcomes[i] as Decided;
-          settle(item, o.ok ? { ok: false, error: e } : o, []);
+          const o = outcomes[i] as Decided | undefined;
+          settle(item, o?.ok === false ? o : { ok: false, error: e }, []);
         }
+        return;
+      }
+      if (written === null) {
+        // A run that looks absent may have been archived: say so rather than "not found".
+        if (state.version === 0 && outcomes.some((o) => !o.ok && isNotFoundError(o.error))) {
+          const refusal = await this.#archivedRefusal(runId, group[0]?.command.type ?? "report");
+          if (refusal)
+            for (const [i, o] of outcomes.entries())
+              if (!o.ok && isNotFoundError(o.error)) outcomes[i] = { ok: false, error: refusal };
+        }
+        for (const [i, item] of group.entries()) settle(item, outcomes[i] as Decided, []);
         return;
       }
       if (written.length === decided.length) {
@@ -358,15 +428,41 @@ export class RunExecutor {
     }
   }
 
+  /** Moves reports waiting for the run's next group into `group`, up to the group bound. */
+  #absorb(runId: string, group: GroupItem[]): void {
+    const waiting = this.#groups.get(runId);
+    if (!waiting || group.length >= MAX_GROUP_SIZE) return;
+    const taken = waiting.splice(0, MAX_GROUP_SIZE - group.length);
+    group.push(...taken);
+    // The turn already queued for them finds nothing left and returns.
+    if (waiting.length === 0) this.#groups.delete(runId);
+  }
+
+  /** Runs every report's `prepare` on a known state, for what it caches; errors are its own. */
+  async #warm(group: readonly GroupItem[], state: RunState): Promise<void> {
+    for (const item of group) {
+      try {
+        await item.options.prepare?.(item.command, state);
+      } catch {
+        // Judged again, and answered, in the decision itself.
+      }
+    }
+  }
+
   /** Forgets a cached run (after a prune, or when another component appended to it). */
   forget(runId: string): void {
     this.#cache.delete(runId);
   }
 
-  async #load(runId: string): Promise<RunState> {
+  #load(runId: string): Promise<RunState> {
+    return this.#loadFrom(this.#log, runId);
+  }
+
+  /** The run's state, caught up from the cache through `source` (the log, or a transaction). */
+  async #loadFrom(source: Pick<EventLogSession, "readStream">, runId: string): Promise<RunState> {
     let state = this.#cache.get(runId);
     if (!state) state = initialRunState();
-    const fresh = await this.#log.readStream(runStream(runId), { fromVersion: state.version + 1 });
+    const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
     for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
     this.#cache.delete(runId);
     if (state.version > 0) this.#cache.set(runId, state);

@@ -295,7 +295,19 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
       readAll: (o) => log.readAll(o),
       readStream: (s, o) => log.readStream(s, o),
       streamVersion: (s) => log.streamVersion(s),
-      transaction: (fn) => log.transaction(fn),
+      // A retry after a lost race appends through a serialised transaction: counted too.
+      transaction: (fn, o) =>
+        log.transaction(
+          (session) =>
+            fn({
+              ...session,
+              append(stream, events, options) {
+                counted.appends++;
+                return session.append(stream, events, options);
+              },
+            }),
+          o,
+        ),
       async append(stream, events, options) {
         counted.appends++;
         await before?.(events);
@@ -362,6 +374,49 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     expect(answer).toEqual({ view: "STARTED", events: [] });
     const stream = await wrapped.readStream("run-r");
     expect(stream.map((e) => e.type)).toEqual(["RunStarted", "AttemptStarted"]);
+  });
+
+  it("reports arriving while a group loses a race join its retry: one more append stores them all", async () => {
+    const other = new RunExecutor(
+      createPgEventLog({ db: database.db, schema: database.schema }),
+      () => new Date(),
+      {},
+    );
+    let injected = true;
+    const late: Promise<unknown>[] = [];
+    let executor: RunExecutor | undefined;
+    const { wrapped, counted } = wrappedLog(async () => {
+      if (injected) return;
+      injected = true;
+      // While our group's append is in flight, two more reports of the run arrive here, and
+      // another process appends to the run first: our append will lose the race.
+      late.push(
+        (executor as RunExecutor).report(started(1), { view: view(1) }),
+        (executor as RunExecutor).report(started(2), { view: view(2) }),
+      );
+      await other.report(started(3), { view: view(3) });
+    });
+    executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 4 });
+    injected = false;
+    counted.appends = 0;
+    const first = await executor.report(started(0), { view: view(0) });
+    const rest = await Promise.all(late);
+    expect(first.view).toBe("STARTED");
+    expect(rest.map((r) => (r as { view: string }).view)).toEqual(["STARTED", "STARTED"]);
+    // The lost append, then ONE append (under the run stream's lock) for the group and the two
+    // that arrived meanwhile.
+    expect(counted.appends).toBe(2);
+    const stored = (await wrapped.readStream("run-r")).map(
+      (e) => `${e.type} ${(e.data as { shard?: number }).shard ?? ""}`,
+    );
+    expect(stored).toEqual([
+      "RunStarted ",
+      "AttemptStarted 3",
+      "AttemptStarted 0",
+      "AttemptStarted 1",
+      "AttemptStarted 2",
+    ]);
   });
 
   it("a version conflict re-decides the whole group on fresh state", async () => {

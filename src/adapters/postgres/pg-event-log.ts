@@ -24,7 +24,9 @@ import type {
   ExpectedVersion,
   ReadAllOptions,
   ReadStreamOptions,
+  TransactionOptions,
 } from "../../events/event-log.js";
+import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 
@@ -231,8 +233,24 @@ export class PgEventLog implements EventLog {
     return rows.map((r) => this.#toRecorded(r));
   }
 
-  async transaction<T>(fn: (session: EventLogSession) => Promise<T>): Promise<T> {
-    return this.#db.transaction().execute((trx) => fn(this.session(trx)));
+  async transaction<T>(
+    fn: (session: EventLogSession) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
+    const { serialiseWith } = options;
+    if (serialiseWith !== undefined && (typeof serialiseWith !== "string" || serialiseWith.length === 0)) {
+      throw new ValidationError("serialiseWith", "must be a non-empty stream id");
+    }
+    return this.#db.transaction().execute(async (trx) => {
+      if (serialiseWith !== undefined) {
+        // A transaction-scoped advisory lock: it assigns no transaction id (the append must still
+        // be the transaction's first write), is released by COMMIT or ROLLBACK whatever happens,
+        // and its waiters are granted it in arrival order.
+        const key = advisoryKey(this.schema, `stream:${serialiseWith}`);
+        await sql`SELECT pg_advisory_xact_lock(${key}::bigint)`.execute(trx);
+      }
+      return fn(this.session(trx));
+    });
   }
 
   /**
