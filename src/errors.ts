@@ -258,13 +258,15 @@ export class ContradictingReportError extends ShardledgerError {
     identity: string,
     recorded: string,
     reported: string,
-    urls?: { recordedUrl: string; reportedUrl: string },
+    urls?: { recordedUrl: string | null; reportedUrl: string },
   ) {
     super(
       "CONTRADICTING_REPORT",
       urls === undefined
         ? `attempt ${identity} is already recorded as ${recorded}; a ${reported} report contradicts it`
-        : `attempt ${identity} is already recorded (${recorded}) at ${urls.recordedUrl}; a ${reported} report at ${urls.reportedUrl} contradicts it`,
+        : urls.recordedUrl === null
+          ? `attempt ${identity} is already recorded (${recorded}) without a url; a ${reported} report cannot add ${urls.reportedUrl} to it (report the url with the attempt's outcome: succeeded or failed)`
+          : `attempt ${identity} is already recorded (${recorded}) at ${urls.recordedUrl}; a ${reported} report at ${urls.reportedUrl} contradicts it`,
       { details: { identity, recorded, reported, ...(urls ?? {}) } },
     );
   }

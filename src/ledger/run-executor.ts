@@ -422,6 +422,18 @@ export class RunExecutor {
         const mine = decided
           .slice(o.from, o.to)
           .flatMap((e) => byId.get(e.eventId?.toLowerCase() ?? "") ?? []);
+        // Decided again on what the log holds: a report whose event another process stored first
+        // in another form (the same outcome without this report's url) is refused, exactly as it
+        // would have been had it arrived second; the stored copy stands. decideRun is pure.
+        try {
+          const prepared = item.options.prepare
+            ? await item.options.prepare(item.command, fresh)
+            : item.command;
+          decideRun(fresh, prepared, { now: this.#clock(), metadata: this.#metadata });
+        } catch (error) {
+          settle(item, { ok: false, error }, []);
+          continue;
+        }
         settle(item, { ...o, view: item.options.view(fresh) }, mine);
       }
       return;

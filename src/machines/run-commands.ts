@@ -502,9 +502,23 @@ function decideReport(
         reportedUrl: data.url,
       });
     }
-    if (existing.outcome === outcome) return [];
+    // A report that would store nothing must not carry a url the record lacks: answering it as
+    // recorded would tell its writer that data at that url is known (and cleaned) when it is not.
+    const dropsUrl = existing.url === null && data.url !== null;
+    const refuseDroppedUrl = () =>
+      new ContradictingReportError(`${command.runId}/${existing.key}`, existing.outcome, outcome, {
+        recordedUrl: null,
+        reportedUrl: data.url as string,
+      });
+    if (existing.outcome === outcome) {
+      if (dropsUrl) throw refuseDroppedUrl();
+      return [];
+    }
     if (ATTEMPT_TABLE.next(existing.phase, REPORT_EVENT[outcome]) === undefined) {
-      if (outcome === "STARTED") return [];
+      if (outcome === "STARTED") {
+        if (dropsUrl) throw refuseDroppedUrl();
+        return [];
+      }
       throw new ContradictingReportError(`${command.runId}/${existing.key}`, existing.outcome, outcome);
     }
   }

@@ -58,6 +58,36 @@ describe(`run and attempt rules on ${BACKEND}`, () => {
     );
   });
 
+  it("refuses a report whose url the record would drop (recorded without one, nothing to store it in), writing nothing", async () => {
+    // Found by the group-commit race property: `started` without a url, then `started` with url A,
+    // was answered "recorded at A" while nothing stored A — and a later `succeeded` at url B was
+    // accepted, leaving A's data unrecorded while its writer believed otherwise.
+    await ledger.startRun({ datasetId: "ds", numShards: 2, runId: "r9" });
+    const a = (shard: number) => shardUrl(t.root, "r9", shard, 0);
+    await ledger.attemptStarted({ runId: "r9", shard: 0, attempt: 0 });
+    await ledger.attemptSucceeded({ runId: "r9", shard: 1, attempt: 0 });
+    for (const [report, shard] of [
+      ["attemptStarted", 0],
+      ["attemptStarted", 1],
+      ["attemptSucceeded", 1],
+    ] as const) {
+      const before = await streamLength("r9");
+      const error = await ledger[report]({ runId: "r9", shard, attempt: 0, url: a(shard) }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error, `${report} ${shard}`).toBeInstanceOf(ContradictingReportError);
+      expect((error as ContradictingReportError).details).toMatchObject({
+        recordedUrl: null,
+        reportedUrl: a(shard),
+      });
+      expect(await streamLength("r9"), "nothing written").toBe(before);
+    }
+    // The outcome that completes the record still takes its url.
+    const done = await ledger.attemptSucceeded({ runId: "r9", shard: 0, attempt: 0, url: a(0) });
+    expect(done).toMatchObject({ status: "SUCCEEDED", url: a(0) });
+  });
+
   it("refuses a report of a recorded attempt with another url as contradicting, writing nothing", async () => {
     await ledger.startRun({ datasetId: "ds", numShards: 4, runId: "r3" });
     const a = (shard: number) => shardUrl(t.root, "r3", shard, 0);
