@@ -32,14 +32,14 @@ export interface DatasetJson extends Omit<DatasetView, "policies" | "safetyWindo
  *
  * @example `const hold: HoldJson = { window: "1h", windowMs: 3600000, until: new Date() }`
  */
-export interface HoldJson {
+interface HoldJson {
   window: string;
   windowMs: number;
   until: Date;
 }
 
 /** @example `holdJson({ windowMs: 3_600_000, until }) // { window: "1h", windowMs: 3600000, until }` */
-export function holdJson(hold: SafetyWindowHold | null | undefined): HoldJson | null {
+function holdJson(hold: SafetyWindowHold | null | undefined): HoldJson | null {
   return hold ? { window: policyDuration(hold.windowMs), windowMs: hold.windowMs, until: hold.until } : null;
 }
 
@@ -74,7 +74,7 @@ export function datasetJson(view: DatasetView): DatasetJson {
  *
  * @example `policyDuration(14 * 86_400_000) // "14d"`
  */
-export function policyDuration(ms: number): string {
+function policyDuration(ms: number): string {
   const day = 86_400_000;
   return ms > 0 && ms % day === 0 ? `${ms / day}d` : formatDuration(ms);
 }
