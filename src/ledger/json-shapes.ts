@@ -54,17 +54,22 @@ export function datasetJson(view: DatasetView): DatasetJson {
   return {
     ...view,
     safetyWindowHold: holdJson(view.safetyWindowHold),
-    policies: {
-      keepRuns: p.keepRuns,
-      retention: policyDuration(p.retentionMs),
-      failedRetention: policyDuration(p.failedRetentionMs),
-      staleAfter: policyDuration(p.staleAfterMs),
-      safetyWindow: policyDuration(p.safetyWindowMs),
-      retentionMs: p.retentionMs,
-      failedRetentionMs: p.failedRetentionMs,
-      staleAfterMs: p.staleAfterMs,
-      safetyWindowMs: p.safetyWindowMs,
-    },
+    policies: policiesJson(p),
+  };
+}
+
+/** The policies with each duration as text beside its milliseconds (one shape for both views). */
+function policiesJson<P extends DatasetView["policies"]>(p: P) {
+  return {
+    keepRuns: p.keepRuns,
+    retention: policyDuration(p.retentionMs),
+    failedRetention: policyDuration(p.failedRetentionMs),
+    staleAfter: policyDuration(p.staleAfterMs),
+    safetyWindow: policyDuration(p.safetyWindowMs),
+    retentionMs: p.retentionMs,
+    failedRetentionMs: p.failedRetentionMs,
+    staleAfterMs: p.staleAfterMs,
+    safetyWindowMs: p.safetyWindowMs,
   };
 }
 
@@ -100,17 +105,7 @@ export function statusJson(s: DatasetStatus): StatusJson {
   const p = s.policies;
   return {
     ...s,
-    policies: {
-      keepRuns: p.keepRuns,
-      retention: policyDuration(p.retentionMs),
-      failedRetention: policyDuration(p.failedRetentionMs),
-      staleAfter: policyDuration(p.staleAfterMs),
-      safetyWindow: policyDuration(p.safetyWindowMs),
-      retentionMs: p.retentionMs,
-      failedRetentionMs: p.failedRetentionMs,
-      staleAfterMs: p.staleAfterMs,
-      safetyWindowMs: p.safetyWindowMs,
-    },
+    policies: policiesJson(p),
     safetyWindowHold: holdJson(s.safetyWindowHold),
   };
 }
