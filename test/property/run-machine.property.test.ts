@@ -332,7 +332,11 @@ class ReportCommand extends RunModelCommand {
     if (existing.url !== null && this.url !== null && existing.url !== this.url) {
       return { refused: "CONTRADICTING_REPORT" };
     }
-    if (existing.outcome === this.outcome || this.outcome === "STARTED") return NOOP;
+    if (existing.outcome === this.outcome || this.outcome === "STARTED") {
+      // A report that stores nothing may not bring a url the record lacks: it would be answered
+      // as recorded at that url while the url is dropped.
+      return existing.url === null && this.url !== null ? { refused: "CONTRADICTING_REPORT" } : NOOP;
+    }
     if (existing.outcome !== "STARTED") return { refused: "CONTRADICTING_REPORT" };
     return OK;
   }
