@@ -1,12 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { EXIT } from "../../src/cli/exit-codes.js";
 import { runCli } from "../../src/cli/program.js";
-import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
+import { capture, scratchRemovedAfterAll } from "../support/cli-capture.js";
+import { BACKEND, SERVER_URL } from "../support/database.js";
 
 /**
  * `demo` ends with something to look at: without `--serve` its last line says how to open the
@@ -14,25 +15,7 @@ import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
  * database until a signal.
  */
 
-function capture() {
-  const chunks: string[] = [];
-  return {
-    stream: { write: (s: string) => chunks.push(s), isTTY: false, columns: 100 },
-    text: () => chunks.join(""),
-  };
-}
-
-const dirs: string[] = [];
-const schemas: string[] = [];
-afterAll(async () => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  if (schemas.length > 0) {
-    const client = serverClient();
-    await client.connect();
-    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await client.end();
-  }
-});
+const { dirs, schemas } = scratchRemovedAfterAll();
 
 /** The demo's home, and database flags for a fresh ledger on the suite's backend. */
 function fresh(): { home: string; db: string[] } {

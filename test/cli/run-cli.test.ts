@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommanderError } from "commander";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import { cliExitCode, EXIT, InterruptedError } from "../../src/cli/exit-codes.js";
 import { acquireDirLock } from "../../src/cli/pglite-dir-lock.js";
@@ -22,7 +22,8 @@ import {
   ValidationError,
 } from "../../src/errors.js";
 import { openLedger } from "../../src/ledger/open-ledger.js";
-import { BACKEND, SERVER_URL, serverClient } from "../support/database.js";
+import { capture, scratchRemovedAfterAll } from "../support/cli-capture.js";
+import { BACKEND, SERVER_URL } from "../support/database.js";
 import { failingStore } from "../support/ledger.js";
 
 /**
@@ -30,25 +31,7 @@ import { failingStore } from "../support/ledger.js";
  * (signals at an exact moment, the forced exit, progress on a terminal, colour decisions).
  */
 
-function capture(options: { isTTY?: boolean } = {}) {
-  const chunks: string[] = [];
-  return {
-    stream: { write: (s: string) => chunks.push(s), isTTY: options.isTTY ?? false, columns: 100 },
-    text: () => chunks.join(""),
-  };
-}
-
-const dirs: string[] = [];
-const schemas: string[] = [];
-afterAll(async () => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  if (schemas.length > 0) {
-    const client = serverClient();
-    await client.connect();
-    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await client.end();
-  }
-});
+const { dirs, schemas } = scratchRemovedAfterAll();
 
 /** Database flags for a fresh ledger on the suite's backend. */
 function freshDatabase(): string[] {
