@@ -140,6 +140,23 @@ describe(`event log contract on ${BACKEND}`, () => {
         { type: "RunHeartbeat", data: { runId: "r" }, metadata: { actor: 5 as unknown as string } },
         "RunHeartbeat.metadata.actor",
       ],
+      // The plain check in front of the metadata schema must refuse whatever the schema refuses.
+      [
+        { type: "RunHeartbeat", data: { runId: "r" }, metadata: { actor: "a".repeat(257) } },
+        "RunHeartbeat.metadata.actor",
+      ],
+      [
+        {
+          type: "RunHeartbeat",
+          data: { runId: "r" },
+          metadata: { actor: "a", tenant: "x" } as unknown as NewEvent["metadata"],
+        },
+        "RunHeartbeat.metadata",
+      ],
+      [
+        { type: "RunHeartbeat", data: { runId: "r" }, metadata: "actor" as unknown as NewEvent["metadata"] },
+        "RunHeartbeat.metadata",
+      ],
     ];
     for (const [event, field] of cases) {
       const error = await log.append(s, [heartbeat("ok"), event], { expectedVersion: "any" }).catch((e) => e);
