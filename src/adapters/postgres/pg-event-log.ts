@@ -98,7 +98,8 @@ function plainMetadata(m: unknown): EventMetadata | null {
   if (m === null || typeof m !== "object" || Object.getPrototypeOf(m) !== Object.prototype) return null;
   for (const [key, value] of Object.entries(m)) {
     if (!METADATA_KEYS.has(key)) return null;
-    if (value !== null && value !== undefined && (typeof value !== "string" || value.length > 256)) return null;
+    if (value !== null && value !== undefined && (typeof value !== "string" || value.length > 256))
+      return null;
   }
   return normaliseMetadata(m as Partial<EventMetadata>);
 }
