@@ -15,7 +15,7 @@ import {
   OneAppendPerTransactionError,
   type ValidationError,
 } from "../../src/errors.js";
-import type { NewEvent } from "../../src/events/envelope.js";
+import type { EventMetadata, NewEvent } from "../../src/events/envelope.js";
 import { defaultCatalogue } from "../../src/events/event-catalogue.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
@@ -149,12 +149,16 @@ describe(`event log contract on ${BACKEND}`, () => {
         {
           type: "RunHeartbeat",
           data: { runId: "r" },
-          metadata: { actor: "a", tenant: "x" } as unknown as NewEvent["metadata"],
+          metadata: { actor: "a", tenant: "x" } as unknown as Partial<EventMetadata>,
         },
         "RunHeartbeat.metadata",
       ],
       [
-        { type: "RunHeartbeat", data: { runId: "r" }, metadata: "actor" as unknown as NewEvent["metadata"] },
+        {
+          type: "RunHeartbeat",
+          data: { runId: "r" },
+          metadata: "actor" as unknown as Partial<EventMetadata>,
+        },
         "RunHeartbeat.metadata",
       ],
     ];
