@@ -83,6 +83,17 @@ module.exports = {
       from: { path: "^src/server/" },
       to: { path: "^src/cli/", pathNot: "^src/cli/json-output[.]ts$" },
     },
+    {
+      name: "server-route-areas-stand-alone",
+      severity: "error",
+      comment:
+        "Each file of src/server/routes declares one area's endpoints through the RouteContext the app hands it: it imports no other area and not the app that assembles them.",
+      from: { path: "^src/server/routes/" },
+      to: {
+        path: "^src/server/(app|start-server)[.]ts$|^src/server/routes/",
+        pathNot: "^src/server/routes/route-context[.]ts$",
+      },
+    },
   ],
   options: {
     doNotFollow: { path: "node_modules" },

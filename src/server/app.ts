@@ -1,12 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { createRoute, OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
+import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { routePath } from "hono/route";
 import type { Logger } from "pino";
 import type { z } from "zod";
-import type { AuditReport } from "../adapters/postgres/rebuild.js";
 import { toJsonLine } from "../cli/json-output.js";
 import {
   describeError,
@@ -16,15 +15,7 @@ import {
   NotFoundError,
   ValidationError,
 } from "../errors.js";
-import { envelopeToJson } from "../events/envelope.js";
-import { datasetJson, statusJson } from "../ledger/json-shapes.js";
-import type {
-  AttemptInput,
-  AttemptReport,
-  AttemptReportResult,
-  AttemptResult,
-  Ledger,
-} from "../ledger/open-ledger.js";
+import type { Ledger } from "../ledger/open-ledger.js";
 import {
   authenticate,
   datasetAllowed,
@@ -34,7 +25,15 @@ import {
   scopeAllows,
   type TokenEntry,
 } from "./auth.js";
+import { AccessError, validationErrorOf } from "./http-errors.js";
 import { ServerMetrics } from "./metrics.js";
+import { registerAttemptRoutes } from "./routes/attempts.js";
+import { registerDatasetRoutes } from "./routes/datasets.js";
+import { registerLogRoutes } from "./routes/log.js";
+import { registerPublishAndMaintenanceRoutes } from "./routes/publish-and-maintenance.js";
+import type { Ctx, Env, RouteContext } from "./routes/route-context.js";
+import { registerRunRoutes } from "./routes/runs.js";
+import { registerViewRoutes } from "./routes/views.js";
 import * as s from "./schemas.js";
 import { findDashboardDir, readDashboardFile } from "./static-files.js";
 
@@ -56,31 +55,14 @@ export interface ServerAppOptions {
   version?: string;
 }
 
-/** HTTP-only refusals: no or unknown token (401), a scope or dataset the token does not cover (403). */
-class AccessError extends Error {
-  constructor(
-    readonly status: 401 | 403,
-    readonly code: "UNAUTHENTICATED" | "FORBIDDEN",
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** The largest request body the API reads. */
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
-
-interface Vars {
-  requestId: string;
-  principal: Principal;
-}
-type Env = { Variables: Vars };
-type Ctx = Context<Env>;
 
 /**
  * Each endpoint's `operationId`: the library method it calls, so a generated client has the same
  * operation names as the TypeScript library (`status(id)` is `datasetStatus`, the batch is
- * `reportAttempts`, the last audit `lastAudit`).
+ * `reportAttempts`, the last audit `lastAudit`). Its order is the order of the router and of the
+ * OpenAPI document's paths, whichever file under routes/ declares an endpoint.
  */
 const OPERATION_IDS: Readonly<Record<string, string>> = {
   "get /v1/status": "status",
@@ -136,7 +118,6 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
   const dashboardDir = options.dashboardDir ?? findDashboardDir();
   /** A run's dataset never changes: looked up once per run for the write checks. */
   const runDatasets = new Map<string, string>();
-  let lastAudit: (AuditReport & { at: string }) | undefined;
 
   const app = new OpenAPIHono<Env>({
     defaultHook: (result) => {
@@ -297,7 +278,7 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
       await next();
     };
 
-  // --- routes -----------------------------------------------------------------------------------
+  // --- the route helper; the routes themselves are in routes/, one file per area ---------------
 
   const errorResponses = {
     400: errorResponse("Invalid input (the body names the field)"),
@@ -311,22 +292,12 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     503: errorResponse("The server is stopping"),
   };
 
-  type Method = "get" | "post" | "patch";
-  const route = (
-    method: Method,
-    path: string,
-    config: {
-      scope: Scope;
-      dataset?: "path" | "run";
-      summary: string;
-      request?: RouteConfig["request"];
-      status?: 200 | 201;
-      response: z.ZodType;
-    },
-    handler: (c: Ctx) => Promise<Response>,
-  ) => {
+  /** Each endpoint, by operation id, as declared by its area file; registered below in table order. */
+  const declared = new Map<string, () => void>();
+  const route: RouteContext["route"] = (method, path, config, handler) => {
     const operationId = OPERATION_IDS[`${method} ${path}`];
     if (operationId === undefined) throw new Error(`no operationId for ${method} ${path}`);
+    if (declared.has(operationId)) throw new Error(`${method} ${path} is declared twice`);
     const definition = createRoute({
       method,
       path,
@@ -344,453 +315,45 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
         ...errorResponses,
       },
     });
-    app.openapi(definition, handler as never);
+    declared.set(operationId, () => app.openapi(definition, handler as never));
   };
 
-  const jsonBody = (schema: z.ZodType, required = true) => ({
-    body: { required, content: { "application/json": { schema } } },
-  });
-  const params = <T>(c: Ctx) => c.req.valid("param" as never) as T;
-  const body = <S extends z.ZodType>(c: Ctx, _schema: S) =>
-    (c.req.valid("json" as never) ?? {}) as z.output<S>;
-  const query = <S extends z.ZodType>(c: Ctx, _schema: S) => c.req.valid("query" as never) as z.output<S>;
-  /** The body exactly as sent, for library calls that validate (and normalise) themselves. */
-  const rawBody = async (c: Ctx) => (await c.req.json()) as Record<string, unknown>;
-  const ok = (c: Ctx, value: unknown, status = 200) => sendJson(c, value, status);
-  /** A body `runId` must equal the path's (the path wins; a different one is a mistake). */
-  const samePathRun = (runId: string, bodyRunId: string | undefined) => {
-    if (bodyRunId !== undefined && bodyRunId !== runId) {
-      throw new ValidationError("runId", `the body names run ${bodyRunId} but the path names run ${runId}`);
-    }
-  };
-
-  // Datasets
-  route(
-    "get",
-    "/v1/status",
-    { scope: "read", summary: "Every dataset at a glance", response: s.libraryList("DatasetStatus[]") },
-    async (c) => ok(c, (await ledger.status()).map(statusJson)),
-  );
-  route(
-    "get",
-    "/v1/datasets",
-    { scope: "read", summary: "The registered datasets", response: s.libraryList("DatasetView[]") },
-    async (c) => ok(c, (await ledger.datasets()).map(datasetJson)),
-  );
-  route(
-    "post",
-    "/v1/datasets",
-    {
-      scope: "admin",
-      summary: "Register a dataset (idempotent when identical)",
-      request: jsonBody(s.createDatasetBody),
-      status: 201,
-      response: s.libraryResult("DatasetView"),
+  const context: RouteContext = {
+    ledger,
+    metrics,
+    route,
+    jsonBody: (schema, required = true) => ({
+      body: { required, content: { "application/json": { schema } } },
+    }),
+    params: <T>(c: Ctx) => c.req.valid("param" as never) as T,
+    body: <S extends z.ZodType>(c: Ctx, _schema: S) => (c.req.valid("json" as never) ?? {}) as z.output<S>,
+    query: <S extends z.ZodType>(c: Ctx, _schema: S) => c.req.valid("query" as never) as z.output<S>,
+    rawBody: async (c) => (await c.req.json()) as Record<string, unknown>,
+    ok: (c, value, status = 200) => sendJson(c, value, status),
+    principal,
+    needDataset,
+    rememberRunDataset: (runId, datasetId) => {
+      runDatasets.set(runId, datasetId);
     },
-    async (c) => {
-      const input = body(c, s.createDatasetBody);
-      needDataset(c, input.datasetId);
-      return ok(c, datasetJson(await ledger.createDataset((await rawBody(c)) as never)), 201);
-    },
-  );
-  route(
-    "get",
-    "/v1/datasets/{datasetId}",
-    {
-      scope: "read",
-      summary: "One dataset",
-      request: { params: s.datasetParams },
-      response: s.libraryResult("DatasetView"),
-    },
-    async (c) => ok(c, datasetJson(await ledger.dataset(params<{ datasetId: string }>(c).datasetId))),
-  );
-  route(
-    "patch",
-    "/v1/datasets/{datasetId}",
-    {
-      scope: "admin",
-      dataset: "path",
-      summary: "Change a dataset's policies",
-      request: { params: s.datasetParams, ...jsonBody(s.updateDatasetBody) },
-      response: s.libraryResult("DatasetView"),
-    },
-    async (c) => {
-      body(c, s.updateDatasetBody);
-      return ok(
-        c,
-        datasetJson(
-          await ledger.updateDataset(params<{ datasetId: string }>(c).datasetId, (await rawBody(c)) as never),
-        ),
-      );
-    },
-  );
-  route(
-    "get",
-    "/v1/datasets/{datasetId}/status",
-    {
-      scope: "read",
-      summary: "One dataset at a glance",
-      request: { params: s.datasetParams },
-      response: s.libraryResult("DatasetStatus"),
-    },
-    async (c) => ok(c, statusJson(await ledger.status(params<{ datasetId: string }>(c).datasetId))),
-  );
-  route(
-    "get",
-    "/v1/datasets/{datasetId}/runs",
-    {
-      scope: "read",
-      summary: "The runs of a dataset, newest first",
-      request: { params: s.datasetParams },
-      response: s.libraryList("RunView[]"),
-    },
-    async (c) => ok(c, await ledger.runs(params<{ datasetId: string }>(c).datasetId)),
-  );
-  route(
-    "get",
-    "/v1/datasets/{datasetId}/floors",
-    {
-      scope: "read",
-      summary: "What the failed-retention floor protects",
-      request: { params: s.datasetParams },
-      response: s.libraryList("RetentionFloor[]"),
-    },
-    async (c) => ok(c, await ledger.retentionFloors(params<{ datasetId: string }>(c).datasetId)),
-  );
-  route(
-    "get",
-    "/v1/datasets/{datasetId}/rollups",
-    {
-      scope: "read",
-      summary: "Pruned counts per reason",
-      request: { params: s.datasetParams },
-      response: s.libraryList("Rollup[]"),
-    },
-    async (c) => ok(c, await ledger.rollups(params<{ datasetId: string }>(c).datasetId)),
-  );
-  route(
-    "post",
-    "/v1/datasets/{datasetId}/rollback",
-    {
-      scope: "admin",
-      dataset: "path",
-      summary: "Move _CURRENT back (or forward) to a retained succeeded run",
-      request: { params: s.datasetParams, ...jsonBody(s.rollbackBody) },
-      response: s.libraryResult("RollbackResult"),
-    },
-    async (c) => {
-      const { toRunId } = body(c, s.rollbackBody);
-      const result = await ledger.rollback(params<{ datasetId: string }>(c).datasetId, toRunId);
-      metrics.writes.inc({ operation: "rollback" });
-      return ok(c, result);
-    },
-  );
-  route(
-    "post",
-    "/v1/datasets/{datasetId}/gc",
-    {
-      scope: "admin",
-      dataset: "path",
-      summary: "Collect stale runs and orphans; enforce keep-runs, retention and the failed floor",
-      request: { params: s.datasetParams, ...jsonBody(s.gcBody, false) },
-      response: s.libraryResult("GcReport"),
-    },
-    async (c) => {
-      const { dryRun } = body(c, s.gcBody);
-      const report = await ledger.gc(params<{ datasetId: string }>(c).datasetId, dryRun ? { dryRun } : {});
-      metrics.gc(report);
-      return ok(c, report);
-    },
-  );
-  route(
-    "post",
-    "/v1/datasets/{datasetId}/retry-failed",
-    {
-      scope: "admin",
-      dataset: "path",
-      summary: "Reopen failed runs and re-queue exhausted cleanup items inside the failed floor",
-      request: { params: s.datasetParams, ...jsonBody(s.retryFailedBody, false) },
-      response: s.libraryResult("RetryFailedReport"),
-    },
-    async (c) => {
-      const { runId } = body(c, s.retryFailedBody);
-      const report = await ledger.retryFailed({
-        datasetId: params<{ datasetId: string }>(c).datasetId,
-        ...(runId !== undefined ? { runId } : {}),
-      });
-      metrics.retryFailed(report);
-      return ok(c, report);
-    },
-  );
-
-  // Runs
-  route(
-    "post",
-    "/v1/runs",
-    {
-      scope: "write",
-      summary: "Start a run",
-      request: jsonBody(s.startRunBody),
-      status: 201,
-      response: s.libraryResult("StartedRun"),
-    },
-    async (c) => {
-      const input = body(c, s.startRunBody);
-      needDataset(c, input.datasetId);
-      const started = await ledger.startRun({
-        datasetId: input.datasetId,
-        numShards: input.numShards,
-        ...(input.runId !== undefined ? { runId: input.runId } : {}),
-      });
-      runDatasets.set(started.runId, started.datasetId);
-      metrics.writes.inc({ operation: "startRun" });
-      return ok(c, started, 201);
-    },
-  );
-  route(
-    "get",
-    "/v1/runs/{runId}",
-    {
-      scope: "read",
-      summary: "One run with its attempts and winners",
-      request: { params: s.runParams },
-      response: s.libraryResult("{ run, attempts, winners }"),
-    },
-    async (c) => ok(c, await ledger.run(params<{ runId: string }>(c).runId)),
-  );
-  route(
-    "post",
-    "/v1/runs/{runId}/heartbeat",
-    {
-      scope: "write",
-      dataset: "run",
-      summary: "Record that the run's writer is alive",
-      request: { params: s.runParams },
-      response: s.libraryResult("RunView"),
-    },
-    async (c) => {
-      const run = await ledger.heartbeat(params<{ runId: string }>(c).runId);
-      metrics.writes.inc({ operation: "heartbeat" });
-      return ok(c, run);
-    },
-  );
-  route(
-    "post",
-    "/v1/runs/{runId}/fail",
-    {
-      scope: "write",
-      dataset: "run",
-      summary: "Mark the run FAILED (the writer gave up)",
-      request: { params: s.runParams, ...jsonBody(s.failRunBody) },
-      response: s.libraryResult("RunView"),
-    },
-    async (c) => {
-      const { runId } = params<{ runId: string }>(c);
-      const input = body(c, s.failRunBody);
-      samePathRun(runId, input.runId);
-      const run = await ledger.failRun(runId, input.reason);
-      metrics.writes.inc({ operation: "failRun" });
-      return ok(c, run);
-    },
-  );
-  const report = async (
-    kind: "started" | "succeeded" | "failed",
-    input: AttemptInput & { error?: string },
-  ): Promise<AttemptResult> => {
-    try {
-      const result =
-        kind === "started"
-          ? await ledger.attemptStarted(input)
-          : kind === "succeeded"
-            ? await ledger.attemptSucceeded(input)
-            : await ledger.attemptFailed(input);
-      metrics.attemptReports.inc({ kind, outcome: "ok" });
-      metrics.writes.inc({ operation: `attempt_${kind}` });
-      return result;
-    } catch (e) {
-      metrics.attemptReports.inc({ kind, outcome: isShardledgerError(e) ? e.code : "INTERNAL" });
-      throw e;
-    }
-  };
-  for (const kind of ["started", "succeeded", "failed"] as const) {
-    const schema = kind === "failed" ? s.attemptFailedBody : s.attemptBody;
-    route(
-      "post",
-      `/v1/runs/{runId}/attempts/${kind}`,
-      {
-        scope: "write",
-        dataset: "run",
-        summary: `Report that an attempt of a shard ${kind === "started" ? "started writing" : kind === "succeeded" ? "finished writing (a candidate winner)" : "failed"}`,
-        request: { params: s.runParams, ...jsonBody(schema) },
-        response: s.attemptResult,
-      },
-      async (c) => {
-        const { runId } = params<{ runId: string }>(c);
-        const input = body(c, schema) as z.output<typeof s.attemptFailedBody>;
-        samePathRun(runId, input.runId);
-        return ok(
-          c,
-          await report(kind, {
-            ...input,
-            runId,
-            taskAttemptId: input.taskAttemptId ?? null,
-            url: input.url ?? null,
-          }),
-        );
-      },
-    );
-  }
-  route(
-    "post",
-    "/v1/runs/{runId}/attempts/batch",
-    {
-      scope: "write",
-      dataset: "run",
-      summary:
-        "Many attempt reports in one request (1..10000): each validated and applied on its own, idempotent like single reports; always 200 when the envelope is valid",
-      request: { params: s.runParams, ...jsonBody(s.batchBody) },
-      response: s.batchResult,
-    },
-    async (c) => {
-      const { runId } = params<{ runId: string }>(c);
-      const { reports } = body(c, s.batchBody);
-      // The path's run and the kind/error pairing are checked here; everything else (and the
-      // group commit that stores the valid ones in as few appends as possible) is the library's
-      // `reportAttempts`, so a batch behaves exactly like the same reports made one by one.
-      const results: AttemptReportResult[] = new Array(reports.length);
-      const valid: { index: number; report: AttemptReport }[] = [];
-      reports.forEach((item, index) => {
-        try {
-          valid.push({ index, report: { ...parseBatchItem(item, runId), runId } as AttemptReport });
-        } catch (e) {
-          const kind = (item as { kind?: unknown } | null)?.kind;
-          metrics.attemptReports.inc({
-            kind: typeof kind === "string" ? kind : "unknown",
-            outcome: "VALIDATION",
-          });
-          results[index] = { index, ok: false, error: errorBody(e).error };
-        }
-      });
-      const outcomes = await ledger.reportAttempts(valid.map((v) => v.report));
-      outcomes.forEach((outcome, i) => {
-        const { index, report } = valid[i] as { index: number; report: AttemptReport };
-        metrics.attemptReports.inc({ kind: report.kind, outcome: outcome.ok ? "ok" : outcome.error.code });
-        if (outcome.ok) metrics.writes.inc({ operation: `attempt_${report.kind}` });
-        results[index] = outcome.ok
-          ? { index, ok: true, attempt: outcome.attempt }
-          : { index, ok: false, error: outcome.error };
-      });
-      return ok(c, { results });
-    },
-  );
-  route(
-    "post",
-    "/v1/runs/{runId}/publish",
-    {
-      scope: "admin",
-      dataset: "run",
-      summary: "Select the winners, write the manifest, then move _CURRENT (marker last)",
-      request: { params: s.runParams },
-      response: s.libraryResult("PublishResult"),
-    },
-    async (c) => {
-      const result = await ledger.publish(params<{ runId: string }>(c).runId);
-      metrics.writes.inc({ operation: "publish" });
-      return ok(c, result);
-    },
-  );
-
-  // Maintenance and the log
-  route(
-    "get",
-    "/v1/pending",
-    {
-      scope: "read",
-      summary: "The pending-cleanup set",
-      request: { query: s.pendingQuery },
-      response: s.libraryList("PendingCleanupItem[]"),
-    },
-    async (c) => {
-      const { datasetId } = query(c, s.pendingQuery);
-      return ok(c, await ledger.pendingCleanup(datasetId !== undefined ? { datasetId } : {}));
-    },
-  );
-  route(
-    "post",
-    "/v1/cleanup",
-    {
-      scope: "admin",
-      summary: "Delete losers of published runs and drain the due pending-cleanup items",
-      request: jsonBody(s.cleanupBody, false),
-      response: s.libraryResult("CleanupReport"),
-    },
-    async (c) => {
-      const input = body(c, s.cleanupBody);
-      if (input.datasetId !== undefined) needDataset(c, input.datasetId);
-      else if (principal(c).datasets !== "*") {
-        throw new AccessError(
-          403,
-          "FORBIDDEN",
-          'a cleanup of every dataset needs a token for all datasets ("*"); name datasetId',
-        );
+    samePathRun: (runId, bodyRunId) => {
+      if (bodyRunId !== undefined && bodyRunId !== runId) {
+        throw new ValidationError("runId", `the body names run ${bodyRunId} but the path names run ${runId}`);
       }
-      const result = await ledger.cleanup({
-        ...(input.datasetId !== undefined ? { datasetId: input.datasetId } : {}),
-        ...(input.dryRun ? { dryRun: true } : {}),
-        ...(input.retryNow ? { retryNow: true } : {}),
-      });
-      metrics.cleanup(result);
-      return ok(c, result);
     },
-  );
-  route(
-    "get",
-    "/v1/events",
-    {
-      scope: "read",
-      summary:
-        "Read the log: one stream from a version (`stream`, `from` inclusive, default 1), or the global log after a position (`from` exclusive, default 0)",
-      request: { query: s.eventsQuery },
-      response: s.libraryList("RecordedEvent[] (envelopeToJson)"),
-    },
-    async (c) => {
-      const q = query(c, s.eventsQuery);
-      const events = await ledger.events({
-        ...(q.stream !== undefined ? { stream: q.stream } : {}),
-        ...(q.from !== undefined ? { from: q.from } : {}),
-        ...(q.limit !== undefined ? { limit: q.limit } : {}),
-      });
-      return ok(c, events.map(envelopeToJson));
-    },
-  );
-  route(
-    "post",
-    "/v1/audit",
-    {
-      scope: "read",
-      summary: "Replay the log into scratch projections and compare them with the live ones",
-      response: s.libraryResult("AuditReport & { at }"),
-    },
-    async (c) => {
-      const result = await ledger.audit();
-      lastAudit = { ...result, at: new Date().toISOString() };
-      return ok(c, lastAudit);
-    },
-  );
-  route(
-    "get",
-    "/v1/audit/last",
-    {
-      scope: "read",
-      summary: "The last audit this server ran (404 before the first)",
-      response: s.libraryResult("AuditReport & { at }"),
-    },
-    async (c) => {
-      if (!lastAudit)
-        throw new NotFoundError("audit", "last", { message: "this server has run no audit yet" });
-      return ok(c, lastAudit);
-    },
-  );
+  };
+  registerDatasetRoutes(context);
+  registerViewRoutes(context);
+  registerRunRoutes(context);
+  registerAttemptRoutes(context);
+  registerPublishAndMaintenanceRoutes(context);
+  registerLogRoutes(context);
+  // Registered in the order of OPERATION_IDS, not of the calls above: the document lists its paths
+  // in registration order, so moving a route between area files leaves docs/openapi.json as it is.
+  for (const operationId of Object.values(OPERATION_IDS)) {
+    const register = declared.get(operationId);
+    if (register === undefined) throw new Error(`no route declares ${operationId}`);
+    register();
+  }
 
   // Service endpoints (no token)
   app.get("/healthz", (c) => sendJson(c as Ctx, { status: "ok" }, 200));
@@ -832,45 +395,6 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
 
 /** The app {@link createServerApp} builds. @internal */
 export type ServerApp = ReturnType<typeof createServerApp>;
-
-/** One batch item: validated on its own; its `runId`, if any, must be the path's. */
-function parseBatchItem(item: unknown, runId: string) {
-  const result = s.batchReportSchema.safeParse(item);
-  if (!result.success) throw validationErrorOf(result.error, "json");
-  const parsed = result.data;
-  if (parsed.runId !== undefined && parsed.runId !== runId) {
-    throw new ValidationError(
-      "runId",
-      `the report names run ${parsed.runId} but the path names run ${runId}`,
-    );
-  }
-  if (parsed.error !== undefined && parsed.kind !== "failed") {
-    throw new ValidationError(
-      "error",
-      `only a "failed" report carries an error (this one is "${parsed.kind}")`,
-    );
-  }
-  const { runId: _runId, ...rest } = parsed;
-  return {
-    ...rest,
-    taskAttemptId: rest.taskAttemptId ?? null,
-    url: rest.url ?? null,
-  } as AttemptInput & { kind: "started" | "succeeded" | "failed"; error?: string };
-}
-
-/** A zod failure as the {@link ValidationError} that names its field (like `parseWithSchema`). */
-function validationErrorOf(error: z.ZodError, target: string): ValidationError {
-  const issue = error.issues[0];
-  const field =
-    issue?.code === "unrecognized_keys"
-      ? issue.keys.join(", ")
-      : issue && issue.path.length > 0
-        ? issue.path.map(String).join(".")
-        : target === "json"
-          ? "body"
-          : target;
-  return new ValidationError(field, issue?.message ?? "invalid", { details: { issues: error.issues } });
-}
 
 /** JSON exactly as the CLI's `--json` prints it (dates as ISO strings, bigints as decimal text). */
 function sendJson(c: Ctx, value: unknown, status: number): Response {

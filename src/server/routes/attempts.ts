@@ -1,0 +1,145 @@
+import type { z } from "zod";
+import { errorBody, isShardledgerError, ValidationError } from "../../errors.js";
+import type {
+  AttemptInput,
+  AttemptReport,
+  AttemptReportResult,
+  AttemptResult,
+} from "../../ledger/open-ledger.js";
+import { validationErrorOf } from "../http-errors.js";
+import * as s from "../schemas.js";
+import type { RouteContext } from "./route-context.js";
+
+/**
+ * Attempt reports of a run: one at a time (`…/attempts/started|succeeded|failed`) or many in one
+ * request (`…/attempts/batch`, each item validated and answered on its own), counted in the
+ * attempt-report metrics by kind and outcome.
+ *
+ * @internal
+ */
+export function registerAttemptRoutes({
+  route,
+  ledger,
+  metrics,
+  jsonBody,
+  params,
+  body,
+  ok,
+  samePathRun,
+}: RouteContext) {
+  const report = async (
+    kind: "started" | "succeeded" | "failed",
+    input: AttemptInput & { error?: string },
+  ): Promise<AttemptResult> => {
+    try {
+      const result =
+        kind === "started"
+          ? await ledger.attemptStarted(input)
+          : kind === "succeeded"
+            ? await ledger.attemptSucceeded(input)
+            : await ledger.attemptFailed(input);
+      metrics.attemptReports.inc({ kind, outcome: "ok" });
+      metrics.writes.inc({ operation: `attempt_${kind}` });
+      return result;
+    } catch (e) {
+      metrics.attemptReports.inc({ kind, outcome: isShardledgerError(e) ? e.code : "INTERNAL" });
+      throw e;
+    }
+  };
+  for (const kind of ["started", "succeeded", "failed"] as const) {
+    const schema = kind === "failed" ? s.attemptFailedBody : s.attemptBody;
+    route(
+      "post",
+      `/v1/runs/{runId}/attempts/${kind}`,
+      {
+        scope: "write",
+        dataset: "run",
+        summary: `Report that an attempt of a shard ${kind === "started" ? "started writing" : kind === "succeeded" ? "finished writing (a candidate winner)" : "failed"}`,
+        request: { params: s.runParams, ...jsonBody(schema) },
+        response: s.attemptResult,
+      },
+      async (c) => {
+        const { runId } = params<{ runId: string }>(c);
+        const input = body(c, schema) as z.output<typeof s.attemptFailedBody>;
+        samePathRun(runId, input.runId);
+        return ok(
+          c,
+          await report(kind, {
+            ...input,
+            runId,
+            taskAttemptId: input.taskAttemptId ?? null,
+            url: input.url ?? null,
+          }),
+        );
+      },
+    );
+  }
+  route(
+    "post",
+    "/v1/runs/{runId}/attempts/batch",
+    {
+      scope: "write",
+      dataset: "run",
+      summary:
+        "Many attempt reports in one request (1..10000): each validated and applied on its own, idempotent like single reports; always 200 when the envelope is valid",
+      request: { params: s.runParams, ...jsonBody(s.batchBody) },
+      response: s.batchResult,
+    },
+    async (c) => {
+      const { runId } = params<{ runId: string }>(c);
+      const { reports } = body(c, s.batchBody);
+      // The path's run and the kind/error pairing are checked here; everything else (and the
+      // group commit that stores the valid ones in as few appends as possible) is the library's
+      // `reportAttempts`, so a batch behaves exactly like the same reports made one by one.
+      const results: AttemptReportResult[] = new Array(reports.length);
+      const valid: { index: number; report: AttemptReport }[] = [];
+      reports.forEach((item, index) => {
+        try {
+          valid.push({ index, report: { ...parseBatchItem(item, runId), runId } as AttemptReport });
+        } catch (e) {
+          const kind = (item as { kind?: unknown } | null)?.kind;
+          metrics.attemptReports.inc({
+            kind: typeof kind === "string" ? kind : "unknown",
+            outcome: "VALIDATION",
+          });
+          results[index] = { index, ok: false, error: errorBody(e).error };
+        }
+      });
+      const outcomes = await ledger.reportAttempts(valid.map((v) => v.report));
+      outcomes.forEach((outcome, i) => {
+        const { index, report } = valid[i] as { index: number; report: AttemptReport };
+        metrics.attemptReports.inc({ kind: report.kind, outcome: outcome.ok ? "ok" : outcome.error.code });
+        if (outcome.ok) metrics.writes.inc({ operation: `attempt_${report.kind}` });
+        results[index] = outcome.ok
+          ? { index, ok: true, attempt: outcome.attempt }
+          : { index, ok: false, error: outcome.error };
+      });
+      return ok(c, { results });
+    },
+  );
+}
+
+/** One batch item: validated on its own; its `runId`, if any, must be the path's. */
+function parseBatchItem(item: unknown, runId: string) {
+  const result = s.batchReportSchema.safeParse(item);
+  if (!result.success) throw validationErrorOf(result.error, "json");
+  const parsed = result.data;
+  if (parsed.runId !== undefined && parsed.runId !== runId) {
+    throw new ValidationError(
+      "runId",
+      `the report names run ${parsed.runId} but the path names run ${runId}`,
+    );
+  }
+  if (parsed.error !== undefined && parsed.kind !== "failed") {
+    throw new ValidationError(
+      "error",
+      `only a "failed" report carries an error (this one is "${parsed.kind}")`,
+    );
+  }
+  const { runId: _runId, ...rest } = parsed;
+  return {
+    ...rest,
+    taskAttemptId: rest.taskAttemptId ?? null,
+    url: rest.url ?? null,
+  } as AttemptInput & { kind: "started" | "succeeded" | "failed"; error?: string };
+}
