@@ -233,6 +233,43 @@ export class PgEventLog implements EventLog {
     return rows.map((r) => this.#toRecorded(r));
   }
 
+  /**
+   * One page of the log for a replay, with only what the fold reads of each event (type, data
+   * upcast to the current version, `recordedAt`) and its position: a replay reads millions of
+   * events, and the columns it does not need (ids, stream, metadata) cost a third of the reading.
+   * `recordedAt` comes as epoch milliseconds, the Date that parsing the timestamp would give.
+   * Same page as {@link readVisible}.
+   */
+  async readFoldPage(
+    db: LedgerDb,
+    after: number,
+    limit: number,
+    options: { boundedByXmin?: boolean } = {},
+  ): Promise<Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[]> {
+    const bound = options.boundedByXmin
+      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+      : sql``;
+    const { rows } = await sql<{
+      global_position: number | string;
+      type: string;
+      schema_version: number;
+      data: unknown;
+      recorded_ms: number | string;
+    }>`
+      SELECT global_position, type, schema_version, data,
+        floor(extract(epoch FROM recorded_at) * 1000)::float8 AS recorded_ms
+      FROM ${sql.id(this.schema, "events")}
+      WHERE global_position > ${after} ${bound}
+      ORDER BY global_position
+      LIMIT ${limit}`.execute(db);
+    return rows.map((r) => ({
+      globalPosition: Number(r.global_position),
+      type: r.type,
+      data: this.#catalogue.upcast(r.type, r.schema_version, r.data).data,
+      recordedAt: new Date(Number(r.recorded_ms)),
+    }));
+  }
+
   async transaction<T>(
     fn: (session: EventLogSession) => Promise<T>,
     options: TransactionOptions = {},

@@ -10,6 +10,7 @@ import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projectio
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
+import type { ReplayStore } from "./replay-store.js";
 import {
   type Columns,
   deleteByKeys,
@@ -177,9 +178,9 @@ async function applyBulkStep(
  * Writes back what the fold changed: first its steps of attempt rows it did not load (set-based,
  * see {@link applyBulkStep}; their counts go back into the run rows), then one bulk upsert and one
  * bulk delete per table, and for attempt rows that existed, one bulk update of just the columns
- * that changed.
+ * that changed. A replay ({@link ReplayStore}) writes what it held with it too.
  */
-async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
+export async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
   for (const step of fold.attemptBulkSteps()) fold.bulkStepped(step, await applyBulkStep(db, schema, step));
   const changes = fold.changes();
   await deleteWhereIn(db, schema, "winners", "run_id", changes.clearedWinners);
