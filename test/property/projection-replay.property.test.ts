@@ -126,7 +126,11 @@ describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
       fc.asyncProperty(
         fc.array(opArb, { minLength: 10, maxLength: 60, size: "max" }),
         fc.nat(60),
-        fc.record({ pageSize: fc.integer({ min: 1, max: 9 }), heldRows: fc.integer({ min: 0, max: 12 }) }),
+        fc.record({
+          pageSize: fc.integer({ min: 1, max: 9 }),
+          heldRows: fc.integer({ min: 0, max: 12 }),
+          skipPrunedHistory: fc.boolean(),
+        }),
         async (ops, split, limits) => {
           const datasetId = `ds${history++}`;
           mkdirSync(`${t.dir}/${datasetId}`, { recursive: true });

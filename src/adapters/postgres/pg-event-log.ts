@@ -238,36 +238,81 @@ export class PgEventLog implements EventLog {
    * upcast to the current version, `recordedAt`) and its position: a replay reads millions of
    * events, and the columns it does not need (ids, stream, metadata) cost a third of the reading.
    * `recordedAt` comes as epoch milliseconds, the Date that parsing the timestamp would give.
-   * Same page as {@link readVisible}.
+   * Same rows as {@link readVisible}; an event `skip(runId, position, type)` answers true for
+   * (by the run its data names) is counted but not parsed or returned. Answers the events kept,
+   * how many were read and the last position read.
+   *
+   * @internal the replay's (src/adapters/postgres/rebuild.ts).
    */
   async readFoldPage(
     db: LedgerDb,
     after: number,
     limit: number,
-    options: { boundedByXmin?: boolean } = {},
-  ): Promise<Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[]> {
+    options: {
+      boundedByXmin?: boolean;
+      skip?: (runId: string, position: number, type: string) => boolean;
+    } = {},
+  ): Promise<{
+    events: Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[];
+    read: number;
+    position: number;
+  }> {
     const bound = options.boundedByXmin
       ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
       : sql``;
+    // The data as text: parsed here, and only for the events kept.
     const { rows } = await sql<{
       global_position: number | string;
       type: string;
       schema_version: number;
-      data: unknown;
+      data: string;
+      run_id: string | null;
       recorded_ms: number | string;
     }>`
-      SELECT global_position, type, schema_version, data,
+      SELECT global_position, type, schema_version, data::text AS data, data->>'runId' AS run_id,
         floor(extract(epoch FROM recorded_at) * 1000)::float8 AS recorded_ms
       FROM ${sql.id(this.schema, "events")}
       WHERE global_position > ${after} ${bound}
       ORDER BY global_position
       LIMIT ${limit}`.execute(db);
-    return rows.map((r) => ({
-      globalPosition: Number(r.global_position),
-      type: r.type,
-      data: this.#catalogue.upcast(r.type, r.schema_version, r.data).data,
-      recordedAt: new Date(Number(r.recorded_ms)),
-    }));
+    const skip = options.skip;
+    const events: Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[] = [];
+    for (const r of rows) {
+      const position = Number(r.global_position);
+      if (skip && r.run_id !== null && skip(r.run_id, position, r.type)) continue;
+      events.push({
+        globalPosition: position,
+        type: r.type,
+        data: this.#catalogue.upcast(r.type, r.schema_version, JSON.parse(r.data)).data,
+        recordedAt: new Date(Number(r.recorded_ms)),
+      });
+    }
+    const last = rows.at(-1);
+    return { events, read: rows.length, position: last ? Number(last.global_position) : after };
+  }
+
+  /**
+   * Where each run pruned after `after` was first pruned (the position of its first `Pruned`), in
+   * the snapshot a replay reads: every event of the run before it can be skipped by a replay
+   * whose fold lets go of the run at its prune anyway. Reads the `Pruned` events by their
+   * partial index.
+   *
+   * @internal the replay's (src/adapters/postgres/rebuild.ts).
+   */
+  async prunePositions(
+    db: LedgerDb,
+    after: number,
+    options: { boundedByXmin?: boolean } = {},
+  ): Promise<Map<string, number>> {
+    const bound = options.boundedByXmin
+      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+      : sql``;
+    const { rows } = await sql<{ run_id: string; at: number | string }>`
+      SELECT data->>'runId' AS run_id, min(global_position) AS at
+      FROM ${sql.id(this.schema, "events")}
+      WHERE type = 'Pruned' AND data->>'runId' IS NOT NULL AND global_position > ${after} ${bound}
+      GROUP BY 1`.execute(db);
+    return new Map(rows.map((r) => [r.run_id, Number(r.at)]));
   }
 
   async transaction<T>(

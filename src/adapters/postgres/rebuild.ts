@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import type { RecordedEvent } from "../../events/envelope.js";
 import type { ArchiveAuditReport } from "../../maintenance/maintenance-reports.js";
+import { vanishesWithPrune } from "../../projections/ledger-fold.js";
 import {
   PROJECTION_KEYS,
   PROJECTION_TABLES,
@@ -78,8 +79,17 @@ export async function replayInto(
   replayedPrunes: Set<string> = new Set(),
 ): Promise<{ events: number; position: number }> {
   const store = new ReplayStore(db, scratch, { empty: from === 0 });
+  // Where each run is pruned in what this replay reads (same snapshot, same bound): its events
+  // before that change nothing that outlives the prune, and are counted but not folded.
+  const prunedAt = REPLAY_LIMITS.skipPrunedHistory
+    ? await log.prunePositions(db, from, { boundedByXmin })
+    : new Map<string, number>();
+  const skip = (runId: string, position: number, type: string) => {
+    const at = prunedAt.get(runId);
+    return at !== undefined && position < at && vanishesWithPrune(type);
+  };
   const read = (after: number) => {
-    const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { boundedByXmin });
+    const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { boundedByXmin, skip });
     // Read ahead: awaited after the fold of the page before, or never if that fold throws.
     page.catch(() => {});
     return page;
@@ -91,11 +101,11 @@ export async function replayInto(
   let next = read(after);
   for (;;) {
     const page = await next;
-    if (page.length === 0) break;
-    after = page.at(-1)?.globalPosition as number;
+    if (page.read === 0) break;
+    after = page.position;
     next = read(after);
-    await store.apply(withoutRecountedPrunes(page, replayedPrunes));
-    events += page.length;
+    await store.apply(withoutRecountedPrunes(page.events, replayedPrunes));
+    events += page.read;
     onProgress?.(events);
   }
   await store.finish();
