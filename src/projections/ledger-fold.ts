@@ -26,39 +26,32 @@ const DATASET_WRITERS = new Set([
 type Data = Record<string, unknown>;
 
 /**
+ * What the fold reads of an event: its type, its data (upcast to the current version) and when it
+ * was recorded. A replay reads only these columns of the log.
+ */
+export type FoldEvent = Pick<RecordedEvent, "type" | "data" | "recordedAt">;
+
+/**
  * Event types whose fold writes beyond the rows of the run their data names: the dataset row and
  * the previous current run (a pointer move), the rollups (a prune, an archive). Every other event
- * that names a run changes that run's rows alone.
+ * that names a run changes that run's rows alone, so one folded before that run's `Pruned` leaves
+ * no trace once the prune is folded (a prune removes every row of the run; its counts go to the
+ * rollups from the `Pruned` event's own data). A replay that knows where each run is pruned skips
+ * such events without reading their data.
+ *
+ * @example
+ * ```ts
+ * const skipped = (e: FoldEvent, position: number, prunedAt: number | undefined) =>
+ *   prunedAt !== undefined && position < prunedAt && !WRITES_BEYOND_ITS_RUN.includes(e.type)
+ * ```
  */
-const WRITES_BEYOND_ITS_RUN = new Set([
+export const WRITES_BEYOND_ITS_RUN: readonly string[] = [
   "DatasetRegistered",
   "DatasetPoliciesChanged",
   "CurrentPointerMoved",
   "Pruned",
   "Archived",
-]);
-
-/**
- * Whether an event that names a run, folded before that run's `Pruned`, leaves no trace once the
- * prune is folded: it changes only rows of its run, and a prune removes every row of the run (its
- * counts go to the rollups from the `Pruned` event's own data). A replay that knows where each run
- * is pruned skips such events without reading their data.
- *
- * @example
- * ```ts
- * const skip = (runId: string, position: number, type: string) =>
- *   position < (prunedAt.get(runId) ?? 0) && vanishesWithPrune(type)
- * ```
- */
-export function vanishesWithPrune(type: string): boolean {
-  return !WRITES_BEYOND_ITS_RUN.has(type);
-}
-
-/**
- * What the fold reads of an event: its type, its data (upcast to the current version) and when it
- * was recorded. A replay reads only these columns of the log.
- */
-export type FoldEvent = Pick<RecordedEvent, "type" | "data" | "recordedAt">;
+];
 
 /** The stored safety-window hold of a dataset row, or null. */
 function holdOf(row: Row): SafetyWindowHold | null {

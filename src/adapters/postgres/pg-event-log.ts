@@ -238,9 +238,9 @@ export class PgEventLog implements EventLog {
    * upcast to the current version, `recordedAt`) and its position: a replay reads millions of
    * events, and the columns it does not need (ids, stream, metadata) cost a third of the reading.
    * `recordedAt` comes as epoch milliseconds, the Date that parsing the timestamp would give.
-   * Same rows as {@link readVisible}; an event `skip(runId, position, type)` answers true for
-   * (by the run its data names) is counted but not parsed or returned. Answers the events kept,
-   * how many were read and the last position read.
+   * Same rows as {@link readVisible}, except that an event naming a run of `skip.prunedAt` before
+   * that position, of a type not in `skip.keepTypes`, is counted but sent without its data and not
+   * returned. Answers the events kept, how many were read and the last position read.
    *
    * @internal the replay's (src/adapters/postgres/rebuild.ts).
    */
@@ -250,7 +250,7 @@ export class PgEventLog implements EventLog {
     limit: number,
     options: {
       boundedByXmin?: boolean;
-      skip?: (runId: string, position: number, type: string) => boolean;
+      skip?: { prunedAt: ReadonlyMap<string, number>; keepTypes: readonly string[] } | undefined;
     } = {},
   ): Promise<{
     events: Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[];
@@ -260,28 +260,44 @@ export class PgEventLog implements EventLog {
     const bound = options.boundedByXmin
       ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
       : sql``;
-    // The data as text: parsed here, and only for the events kept.
-    const { rows } = await sql<{
-      global_position: number | string;
-      type: string;
-      schema_version: number;
-      data: string;
-      run_id: string | null;
-      recorded_ms: number | string;
-    }>`
-      SELECT global_position, type, schema_version, data::text AS data, data->>'runId' AS run_id,
+    const page = sql`
+      SELECT global_position, type, schema_version, data,
         floor(extract(epoch FROM recorded_at) * 1000)::float8 AS recorded_ms
       FROM ${sql.id(this.schema, "events")}
       WHERE global_position > ${after} ${bound}
       ORDER BY global_position
-      LIMIT ${limit}`.execute(db);
-    const skip = options.skip;
+      LIMIT ${limit}`;
+    // Only the prunes still ahead can skip anything in this page and after.
+    const runs: string[] = [];
+    const ats: number[] = [];
+    for (const [runId, at] of options.skip?.prunedAt ?? []) {
+      if (at <= after) continue;
+      runs.push(runId);
+      ats.push(at);
+    }
+    // The data as text, parsed here; none at all for an event skipped.
+    const { rows } = await sql<{
+      global_position: number | string;
+      type: string;
+      schema_version: number;
+      data: string | null;
+      recorded_ms: number | string;
+    }>`${
+      runs.length === 0
+        ? sql`SELECT global_position, type, schema_version, data::text AS data, recorded_ms FROM (${page}) e`
+        : sql`
+      SELECT e.global_position, e.type, e.schema_version, e.recorded_ms,
+        CASE WHEN e.global_position < s.at AND NOT (e.type = ANY(${options.skip?.keepTypes ?? []}::text[]))
+          THEN NULL ELSE e.data::text END AS data
+      FROM (${page}) e
+      LEFT JOIN unnest(${runs}::text[], ${ats}::bigint[]) AS s(run_id, at) ON s.run_id = e.data->>'runId'
+      ORDER BY e.global_position`
+    }`.execute(db);
     const events: Pick<RecordedEvent, "globalPosition" | "type" | "data" | "recordedAt">[] = [];
     for (const r of rows) {
-      const position = Number(r.global_position);
-      if (skip && r.run_id !== null && skip(r.run_id, position, r.type)) continue;
+      if (r.data === null) continue;
       events.push({
-        globalPosition: position,
+        globalPosition: Number(r.global_position),
         type: r.type,
         data: this.#catalogue.upcast(r.type, r.schema_version, JSON.parse(r.data)).data,
         recordedAt: new Date(Number(r.recorded_ms)),

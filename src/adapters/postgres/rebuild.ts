@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import type { RecordedEvent } from "../../events/envelope.js";
 import type { ArchiveAuditReport } from "../../maintenance/maintenance-reports.js";
-import { vanishesWithPrune } from "../../projections/ledger-fold.js";
+import { WRITES_BEYOND_ITS_RUN } from "../../projections/ledger-fold.js";
 import {
   PROJECTION_KEYS,
   PROJECTION_TABLES,
@@ -80,14 +80,11 @@ export async function replayInto(
 ): Promise<{ events: number; position: number }> {
   const store = new ReplayStore(db, scratch, { empty: from === 0 });
   // Where each run is pruned in what this replay reads (same snapshot, same bound): its events
-  // before that change nothing that outlives the prune, and are counted but not folded.
-  const prunedAt = REPLAY_LIMITS.skipPrunedHistory
-    ? await log.prunePositions(db, from, { boundedByXmin })
-    : new Map<string, number>();
-  const skip = (runId: string, position: number, type: string) => {
-    const at = prunedAt.get(runId);
-    return at !== undefined && position < at && vanishesWithPrune(type);
-  };
+  // before that change nothing that outlives the prune (WRITES_BEYOND_ITS_RUN), and are counted but
+  // neither sent nor folded.
+  const skip = REPLAY_LIMITS.skipPrunedHistory
+    ? { prunedAt: await log.prunePositions(db, from, { boundedByXmin }), keepTypes: WRITES_BEYOND_ITS_RUN }
+    : undefined;
   const read = (after: number) => {
     const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { boundedByXmin, skip });
     // Read ahead: awaited after the fold of the page before, or never if that fold throws.

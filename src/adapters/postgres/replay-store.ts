@@ -1,10 +1,5 @@
 import { sql } from "kysely";
-import {
-  type FoldEvent,
-  LedgerFold,
-  rowsNeeded,
-  type vanishesWithPrune,
-} from "../../projections/ledger-fold.js";
+import { type FoldEvent, LedgerFold, rowsNeeded } from "../../projections/ledger-fold.js";
 import type { ProjectionTable, Row } from "../../projections/projection-rows.js";
 import type { LedgerDb } from "./database.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
@@ -15,7 +10,7 @@ import { deleteWhereIn, normaliseRow } from "./table-io.js";
  * How a replay reads and how much it holds: events per page of the log; the projection rows of
  * runs (runs, attempts, winners, pending items) it keeps in memory before it writes them all and
  * lets them go (~100,000 rows are ~50 MB of heap); whether it skips the events of a run that it
- * will see pruned (`vanishesWithPrune` in src/projections/ledger-fold.ts). Tests lower the first two to make a small history
+ * will see pruned (`WRITES_BEYOND_ITS_RUN` in src/projections/ledger-fold.ts). Tests lower the first two to make a small history
  * page and evict often, and switch the skip off to fold every event.
  *
  * @internal the replay's own; tests and the bench set it.
