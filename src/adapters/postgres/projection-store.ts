@@ -10,7 +10,6 @@ import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projectio
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
-import type { ReplayStore } from "./replay-store.js";
 import {
   type Columns,
   deleteByKeys,
@@ -178,7 +177,7 @@ async function applyBulkStep(
  * Writes back what the fold changed: first its steps of attempt rows it did not load (set-based,
  * see {@link applyBulkStep}; their counts go back into the run rows), then one bulk upsert and one
  * bulk delete per table, and for attempt rows that existed, one bulk update of just the columns
- * that changed. A replay ({@link ReplayStore}) writes what it held with it too.
+ * that changed. A replay (ReplayStore, replay-store.ts) writes what it held with it too.
  */
 export async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
   for (const step of fold.attemptBulkSteps()) fold.bulkStepped(step, await applyBulkStep(db, schema, step));
