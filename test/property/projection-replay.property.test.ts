@@ -127,7 +127,7 @@ describe(`live projections equal a replay of the log on ${BACKEND}`, () => {
         fc.array(opArb, { minLength: 10, maxLength: 60, size: "max" }),
         fc.nat(60),
         fc.record({
-          pageSize: fc.integer({ min: 1, max: 9 }),
+          pageSize: fc.integer({ min: 2, max: 40 }),
           heldRows: fc.integer({ min: 0, max: 12 }),
           skipPrunedHistory: fc.boolean(),
         }),
