@@ -4,6 +4,7 @@ import { openDatabase } from "../src/adapters/postgres/database.js";
 import { createPgEventLog } from "../src/adapters/postgres/pg-event-log.js";
 import { createProjectionTables } from "../src/adapters/postgres/projection-schema.js";
 import { applyLedgerEvents } from "../src/adapters/postgres/projection-store.js";
+import { REPLAY_LIMITS } from "../src/adapters/postgres/replay-store.js";
 import type { NewEvent } from "../src/events/envelope.js";
 import { datasetStream, runStream } from "../src/events/streams.js";
 import { openLedger } from "../src/ledger/open-ledger.js";
@@ -39,7 +40,7 @@ const TARGET_EVENTS = scaled(1_000_000);
 const DATASETS = 4;
 const SHARDS_PER_RUN = 50;
 const KEEP_RUNS = 20;
-const RATE_TARGET = 50_000;
+const RATE_TARGET = 100_000;
 const RSS_TARGET_MB = 300;
 const RSS_SAMPLE_MS = 50;
 const PROFILE_EVENTS = scaled(300_000);
@@ -240,7 +241,8 @@ interface Timed {
 }
 
 /**
- * Child process: rebuild, then audit, each on a ledger of its own with RSS sampled every 50 ms,
+ * Child process: rebuild, then audit, then a rebuild that folds every event (no skip of pruned
+ * runs' history), each on a ledger of its own with RSS sampled every 50 ms,
  * its SQL by kind, and the server's execution time (read after the ledger disconnects).
  */
 async function timedReplays(url: string): Promise<Timed[]> {
@@ -285,6 +287,20 @@ async function timedReplays(url: string): Promise<Timed[]> {
   await measure("ledger.audit()", async (ledger) => {
     const r = await ledger.audit();
     return { events: r.events, detail: `match ${r.match}, ${r.differences.length} differences` };
+  });
+  // The same rebuild folding every event, as for a log whose runs are never pruned: the replay's
+  // general case, without the skip of pruned runs' history.
+  await measure("ledger.rebuild(), every event folded", async (ledger) => {
+    REPLAY_LIMITS.skipPrunedHistory = false;
+    try {
+      const r = await ledger.rebuild();
+      return {
+        events: r.events,
+        detail: "pruned runs' history folded too (REPLAY_LIMITS.skipPrunedHistory off)",
+      };
+    } finally {
+      REPLAY_LIMITS.skipPrunedHistory = true;
+    }
   });
   return out;
 }

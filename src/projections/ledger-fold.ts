@@ -25,6 +25,34 @@ const DATASET_WRITERS = new Set([
 
 type Data = Record<string, unknown>;
 
+/**
+ * What the fold reads of an event: its type, its data (upcast to the current version) and when it
+ * was recorded. A replay reads only these columns of the log.
+ */
+export type FoldEvent = Pick<RecordedEvent, "type" | "data" | "recordedAt">;
+
+/**
+ * Event types whose fold writes beyond the rows of the run their data names: the dataset row and
+ * the previous current run (a pointer move), the rollups (a prune, an archive). Every other event
+ * that names a run changes that run's rows alone, so one folded before that run's `Pruned` leaves
+ * no trace once the prune is folded (a prune removes every row of the run; its counts go to the
+ * rollups from the `Pruned` event's own data). A replay that knows where each run is pruned skips
+ * such events without reading their data.
+ *
+ * @example
+ * ```ts
+ * const skipped = (e: FoldEvent, position: number, prunedAt: number | undefined) =>
+ *   prunedAt !== undefined && position < prunedAt && !WRITES_BEYOND_ITS_RUN.includes(e.type)
+ * ```
+ */
+export const WRITES_BEYOND_ITS_RUN: readonly string[] = [
+  "DatasetRegistered",
+  "DatasetPoliciesChanged",
+  "CurrentPointerMoved",
+  "Pruned",
+  "Archived",
+];
+
 /** The stored safety-window hold of a dataset row, or null. */
 function holdOf(row: Row): SafetyWindowHold | null {
   if (row.safety_window_hold_ms === null || row.safety_window_hold_ms === undefined) return null;
@@ -37,11 +65,19 @@ const strOrNull = (v: unknown): string | null => (v === undefined || v === null 
 /** The rows of one projection table the fold holds: loaded, changed (dirty) and deleted. */
 class TableState {
   readonly rows = new Map<string, Row>();
-  readonly dirty = new Set<string>();
+  /** Rows changed, by identity (a touch needs no key). Only the row held under its key counts. */
+  readonly dirty = new Set<Row>();
   readonly deleted = new Map<string, Row>();
   readonly #keys: readonly string[];
+  /**
+   * Keys of the rows held, by run (tables keyed by run only): a selection steps every attempt of
+   * its run, and a replay holds the rows of many runs at once, so a run's rows are found by run,
+   * never by scanning the whole table.
+   */
+  readonly #byRun: Map<string, Set<string>> | undefined;
   constructor(readonly table: ProjectionTable) {
     this.#keys = PROJECTION_KEYS[table];
+    if (this.#keys[0] === "run_id") this.#byRun = new Map();
   }
   // Keys are built for every row a selection steps (tens of thousands per batch): one template
   // string for the usual one- and two-column keys, no intermediate arrays.
@@ -52,27 +88,67 @@ class TableState {
     return ks.map((k) => String(row[k])).join("\u0000");
   }
   add(row: Row): void {
-    this.rows.set(this.key(row), row);
+    this.#hold(this.key(row), row);
   }
-  get(...parts: (string | number)[]): Row | undefined {
-    return this.rows.get(
-      parts.length === 2 ? `${parts[0]}\u0000${parts[1]}` : parts.map(String).join("\u0000"),
-    );
+  /** The row held under a one- or two-column key (called per event: no rest arguments). */
+  get(first: string | number, second?: string | number): Row | undefined {
+    return this.rows.get(second === undefined ? `${first}` : `${first}\u0000${second}`);
   }
   put(row: Row): void {
     const k = this.key(row);
-    this.rows.set(k, row);
-    this.dirty.add(k);
+    const held = this.rows.get(k);
+    if (held !== undefined && held !== row) this.dirty.delete(held);
+    this.#hold(k, row);
+    this.dirty.add(row);
     this.deleted.delete(k);
   }
+  /** Marks a held row changed. */
   touch(row: Row): void {
-    this.dirty.add(this.key(row));
+    this.dirty.add(row);
   }
   remove(row: Row): void {
     const k = this.key(row);
-    this.rows.delete(k);
-    this.dirty.delete(k);
+    this.drop(k);
     this.deleted.set(k, row);
+  }
+  /** Lets go of a held row without recording a deletion (the store is told some other way). */
+  drop(k: string): void {
+    const row = this.rows.get(k);
+    if (row === undefined) return;
+    this.rows.delete(k);
+    this.dirty.delete(row);
+    if (this.#byRun === undefined) return;
+    const keys = this.#byRun.get(row.run_id as string);
+    keys?.delete(k);
+    if (keys?.size === 0) this.#byRun.delete(row.run_id as string);
+  }
+  /** The rows held of one run (tables keyed by run), in the order they were first held. */
+  rowsOfRun(runId: string): Row[] {
+    const out: Row[] = [];
+    const keys = this.#byRun?.get(runId);
+    if (keys) for (const k of keys) out.push(this.rows.get(k) as Row);
+    return out;
+  }
+  /** Lets go of every row of `runId` and of its recorded deletions: the run is gone as a whole. */
+  forgetRun(runId: string): void {
+    const keys = this.#byRun?.get(runId);
+    if (keys) {
+      for (const k of keys) {
+        this.dirty.delete(this.rows.get(k) as Row);
+        this.rows.delete(k);
+      }
+      this.#byRun?.delete(runId);
+    }
+    if (this.deleted.size === 0) return;
+    for (const [k, row] of this.deleted) if (row.run_id === runId) this.deleted.delete(k);
+  }
+  #hold(k: string, row: Row): void {
+    this.rows.set(k, row);
+    if (this.#byRun === undefined) return;
+    const runId = row.run_id as string;
+    const keys = this.#byRun.get(runId);
+    if (keys) keys.add(k);
+    else this.#byRun.set(runId, new Set([k]));
   }
 }
 
@@ -106,7 +182,7 @@ export interface RowsNeeded {
 }
 
 /** The rows `events` touch (see {@link RowsNeeded}). */
-export function rowsNeeded(events: readonly RecordedEvent[]): RowsNeeded {
+export function rowsNeeded(events: readonly FoldEvent[]): RowsNeeded {
   const runIds = new Set<string>();
   const needed: RowsNeeded = {
     runIds: [],
@@ -278,7 +354,7 @@ export interface FoldChanges {
   prunedRuns: string[];
 }
 
-type Handler = (fold: LedgerFold, e: RecordedEvent, d: Data, run: Row | undefined) => void;
+type Handler = (fold: LedgerFold, e: FoldEvent, d: Data, run: Row | undefined) => void;
 
 /**
  * The one fold of the ledger's events into projection rows, pure: the store loads the rows a batch
@@ -303,19 +379,20 @@ export class LedgerFold {
   readonly floors = new TableState("retention_floors");
   readonly rollups = new TableState("rollups");
   /**
-   * Attempts by run and url, for cleanup events that name a url; built on the first such event
-   * (a selection loads every attempt of its run and never looks one up by url).
+   * Attempts by url, per run, for cleanup events that name a url; a run's is built on the first
+   * such event of the run (a selection loads every attempt of its run and never looks one up by
+   * url), and kept up to date from then on.
    */
-  #byUrl: Map<string, Row[]> | undefined;
+  readonly #byUrl = new Map<string, Map<string, Row[]>>();
   readonly #prunedRuns = new Set<string>();
   /** Runs whose winner selection was cancelled in this batch: their stored winners are deleted. */
   readonly #clearedWinners = new Set<string>();
   /** Winners per run, counted once from the loaded rows and kept from then on. */
   readonly #winnerCounts = new Map<string, number>();
-  /** Keys of attempt rows created in this batch: written whole; any other dirty attempt row exists. */
-  readonly #newAttempts = new Set<string>();
+  /** Attempt rows created in this batch: written whole; any other dirty attempt row exists. */
+  readonly #newAttempts = new Set<Row>();
   /** Columns besides a step's that a repeated report changed on an attempt row, by row key. */
-  readonly #reportedColumns = new Map<string, Set<string>>();
+  readonly #reportedColumns = new Map<Row, Set<string>>();
   /** Runs whose attempt rows the fold holds only in part: the rest are in the store. */
   readonly #attemptsInStore = new Set<string>();
   /** Steps of attempt rows the fold does not hold, in order (see {@link AttemptBulkStep}). */
@@ -387,13 +464,44 @@ export class LedgerFold {
     else this.#bulkSteps.push({ runId, event: eventKey, keys: [key], at });
   }
 
+  /**
+   * Lets go of every row of the runs pruned since the last call (a prune leaves no row of the run
+   * in any table but the rollups) and returns their ids, for the store to delete what it holds of
+   * them. A replay that keeps rows across pages calls it after each page: the rest of the page
+   * skipped the pruned runs' events, later pages find no row of theirs, as a page-by-page store
+   * that deleted them would.
+   */
+  forgetPruned(): string[] {
+    const runs = [...this.#prunedRuns];
+    for (const runId of runs) {
+      for (const a of this.attempts.rowsOfRun(runId)) {
+        this.#newAttempts.delete(a);
+        this.#reportedColumns.delete(a);
+      }
+      this.#byUrl.delete(runId);
+      for (const state of [this.runs, this.attempts, this.winners, this.pending, this.floors])
+        state.forgetRun(runId);
+      this.#winnerCounts.delete(runId);
+      this.#clearedWinners.delete(runId);
+      this.#attemptsInStore.delete(runId);
+    }
+    if (runs.length > 0) {
+      const gone = new Set(runs);
+      const kept = this.#bulkSteps.filter((s) => !gone.has(s.runId));
+      this.#bulkSteps.length = 0;
+      for (const s of kept) this.#bulkSteps.push(s);
+    }
+    this.#prunedRuns.clear();
+    return runs;
+  }
+
   /** Adds a loaded attempt row (once: the same row may come back from several reads). */
   loadAttempt(row: Row): void {
     if (!this.attempts.rows.has(this.attempts.key(row))) this.#indexAttempt(row);
   }
 
   /** Folds one event into the rows. */
-  apply(e: RecordedEvent): void {
+  apply(e: FoldEvent): void {
     const d = e.data as Data;
     const runId = typeof d.runId === "string" ? d.runId : undefined;
     if (runId && this.#prunedRuns.has(runId)) return;
@@ -422,16 +530,15 @@ export class LedgerFold {
       // columns that changed; only rows created in the batch are upserted whole.
       const isAttempts = state === this.attempts;
       const upserts: Row[] = [];
-      for (const k of state.dirty) {
-        const r = state.rows.get(k);
-        if (r === undefined) continue;
+      for (const r of state.dirty) {
+        if (state.rows.get(state.key(r)) !== r) continue;
         if (typeof r.run_id === "string" && this.#prunedRuns.has(r.run_id) && state.table !== "rollups")
           continue;
-        if (!isAttempts || this.#newAttempts.has(k)) {
+        if (!isAttempts || this.#newAttempts.has(r)) {
           upserts.push(r);
           continue;
         }
-        const reported = this.#reportedColumns.get(k);
+        const reported = this.#reportedColumns.get(r);
         const extra = reported ? [...reported].sort() : [];
         const group = extra.join(",");
         let update = attemptUpdates.get(group);
@@ -454,7 +561,7 @@ export class LedgerFold {
   // --- one handler per event type ---------------------------------------------------------------
 
   /** DatasetRegistered and DatasetPoliciesChanged: the dataset row, its hold and its floors. */
-  onDatasetPolicies(e: RecordedEvent, d: Data): void {
+  onDatasetPolicies(e: FoldEvent, d: Data): void {
     const at = e.recordedAt;
     const p = d.policies as Record<string, number>;
     const existing = this.datasets.get(str(d.datasetId));
@@ -503,7 +610,7 @@ export class LedgerFold {
     }
   }
 
-  onRunStarted(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onRunStarted(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (run) return;
     const at = e.recordedAt;
     const row: Row = {
@@ -536,7 +643,7 @@ export class LedgerFold {
    * machine's (its transition table, src/machines/attempt-machine.ts), stepped exactly as the
    * run fold steps it: the report, then SELECT_LOSER when the run's winners are already chosen.
    */
-  onAttemptReported(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onAttemptReported(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const at = e.recordedAt;
     const runId = str(d.runId);
@@ -563,7 +670,7 @@ export class LedgerFold {
       };
       this.#indexAttempt(attempt);
       this.attempts.put(attempt);
-      this.#newAttempts.add(this.attempts.key(attempt));
+      this.#newAttempts.add(attempt);
       run.attempts_total = (run.attempts_total as number) + 1;
       this.#count(run, initial.status, 1);
       this.#step(run, attempt, REPORT_EVENT[outcome], at);
@@ -590,7 +697,7 @@ export class LedgerFold {
    * WinnerSelected names the winners of up to 1,000 shards: each named attempt steps
    * SELECT_WINNER; once every shard has its winner, every other attempt steps SELECT_LOSER.
    */
-  onWinnerSelected(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onWinnerSelected(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const at = e.recordedAt;
     const runId = str(d.runId);
@@ -623,7 +730,7 @@ export class LedgerFold {
     this.#stepAll(run, "SELECT_LOSER", at);
   }
 
-  onRunFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onRunFailed(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     if (run.publish_progress === "winners_selected") this.#cancelSelection(run, e.recordedAt);
     run.status = "FAILED";
@@ -633,7 +740,7 @@ export class LedgerFold {
     this.#protect(run, "failed_run", "", e.recordedAt);
   }
 
-  onRunReopened(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+  onRunReopened(e: FoldEvent, _d: Data, run: Row | undefined): void {
     if (!run) return;
     run.status = "STARTED";
     run.failed_at = null;
@@ -645,7 +752,7 @@ export class LedgerFold {
     this.#unprotect(run, "failed_run", "");
   }
 
-  onCurrentPointerMoved(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCurrentPointerMoved(e: FoldEvent, d: Data, run: Row | undefined): void {
     const at = e.recordedAt;
     const dataset = this.datasets.get(str(d.datasetId));
     if (dataset) {
@@ -668,7 +775,7 @@ export class LedgerFold {
     }
   }
 
-  onCleanupPlanned(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCleanupPlanned(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const existing = this.pending.get(str(d.runId), str(d.url));
     const row: Row = existing ?? {
@@ -686,7 +793,7 @@ export class LedgerFold {
     this.pending.put(row);
   }
 
-  onCleanupFailed(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCleanupFailed(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const at = e.recordedAt;
     const runId = str(d.runId);
@@ -715,7 +822,7 @@ export class LedgerFold {
     if (d.exhausted) this.#protect(run, "failed_cleanup", str(d.url), at);
   }
 
-  onCleanupRequeued(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCleanupRequeued(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const row = this.pending.get(str(d.runId), str(d.url));
     if (row) {
@@ -731,7 +838,7 @@ export class LedgerFold {
   }
 
   /** CleanupSucceeded and StaleAttemptCollected: the data is gone. */
-  onCleanupSucceeded(e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onCleanupSucceeded(e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     const runId = str(d.runId);
     const row = this.pending.get(runId, str(d.url)) ?? { run_id: runId, url: d.url };
@@ -741,7 +848,7 @@ export class LedgerFold {
     this.#unprotect(run, "failed_cleanup", str(d.url));
   }
 
-  onPruned(e: RecordedEvent, d: Data): void {
+  onPruned(e: FoldEvent, d: Data): void {
     const datasetId = str(d.datasetId);
     const reason = str(d.reason);
     const rollup: Row = this.rollups.get(datasetId, reason) ?? {
@@ -766,7 +873,7 @@ export class LedgerFold {
    * so live rows are unchanged and a replay of the hot log, which never sees that `Pruned`, counts
    * the run once. `last_pruned_at` is the latest prune either way.
    */
-  onArchived(_e: RecordedEvent, d: Data): void {
+  onArchived(_e: FoldEvent, d: Data): void {
     const pruned = d.pruned as {
       reason: string;
       attempts: number;
@@ -791,21 +898,21 @@ export class LedgerFold {
     this.rollups.put(rollup);
   }
 
-  onRunHeartbeat(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+  onRunHeartbeat(e: FoldEvent, _d: Data, run: Row | undefined): void {
     if (run) run.heartbeat_at = e.recordedAt;
   }
 
-  onShardCoverageFailed(_e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onShardCoverageFailed(_e: FoldEvent, d: Data, run: Row | undefined): void {
     if (run) run.missing_shards = d.missingShards;
   }
 
-  onManifestPublished(_e: RecordedEvent, d: Data, run: Row | undefined): void {
+  onManifestPublished(_e: FoldEvent, d: Data, run: Row | undefined): void {
     if (!run) return;
     run.manifest_url = d.manifestUrl;
     run.publish_progress = "manifest_published";
   }
 
-  onRunSucceeded(e: RecordedEvent, _d: Data, run: Row | undefined): void {
+  onRunSucceeded(e: FoldEvent, _d: Data, run: Row | undefined): void {
     if (!run) return;
     run.status = "SUCCEEDED";
     run.succeeded_at = e.recordedAt;
@@ -816,31 +923,23 @@ export class LedgerFold {
 
   /** Notes that a repeated report changed `column` of an attempt row, so the store writes it too. */
   #reported(attempt: Row, column: string): void {
-    const k = this.attempts.key(attempt);
-    const columns = this.#reportedColumns.get(k) ?? new Set<string>();
+    const columns = this.#reportedColumns.get(attempt) ?? new Set<string>();
     columns.add(column);
-    this.#reportedColumns.set(k, columns);
+    this.#reportedColumns.set(attempt, columns);
   }
 
   #unindexAttempt(row: Row): void {
-    if (row.url === null || this.#byUrl === undefined) return;
-    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
-    const list = this.#byUrl.get(k)?.filter((r) => r !== row);
-    if (list && list.length > 0) this.#byUrl.set(k, list);
-    else this.#byUrl.delete(k);
+    const byUrl = this.#byUrl.get(str(row.run_id));
+    if (row.url === null || byUrl === undefined) return;
+    const list = byUrl.get(str(row.url))?.filter((r) => r !== row);
+    if (list && list.length > 0) byUrl.set(str(row.url), list);
+    else byUrl.delete(str(row.url));
   }
 
   #indexAttempt(row: Row): void {
     this.attempts.add(row);
-    if (this.#byUrl !== undefined) this.#indexUrl(this.#byUrl, row);
-  }
-
-  #indexUrl(byUrl: Map<string, Row[]>, row: Row): void {
-    if (row.url === null) return;
-    const k = `${str(row.run_id)}\u0000${str(row.url)}`;
-    const list = byUrl.get(k);
-    if (list) list.push(row);
-    else byUrl.set(k, [row]);
+    const byUrl = this.#byUrl.get(str(row.run_id));
+    if (byUrl !== undefined) indexUrl(byUrl, row);
   }
 
   /**
@@ -850,12 +949,7 @@ export class LedgerFold {
    */
   #cancelSelection(run: Row, at: Date): void {
     const runId = str(run.run_id);
-    for (const [k, w] of this.winners.rows) {
-      if (w.run_id === runId) {
-        this.winners.rows.delete(k);
-        this.winners.dirty.delete(k);
-      }
-    }
+    for (const w of this.winners.rowsOfRun(runId)) this.winners.drop(this.winners.key(w));
     this.#clearedWinners.add(runId);
     this.#winnerCounts.set(runId, 0);
     run.winners_selected_at = null;
@@ -864,27 +958,25 @@ export class LedgerFold {
   }
 
   #attemptsAt(runId: string, url: string): Row[] {
-    if (this.#byUrl === undefined) {
-      const byUrl = new Map<string, Row[]>();
-      for (const row of this.attempts.rows.values()) this.#indexUrl(byUrl, row);
-      this.#byUrl = byUrl;
+    let byUrl = this.#byUrl.get(runId);
+    if (byUrl === undefined) {
+      byUrl = new Map<string, Row[]>();
+      for (const row of this.attempts.rowsOfRun(runId)) indexUrl(byUrl, row);
+      this.#byUrl.set(runId, byUrl);
     }
-    return this.#byUrl.get(`${runId}\u0000${url}`) ?? [];
+    return byUrl.get(url) ?? [];
   }
 
   /** Every attempt row of the run the fold holds (all of them unless {@link attemptsInStore}). */
   #attemptsOf(runId: string): Row[] {
-    const out: Row[] = [];
-    for (const a of this.attempts.rows.values()) if (a.run_id === runId) out.push(a);
-    return out;
+    return this.attempts.rowsOfRun(runId);
   }
 
   /** How many shards of the run have their winner (the run's winners are loaded whole for WinnerSelected). */
   #winnerCount(runId: string): number {
     let n = this.#winnerCounts.get(runId);
     if (n === undefined) {
-      n = 0;
-      for (const w of this.winners.rows.values()) if (w.run_id === runId) n++;
+      n = this.winners.rowsOfRun(runId).length;
       this.#winnerCounts.set(runId, n);
     }
     return n;
@@ -943,6 +1035,14 @@ export class LedgerFold {
   #unprotect(run: Row, kind: string, url: string): void {
     this.floors.remove({ run_id: run.run_id, kind, url });
   }
+}
+
+/** Adds an attempt row to its run's url index. */
+function indexUrl(byUrl: Map<string, Row[]>, row: Row): void {
+  if (row.url === null) return;
+  const list = byUrl.get(str(row.url));
+  if (list) list.push(row);
+  else byUrl.set(str(row.url), [row]);
 }
 
 /** The handler of each event type the projection shows; other types change nothing but `updated_at`. */

@@ -177,9 +177,9 @@ async function applyBulkStep(
  * Writes back what the fold changed: first its steps of attempt rows it did not load (set-based,
  * see {@link applyBulkStep}; their counts go back into the run rows), then one bulk upsert and one
  * bulk delete per table, and for attempt rows that existed, one bulk update of just the columns
- * that changed.
+ * that changed. A replay (ReplayStore, replay-store.ts) writes what it held with it too.
  */
-async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
+export async function storeChanges(db: LedgerDb, schema: string, fold: LedgerFold): Promise<void> {
   for (const step of fold.attemptBulkSteps()) fold.bulkStepped(step, await applyBulkStep(db, schema, step));
   const changes = fold.changes();
   await deleteWhereIn(db, schema, "winners", "run_id", changes.clearedWinners);

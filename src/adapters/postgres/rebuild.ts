@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import type { RecordedEvent } from "../../events/envelope.js";
 import type { ArchiveAuditReport } from "../../maintenance/maintenance-reports.js";
+import { WRITES_BEYOND_ITS_RUN } from "../../projections/ledger-fold.js";
 import {
   PROJECTION_KEYS,
   PROJECTION_TABLES,
@@ -17,7 +18,7 @@ import {
   PROJECTION_COLUMNS,
   PROJECTION_VERSION,
 } from "./projection-schema.js";
-import { applyLedgerEvents } from "./projection-store.js";
+import { REPLAY_LIMITS, ReplayStore } from "./replay-store.js";
 import { normaliseRow } from "./table-io.js";
 
 /**
@@ -57,12 +58,14 @@ export interface AuditReport {
   archives?: ArchiveAuditReport;
 }
 
-const PAGE = 5_000;
 const MAX_DIFFERENCES = 1_000;
 
 /**
  * Replays the log after position `from` into the projection tables of `target`, page by page, with
- * the inline projection's own code. Returns how many events it applied and the last position.
+ * the inline projection's own fold, holding rows in memory across pages ({@link ReplayStore}).
+ * `from` 0 means the tables were just created and are empty (every caller creates them first);
+ * after a later position they may hold anything. Returns how many events it applied and the last
+ * position.
  *
  * @internal the ledger's audit and rebuild; users call `ledger.audit()` / `ledger.rebuild()`.
  */
@@ -75,17 +78,35 @@ export async function replayInto(
   boundedByXmin = false,
   replayedPrunes: Set<string> = new Set(),
 ): Promise<{ events: number; position: number }> {
+  const store = new ReplayStore(db, scratch, { empty: from === 0 });
+  // Where each run is pruned in what this replay reads (same snapshot, same bound): its events
+  // before that change nothing that outlives the prune (WRITES_BEYOND_ITS_RUN), and are counted but
+  // neither sent nor folded.
+  const skip = REPLAY_LIMITS.skipPrunedHistory
+    ? { prunedAt: await log.prunePositions(db, from, { boundedByXmin }), keepTypes: WRITES_BEYOND_ITS_RUN }
+    : undefined;
+  const read = (after: number) => {
+    const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { boundedByXmin, skip });
+    // Read ahead: awaited after the fold of the page before, or never if that fold throws.
+    page.catch(() => {});
+    return page;
+  };
   let after = from;
   let events = 0;
+  // One page at a time (memory stays bounded by a page and the rows held, never the whole log),
+  // the next page's query in flight while this one folds.
+  let next = read(after);
   for (;;) {
-    // One page at a time: memory stays bounded by the page, never the whole log.
-    const page = await log.readVisible(db, after, PAGE, { boundedByXmin });
-    if (page.length === 0) return { events, position: after };
-    await applyLedgerEvents(db, scratch, withoutRecountedPrunes(page, replayedPrunes));
-    events += page.length;
-    after = page.at(-1)?.globalPosition as number;
+    const page = await next;
+    if (page.read === 0) break;
+    after = page.position;
+    next = read(after);
+    await store.apply(withoutRecountedPrunes(page.events, replayedPrunes));
+    events += page.read;
     onProgress?.(events);
   }
+  await store.finish();
+  return { events, position: after };
 }
 
 /**
@@ -94,7 +115,10 @@ export async function replayInto(
  * counts on, for a log whose `Pruned` is gone) arrives in the second: its counts are taken once.
  * Within one snapshot a run has one or the other, never both. Remembers the prunes replayed.
  */
-function withoutRecountedPrunes(page: RecordedEvent[], replayed: Set<string>): RecordedEvent[] {
+function withoutRecountedPrunes<E extends Pick<RecordedEvent, "type" | "data">>(
+  page: E[],
+  replayed: Set<string>,
+): E[] {
   let out = page;
   for (const [i, e] of page.entries()) {
     const d = e.data as { runId?: unknown; pruned?: unknown };
