@@ -9,6 +9,8 @@ import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog, EventLogSession } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
+import { RUN_FOLD_VERSION, restoreRunState, serialiseRunState } from "../machines/run-snapshot.js";
+import type { RunSnapshotStore } from "../machines/run-snapshot-store.js";
 import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
 import { reportScratch } from "./report-scratch.js";
 
@@ -30,6 +32,22 @@ const CONTENDED_MS = 1000;
  * would buy little.
  */
 const MAX_GROUP_SIZE = 1000;
+/**
+ * A run's state is snapshotted once its stream has grown by at least this many events since the
+ * last snapshot (below it, folding the stream is cheaper than reading and restoring a snapshot)…
+ */
+const SNAPSHOT_MIN_EVENTS = 1000;
+/**
+ * …and by at least this share of its length. Writing a snapshot costs in proportion to the run's
+ * size, so spacing them by a share of the stream keeps their cost per event constant (≤ 1/0.1 = 10
+ * events' worth of state serialised per event appended), while a load never folds more than about
+ * a tenth of the stream on top of the snapshot.
+ */
+const SNAPSHOT_GROWTH = 0.1;
+/** A due snapshot is taken this long after it fell due, once the run has no command in flight… */
+const SNAPSHOT_DELAY_MS = 250;
+/** …or after this long even if the run never falls idle (reports arriving back to back). */
+const SNAPSHOT_MAX_WAIT_MS = 10_000;
 
 /**
  * An attempt report, the one kind of command that is group-committed.
@@ -84,6 +102,15 @@ export class RunExecutor {
   /** Runs whose report groups are decided under the stream lock, until the time given (ms). */
   readonly #contendedUntil = new Map<string, number>();
   readonly #maxConflictRetries: number;
+  readonly #snapshots: RunSnapshotStore | null;
+  /** The stream version of each cached state's latest snapshot (read or written); 0 for none. */
+  readonly #snapshotAt = new WeakMap<RunState, number>();
+  /** Snapshot writes under way (awaited by {@link RunExecutor.settle}). */
+  readonly #writes = new Set<Promise<void>>();
+  readonly #writeChains = new Map<string, Promise<void>>();
+  /** Runs due for a snapshot: their cached state and since when. */
+  readonly #due = new Map<string, { state: RunState; since: number }>();
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
   /**
    * `options.maxConflictRetries` bounds how often {@link RunExecutor.execute} and
@@ -91,17 +118,33 @@ export class RunExecutor {
    * (default {@link MAX_CONFLICT_RETRIES}); tests lower it. Attempt reports
    * ({@link RunExecutor.report}) are not bounded by it: after a lost race they queue on the run
    * stream's lock, and a report is never refused for contention.
+   *
+   * With `options.snapshots`, a run not in the cache is restored from its snapshot (when one of
+   * this fold version exists) plus the tail of its stream, and a run whose stream has grown enough
+   * (see {@link SNAPSHOT_GROWTH}) is snapshotted in the background after the command that grew it.
    */
   constructor(
     log: EventLog,
     clock: () => Date,
     metadata: Partial<EventMetadata>,
-    options: { maxConflictRetries?: number } = {},
+    options: { maxConflictRetries?: number; snapshots?: RunSnapshotStore } = {},
   ) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
     this.#maxConflictRetries = options.maxConflictRetries ?? MAX_CONFLICT_RETRIES;
+    this.#snapshots = options.snapshots ?? null;
+  }
+
+  /**
+   * Takes every due snapshot now and resolves once every snapshot write has finished (they never
+   * fail: errors are dropped). The ledger calls it when it closes.
+   */
+  async settle(): Promise<void> {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#takeDue(true);
+    while (this.#writes.size > 0) await Promise.all([...this.#writes]);
   }
 
   /** The run's current state (empty state when the run does not exist). */
@@ -156,6 +199,7 @@ export class RunExecutor {
             return { state: await this.#load(command.runId), events: result.written };
           }
           for (const e of result.written) evolveRun(state, e);
+          this.#maybeSnapshot(command.runId, state);
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(command.runId);
@@ -208,6 +252,7 @@ export class RunExecutor {
             return { state: await this.#load(runId), events: result.written };
           }
           for (const e of result.written) evolveRun(state, e);
+          this.#maybeSnapshot(runId, state);
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(runId);
@@ -402,6 +447,7 @@ export class RunExecutor {
       }
       if (written.length === decided.length) {
         for (const e of written) evolveRun(state, e);
+        this.#maybeSnapshot(runId, state);
         for (const [i, item] of group.entries()) {
           const o = outcomes[i] as Decided;
           settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
@@ -470,10 +516,14 @@ export class RunExecutor {
     return this.#loadFrom(this.#log, runId);
   }
 
-  /** The run's state, caught up from the cache through `source` (the log, or a transaction). */
+  /**
+   * The run's state, caught up from the cache through `source` (the log, or a transaction). A run
+   * not in the cache starts from its snapshot when read outside a transaction (a transaction holds
+   * its connection, on PGlite the only one, so it reads only through itself and folds from the log).
+   */
   async #loadFrom(source: Pick<EventLogSession, "readStream">, runId: string): Promise<RunState> {
     let state = this.#cache.get(runId);
-    if (!state) state = initialRunState();
+    if (!state) state = (source === this.#log ? await this.#restore(runId) : null) ?? initialRunState();
     const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
     for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
     this.#cache.delete(runId);
@@ -482,7 +532,92 @@ export class RunExecutor {
       const oldest = this.#cache.keys().next().value;
       if (oldest !== undefined) this.#cache.delete(oldest);
     }
+    this.#maybeSnapshot(runId, state);
     return state;
+  }
+
+  /** The run's snapshot, if one of this fold version can be read and restored; else null. */
+  async #restore(runId: string): Promise<RunState | null> {
+    if (!this.#snapshots) return null;
+    try {
+      const found = await this.#snapshots.read(runId);
+      if (!found || found.foldVersion !== RUN_FOLD_VERSION) return null;
+      const state = restoreRunState(found.state);
+      if (!state || state.version !== found.version) return null;
+      this.#snapshotAt.set(state, found.version);
+      return state;
+    } catch {
+      // A snapshot is never needed: unreadable (or a schema without the table) means the log.
+      return null;
+    }
+  }
+
+  /**
+   * Marks `state` for a snapshot when its stream grew enough since its last snapshot. The snapshot
+   * is taken later, once the run has no command in flight in this process (or at the latest after
+   * {@link SNAPSHOT_MAX_WAIT_MS}, or at {@link RunExecutor.settle}), so that serialising and
+   * writing it is never part of a command's own time (a publish, a report group); its failure is
+   * dropped (the next load folds a little more). A pruned run gets none, and its old one is
+   * removed (its state is not read for decisions again).
+   */
+  #maybeSnapshot(runId: string, state: RunState): void {
+    const store = this.#snapshots;
+    if (!store || state.version === 0) return;
+    const last = this.#snapshotAt.get(state) ?? 0;
+    if (state.status === "PRUNED") {
+      if (last === -1) return;
+      this.#snapshotAt.set(state, -1);
+      this.#due.delete(runId);
+      this.#track(runId, () => store.remove(runId));
+      return;
+    }
+    const grown = state.version - last;
+    if (grown < SNAPSHOT_MIN_EVENTS || grown < state.version * SNAPSHOT_GROWTH) return;
+    if (!this.#due.has(runId)) this.#due.set(runId, { state, since: Date.now() });
+    this.#arm();
+  }
+
+  #arm(): void {
+    if (this.#timer !== null) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#takeDue(false);
+    }, SNAPSHOT_DELAY_MS);
+    this.#timer.unref?.();
+  }
+
+  /** Takes the due snapshots of runs that are idle (or waited long enough; all when `all`). */
+  #takeDue(all: boolean): void {
+    const store = this.#snapshots;
+    if (!store) return;
+    for (const [runId, { state, since }] of this.#due) {
+      if (!all && this.#queues.has(runId) && Date.now() - since < SNAPSHOT_MAX_WAIT_MS) continue;
+      this.#due.delete(runId);
+      // Only the cached state is known to be a prefix of the stream (it is folded after appends).
+      if (this.#cache.get(runId) !== state || state.status === "PRUNED") continue;
+      this.#snapshotAt.set(state, state.version);
+      // The text is taken now, synchronously: the cached state changes in place later.
+      const snapshot = {
+        runId,
+        version: state.version,
+        foldVersion: RUN_FOLD_VERSION,
+        state: serialiseRunState(state),
+      };
+      this.#track(runId, () => store.write(snapshot));
+    }
+    if (this.#due.size > 0) this.#arm();
+  }
+
+  /** Runs a snapshot write after the run's previous one (so a removal is never overtaken). */
+  #track(runId: string, write: () => Promise<void>): void {
+    const previous = this.#writeChains.get(runId) ?? Promise.resolve();
+    const tracked = previous.then(write).catch(() => {});
+    this.#writeChains.set(runId, tracked);
+    this.#writes.add(tracked);
+    void tracked.finally(() => {
+      this.#writes.delete(tracked);
+      if (this.#writeChains.get(runId) === tracked) this.#writeChains.delete(runId);
+    });
   }
 
   async #serial<T>(runId: string, fn: () => Promise<T>): Promise<T> {
