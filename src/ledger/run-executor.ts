@@ -44,7 +44,7 @@ const SNAPSHOT_MIN_EVENTS = 1000;
  * a tenth of the stream on top of the snapshot.
  */
 const SNAPSHOT_GROWTH = 0.1;
-/** A due snapshot is taken this long after it fell due, once the run has no command in flight… */
+/** A due snapshot is taken once this process has run no command of any run for this long… */
 const SNAPSHOT_DELAY_MS = 250;
 /** …or after this long even if the run never falls idle (reports arriving back to back). */
 const SNAPSHOT_MAX_WAIT_MS = 10_000;
@@ -111,6 +111,8 @@ export class RunExecutor {
   /** Runs due for a snapshot: their cached state and since when. */
   readonly #due = new Map<string, { state: RunState; since: number }>();
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** When a command last started or ended (ms). */
+  #lastActive = 0;
 
   /**
    * `options.maxConflictRetries` bounds how often {@link RunExecutor.execute} and
@@ -554,7 +556,7 @@ export class RunExecutor {
 
   /**
    * Marks `state` for a snapshot when its stream grew enough since its last snapshot. The snapshot
-   * is taken later, once the run has no command in flight in this process (or at the latest after
+   * is taken later, once this process has had no command in flight for a moment (or at the latest after
    * {@link SNAPSHOT_MAX_WAIT_MS}, or at {@link RunExecutor.settle}), so that serialising and
    * writing it is never part of a command's own time (a publish, a report group); its failure is
    * dropped (the next load folds a little more). A pruned run gets none, and its old one is
@@ -586,12 +588,12 @@ export class RunExecutor {
     this.#timer.unref?.();
   }
 
-  /** Takes the due snapshots of runs that are idle (or waited long enough; all when `all`). */
+  /** Takes the due snapshots when the executor is idle (or they waited long enough; all when `all`). */
   #takeDue(all: boolean): void {
     const store = this.#snapshots;
     if (!store) return;
     for (const [runId, { state, since }] of this.#due) {
-      if (!all && this.#queues.has(runId) && Date.now() - since < SNAPSHOT_MAX_WAIT_MS) continue;
+      if (!all && !this.#idle() && Date.now() - since < SNAPSHOT_MAX_WAIT_MS) continue;
       this.#due.delete(runId);
       // Only the cached state is known to be a prefix of the stream (it is folded after appends).
       if (this.#cache.get(runId) !== state || state.status === "PRUNED") continue;
@@ -608,6 +610,14 @@ export class RunExecutor {
     if (this.#due.size > 0) this.#arm();
   }
 
+  /**
+   * No command in flight, and none for {@link SNAPSHOT_DELAY_MS}: a publish is a series of
+   * commands with object-store writes between them, and its snapshot waits until it is over.
+   */
+  #idle(): boolean {
+    return this.#queues.size === 0 && Date.now() - this.#lastActive >= SNAPSHOT_DELAY_MS;
+  }
+
   /** Runs a snapshot write after the run's previous one (so a removal is never overtaken). */
   #track(runId: string, write: () => Promise<void>): void {
     const previous = this.#writeChains.get(runId) ?? Promise.resolve();
@@ -621,6 +631,7 @@ export class RunExecutor {
   }
 
   async #serial<T>(runId: string, fn: () => Promise<T>): Promise<T> {
+    this.#lastActive = Date.now();
     const previous = this.#queues.get(runId) ?? Promise.resolve();
     const next = previous.then(fn, fn);
     const settled = next.catch(() => {});
@@ -628,6 +639,7 @@ export class RunExecutor {
     try {
       return await next;
     } finally {
+      this.#lastActive = Date.now();
       if (this.#queues.get(runId) === settled) this.#queues.delete(runId);
     }
   }
