@@ -111,6 +111,8 @@ export class RunExecutor {
   /** Runs due for a snapshot: their cached state and since when. */
   readonly #due = new Map<string, { state: RunState; since: number }>();
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Callers inside {@link RunExecutor.withoutSnapshots}. */
+  #holds = 0;
   /** When a command last started or ended (ms). */
   #lastActive = 0;
 
@@ -593,7 +595,7 @@ export class RunExecutor {
     const store = this.#snapshots;
     if (!store) return;
     for (const [runId, { state, since }] of this.#due) {
-      if (!all && !this.#idle() && Date.now() - since < SNAPSHOT_MAX_WAIT_MS) continue;
+      if (!all && !this.#idle() && (this.#holds > 0 || Date.now() - since < SNAPSHOT_MAX_WAIT_MS)) continue;
       this.#due.delete(runId);
       // Only the cached state is known to be a prefix of the stream (it is folded after appends).
       if (this.#cache.get(runId) !== state || state.status === "PRUNED") continue;
@@ -615,7 +617,22 @@ export class RunExecutor {
    * commands with object-store writes between them, and its snapshot waits until it is over.
    */
   #idle(): boolean {
-    return this.#queues.size === 0 && Date.now() - this.#lastActive >= SNAPSHOT_DELAY_MS;
+    return this.#holds === 0 && this.#queues.size === 0 && Date.now() - this.#lastActive >= SNAPSHOT_DELAY_MS;
+  }
+
+  /**
+   * Runs `fn` (a publish: several commands with object-store writes between them) with no
+   * snapshot taken meanwhile, so that none of its time goes to serialising one; those that fell
+   * due are taken once it is over and the executor is idle.
+   */
+  async withoutSnapshots<T>(fn: () => Promise<T>): Promise<T> {
+    this.#holds++;
+    try {
+      return await fn();
+    } finally {
+      this.#holds--;
+      this.#lastActive = Date.now();
+    }
   }
 
   /** Runs a snapshot write after the run's previous one (so a removal is never overtaken). */
