@@ -984,8 +984,9 @@ class LedgerImpl implements Ledger {
     this.#closed ??= (async () => {
       // Even when abandoned, the pass is awaited: it stops at its next safe point and records where.
       while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
-      // Snapshot writes are quick and worth keeping: finish them before the connections go.
-      await this.#executor.settle();
+      // Due run snapshots are taken and written before the connections go; an abandoning close
+      // (a signal) only lets the writes under way finish.
+      await this.#executor.settle({ takeDue: mode !== "abandon" });
       for (const store of this.#stores.values()) await store.close?.();
       this.#stores.clear();
       await this.#database.close();

@@ -141,13 +141,15 @@ export class RunExecutor {
   }
 
   /**
-   * Takes every due snapshot now and resolves once every snapshot write has finished (they never
-   * fail: errors are dropped). The ledger calls it when it closes.
+   * Takes every due snapshot now (unless `takeDue: false`: a hurried close drops them) and resolves
+   * once every snapshot write has finished (they never fail: errors are dropped). The ledger calls
+   * it when it closes.
    */
-  async settle(): Promise<void> {
+  async settle(options: { takeDue?: boolean } = {}): Promise<void> {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
-    this.#takeDue(true);
+    if (options.takeDue === false) this.#due.clear();
+    else this.#takeDue(true);
     while (this.#writes.size > 0) await Promise.all([...this.#writes]);
   }
 
