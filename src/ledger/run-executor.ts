@@ -529,9 +529,28 @@ export class RunExecutor {
    */
   async #loadFrom(source: Pick<EventLogSession, "readStream">, runId: string): Promise<RunState> {
     let state = this.#cache.get(runId);
-    if (!state) state = (source === this.#log ? await this.#restore(runId) : null) ?? initialRunState();
-    const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
-    for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
+    let complete = false;
+    if (!state && source === this.#log && this.#snapshots) {
+      // The snapshot and the stream's first events are read side by side, so a run without one
+      // (every run under SNAPSHOT_MIN_EVENTS events) still costs one round trip. A snapshot longer
+      // than a stream that ended in that head is not the stream's: the log wins.
+      const [restored, head] = await Promise.all([
+        this.#restore(runId),
+        source.readStream(runStream(runId), { limit: SNAPSHOT_MIN_EVENTS }),
+      ]);
+      const ended = head.length < SNAPSHOT_MIN_EVENTS;
+      if (restored && !(ended && restored.version > head.length)) state = restored;
+      else {
+        state = initialRunState();
+        for (const e of head) evolveRun(state, e);
+        complete = ended;
+      }
+    }
+    state ??= initialRunState();
+    if (!complete) {
+      const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
+      for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
+    }
     this.#cache.delete(runId);
     if (state.version > 0) this.#cache.set(runId, state);
     if (this.#cache.size > MAX_CACHED_RUNS) {

@@ -20,8 +20,13 @@ import { eventually } from "../support/eventually.js";
 import { openTestLedger, testClock } from "../support/ledger.js";
 import { writeAndPublish } from "../support/runs.js";
 
-/** Enough reports for a snapshot (the executor snapshots a run grown by ≥ 1,000 events). */
-const SHARDS = 1_100;
+/**
+ * Enough reports for a snapshot (the executor snapshots a run grown by ≥ 1,000 events), and a
+ * stream long enough that reading the snapshot and its tail is visibly less than reading it all.
+ */
+const SHARDS = 3_000;
+/** A load outside the cache reads the stream's first 1,000 events beside the snapshot. */
+const HEAD = 1_000;
 const DAY = 86_400_000;
 
 type T = Awaited<ReturnType<typeof openTestLedger>>;
@@ -135,8 +140,10 @@ describe(`run snapshots on ${BACKEND}`, () => {
     );
     expect(result.winners).toHaveLength(SHARDS);
     expect(result.winners.every((w) => w.attempt === 0)).toBe(true);
-    // Only the tail of the run stream was read (the publish's own events were folded as appended).
-    expect(read.get("run-r1")).toBe(tail);
+    // Only the tail of the run stream was read (the publish's own events were folded as appended),
+    // besides its head (read side by side with the snapshot, for a run that has none).
+    expect(read.get("run-r1")).toBe(HEAD + tail);
+    expect(HEAD + tail).toBeLessThan(version / 2);
     // The state it decided on is the fold of the whole log.
     expect(await executor.load("r1")).toStrictEqual(await fullFold("r1"));
     await executor.settle();
