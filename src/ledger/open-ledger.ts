@@ -60,6 +60,7 @@ import type {
   RunView,
   WinnerView,
 } from "../projections/views.js";
+import { type DatasetRoot, parseDatasetRoot } from "../storage/dataset-url.js";
 import { attemptUrlOf } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { parseWithSchema } from "../validation.js";
@@ -496,8 +497,8 @@ class LedgerImpl implements Ledger {
   readonly #clock: () => Date;
   readonly #options: LedgerSettings;
   readonly #stores = new Map<string, ObjectStore>();
-  /** Dataset roots by id (a root never changes once registered). */
-  readonly #roots = new Map<string, string>();
+  /** Dataset roots by id, parsed (a root never changes once registered). */
+  readonly #roots = new Map<string, DatasetRoot>();
   readonly #maintenance: MaintenanceService;
   readonly #background = new Set<Promise<unknown>>();
   /** Aborted by `close({ backgroundCleanup: "abandon" })`: background cleanup stops at its next safe point. */
@@ -756,10 +757,10 @@ class LedgerImpl implements Ledger {
    * event that could change it), and a group of a thousand reports must not query it a thousand
    * times.
    */
-  async #rootOf(datasetId: string): Promise<string> {
+  async #rootOf(datasetId: string): Promise<DatasetRoot> {
     let root = this.#roots.get(datasetId);
     if (root === undefined) {
-      root = (await this.dataset(datasetId)).root;
+      root = parseDatasetRoot((await this.dataset(datasetId)).root);
       this.#roots.set(datasetId, root);
     }
     return root;

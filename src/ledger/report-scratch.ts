@@ -24,6 +24,35 @@ export function reportScratch(base: RunState): RunState {
   };
 }
 
+/**
+ * `scratch` as if it had been taken of `base`, where `base` is what `scratch`'s own base has become
+ * since (the previous group's events folded into the run's state): the run's scalars and the
+ * attempts `scratch` itself touched are carried over; everything else is read from `base`. A group
+ * decided while the previous group was being stored is rebased so, once that group has committed,
+ * before the group after it is decided on it: scratches stay one level deep, and what the previous
+ * group's scratch copied is released.
+ *
+ * @internal
+ */
+export function rebaseReportScratch(scratch: RunState, base: RunState): RunState {
+  const own = scratch.attempts;
+  if (!(own instanceof CopyOnReadMap)) throw new Error("rebaseReportScratch takes a report scratch state");
+  const {
+    attempts: _attempts,
+    winners: _winners,
+    cleanup: _cleanup,
+    missingShards: _missing,
+    ...scalars
+  } = scratch;
+  const rebased = { ...reportScratch(base), ...scalars };
+  const attempts = rebased.attempts as CopyOnReadMap<
+    string,
+    RunState["attempts"] extends ReadonlyMap<string, infer V> ? V : never
+  >;
+  for (const [key, value] of own.ownEntries()) attempts.adopt(key, value);
+  return rebased;
+}
+
 const notOnScratch = (what: string): never => {
   throw new Error(`a report scratch state does not support ${what}: only attempt reports are decided on it`);
 };
@@ -51,6 +80,16 @@ class CopyOnReadMap<K, V> extends Map<K, V> {
 
   override has(key: K): boolean {
     return super.has(key) || this.#base.has(key);
+  }
+
+  /** The entries this map holds itself (those read or written since it was made). */
+  ownEntries(): MapIterator<[K, V]> {
+    return super.entries();
+  }
+
+  /** Holds `value` for `key` itself, as if it had been read and changed here. */
+  adopt(key: K, value: V): void {
+    super.set(key, value);
   }
 
   override delete(): boolean {

@@ -12,7 +12,7 @@ import { type DecideContext, decideRun, type RunCommand, type RunEvent } from ".
 import { RUN_FOLD_VERSION, restoreRunState, serialiseRunState } from "../machines/run-snapshot.js";
 import type { RunSnapshotStore } from "../machines/run-snapshot-store.js";
 import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
-import { reportScratch } from "./report-scratch.js";
+import { rebaseReportScratch, reportScratch } from "./report-scratch.js";
 
 const MAX_CACHED_RUNS = 256;
 const MAX_CONFLICT_RETRIES = 50;
@@ -84,6 +84,20 @@ interface GroupItem {
 type Decided = { ok: true; from: number; to: number; view: unknown } | { ok: false; error: unknown };
 
 /**
+ * A group of reports decided while the previous group's append was in flight, on the state that
+ * append would leave: used as it is when the run is at `baseVersion` once that append has
+ * committed, else decided again.
+ */
+interface Speculation {
+  /** The run's version the group was decided on (the version after the previous group). */
+  baseVersion: number;
+  /** The report scratch after the group (the base on which the group after it is decided). */
+  scratch: RunState;
+  decided: RunEvent[];
+  outcomes: Decided[];
+}
+
+/**
  * Executes run commands: restore the run from its stream, let the machine decide, append with the
  * expected version, and on a concurrency conflict decide again on fresh state. Commands for one
  * run are queued within the process (fewer conflicts, and the cached state is never folded by two
@@ -101,6 +115,8 @@ export class RunExecutor {
   readonly #groups = new Map<string, GroupItem[]>();
   /** Runs whose report groups are decided under the stream lock, until the time given (ms). */
   readonly #contendedUntil = new Map<string, number>();
+  /** Commands other than report groups queued for each run's turn and not started yet. */
+  readonly #commandsQueued = new Map<string, number>();
   readonly #maxConflictRetries: number;
   readonly #snapshots: RunSnapshotStore | null;
   /** The stream version of each cached state's latest snapshot (read or written); 0 for none. */
@@ -155,7 +171,7 @@ export class RunExecutor {
 
   /** The run's current state (empty state when the run does not exist). */
   load(runId: string): Promise<RunState> {
-    return this.#serial(runId, () => this.#load(runId));
+    return this.#serialCommand(runId, () => this.#load(runId));
   }
 
   /**
@@ -177,7 +193,7 @@ export class RunExecutor {
     } = {},
   ): Promise<{ state: RunState; events: RecordedEvent[] }> {
     const { fence, prepare, ...decideContext } = context;
-    return this.#serial(command.runId, async () => {
+    return this.#serialCommand(command.runId, async () => {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(command.runId);
         const prepared = prepare ? await prepare(command, state) : command;
@@ -236,7 +252,7 @@ export class RunExecutor {
         throw new ValidationError("runId", `a batch for run ${runId} holds a command for run ${c.runId}`);
       }
     }
-    return this.#serial(runId, async () => {
+    return this.#serialCommand(runId, async () => {
       for (let attempt = 1; ; attempt++) {
         const state = await this.#load(runId);
         const scratch = cloneRunState(state);
@@ -329,58 +345,129 @@ export class RunExecutor {
     });
   }
 
-  /** Takes the run's waiting reports (up to the bound) and commits them; never throws. */
+  /**
+   * The run's turn for reports: commits its waiting reports a group (up to the bound) at a time,
+   * and goes on with the reports that are waiting by then, until none are left or another command
+   * of the run (publish's steps, a heartbeat, maintenance) waits for its turn. While one group's
+   * append is in flight, the next group is decided on the state that append will leave (see
+   * {@link Speculation}), so deciding (JavaScript) and storing (the database) overlap instead of
+   * taking turns; the next append is sent only once the previous one has committed. Never throws.
+   */
   async #commitGroup(runId: string): Promise<void> {
-    const waiting = this.#groups.get(runId) ?? [];
-    this.#groups.delete(runId);
-    const group = waiting.slice(0, MAX_GROUP_SIZE);
-    // Its reports may have joined a group that waited for the stream lock (see #absorb).
-    if (group.length === 0) return;
-    if (waiting.length > MAX_GROUP_SIZE) {
-      // The rest waits, in order, for the next turn; reports arriving meanwhile join it.
-      this.#groups.set(runId, waiting.slice(MAX_GROUP_SIZE));
-      void this.#serial(runId, () => this.#commitGroup(runId));
+    let group = this.#take(runId);
+    let speculation: Speculation | undefined;
+    while (group.length > 0) {
+      let next: GroupItem[] | undefined;
+      const takeNext = () => {
+        next = this.#commandsWaiting(runId) ? [] : this.#take(runId);
+        return next;
+      };
+      // A group that lost a race gives the next group's reports back: its retry absorbs them.
+      const untake = (items: readonly GroupItem[]) => {
+        if (items.length > 0) this.#groups.set(runId, [...items, ...(this.#groups.get(runId) ?? [])]);
+        next = undefined;
+      };
+      try {
+        speculation = await this.#decideAndAppend(runId, group, { speculation, takeNext, untake });
+      } catch (e) {
+        // Unreachable unless a bug: no caller may be left waiting forever.
+        for (const item of group) item.reject(e);
+        speculation = undefined;
+      }
+      group = next ?? takeNext();
     }
-    try {
-      await this.#decideAndAppend(runId, group);
-    } catch (e) {
-      // Unreachable unless a bug: no caller may be left waiting forever.
-      for (const item of group) item.reject(e);
-    }
+    // Reports left waiting (the turn ended for another command) get a turn of their own.
+    if (this.#groups.has(runId)) void this.#serial(runId, () => this.#commitGroup(runId));
   }
 
-  async #decideAndAppend(runId: string, initial: readonly GroupItem[]): Promise<void> {
+  /** Takes up to {@link MAX_GROUP_SIZE} of the run's waiting reports, in arrival order. */
+  #take(runId: string): GroupItem[] {
+    const waiting = this.#groups.get(runId);
+    if (!waiting) return [];
+    const taken = waiting.splice(0, MAX_GROUP_SIZE);
+    if (waiting.length === 0) this.#groups.delete(runId);
+    return taken;
+  }
+
+  /** Whether a command other than a report group waits for the run's turn. */
+  #commandsWaiting(runId: string): boolean {
+    return (this.#commandsQueued.get(runId) ?? 0) > 0;
+  }
+
+  /**
+   * Decides `group` in arrival order on a report scratch of `base`, each report on the state the
+   * previous ones leave. With `yieldEvery`, gives the event loop a turn every so many reports: a
+   * speculative decision runs while an append's transaction is in flight, which needs the loop to
+   * send its statements.
+   */
+  async #decideGroup(
+    base: RunState,
+    group: readonly GroupItem[],
+    yieldEvery?: number,
+  ): Promise<{ scratch: RunState; decided: RunEvent[]; outcomes: Decided[] }> {
+    const scratch = reportScratch(base);
+    const now = this.#clock();
+    const decided: RunEvent[] = [];
+    const outcomes: Decided[] = [];
+    for (const [i, item] of group.entries()) {
+      if (yieldEvery !== undefined && i > 0 && i % yieldEvery === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      try {
+        const prepared = item.options.prepare
+          ? await item.options.prepare(item.command, scratch)
+          : item.command;
+        const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
+        for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
+        const from = decided.length;
+        decided.push(...events);
+        outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
+      } catch (error) {
+        outcomes.push({ ok: false, error });
+      }
+    }
+    return { scratch, decided, outcomes };
+  }
+
+  /**
+   * Decides and appends one group (see {@link RunExecutor.report}). With `options.speculation` (the
+   * group decided while the previous group's append was in flight) the group is not decided again
+   * when the run is still at the version it was decided on. With `options.takeNext`, the reports
+   * waiting by the time this group's append is sent are taken as the next group and decided while
+   * the append is in flight; that decision is returned as a speculation when this append stored
+   * exactly what was decided (otherwise undefined: the next group is decided afresh).
+   */
+  async #decideAndAppend(
+    runId: string,
+    initial: readonly GroupItem[],
+    options: {
+      speculation?: Speculation | undefined;
+      takeNext?: () => readonly GroupItem[];
+      untake?: (items: readonly GroupItem[]) => void;
+    } = {},
+  ): Promise<Speculation | undefined> {
     const group = [...initial];
     const stream = runStream(runId);
     // A run that lost a race lately is decided under its stream's lock straight away.
     let serialised = (this.#contendedUntil.get(runId) ?? 0) > Date.now();
     let known: RunState | undefined;
+    let speculation = options.speculation;
+    let ahead: Speculation | undefined;
+    /** The next group's reports, taken while this group's append was in flight. */
+    let next: readonly GroupItem[] = [];
     for (;;) {
+      // A speculation is only ever judged against the try that made it: after a lost race the
+      // group is decided again, and the next group is then decided afresh too.
+      ahead = undefined;
       let state = initialRunState();
+      let scratch: RunState | undefined;
       let decided: RunEvent[] = [];
       let outcomes: Decided[] = [];
       /** Reads the run through `source` and decides the group on it, in arrival order. */
       const decide = async (source: Pick<EventLogSession, "readStream">) => {
         state = await this.#loadFrom(source, runId);
         known = state;
-        const scratch = reportScratch(state);
-        const now = this.#clock();
-        decided = [];
-        outcomes = [];
-        for (const item of group) {
-          try {
-            const prepared = item.options.prepare
-              ? await item.options.prepare(item.command, scratch)
-              : item.command;
-            const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
-            for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
-            const from = decided.length;
-            decided.push(...events);
-            outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
-          } catch (error) {
-            outcomes.push({ ok: false, error });
-          }
-        }
+        ({ scratch, decided, outcomes } = await this.#decideGroup(state, group));
       };
       const expectedVersion = () => (state.version === 0 ? ("no_stream" as const) : state.version);
       let written: RecordedEvent[] | null;
@@ -403,14 +490,39 @@ export class RunExecutor {
             { serialiseWith: stream },
           );
         } else {
-          await decide(this.#log);
-          written =
-            decided.length === 0
-              ? null
-              : (await this.#log.append(stream, decided, { expectedVersion: expectedVersion() })).written;
+          const cached = this.#cache.get(runId);
+          if (speculation && cached && cached.version === speculation.baseVersion) {
+            // Decided while the previous group was being stored, on exactly the state it left. If
+            // another process appended since, the expected version refuses this append and the
+            // group is decided again on fresh state, as any group would be.
+            state = cached;
+            ({ decided, outcomes } = speculation);
+            scratch = rebaseReportScratch(speculation.scratch, cached);
+          } else {
+            await decide(this.#log);
+          }
+          speculation = undefined;
+          if (decided.length === 0) {
+            written = null;
+          } else {
+            const appended = this.#log.append(stream, decided, { expectedVersion: expectedVersion() });
+            next = options.takeNext?.() ?? [];
+            if (next.length > 0 && scratch !== undefined) {
+              // Judged below only once the append has answered; until then it must not reject unseen.
+              appended.catch(() => {});
+              const base = scratch;
+              ahead = {
+                baseVersion: state.version + decided.length,
+                ...(await this.#decideGroup(base, next, 64)),
+              };
+            }
+            written = (await appended).written;
+          }
         }
       } catch (e) {
         if (isConcurrencyError(e)) {
+          options.untake?.(next);
+          next = [];
           // Another writer appended to the run since we read it. The cached state is still a
           // true prefix of the stream (it is only folded after an append succeeded), so the next
           // read fetches just what is new. Decide again at once, this time (and for this run's
@@ -458,7 +570,9 @@ export class RunExecutor {
           const o = outcomes[i] as Decided;
           settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
         }
-        return;
+        return ahead !== undefined && this.#cache.get(runId) === state && state.version === ahead.baseVersion
+          ? ahead
+          : undefined;
       }
       // Some events were stored already (a retry raced us in another process, and the log kept
       // the stored copy): answer from the log rather than from the decision.
@@ -665,6 +779,20 @@ export class RunExecutor {
     void tracked.finally(() => {
       this.#writes.delete(tracked);
       if (this.#writeChains.get(runId) === tracked) this.#writeChains.delete(runId);
+    });
+  }
+
+  /**
+   * {@link RunExecutor.#serial} for a command other than a report group: counted while it waits,
+   * so that a run's stream of report groups gives it its turn (see {@link RunExecutor.#commitGroup}).
+   */
+  #serialCommand<T>(runId: string, fn: () => Promise<T>): Promise<T> {
+    this.#commandsQueued.set(runId, (this.#commandsQueued.get(runId) ?? 0) + 1);
+    return this.#serial(runId, () => {
+      const left = (this.#commandsQueued.get(runId) ?? 1) - 1;
+      if (left > 0) this.#commandsQueued.set(runId, left);
+      else this.#commandsQueued.delete(runId);
+      return fn();
     });
   }
 

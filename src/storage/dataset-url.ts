@@ -206,11 +206,22 @@ export function parseDatasetRoot(url: string): DatasetRoot {
   });
 }
 
-const encoder = new TextEncoder();
-const utf8Length = (text: string): number => encoder.encode(text).length;
+// Counted without encoding (a lone surrogate counts 3 bytes, as TextEncoder writes U+FFFD for it).
+const utf8Length = (text: string): number => Buffer.byteLength(text, "utf8");
 
 const asRoot = (root: DatasetRoot | string): DatasetRoot =>
   typeof root === "string" ? parseDatasetRoot(root) : root;
+
+/** A root's key segments, split once per root: a group of reports checks a thousand urls against one root. */
+const ROOT_SEGMENTS = new WeakMap<DatasetRoot, readonly string[]>();
+function segmentsOfRoot(r: DatasetRoot): readonly string[] {
+  let segments = ROOT_SEGMENTS.get(r);
+  if (!segments) {
+    segments = r.prefix === "" ? [] : r.prefix.split("/");
+    ROOT_SEGMENTS.set(r, segments);
+  }
+  return segments;
+}
 
 function splitUnderRoot(r: DatasetRoot, url: string, strict = true): { key: string; trailingSlash: boolean } {
   const refuse = (reason: string) =>
@@ -222,7 +233,7 @@ function splitUnderRoot(r: DatasetRoot, url: string, strict = true): { key: stri
   if (!split.ok) throw refuse(split.reason);
   if (split.scheme !== r.scheme) throw refuse(`it uses another scheme (${split.scheme}:)`);
   if (split.bucket !== r.bucket) throw refuse(`it is in another bucket (${split.bucket ?? ""})`);
-  const rootSegments = r.prefix === "" ? [] : r.prefix.split("/");
+  const rootSegments = segmentsOfRoot(r);
   const inside = rootSegments.every((s, i) => split.segments[i] === s);
   if (!inside) throw refuse("it lies outside the root");
   if (split.segments.length === rootSegments.length) throw refuse("it is the root itself");
@@ -356,5 +367,7 @@ function unsafeKeyReason(key: unknown): string | null {
  */
 export function urlForKey(root: DatasetRoot | string, key: string): string {
   assertSafeKey(key);
-  return `${asRoot(root).url}/${key.split("/").map(encodeSegment).join("/")}`;
+  // Most keys hold none of the three characters encodeSegment escapes: nothing to split then.
+  const encoded = /[%#?]/.test(key) ? key.split("/").map(encodeSegment).join("/") : key;
+  return `${asRoot(root).url}/${encoded}`;
 }

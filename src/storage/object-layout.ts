@@ -3,7 +3,7 @@
  * run's attempts inside its own area. Pure: no I/O.
  */
 import { SafetyRailError } from "../errors.js";
-import { canonicalUrl, type DatasetRoot, keyUnderRoot } from "./dataset-url.js";
+import { type DatasetRoot, keyUnderRoot, parseDatasetRoot, urlForKey } from "./dataset-url.js";
 
 /**
  * The manifest publish writes for a run.
@@ -67,7 +67,9 @@ export function runOfDataKey(key: string): string | null {
  * ```
  */
 export function attemptUrlOf(root: DatasetRoot | string, runId: string, url: string): string {
-  const key = keyUnderRoot(root, url);
+  // Parsed and split once: a group of a thousand reports canonicalises a thousand urls.
+  const r = typeof root === "string" ? parseDatasetRoot(root) : root;
+  const key = keyUnderRoot(r, url);
   const area = runDataPrefix(runId);
   if (!key.startsWith(area) || key.length === area.length) {
     throw new SafetyRailError(
@@ -80,5 +82,6 @@ export function attemptUrlOf(root: DatasetRoot | string, runId: string, url: str
       },
     );
   }
-  return canonicalUrl(root, url);
+  // The canonical url is the key's url (canonicalUrl = urlForKey ∘ keyUnderRoot).
+  return urlForKey(r, key);
 }

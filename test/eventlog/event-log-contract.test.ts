@@ -15,7 +15,7 @@ import {
   OneAppendPerTransactionError,
   type ValidationError,
 } from "../../src/errors.js";
-import type { NewEvent } from "../../src/events/envelope.js";
+import type { EventMetadata, NewEvent } from "../../src/events/envelope.js";
 import { defaultCatalogue } from "../../src/events/event-catalogue.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
@@ -139,6 +139,27 @@ describe(`event log contract on ${BACKEND}`, () => {
       [
         { type: "RunHeartbeat", data: { runId: "r" }, metadata: { actor: 5 as unknown as string } },
         "RunHeartbeat.metadata.actor",
+      ],
+      // The plain check in front of the metadata schema must refuse whatever the schema refuses.
+      [
+        { type: "RunHeartbeat", data: { runId: "r" }, metadata: { actor: "a".repeat(257) } },
+        "RunHeartbeat.metadata.actor",
+      ],
+      [
+        {
+          type: "RunHeartbeat",
+          data: { runId: "r" },
+          metadata: { actor: "a", tenant: "x" } as unknown as Partial<EventMetadata>,
+        },
+        "RunHeartbeat.metadata",
+      ],
+      [
+        {
+          type: "RunHeartbeat",
+          data: { runId: "r" },
+          metadata: "actor" as unknown as Partial<EventMetadata>,
+        },
+        "RunHeartbeat.metadata",
       ],
     ];
     for (const [event, field] of cases) {

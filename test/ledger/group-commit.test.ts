@@ -290,10 +290,13 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
   /** The real log, with its appends counted and, when `before` says so, something done first. */
   function wrappedLog(before?: (events: readonly NewEvent[]) => Promise<void>) {
     const log = createPgEventLog({ db: database.db, schema: database.schema });
-    const counted = { appends: 0 };
+    const counted = { appends: 0, reads: 0 };
     const wrapped: EventLog = {
       readAll: (o) => log.readAll(o),
-      readStream: (s, o) => log.readStream(s, o),
+      readStream: (s, o) => {
+        counted.reads++;
+        return log.readStream(s, o);
+      },
       streamVersion: (s) => log.streamVersion(s),
       // A retry after a lost race appends through a serialised transaction: counted too.
       transaction: (fn, o) =>
@@ -417,6 +420,86 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
       "AttemptStarted 1",
       "AttemptStarted 2",
     ]);
+  });
+
+  it("reports arriving while a group's append is in flight are decided meanwhile and appended right after it, without reading the run again", async () => {
+    let calls = 0;
+    const late: Promise<{ view: unknown }>[] = [];
+    let executor: RunExecutor | undefined;
+    let armed = false;
+    const { wrapped, counted } = wrappedLog(async () => {
+      if (!armed) return;
+      calls++;
+      if (calls !== 1) return;
+      // The first group's append is in flight: three more reports of the run arrive.
+      for (const shard of [1, 2, 3])
+        late.push((executor as RunExecutor).report(started(shard), { view: view(shard) }));
+    });
+    executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 4 });
+    armed = true;
+    counted.appends = 0;
+    counted.reads = 0;
+    const first = await executor.report(started(0), { view: view(0) });
+    const rest = await Promise.all(late);
+    expect([first, ...rest].map((r) => r.view)).toEqual(["STARTED", "STARTED", "STARTED", "STARTED"]);
+    // Two appends, and the run read once: the second group was decided on the state the first
+    // one's append left, while it was being stored, not read back and decided after it.
+    expect(counted.appends).toBe(2);
+    expect(counted.reads).toBe(1);
+    const stored = (await wrapped.readStream("run-r")).map(
+      (e) => `${e.type} ${(e.data as { shard?: number }).shard ?? ""}`,
+    );
+    expect(stored).toEqual([
+      "RunStarted ",
+      "AttemptStarted 0",
+      "AttemptStarted 1",
+      "AttemptStarted 2",
+      "AttemptStarted 3",
+    ]);
+  });
+
+  it("a group decided while the previous one was stored is decided again when another process appended in between", async () => {
+    const other = new RunExecutor(
+      createPgEventLog({ db: database.db, schema: database.schema }),
+      () => new Date(),
+      {},
+    );
+    let calls = 0;
+    const late: Promise<unknown>[] = [];
+    let executor: RunExecutor | undefined;
+    let armed = false;
+    const { wrapped, counted } = wrappedLog(async () => {
+      if (!armed) return;
+      calls++;
+      if (calls === 1) {
+        // The first group's append is in flight: shard 1's success is reported here, and is
+        // decided (as succeeded) while that append is stored.
+        late.push(
+          (executor as RunExecutor).report({ ...started(1), type: "attemptSucceeded" }, { view: view(1) }),
+        );
+      } else if (calls === 2) {
+        // Before the second group's append reaches the log, another process records shard 1's
+        // attempt as failed: the speculative decision is stale, and must not be stored.
+        await other.report(
+          { ...started(1), type: "attemptFailed", error: "lost executor" },
+          { view: view(1) },
+        );
+      }
+    });
+    executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 4 });
+    armed = true;
+    counted.appends = 0;
+    const first = await executor.report(started(0), { view: view(0) });
+    const [second] = await Promise.allSettled(late);
+    expect(first.view).toBe("STARTED");
+    expect(second?.status).toBe("rejected");
+    expect((second as PromiseRejectedResult).reason).toBeInstanceOf(ContradictingReportError);
+    const stored = (await wrapped.readStream("run-r")).map(
+      (e) => `${e.type} ${(e.data as { shard?: number }).shard ?? ""}`,
+    );
+    expect(stored).toEqual(["RunStarted ", "AttemptStarted 0", "AttemptFailed 1"]);
   });
 
   it("a version conflict re-decides the whole group on fresh state", async () => {
