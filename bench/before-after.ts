@@ -23,7 +23,8 @@ import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js
  *   with the ledger projection).
  * - publish: `ledger.publish(runId)` of one run of BENCH_PUBLISH_SHARDS shards (default 20,000,
  *   not scaled), seeded as bench/publish.ts seeds it (its `planAttempts`, `attemptEvents` and
- *   `seedAttemptReports`: ~2 attempt reports per shard, retries, duplicates, a few still running),
+ *   `seedAttemptReports`: ~2 attempt reports per shard, retries, duplicates, a few still running;
+ *   `seedWithSnapshot` where the checkout has it: a run snapshot after 90% of the reports),
  *   then VACUUM ANALYZE + CHECKPOINT and a full GC, then the publish on a ledger of its own, end to
  *   end; its inline projection of the WinnerSelected events is timed on the side by wrapping the
  *   checkout's `ledgerProjection.apply`.
@@ -185,7 +186,10 @@ async function publishPhase(checkout: string): Promise<Figures> {
         await seeding.close();
       }
       const events = publish.attemptEvents(runId, publish.planAttempts(runId, PUBLISH_SHARDS, root), ACTOR);
-      await publish.seedAttemptReports(url, runId, events, PUBLISH_SEED_BATCH);
+      // A checkout with run snapshots seeds as its ledger would have left the run: with a snapshot
+      // of at least 90% of the stream (bench/publish.ts seedWithSnapshot).
+      const seed = (publish as { seedWithSnapshot?: typeof publish.seedAttemptReports }).seedWithSnapshot;
+      await (seed ?? publish.seedAttemptReports)(url, runId, events, PUBLISH_SEED_BATCH);
       const admin = new pg.Client({ connectionString: url });
       await admin.connect();
       try {

@@ -11,6 +11,7 @@ import { createPgEventLog, type PgEventLog } from "../adapters/postgres/pg-event
 import { type ProjectionQueries, projectionQueries } from "../adapters/postgres/projection-queries.js";
 import { ledgerProjection } from "../adapters/postgres/projection-store.js";
 import { type AuditReport, auditProjections, rebuildProjections } from "../adapters/postgres/rebuild.js";
+import { pgRunSnapshotStore } from "../adapters/postgres/run-snapshot-store.js";
 import {
   type DatasetInput,
   type DatasetPolicyChanges,
@@ -519,7 +520,9 @@ class LedgerImpl implements Ledger {
     });
     this.#queries = projectionQueries(database.db, database.schema);
     this.#hot = pgHotLogArchive(this.#log);
-    this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {});
+    this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {}, {
+      snapshots: pgRunSnapshotStore(database.db, database.schema),
+    });
     this.#maintenance = new MaintenanceService({
       database,
       queries: this.#queries,
@@ -982,6 +985,9 @@ class LedgerImpl implements Ledger {
     this.#closed ??= (async () => {
       // Even when abandoned, the pass is awaited: it stops at its next safe point and records where.
       while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+      // Due run snapshots are taken and written before the connections go; an abandoning close
+      // (a signal) only lets the writes under way finish.
+      await this.#executor.settle({ takeDue: mode !== "abandon" });
       for (const store of this.#stores.values()) await store.close?.();
       this.#stores.clear();
       await this.#database.close();

@@ -107,7 +107,12 @@ export interface PublishDeps {
  *
  * @internal use `ledger.publish`.
  */
-export async function publishRun(deps: PublishDeps, runId: string): Promise<PublishResult> {
+export function publishRun(deps: PublishDeps, runId: string): Promise<PublishResult> {
+  // No run snapshot is serialised between its steps; one that falls due is taken afterwards.
+  return deps.executor.withoutSnapshots(() => publish(deps, runId));
+}
+
+async function publish(deps: PublishDeps, runId: string): Promise<PublishResult> {
   const initial = await deps.executor.load(runId);
   if (initial.runId === null || initial.datasetId === null) throw new NotFoundError("run", runId);
   const datasetId = initial.datasetId;

@@ -9,6 +9,8 @@ import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
 import type { AppendFence, EventLog, EventLogSession } from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
+import { RUN_FOLD_VERSION, restoreRunState, serialiseRunState } from "../machines/run-snapshot.js";
+import type { RunSnapshotStore } from "../machines/run-snapshot-store.js";
 import { cloneRunState, evolveRun, initialRunState, type RunState } from "../machines/run-state.js";
 import { rebaseReportScratch, reportScratch } from "./report-scratch.js";
 
@@ -30,6 +32,22 @@ const CONTENDED_MS = 1000;
  * would buy little.
  */
 const MAX_GROUP_SIZE = 1000;
+/**
+ * A run's state is snapshotted once its stream has grown by at least this many events since the
+ * last snapshot (below it, folding the stream is cheaper than reading and restoring a snapshot)…
+ */
+const SNAPSHOT_MIN_EVENTS = 1000;
+/**
+ * …and by at least this share of its length. Writing a snapshot costs in proportion to the run's
+ * size, so spacing them by a share of the stream keeps their cost per event constant (≤ 1/0.1 = 10
+ * events' worth of state serialised per event appended), while a load never folds more than about
+ * a tenth of the stream on top of the snapshot.
+ */
+const SNAPSHOT_GROWTH = 0.1;
+/** A due snapshot is taken once this process has run no command of any run for this long… */
+const SNAPSHOT_DELAY_MS = 250;
+/** …or after this long even if the run never falls idle (reports arriving back to back). */
+const SNAPSHOT_MAX_WAIT_MS = 10_000;
 
 /**
  * An attempt report, the one kind of command that is group-committed.
@@ -100,6 +118,19 @@ export class RunExecutor {
   /** Commands other than report groups queued for each run's turn and not started yet. */
   readonly #commandsQueued = new Map<string, number>();
   readonly #maxConflictRetries: number;
+  readonly #snapshots: RunSnapshotStore | null;
+  /** The stream version of each cached state's latest snapshot (read or written); 0 for none. */
+  readonly #snapshotAt = new WeakMap<RunState, number>();
+  /** Snapshot writes under way (awaited by {@link RunExecutor.settle}). */
+  readonly #writes = new Set<Promise<void>>();
+  readonly #writeChains = new Map<string, Promise<void>>();
+  /** Runs due for a snapshot: their cached state and since when. */
+  readonly #due = new Map<string, { state: RunState; since: number }>();
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Callers inside {@link RunExecutor.withoutSnapshots}. */
+  #holds = 0;
+  /** When a command last started or ended (ms). */
+  #lastActive = 0;
 
   /**
    * `options.maxConflictRetries` bounds how often {@link RunExecutor.execute} and
@@ -107,17 +138,35 @@ export class RunExecutor {
    * (default {@link MAX_CONFLICT_RETRIES}); tests lower it. Attempt reports
    * ({@link RunExecutor.report}) are not bounded by it: after a lost race they queue on the run
    * stream's lock, and a report is never refused for contention.
+   *
+   * With `options.snapshots`, a run not in the cache is restored from its snapshot (when one of
+   * this fold version exists) plus the tail of its stream, and a run whose stream has grown enough
+   * (see {@link SNAPSHOT_GROWTH}) is snapshotted in the background after the command that grew it.
    */
   constructor(
     log: EventLog,
     clock: () => Date,
     metadata: Partial<EventMetadata>,
-    options: { maxConflictRetries?: number } = {},
+    options: { maxConflictRetries?: number; snapshots?: RunSnapshotStore } = {},
   ) {
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
     this.#maxConflictRetries = options.maxConflictRetries ?? MAX_CONFLICT_RETRIES;
+    this.#snapshots = options.snapshots ?? null;
+  }
+
+  /**
+   * Takes every due snapshot now (unless `takeDue: false`: a hurried close drops them) and resolves
+   * once every snapshot write has finished (they never fail: errors are dropped). The ledger calls
+   * it when it closes.
+   */
+  async settle(options: { takeDue?: boolean } = {}): Promise<void> {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    if (options.takeDue === false) this.#due.clear();
+    else this.#takeDue(true);
+    while (this.#writes.size > 0) await Promise.all([...this.#writes]);
   }
 
   /** The run's current state (empty state when the run does not exist). */
@@ -172,6 +221,7 @@ export class RunExecutor {
             return { state: await this.#load(command.runId), events: result.written };
           }
           for (const e of result.written) evolveRun(state, e);
+          this.#maybeSnapshot(command.runId, state);
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(command.runId);
@@ -224,6 +274,7 @@ export class RunExecutor {
             return { state: await this.#load(runId), events: result.written };
           }
           for (const e of result.written) evolveRun(state, e);
+          this.#maybeSnapshot(runId, state);
           return { state, events: result.written };
         } catch (e) {
           this.#cache.delete(runId);
@@ -514,6 +565,7 @@ export class RunExecutor {
       }
       if (written.length === decided.length) {
         for (const e of written) evolveRun(state, e);
+        this.#maybeSnapshot(runId, state);
         for (const [i, item] of group.entries()) {
           const o = outcomes[i] as Decided;
           settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
@@ -584,19 +636,150 @@ export class RunExecutor {
     return this.#loadFrom(this.#log, runId);
   }
 
-  /** The run's state, caught up from the cache through `source` (the log, or a transaction). */
+  /**
+   * The run's state, caught up from the cache through `source` (the log, or a transaction). A run
+   * not in the cache starts from its snapshot when read outside a transaction (a transaction holds
+   * its connection, on PGlite the only one, so it reads only through itself and folds from the log).
+   */
   async #loadFrom(source: Pick<EventLogSession, "readStream">, runId: string): Promise<RunState> {
     let state = this.#cache.get(runId);
-    if (!state) state = initialRunState();
-    const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
-    for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
+    let complete = false;
+    if (!state && source === this.#log && this.#snapshots) {
+      // The snapshot and the stream's first events are read side by side, so a run without one
+      // (every run under SNAPSHOT_MIN_EVENTS events) still costs one round trip. A snapshot longer
+      // than a stream that ended in that head is not the stream's: the log wins.
+      const [restored, head] = await Promise.all([
+        this.#restore(runId),
+        source.readStream(runStream(runId), { limit: SNAPSHOT_MIN_EVENTS }),
+      ]);
+      const ended = head.length < SNAPSHOT_MIN_EVENTS;
+      if (restored && !(ended && restored.version > head.length)) state = restored;
+      else {
+        state = initialRunState();
+        for (const e of head) evolveRun(state, e);
+        complete = ended;
+      }
+    }
+    state ??= initialRunState();
+    if (!complete) {
+      const fresh = await source.readStream(runStream(runId), { fromVersion: state.version + 1 });
+      for (const e of fresh) if (e.streamVersion > state.version) evolveRun(state, e);
+    }
     this.#cache.delete(runId);
     if (state.version > 0) this.#cache.set(runId, state);
     if (this.#cache.size > MAX_CACHED_RUNS) {
       const oldest = this.#cache.keys().next().value;
       if (oldest !== undefined) this.#cache.delete(oldest);
     }
+    this.#maybeSnapshot(runId, state);
     return state;
+  }
+
+  /** The run's snapshot, if one of this fold version can be read and restored; else null. */
+  async #restore(runId: string): Promise<RunState | null> {
+    if (!this.#snapshots) return null;
+    try {
+      const found = await this.#snapshots.read(runId);
+      if (!found || found.foldVersion !== RUN_FOLD_VERSION) return null;
+      const state = restoreRunState(found.state);
+      if (!state || state.version !== found.version) return null;
+      this.#snapshotAt.set(state, found.version);
+      return state;
+    } catch {
+      // A snapshot is never needed: unreadable (or a schema without the table) means the log.
+      return null;
+    }
+  }
+
+  /**
+   * Marks `state` for a snapshot when its stream grew enough since its last snapshot. The snapshot
+   * is taken later, once this process has had no command in flight for a moment (or at the latest after
+   * {@link SNAPSHOT_MAX_WAIT_MS}, or at {@link RunExecutor.settle}), so that serialising and
+   * writing it is never part of a command's own time (a publish, a report group); its failure is
+   * dropped (the next load folds a little more). A pruned run gets none, and its old one is
+   * removed (its state is not read for decisions again).
+   */
+  #maybeSnapshot(runId: string, state: RunState): void {
+    const store = this.#snapshots;
+    if (!store || state.version === 0) return;
+    const last = this.#snapshotAt.get(state) ?? 0;
+    if (state.status === "PRUNED") {
+      if (last === -1) return;
+      this.#snapshotAt.set(state, -1);
+      this.#due.delete(runId);
+      this.#track(runId, () => store.remove(runId));
+      return;
+    }
+    const grown = state.version - last;
+    if (grown < SNAPSHOT_MIN_EVENTS || grown < state.version * SNAPSHOT_GROWTH) return;
+    if (!this.#due.has(runId)) this.#due.set(runId, { state, since: Date.now() });
+    this.#arm();
+  }
+
+  #arm(): void {
+    if (this.#timer !== null) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#takeDue(false);
+    }, SNAPSHOT_DELAY_MS);
+    this.#timer.unref?.();
+  }
+
+  /** Takes the due snapshots when the executor is idle (or they waited long enough; all when `all`). */
+  #takeDue(all: boolean): void {
+    const store = this.#snapshots;
+    if (!store) return;
+    for (const [runId, { state, since }] of this.#due) {
+      if (!all && !this.#idle() && (this.#holds > 0 || Date.now() - since < SNAPSHOT_MAX_WAIT_MS)) continue;
+      this.#due.delete(runId);
+      // Only the cached state is known to be a prefix of the stream (it is folded after appends).
+      if (this.#cache.get(runId) !== state || state.status === "PRUNED") continue;
+      this.#snapshotAt.set(state, state.version);
+      // The text is taken now, synchronously: the cached state changes in place later.
+      const snapshot = {
+        runId,
+        version: state.version,
+        foldVersion: RUN_FOLD_VERSION,
+        state: serialiseRunState(state),
+      };
+      this.#track(runId, () => store.write(snapshot));
+    }
+    if (this.#due.size > 0) this.#arm();
+  }
+
+  /**
+   * No command in flight, and none for {@link SNAPSHOT_DELAY_MS}: a publish is a series of
+   * commands with object-store writes between them, and its snapshot waits until it is over.
+   */
+  #idle(): boolean {
+    return this.#holds === 0 && this.#queues.size === 0 && Date.now() - this.#lastActive >= SNAPSHOT_DELAY_MS;
+  }
+
+  /**
+   * Runs `fn` (a publish: several commands with object-store writes between them) with no
+   * snapshot taken meanwhile, so that none of its time goes to serialising one; those that fell
+   * due are taken once it is over and the executor is idle.
+   */
+  async withoutSnapshots<T>(fn: () => Promise<T>): Promise<T> {
+    this.#holds++;
+    try {
+      return await fn();
+    } finally {
+      this.#holds--;
+      this.#lastActive = Date.now();
+    }
+  }
+
+  /** Runs a snapshot write after the run's previous one (so a removal is never overtaken). */
+  #track(runId: string, write: () => Promise<void>): void {
+    const previous = this.#writeChains.get(runId) ?? Promise.resolve();
+    const tracked = previous.then(write).catch(() => {});
+    this.#writeChains.set(runId, tracked);
+    this.#writes.add(tracked);
+    void tracked.finally(() => {
+      this.#writes.delete(tracked);
+      if (this.#writeChains.get(runId) === tracked) this.#writeChains.delete(runId);
+    });
   }
 
   /**
@@ -614,6 +797,7 @@ export class RunExecutor {
   }
 
   async #serial<T>(runId: string, fn: () => Promise<T>): Promise<T> {
+    this.#lastActive = Date.now();
     const previous = this.#queues.get(runId) ?? Promise.resolve();
     const next = previous.then(fn, fn);
     const settled = next.catch(() => {});
@@ -621,6 +805,7 @@ export class RunExecutor {
     try {
       return await next;
     } finally {
+      this.#lastActive = Date.now();
       if (this.#queues.get(runId) === settled) this.#queues.delete(runId);
     }
   }

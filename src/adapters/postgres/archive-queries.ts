@@ -200,6 +200,8 @@ async function commitArchive(log: PgEventLog, input: ArchiveCommit): Promise<{ g
       throw new InternalError(
         `archiving run ${run.runId}: the hot log held ${String(deleted.numAffectedRows)} event(s) of ${stream}, the archive ${version}`,
       );
+    // Its snapshot (derived from the events just removed) goes with them.
+    await sql`DELETE FROM ${sql.id(schema, "run_snapshots")} WHERE stream_id = ${stream}`.execute(trx);
     await input.beforeCommit?.();
     return { globalPosition: appended.positions[0] as number };
   });

@@ -282,6 +282,25 @@ const archiveIndexes: SchemaMigration = {
   },
 };
 
+/**
+ * Snapshots of run state (issue 16): the state of a run stream after its first `stream_version`
+ * events, serialised by the run fold of `fold_version`, so that loading a long run reads the
+ * snapshot and the tail of its stream instead of the whole stream. Derived data: a reader ignores
+ * a row of another fold version, a rebuild empties the table, archiving a run deletes its row.
+ */
+const runSnapshots: SchemaMigration = {
+  name: "0011_run_snapshots",
+  async up(db, schema) {
+    await sql`CREATE TABLE ${sql.id(schema, "run_snapshots")} (
+      stream_id text PRIMARY KEY,
+      stream_version bigint NOT NULL,
+      fold_version integer NOT NULL,
+      state text NOT NULL,
+      written_at timestamptz NOT NULL
+    )`.execute(db);
+  },
+};
+
 /** Drops each named table or view of `schema` that exists, whichever of the two it is. */
 async function dropProjectionRelations(
   db: LedgerDb,
@@ -310,6 +329,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   appendFunction,
   attemptRowsLeaveRoom,
   archiveIndexes,
+  runSnapshots,
 ];
 
 /**

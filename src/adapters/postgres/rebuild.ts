@@ -19,6 +19,7 @@ import {
   PROJECTION_VERSION,
 } from "./projection-schema.js";
 import { REPLAY_LIMITS, ReplayStore } from "./replay-store.js";
+import { dropRunSnapshots } from "./run-snapshot-store.js";
 import { normaliseRow } from "./table-io.js";
 
 /**
@@ -253,6 +254,8 @@ export async function rebuildProjections(
         await sql`ALTER TABLE ${sql.id(scratch, table)} SET SCHEMA ${sql.id(log.schema)}`.execute(trx);
       }
       await createProjectionViews(trx, log.schema);
+      // Run snapshots are derived too: none written by an older fold outlives a rebuild.
+      await dropRunSnapshots(trx, log.schema);
       await sql`
         INSERT INTO ${sql.id(log.schema, "projection_state")} (name, version, built_at) VALUES ('ledger', ${PROJECTION_VERSION}, now())
         ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, built_at = EXCLUDED.built_at`.execute(
