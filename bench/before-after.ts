@@ -1,10 +1,19 @@
-import { fork } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import pg from "pg";
-import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js";
+import {
+  type BenchRow,
+  benchJob,
+  finishJob,
+  fmt,
+  isMain,
+  loadNow,
+  runInChild,
+  SCALE,
+  scaled,
+} from "./support.js";
 
 /*
  * The same phases from two or more checkouts, side by side in one run: BENCH_BEFORE=<an older
@@ -34,7 +43,6 @@ import { type BenchRow, fmt, isMain, loadNow, SCALE, scaled } from "./support.js
  * (BENCH_ROUNDS, default 3).
  */
 
-const JOB_ENV = "SHARDLEDGER_BEFORE_AFTER_JOB";
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? "3");
 const SINGLE_SHARDS = scaled(10_000);
 const BULK_SHARDS = scaled(50_000);
@@ -242,25 +250,6 @@ async function publishPhase(checkout: string): Promise<Figures> {
   }
 }
 
-function inChild(job: Job): Promise<Figures> {
-  return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      // --expose-gc: the publish phase starts its publish after a full collection.
-      execArgv: [...process.execArgv, "--expose-gc"],
-      env: { ...process.env, [JOB_ENV]: JSON.stringify(job) },
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    let result: Figures | undefined;
-    child.once("message", (m) => {
-      result = m as Figures;
-    });
-    child.once("error", reject);
-    child.once("exit", (code) =>
-      result ? resolve(result) : reject(new Error(`${job.phase} child exited with ${code} and no result`)),
-    );
-  });
-}
-
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -302,7 +291,14 @@ async function main(): Promise<void> {
     for (const phase of phases) {
       for (const which of order) {
         const load = loadNow();
-        const figures = await inChild({ checkout: checkouts.get(which) as string, phase });
+        const figures = await runInChild<Figures>(
+          import.meta.url,
+          { bench: "before-after", checkout: checkouts.get(which) as string, phase },
+          [
+            // --expose-gc: the publish starts after a full collection.
+            "--expose-gc",
+          ],
+        );
         for (const [label, f] of Object.entries(figures)) {
           const entry = rounds.get(label) ?? new Map(names.map((n) => [n, []]));
           entry.get(which)?.push({ seconds: f.seconds, rate: f.events / f.seconds, events: f.events });
@@ -336,16 +332,15 @@ async function main(): Promise<void> {
   for (const r of rows) console.log(`| ${columns.map((c) => String(r[c])).join(" | ")} |`);
 }
 
-const rawJob = process.env[JOB_ENV];
-if (rawJob !== undefined && process.send) {
-  const job = JSON.parse(rawJob) as Job;
+const job = benchJob<Job & { bench: string }>("before-after");
+if (job) {
   const figures =
     job.phase === "replay"
       ? await replayPhase(job.checkout)
       : job.phase === "publish"
         ? await publishPhase(job.checkout)
         : await appendPhase(job.checkout);
-  process.send(figures, () => process.exit(0));
+  finishJob(figures);
 } else if (isMain(import.meta.url)) {
   await main();
 }

@@ -1,4 +1,3 @@
-import { fork } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -6,7 +5,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import pg from "pg";
 import { openLedger } from "../src/ledger/open-ledger.js";
 import { attemptEvents, planAttempts, seedWithSnapshot } from "./publish.js";
-import { fmt, isMain, scaled, withBenchDatabase } from "./support.js";
+import { benchJob, finishJob, fmt, isMain, runInChild, scaled, withBenchDatabase } from "./support.js";
 
 /*
  * Publish of one big run by several checkouts, side by side in one run, each publish on an
@@ -21,7 +20,6 @@ import { fmt, isMain, scaled, withBenchDatabase } from "./support.js";
  * --openssl-legacy-provider --import tsx bench/publish-checkouts.ts (this checkout is "this").
  */
 
-const JOB_ENV = "SHARDLEDGER_PUBLISH_CHECKOUT_JOB";
 const SHARDS = scaled(100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? "4");
 const SCHEMA = "shardledger";
@@ -66,22 +64,6 @@ async function publishJob(job: Job): Promise<Outcome> {
     winners: result.winners.length,
     load,
   };
-}
-
-function inChild(job: Job): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      execArgv: [...process.execArgv, "--expose-gc"],
-      env: { ...process.env, [JOB_ENV]: JSON.stringify(job) },
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    let result: Outcome | undefined;
-    child.once("message", (m) => {
-      result = m as Outcome;
-    });
-    child.once("error", reject);
-    child.once("exit", (code) => (result ? resolve(result) : reject(new Error(`child exited with ${code}`))));
-  });
 }
 
 async function main(): Promise<void> {
@@ -142,7 +124,14 @@ async function main(): Promise<void> {
             const copyUrl = new URL(url);
             copyUrl.pathname = `/${copy}`;
             try {
-              const o = await inChild({ checkout, url: copyUrl.toString() });
+              const o = await runInChild<Outcome>(
+                import.meta.url,
+                { bench: "publish-checkouts", checkout, url: copyUrl.toString() },
+                [
+                  // --expose-gc: the publish starts after a full collection.
+                  "--expose-gc",
+                ],
+              );
               if (o.winners !== SHARDS) throw new Error(`${label} chose ${o.winners} winners`);
               seconds.get(label)?.push(o.seconds);
               console.log(
@@ -176,8 +165,6 @@ async function main(): Promise<void> {
   }
 }
 
-const jobText = process.env[JOB_ENV];
-if (jobText) {
-  const outcome = await publishJob(JSON.parse(jobText) as Job);
-  process.send?.(outcome);
-} else if (isMain(import.meta.url)) await main();
+const job = benchJob<Job & { bench: string }>("publish-checkouts");
+if (job) finishJob(await publishJob(job));
+else if (isMain(import.meta.url)) await main();
