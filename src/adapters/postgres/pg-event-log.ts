@@ -104,6 +104,19 @@ function plainMetadata(m: unknown): EventMetadata | null {
   return normaliseMetadata(m as Partial<EventMetadata>);
 }
 
+/** Metadata judged by its schema (what {@link plainMetadata} did not pass): normalised, or a ValidationError naming the field. */
+function parsedMetadata(type: string, m: unknown): EventMetadata {
+  const meta = eventMetadataInputSchema.safeParse(m ?? {});
+  if (!meta.success) {
+    const issue = meta.error.issues[0];
+    throw new ValidationError(
+      `${type}.metadata${issue?.path.length ? `.${issue.path.join(".")}` : ""}`,
+      issue?.message ?? "invalid",
+    );
+  }
+  return normaliseMetadata(meta.data);
+}
+
 /** A Postgres error surfaced by pg or PGlite. */
 const pgCode = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
 const pgConstraint = (e: unknown): string | undefined => (e as { constraint?: string } | null)?.constraint;
@@ -426,32 +439,13 @@ export class PgEventLog implements EventLog {
       const { schemaVersion, data } = isBuilt(e, this.#catalogue)
         ? { schemaVersion: this.#catalogue.currentVersion(e.type), data: e.data }
         : this.#catalogue.validate(e.type, e.data, e.schemaVersion);
-      const plain = plainMetadata(e.metadata);
-      if (plain !== null) {
-        return {
-          eventId: eventId.toLowerCase(),
-          callerId: e.eventId !== undefined,
-          type: e.type,
-          schemaVersion,
-          data,
-          metadata: plain,
-        };
-      }
-      const meta = eventMetadataInputSchema.safeParse(e.metadata ?? {});
-      if (!meta.success) {
-        const issue = meta.error.issues[0];
-        throw new ValidationError(
-          `${e.type}.metadata${issue?.path.length ? `.${issue.path.join(".")}` : ""}`,
-          issue?.message ?? "invalid",
-        );
-      }
       return {
         eventId: eventId.toLowerCase(),
         callerId: e.eventId !== undefined,
         type: e.type,
         schemaVersion,
         data,
-        metadata: normaliseMetadata(meta.data),
+        metadata: plainMetadata(e.metadata) ?? parsedMetadata(e.type, e.metadata),
       };
     });
   }
