@@ -33,6 +33,13 @@ const CONTENDED_MS = 1000;
  */
 const MAX_GROUP_SIZE = 1000;
 /**
+ * The next group is decided while the previous group's append is in flight only when at least
+ * this many reports wait (batches, or a burst). Measured (bench/report-throughput, 64 concurrent
+ * single reports over HTTP): deciding a few dozen ahead made groups smaller and appends more
+ * frequent, 0.87-0.90x the throughput of letting them gather.
+ */
+const SPECULATE_AT_LEAST = 256;
+/**
  * A run's state is snapshotted once its stream has grown by at least this many events since the
  * last snapshot (below it, folding the stream is cheaper than reading and restoring a snapshot)…
  */
@@ -362,13 +369,18 @@ export class RunExecutor {
         next = this.#commandsWaiting(runId) ? [] : this.#take(runId);
         return next;
       };
+      // Taken while the append is in flight only when enough reports wait to be worth deciding
+      // ahead; fewer (single reports trickling in) are left to gather, and the group taken once
+      // the append has answered is larger: fewer appends, which is what single reports need.
+      const takeAhead = () =>
+        (this.#groups.get(runId)?.length ?? 0) >= SPECULATE_AT_LEAST ? takeNext() : [];
       // A group that lost a race gives the next group's reports back: its retry absorbs them.
       const untake = (items: readonly GroupItem[]) => {
         if (items.length > 0) this.#groups.set(runId, [...items, ...(this.#groups.get(runId) ?? [])]);
         next = undefined;
       };
       try {
-        speculation = await this.#decideAndAppend(runId, group, { speculation, takeNext, untake });
+        speculation = await this.#decideAndAppend(runId, group, { speculation, takeNext: takeAhead, untake });
       } catch (e) {
         // Unreachable unless a bug: no caller may be left waiting forever.
         for (const item of group) item.reject(e);

@@ -431,18 +431,19 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
       if (!armed) return;
       calls++;
       if (calls !== 1) return;
-      // The first group's append is in flight: three more reports of the run arrive.
-      for (const shard of [1, 2, 3])
+      // The first group's append is in flight: 300 more reports of the run arrive (enough to be
+      // decided ahead; a few would be left to gather until the append has answered).
+      for (let shard = 1; shard <= 300; shard++)
         late.push((executor as RunExecutor).report(started(shard), { view: view(shard) }));
     });
     executor = new RunExecutor(wrapped, () => new Date(), {});
-    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 4 });
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 301 });
     armed = true;
     counted.appends = 0;
     counted.reads = 0;
     const first = await executor.report(started(0), { view: view(0) });
     const rest = await Promise.all(late);
-    expect([first, ...rest].map((r) => r.view)).toEqual(["STARTED", "STARTED", "STARTED", "STARTED"]);
+    expect([first, ...rest].map((r) => r.view)).toEqual(Array(301).fill("STARTED"));
     // Two appends, and the run read once: the second group was decided on the state the first
     // one's append left, while it was being stored, not read back and decided after it.
     expect(counted.appends).toBe(2);
@@ -452,10 +453,7 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     );
     expect(stored).toEqual([
       "RunStarted ",
-      "AttemptStarted 0",
-      "AttemptStarted 1",
-      "AttemptStarted 2",
-      "AttemptStarted 3",
+      ...Array.from({ length: 301 }, (_, shard) => `AttemptStarted ${shard}`),
     ]);
   });
 
@@ -467,6 +465,7 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     );
     let calls = 0;
     const late: Promise<unknown>[] = [];
+    const others: Promise<{ view: unknown }>[] = [];
     let executor: RunExecutor | undefined;
     let armed = false;
     const { wrapped, counted } = wrappedLog(async () => {
@@ -478,6 +477,9 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
         late.push(
           (executor as RunExecutor).report({ ...started(1), type: "attemptSucceeded" }, { view: view(1) }),
         );
+        // …with enough others to be decided ahead as one group.
+        for (let shard = 2; shard <= 300; shard++)
+          others.push((executor as RunExecutor).report(started(shard), { view: view(shard) }));
       } else if (calls === 2) {
         // Before the second group's append reaches the log, another process records shard 1's
         // attempt as failed: the speculative decision is stale, and must not be stored.
@@ -488,7 +490,7 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
       }
     });
     executor = new RunExecutor(wrapped, () => new Date(), {});
-    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 4 });
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 301 });
     armed = true;
     counted.appends = 0;
     const first = await executor.report(started(0), { view: view(0) });
@@ -499,7 +501,13 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     const stored = (await wrapped.readStream("run-r")).map(
       (e) => `${e.type} ${(e.data as { shard?: number }).shard ?? ""}`,
     );
-    expect(stored).toEqual(["RunStarted ", "AttemptStarted 0", "AttemptFailed 1"]);
+    expect((await Promise.all(others)).map((r) => r.view)).toEqual(Array(299).fill("STARTED"));
+    expect(stored).toEqual([
+      "RunStarted ",
+      "AttemptStarted 0",
+      "AttemptFailed 1",
+      ...Array.from({ length: 299 }, (_, k) => `AttemptStarted ${k + 2}`),
+    ]);
   });
 
   it("a version conflict re-decides the whole group on fresh state", async () => {
