@@ -1,4 +1,4 @@
-import type { RunState } from "../machines/run-state.js";
+import type { AttemptState, RunState } from "../machines/run-state.js";
 
 /**
  * A scratch copy of a run state on which a group of attempt reports is decided and folded before
@@ -45,10 +45,7 @@ export function rebaseReportScratch(scratch: RunState, base: RunState): RunState
     ...scalars
   } = scratch;
   const rebased = { ...reportScratch(base), ...scalars };
-  const attempts = rebased.attempts as CopyOnReadMap<
-    string,
-    RunState["attempts"] extends ReadonlyMap<string, infer V> ? V : never
-  >;
+  const attempts = rebased.attempts as CopyOnReadMap<string, AttemptState>;
   for (const [key, value] of own.ownEntries()) attempts.adopt(key, value);
   return rebased;
 }
