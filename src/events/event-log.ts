@@ -154,8 +154,7 @@ export interface EventLog extends EventLogSession {
   /**
    * Runs `fn` in one transaction; its append, the append's inline projections and everything else
    * done through the session commit together. The session may append once: a second append
-   * throws `OneAppendPerTransactionError` (a second position reservation could make `readAll`
-   * skip another transaction's events), so put all of the events in one append.
+   * throws `OneAppendPerTransactionError`, so put all of the events in one append.
    */
   transaction<T>(fn: (session: EventLogSession) => Promise<T>, options?: TransactionOptions): Promise<T>;
 }

@@ -59,6 +59,32 @@ describe(`event log contract on ${BACKEND}`, () => {
     expect(await log.streamVersion(`missing-${randomUUID()}`)).toBe(0);
   });
 
+  it("reads on past a hole that ends what it read before (a rolled-back append's position)", async () => {
+    const reader = createPgEventLog({ db: database.db, schema: database.schema });
+    const s = `hole-${randomUUID()}`;
+    const first = (await log.append(s, [heartbeat("a")], { expectedVersion: "any" })).positions[0] as number;
+    // Takes a position and rolls back: the position is never used.
+    const rolledBack = await log
+      .transaction(async (session) => {
+        await session.append(s, [heartbeat("rolled-back")], { expectedVersion: "any" });
+        throw new Error("roll back");
+      })
+      .catch((e: unknown) => e);
+    expect(String(rolledBack)).toContain("roll back");
+    // The reader's horizon now ends in the hole (eventually: another file's open transaction on
+    // the same server may hold readers back a while).
+    await eventually(
+      () => reader.readAll({ after: first - 1 }),
+      (page) => page.some((e) => e.globalPosition === first),
+    );
+    const later = (await log.append(s, [heartbeat("b")], { expectedVersion: "any" })).positions[0] as number;
+    const page = await eventually(
+      () => reader.readAll({ after: first }),
+      (events) => events.length > 0,
+    );
+    expect(page.map((e) => [e.globalPosition, e.data])).toEqual([[later, { runId: "b" }]]);
+  });
+
   it("refuses a wrong expected version with a ConcurrencyError and writes nothing", async () => {
     const s = `s-${randomUUID()}`;
     await log.append(s, [heartbeat("r1")], { expectedVersion: "no_stream" });

@@ -129,6 +129,67 @@ describe.runIf(BACKEND === "postgres")("read-all never skips under concurrent co
     expect(rows).toHaveLength(1);
   });
 
+  it("never skips an event whose transaction took its position before an older transaction took its own", async () => {
+    // Positions are taken without a mutex (migration 0012), so position order is no longer
+    // transaction-id order. Forced: H appends to X and stays open; R appends to X, gets its
+    // transaction id and waits for X's row lock; U (a younger id) appends to Y and stays open; H
+    // commits, so R takes a position above U's and commits. A reader bounded by xmin alone would
+    // now return R's event and move its checkpoint past U's position while U is still in flight.
+    const start = await lastPosition(log, 0);
+    const [x, y] = [`old-id-x-${randomUUID()}`, `old-id-y-${randomUUID()}`];
+    const hAppended = deferred();
+    const releaseH = deferred();
+    const uAppended = deferred();
+    const releaseU = deferred();
+    const h = database.db.transaction().execute(async (trx) => {
+      await log.session(trx).append(x, [heartbeat("h")], { expectedVersion: "any" });
+      hAppended.resolve();
+      await releaseH.promise;
+    });
+    await hAppended.promise;
+    const rXid = deferred();
+    let rId = "";
+    const r = database.db.transaction().execute(async (trx) => {
+      const appended = log.session(trx).append(x, [heartbeat("r")], { expectedVersion: "any" });
+      // R has its transaction id once it waits on H's row lock.
+      rId = await waitForLockWaiter(log, x);
+      rXid.resolve();
+      return appended;
+    });
+    await rXid.promise;
+    let uPosition = Number.NaN;
+    const u = database.db.transaction().execute(async (trx) => {
+      const appended = await log.session(trx).append(y, [heartbeat("u")], { expectedVersion: "any" });
+      uPosition = appended.positions[0] as number;
+      uAppended.resolve();
+      await releaseU.promise;
+    });
+    await uAppended.promise;
+    releaseH.resolve();
+    await h;
+    const rResult = await r;
+    try {
+      const rPosition = rResult.positions[0] as number;
+      expect(uPosition).toBeLessThan(rPosition); // the order the old reader could not survive
+      expect(BigInt(rId)).toBeGreaterThan(0n);
+      // What a reader bounded by xmin alone returns now: R's event, above U's in-flight one.
+      const { rows } = await sql<{ p: string }>`
+        SELECT global_position AS p FROM ${sql.id(log.schema, "events")}
+        WHERE global_position > ${start} AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY global_position`.execute(log.db);
+      expect(rows.map((row) => Number(row.p))).toContain(rPosition);
+      // The log's reader stops below U's position while U is open…
+      const early = (await readEverything(log, start)).map((e) => e.globalPosition);
+      expect(early.every((p) => p < uPosition)).toBe(true);
+    } finally {
+      releaseU.resolve();
+    }
+    await u;
+    // …and once U has committed, it reads H, U and R in position order, none skipped.
+    const all = (await readEverything(log, start)).filter((e) => e.streamId === x || e.streamId === y);
+    expect(all.map((e) => e.data)).toEqual([{ runId: "h" }, { runId: "u" }, { runId: "r" }]);
+  });
+
   it("32 writers on 8 streams, 4 tailing readers: every reader sees every committed event once, in order", async () => {
     const ROUNDS = 4;
     const WRITERS = 32;
@@ -204,4 +265,34 @@ async function waitForXminPast(log: PgEventLog, xid: string): Promise<void> {
     60_000,
   );
   expect(past, `the cluster's xmin never passed ${xid} (another transaction held it back)`).toBe(true);
+}
+
+/** Every event after `from` that readAll hands out now, page by page. */
+async function readEverything(log: PgEventLog, from: number) {
+  const out = [];
+  let after = from;
+  for (;;) {
+    const page = await log.readAll({ after, limit: 10_000 });
+    if (page.length === 0) return out;
+    out.push(...page);
+    after = page.at(-1)?.globalPosition as number;
+  }
+}
+
+/** Waits until a backend waits on a row lock of `stream`'s row, and answers its transaction id. */
+async function waitForLockWaiter(log: PgEventLog, stream: string): Promise<string> {
+  const xid = await eventually(
+    async () =>
+      (
+        await sql<{ xid: string | null }>`
+          SELECT a.backend_xid::text AS xid FROM pg_stat_activity a
+          WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
+            AND a.query LIKE '%append_events%' AND a.backend_xid IS NOT NULL
+          LIMIT 1`.execute(log.db)
+      ).rows[0]?.xid ?? null,
+    (value) => value !== null,
+    10_000,
+  );
+  expect(xid, `no append waited on the row lock of ${stream}`).not.toBeNull();
+  return xid as string;
 }

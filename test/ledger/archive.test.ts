@@ -387,7 +387,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     for (const scratch of scratches) {
       await sql`CREATE SCHEMA ${sql.id(scratch)}`.execute(t.database.db);
       await createProjectionTables(t.database.db, scratch);
-      firsts.push((await replayInto(log, t.database.db, scratch, 0, undefined, false, shared)).position);
+      firsts.push((await replayInto(log, t.database.db, scratch, 0, undefined, undefined, shared)).position);
     }
     clock.advance(DAY);
     expect((await ledger.archive()).archived).toHaveLength(2);
@@ -398,7 +398,7 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
         scratches[0] as string,
         firsts[0] as number,
         undefined,
-        false,
+        undefined,
         shared,
       );
       expect(await rollupsIn(scratches[0] as string)).toEqual(live.map((r) => [r.reason, r.prunedRuns]));

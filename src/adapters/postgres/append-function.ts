@@ -3,7 +3,7 @@ import { advisoryKey } from "./advisory-keys.js";
 import type { SchemaMigration } from "./schema-migration.js";
 
 /**
- * Migration 0008: `append_events`, the whole append as one server-side function, so that an append
+ * Migration 0008 (its function replaced by migration 0012, lock-free-positions.ts): `append_events`, the whole append as one server-side function, so that an append
  * with no inline projection is one statement sent in autocommit: one round trip instead of four
  * (BEGIN, reserve_positions, move-stream-and-insert, COMMIT). It runs in the caller's transaction
  * when there is one, so the rules of that transaction still hold.

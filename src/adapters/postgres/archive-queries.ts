@@ -149,7 +149,7 @@ export function pgHotLogArchive(log: PgEventLog): HotLogArchive {
 
 /**
  * One transaction: append `Archived` to the dataset stream (the transaction's first write, as
- * every append must be: see reserve_positions), then lock the run stream's row and check it still
+ * the API asks of every append: docs/event-log.md), then lock the run stream's row and check it still
  * holds exactly the archived version, take the deleted `Pruned` back off the live rollups (the
  * `Archived` fold just added it again: live counts do not move, and a replay of the hot log,
  * which sees only `Archived`, counts the run once), and delete the stream's events. Any surprise

@@ -2,6 +2,7 @@ import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "k
 import { ValidationError } from "../../errors.js";
 import { redactUrl } from "./connection-url.js";
 import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
+import { usePreparedStatements } from "./prepared-statements.js";
 
 /**
  * The kysely instance the ledger uses. Its tables live in a schema chosen at run time, so it is
@@ -110,7 +111,12 @@ export async function openDatabase(
       });
       // Idle clients can error when the server restarts; without a listener that crashes the process.
       pool.on("error", () => {});
-      pool.on("connect", (client) => survivesConnectionLoss(client));
+      pool.on("connect", (client) => {
+        survivesConnectionLoss(client);
+        // Our own pool: its clients are pg's, which take a named statement (a pool passed in may
+        // hand out anything with kysely's query(text, parameters), so it is left alone).
+        usePreparedStatements(client);
+      });
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool }) });
       return { db, schema, kind: "postgres", close: () => db.destroy() };
     }

@@ -4,6 +4,7 @@ import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import { appendFunction } from "./append-function.js";
 import type { LedgerDb } from "./database.js";
+import { lockFreePositions } from "./lock-free-positions.js";
 import { createPgEventLog } from "./pg-event-log.js";
 import {
   createProjectionTables,
@@ -330,6 +331,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   attemptRowsLeaveRoom,
   archiveIndexes,
   runSnapshots,
+  lockFreePositions,
 ];
 
 /**

@@ -29,6 +29,8 @@ import type {
 import { advisoryKey } from "./advisory-keys.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
+import { preparedStatement } from "./prepared-statements.js";
+import { ReadHorizon } from "./read-horizon.js";
 
 /**
  * Options of {@link createPgEventLog}.
@@ -47,6 +49,11 @@ export interface PgEventLogOptions {
   projections?: readonly InlineProjection[];
   /** The clock that stamps `recordedAt`; tests control it. */
   clock?: () => Date;
+  /**
+   * How long a `readAll` that has caught up waits for the appends in flight before it answers up
+   * to the horizon settled before (default 2,000 ms; see docs/event-log.md).
+   */
+  readAllWaitMs?: number;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -62,10 +69,10 @@ interface PreparedEvent {
   metadata: ReturnType<typeof normaliseMetadata>;
 }
 
-/** The row `append_events` answers (migration 0008). */
+/** The row `append_events` answers (migration 0012). */
 interface AppendRow {
   outcome: "ok" | "conflict" | "lease_lost";
-  first_position: string | number | bigint | null;
+  positions: (string | number | bigint)[] | null;
   next_version: string | number | bigint;
   known_ids: string[] | null;
   known_positions: (string | number | bigint)[] | null;
@@ -126,13 +133,12 @@ const isUniqueViolation = (e: unknown, constraintSuffix: string) =>
 
 /**
  * The transactions a session has appended in, shared by every log and session so that two
- * sessions over one transaction are caught too. One append per transaction: a second position
- * reservation breaks "position order equals transaction-id order" (see reserve_positions), which
- * `readAll` relies on to never skip an event.
+ * sessions over one transaction are caught too. One append per transaction is the API's rule
+ * (docs/event-log.md); since migration 0012 `readAll` no longer depends on it.
  */
 const appendedIn = new WeakSet<LedgerDb>();
 
-/** The database's refusal of a second reservation (reserve_positions, migration 0004). */
+/** The database's refusal of a second append in one transaction (append_events). */
 const isSecondReservation = (e: unknown) =>
   pgCode(e) === "P0001" && String((e as Error | null)?.message).includes("may append to the log once");
 
@@ -162,6 +168,9 @@ export class PgEventLog implements EventLog {
   readonly #projections: readonly InlineProjection[];
   readonly #clock: () => Date;
   readonly #appendSql: string;
+  /** The one-statement appends, by expected version (see {@link oneStatementAppend}). */
+  readonly #statementSql: Record<"any" | "no_stream" | "exact", string>;
+  readonly #horizon: ReadHorizon;
 
   constructor(options: PgEventLogOptions) {
     this.#db = options.db;
@@ -170,10 +179,17 @@ export class PgEventLog implements EventLog {
     this.#projections = options.projections ?? [];
     this.#clock = options.clock ?? (() => new Date());
     const fn = `"${this.schema.replaceAll('"', '""')}".append_events`;
-    this.#appendSql = `SELECT outcome, first_position, next_version, known_ids::text[] AS known_ids, known_positions,
-      lease_epoch, lease_holder
+    this.#appendSql =
+      preparedStatement(`SELECT outcome, positions, next_version, known_ids::text[] AS known_ids,
+      known_positions, lease_epoch, lease_holder
       FROM ${fn}($1::text, $2::bigint, $3::uuid[], $4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[],
-        $9::timestamptz, $10::text, $11::bigint)`;
+        $9::timestamptz, $10::text, $11::bigint)`);
+    this.#statementSql = {
+      any: preparedStatement(oneStatementAppend(this.schema, "any")),
+      no_stream: preparedStatement(oneStatementAppend(this.schema, "no_stream")),
+      exact: preparedStatement(oneStatementAppend(this.schema, "exact")),
+    };
+    this.#horizon = new ReadHorizon(this.schema, options.readAllWaitMs);
   }
 
   /** The kysely instance (for queries of projection tables). @internal */
@@ -190,11 +206,14 @@ export class PgEventLog implements EventLog {
     // A log opened on a transaction appends in it: the one-append rule of that transaction holds.
     if (this.#db.isTransaction) return this.session(this.#db).append(streamId, events, options);
     const prepared = this.#prepare(streamId, events, options.expectedVersion, options.fence);
-    // Without inline projections the append is one statement in autocommit (one round trip); with
-    // them, the function and the projections share one transaction.
+    // Without inline projections the append is one statement in autocommit (one round trip): a
+    // plain INSERT … SELECT when there is nothing to look up or fence, else append_events. With
+    // projections, the function and the projections share one transaction.
     const once = () =>
       this.#projections.length === 0
-        ? this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence)
+        ? options.fence === undefined && prepared.every((p) => !p.callerId)
+          ? this.#appendInOneStatement(streamId, prepared, options.expectedVersion)
+          : this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence)
         : this.#db
             .transaction()
             .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion, options.fence));
@@ -227,35 +246,55 @@ export class PgEventLog implements EventLog {
     const limit = Math.min(Math.max(options.limit ?? 1000, 1), MAX_READ);
     if (!Number.isSafeInteger(after) || after < 0)
       throw new ValidationError("after", "must be a non-negative integer");
-    // pg_current_snapshot() is the statement's own snapshot, so "visible" and "below xmin" refer to
-    // the same instant: every transaction below xmin has finished, and any transaction still in
-    // flight holds positions above every row returned here (see reserve_positions).
-    const { rows } = await sql<EventRow>`
-      SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
-      FROM ${sql.id(this.schema, "events")}
-      WHERE global_position > ${after}
-        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-      ORDER BY global_position
-      LIMIT ${limit}`.execute(this.#db);
+    // Up to a horizon below which no append is in flight (migration 0012). A page of a backlog
+    // reads up to the horizon this log has settled already; a page that reaches it (positions have
+    // holes, so "reaches" means "is not full") asks for a new one and reads on from there.
+    const known = this.#horizon.known;
+    const rows = after < known ? await this.#readRange(after, known, limit) : [];
+    if (rows.length < limit) {
+      const from = Math.max(after, known);
+      const newer = await this.#horizon.settled(this.#db);
+      if (newer > from) rows.push(...(await this.#readRange(from, newer, limit - rows.length)));
+    }
     return rows.map((r) => this.#toRecorded(r));
   }
 
+  /** The events at positions in (`after`, `upTo`], in position order, at most `limit`. */
+  async #readRange(after: number, upTo: number, limit: number): Promise<EventRow[]> {
+    const { rows } = await sql<EventRow>`
+      SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
+      FROM ${sql.id(this.schema, "events")}
+      WHERE global_position > ${after} AND global_position <= ${upTo}
+      ORDER BY global_position
+      LIMIT ${limit}`.execute(this.#db);
+    return rows;
+  }
+
   /**
-   * Reads every event visible to `db`'s snapshot after `after`, without the xmin bound. Only for a
+   * A position up to which every event that will ever exist is committed and visible to any
+   * snapshot taken from now on: what a replay reads in one snapshot and then continues from under
+   * a lock. Waits up to `maxWaitMs` for the appends in flight; 0 (or an older horizon) when they
+   * do not end in time. @internal the replay's.
+   */
+  settledHorizon(options: { maxWaitMs?: number } = {}): Promise<number> {
+    return this.#horizon.settled(this.#db, options);
+  }
+
+  /**
+   * Reads every event visible to `db`'s snapshot after `after`, without a horizon. Only for a
    * caller that holds one snapshot for its whole read (a REPEATABLE READ transaction, or a lock that
    * excludes writers), such as audit and rebuild: there "visible" is exactly what the projections
-   * in the same snapshot reflect. With `boundedByXmin` it stops where `readAll` would, so the last
-   * position read is a checkpoint that no in-flight event lies below. @internal
+   * in the same snapshot reflect. With `upTo` (a {@link settledHorizon} taken before the snapshot)
+   * it stops there, so the last position read is a checkpoint that no in-flight event lies below.
+   * @internal
    */
   async readVisible(
     db: LedgerDb,
     after: number,
     limit: number,
-    options: { boundedByXmin?: boolean } = {},
+    options: { upTo?: number | undefined } = {},
   ): Promise<RecordedEvent[]> {
-    const bound = options.boundedByXmin
-      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-      : sql``;
+    const bound = upToBound(options.upTo);
     const { rows } = await sql<EventRow>`
       SELECT global_position, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at
       FROM ${sql.id(this.schema, "events")}
@@ -281,7 +320,7 @@ export class PgEventLog implements EventLog {
     after: number,
     limit: number,
     options: {
-      boundedByXmin?: boolean;
+      upTo?: number | undefined;
       skip?: { prunedAt: ReadonlyMap<string, number>; keepTypes: readonly string[] } | undefined;
     } = {},
   ): Promise<{
@@ -289,9 +328,7 @@ export class PgEventLog implements EventLog {
     read: number;
     position: number;
   }> {
-    const bound = options.boundedByXmin
-      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-      : sql``;
+    const bound = upToBound(options.upTo);
     const page = sql`
       SELECT global_position, type, schema_version, data,
         floor(extract(epoch FROM recorded_at) * 1000)::float8 AS recorded_ms
@@ -350,11 +387,9 @@ export class PgEventLog implements EventLog {
   async prunePositions(
     db: LedgerDb,
     after: number,
-    options: { boundedByXmin?: boolean } = {},
+    options: { upTo?: number | undefined } = {},
   ): Promise<Map<string, number>> {
-    const bound = options.boundedByXmin
-      ? sql`AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
-      : sql``;
+    const bound = upToBound(options.upTo);
     const { rows } = await sql<{ run_id: string; at: number | string }>`
       SELECT data->>'runId' AS run_id, min(global_position) AS at
       FROM ${sql.id(this.schema, "events")}
@@ -507,17 +542,83 @@ export class PgEventLog implements EventLog {
       known.set(id, Number(row.known_positions?.[i]));
     });
     const fresh = distinct.filter((p) => !known.has(p.eventId));
-    const next = Number(row.next_version);
-    const first = Number(row.first_position);
+    return this.#appended(
+      db,
+      streamId,
+      prepared,
+      fresh,
+      known,
+      row.positions ?? [],
+      Number(row.next_version),
+      recordedAt,
+    );
+  }
+
+  /**
+   * The append as one `INSERT … SELECT` in autocommit, for events with no caller-chosen id and no
+   * fence, so nothing to look up and nothing to lock: the stream row moves and the events go in in
+   * one statement, sent as a prepared statement. Writing the stream row first gives the
+   * transaction its id before any position is taken (migration 0012's rule).
+   */
+  async #appendInOneStatement(
+    streamId: string,
+    prepared: PreparedEvent[],
+    expected: ExpectedVersion,
+  ): Promise<AppendResult> {
+    const recordedAt = this.#clock();
+    const kind =
+      expected === "any" ? "any" : expected === "no_stream" || expected === 0 ? "no_stream" : "exact";
+    const parameters: unknown[] = [
+      streamId,
+      prepared.length,
+      recordedAt,
+      prepared.map((p) => p.eventId),
+      prepared.map((p) => p.type),
+      prepared.map((p) => p.schemaVersion),
+      prepared.map((p) => JSON.stringify(p.data)),
+      prepared.map((p) => JSON.stringify(p.metadata)),
+    ];
+    if (kind === "exact") parameters.push(expected);
+    const { rows } = await this.#db.executeQuery<{
+      global_position: string | number;
+      stream_version: string | number;
+    }>(CompiledQuery.raw(this.#statementSql[kind], parameters));
+    if (rows.length === 0) {
+      throw new ConcurrencyError(streamId, expected, await this.#streamVersion(this.#db, streamId));
+    }
+    // In event order, as inserted (they come back in that order; sorted so as to rely on nothing).
+    const stored =
+      rows.length > 1 ? [...rows].sort((a, b) => Number(a.stream_version) - Number(b.stream_version)) : rows;
+    const positions = stored.map((r) => r.global_position);
+    const next = Number(stored.at(-1)?.stream_version);
+    return this.#appended(this.#db, streamId, prepared, prepared, new Map(), positions, next, recordedAt);
+  }
+
+  /**
+   * What an append answers once stored: the events written (`fresh`, at `positions`, the stream
+   * now at `next`), the positions of every event asked for (`known` ones were stored before), after
+   * the inline projections have seen the written events in the append's transaction.
+   */
+  async #appended(
+    db: LedgerDb,
+    streamId: string,
+    prepared: PreparedEvent[],
+    fresh: PreparedEvent[],
+    known: ReadonlyMap<string, number>,
+    positions: readonly (string | number | bigint)[],
+    next: number,
+    recordedAt: Date,
+  ): Promise<AppendResult> {
     const current = next - fresh.length;
     const freshPosition = new Map<string, number>();
     const written: RecordedEvent[] = fresh.map((event, i) => {
-      freshPosition.set(event.eventId, first + i);
+      const position = Number(positions[i]);
+      freshPosition.set(event.eventId, position);
       return {
         eventId: event.eventId,
         streamId,
         streamVersion: current + i + 1,
-        globalPosition: first + i,
+        globalPosition: position,
         type: event.type,
         // An event appended at an older schema version (a tool writing an old shape on purpose)
         // reaches projections and the caller upcast, exactly as a reader will see it.
@@ -526,14 +627,14 @@ export class PgEventLog implements EventLog {
         recordedAt,
       };
     });
-    const positions = prepared.map((p) => (known.get(p.eventId) ?? freshPosition.get(p.eventId)) as number);
+    const all = prepared.map((p) => (known.get(p.eventId) ?? freshPosition.get(p.eventId)) as number);
     if (written.length > 0) {
       for (const projection of this.#projections) await projection.apply(db, written, this.schema);
     }
     return {
       streamId,
       nextExpectedVersion: next,
-      positions,
+      positions: all,
       written,
       duplicates: prepared.length - fresh.length,
     };
@@ -579,4 +680,44 @@ export class PgEventLog implements EventLog {
     (e as { cause?: unknown }).cause = cause;
     return e;
   }
+}
+
+/** The bound of a replay's read: positions up to a settled horizon, or everything visible. */
+function upToBound(upTo: number | undefined) {
+  if (upTo === undefined) return sql``;
+  if (!Number.isSafeInteger(upTo) || upTo < 0)
+    throw new ValidationError("upTo", "must be a non-negative integer");
+  return sql`AND global_position <= ${upTo}`;
+}
+
+/**
+ * The one-statement append (see `#appendInOneStatement`) for one kind of expected version: the
+ * stream row is moved (and row-locked until commit) in the first CTE, which answers the
+ * transaction id it has just been given; the events are inserted numbered from its version, each
+ * taking its position after that write, in event order. Answers one row per event (position,
+ * stream version), none when the expected version did not hold and nothing was written.
+ * Parameters: $1 stream, $2 number of events, $3 recorded at, $4–$8 the events' ids, types, schema
+ * versions, data and metadata, $9 the expected version ("exact" only).
+ */
+function oneStatementAppend(schema: string, kind: "any" | "no_stream" | "exact"): string {
+  const t = (name: string) => `"${schema.replaceAll('"', '""')}".${name}`;
+  const move = {
+    any: `INSERT INTO ${t("streams")} AS st (stream_id, version, updated_at) VALUES ($1::text, $2::bigint, $3::timestamptz)
+      ON CONFLICT (stream_id) DO UPDATE SET version = st.version + EXCLUDED.version, updated_at = EXCLUDED.updated_at`,
+    no_stream: `INSERT INTO ${t("streams")} AS st (stream_id, version, updated_at) VALUES ($1::text, $2::bigint, $3::timestamptz)
+      ON CONFLICT (stream_id) DO NOTHING`,
+    exact: `UPDATE ${t("streams")} st SET version = st.version + $2::bigint, updated_at = $3::timestamptz
+      WHERE st.stream_id = $1::text AND st.version = $9::bigint`,
+  }[kind];
+  return `WITH s AS (
+      ${move}
+      RETURNING st.version, pg_current_xact_id() AS tx
+    )
+    INSERT INTO ${t("events")}
+      (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
+    SELECT nextval('${t("global_position_seq")}'::regclass), s.tx, u.e, $1::text, s.version - $2::bigint + u.o,
+      u.ty, u.sv, u.d::jsonb, u.m::jsonb, $3::timestamptz
+    FROM s CROSS JOIN unnest($4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[]) WITH ORDINALITY AS u(e, ty, sv, d, m, o)
+    ORDER BY u.o
+    RETURNING global_position, stream_version`;
 }

@@ -76,7 +76,7 @@ export async function replayInto(
   scratch: string,
   from: number,
   onProgress?: (events: number) => void,
-  boundedByXmin = false,
+  upTo: number | undefined = undefined,
   replayedPrunes: Set<string> = new Set(),
 ): Promise<{ events: number; position: number }> {
   const store = new ReplayStore(db, scratch, { empty: from === 0 });
@@ -84,10 +84,10 @@ export async function replayInto(
   // before that change nothing that outlives the prune (WRITES_BEYOND_ITS_RUN), and are counted but
   // neither sent nor folded.
   const skip = REPLAY_LIMITS.skipPrunedHistory
-    ? { prunedAt: await log.prunePositions(db, from, { boundedByXmin }), keepTypes: WRITES_BEYOND_ITS_RUN }
+    ? { prunedAt: await log.prunePositions(db, from, { upTo }), keepTypes: WRITES_BEYOND_ITS_RUN }
     : undefined;
   const read = (after: number) => {
-    const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { boundedByXmin, skip });
+    const page = log.readFoldPage(db, after, REPLAY_LIMITS.pageSize, { upTo, skip });
     // Read ahead: awaited after the fold of the page before, or never if that fold throws.
     page.catch(() => {});
     return page;
@@ -235,18 +235,21 @@ export async function rebuildProjections(
   try {
     await sql`CREATE SCHEMA ${sql.id(scratch)}`.execute(db);
     await createProjectionTables(db, scratch);
-    // Phase 1, concurrent with appends, in one snapshot and bounded by its xmin: the last position
-    // read is a checkpoint below which no event can still commit.
+    // Phase 1, concurrent with appends, in one snapshot taken after a horizon settled and bounded
+    // by it: every event up to the horizon is in the snapshot, so the last position read is a
+    // checkpoint below which no event can still commit. (A horizon that does not settle in time
+    // leaves phase 1 less to do and phase 2 more, never a gap.)
     const replayedPrunes = new Set<string>();
+    const upTo = await log.settledHorizon();
     const first = await db
       .transaction()
       .setIsolationLevel("repeatable read")
-      .execute((trx) => replayInto(log, trx, scratch, 0, options.onProgress, true, replayedPrunes));
+      .execute((trx) => replayInto(log, trx, scratch, 0, options.onProgress, upTo, replayedPrunes));
     // Phase 2, appends blocked: the tail, then the swap. EXCLUSIVE mode waits for in-flight appends
     // to commit and keeps new ones out, so no inline projection writes to a table being replaced.
     const events = await db.transaction().execute(async (trx) => {
       await sql`LOCK TABLE ${sql.id(log.schema, "events")} IN EXCLUSIVE MODE`.execute(trx);
-      const tail = await replayInto(log, trx, scratch, first.position, undefined, false, replayedPrunes);
+      const tail = await replayInto(log, trx, scratch, first.position, undefined, undefined, replayedPrunes);
       // The live views read the tables being replaced: drop them first, recreate them on the new.
       await dropProjectionViews(trx, log.schema);
       for (const table of PROJECTION_TABLES) {
