@@ -136,6 +136,13 @@ export async function run(): Promise<BenchReport> {
           await target.append(stream, events(i, n), { expectedVersion: "any" });
           return n;
         };
+      // Idempotent appends: every event carries an id the caller chose, so the append looks the ids
+      // up first (append_events) instead of the plain INSERT … SELECT.
+      const ledgerWithIds = (n: number) => async (stream: string, i: number) => {
+        const withIds = events(i, n).map((e) => ({ ...e, eventId: randomUUID() }));
+        await log.append(stream, withIds, { expectedVersion: "any" });
+        return n;
+      };
       const emmettAppend = (n: number) => async (stream: string, i: number) => {
         // Emmett's own default: no expected version, like the ledger's "any".
         await emmett.appendToStream(
@@ -192,7 +199,7 @@ export async function run(): Promise<BenchReport> {
       const judge = (row: BenchRow, cells: Record<string, string | number>) => Object.assign(row, cells);
 
       const singles = rows.length;
-      const [rawSingle, emmettSingle, ledgerSingle, projectedSingle] = await compare([
+      const [rawSingle, emmettSingle, ledgerSingle, projectedSingle, idsSingle] = await compare([
         {
           label: "raw INSERT, 1 row",
           roundTrips: "1",
@@ -225,10 +232,19 @@ export async function run(): Promise<BenchReport> {
           ops: SINGLES,
           op: ledger(1, projected),
         },
+        {
+          label: "ledger append, 1 event with a caller-chosen id",
+          roundTrips: "1",
+          clients: CLIENTS,
+          streams: CLIENTS,
+          ops: SINGLES,
+          op: ledgerWithIds(1),
+        },
       ]);
       for (const [k, m] of [
         [2, ledgerSingle],
         [3, projectedSingle],
+        [4, idsSingle],
       ] as const) {
         const vsRaw = ratio(m!, rawSingle!);
         const vsEmmett = ratio(m!, emmettSingle!);
