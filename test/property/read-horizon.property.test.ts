@@ -34,17 +34,18 @@ type Step =
   | { kind: "autocommit"; stream: number; ids: boolean; size: number }
   | { kind: "read"; reader: number; limit: number };
 
+/** What an append names: its stream, whether its events carry caller-chosen ids, how many. */
+const appendOf = {
+  stream: fc.nat(STREAMS - 1),
+  ids: fc.boolean(),
+  size: fc.integer({ min: 1, max: 3 }),
+};
+
 // Weighted towards transactions that open and end, where the interleavings that matter live.
 const step: fc.Arbitrary<Step> = fc.oneof(
   {
     weight: 4,
-    arbitrary: fc.record({
-      kind: fc.constant("open" as const),
-      slot: fc.nat(SLOTS - 1),
-      stream: fc.nat(STREAMS - 1),
-      ids: fc.boolean(),
-      size: fc.integer({ min: 1, max: 3 }),
-    }),
+    arbitrary: fc.record({ kind: fc.constant("open" as const), slot: fc.nat(SLOTS - 1), ...appendOf }),
   },
   {
     weight: 3,
@@ -54,15 +55,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       commit: fc.boolean(),
     }),
   },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      kind: fc.constant("autocommit" as const),
-      stream: fc.nat(STREAMS - 1),
-      ids: fc.boolean(),
-      size: fc.integer({ min: 1, max: 3 }),
-    }),
-  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("autocommit" as const), ...appendOf }) },
   {
     weight: 3,
     arbitrary: fc.record({
