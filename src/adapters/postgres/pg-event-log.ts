@@ -168,8 +168,8 @@ export class PgEventLog implements EventLog {
   readonly #projections: readonly InlineProjection[];
   readonly #clock: () => Date;
   readonly #appendSql: string;
-  /** The one-statement appends, by expected version (see {@link oneStatementAppend}). */
-  readonly #statementSql: Record<"any" | "no_stream" | "exact", string>;
+  /** The one-statement appends, by expected version and for one event or several (see {@link oneStatementAppend}). */
+  readonly #statementSql: Record<`${"any" | "no_stream" | "exact"}/${"one" | "many"}`, string>;
   readonly #horizon: ReadHorizon;
 
   constructor(options: PgEventLogOptions) {
@@ -184,10 +184,15 @@ export class PgEventLog implements EventLog {
       known_positions, lease_epoch, lease_holder
       FROM ${fn}($1::text, $2::bigint, $3::uuid[], $4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[],
         $9::timestamptz, $10::text, $11::bigint)`);
+    const statement = (kind: "any" | "no_stream" | "exact", count: "one" | "many") =>
+      preparedStatement(oneStatementAppend(this.schema, kind, count));
     this.#statementSql = {
-      any: preparedStatement(oneStatementAppend(this.schema, "any")),
-      no_stream: preparedStatement(oneStatementAppend(this.schema, "no_stream")),
-      exact: preparedStatement(oneStatementAppend(this.schema, "exact")),
+      "any/one": statement("any", "one"),
+      "any/many": statement("any", "many"),
+      "no_stream/one": statement("no_stream", "one"),
+      "no_stream/many": statement("no_stream", "many"),
+      "exact/one": statement("exact", "one"),
+      "exact/many": statement("exact", "many"),
     };
     this.#horizon = new ReadHorizon(this.schema, options.readAllWaitMs);
   }
@@ -568,21 +573,34 @@ export class PgEventLog implements EventLog {
     const recordedAt = this.#clock();
     const kind =
       expected === "any" ? "any" : expected === "no_stream" || expected === 0 ? "no_stream" : "exact";
-    const parameters: unknown[] = [
-      streamId,
-      prepared.length,
-      recordedAt,
-      prepared.map((p) => p.eventId),
-      prepared.map((p) => p.type),
-      prepared.map((p) => p.schemaVersion),
-      prepared.map((p) => JSON.stringify(p.data)),
-      prepared.map((p) => JSON.stringify(p.metadata)),
-    ];
+    // One event goes as plain parameters: no arrays to escape here and to unnest there.
+    const one = prepared.length === 1 ? prepared[0] : undefined;
+    const parameters: unknown[] = one
+      ? [
+          streamId,
+          1,
+          recordedAt,
+          one.eventId,
+          one.type,
+          one.schemaVersion,
+          JSON.stringify(one.data),
+          JSON.stringify(one.metadata),
+        ]
+      : [
+          streamId,
+          prepared.length,
+          recordedAt,
+          prepared.map((p) => p.eventId),
+          prepared.map((p) => p.type),
+          prepared.map((p) => p.schemaVersion),
+          prepared.map((p) => JSON.stringify(p.data)),
+          prepared.map((p) => JSON.stringify(p.metadata)),
+        ];
     if (kind === "exact") parameters.push(expected);
     const { rows } = await this.#db.executeQuery<{
       global_position: string | number;
       stream_version: string | number;
-    }>(CompiledQuery.raw(this.#statementSql[kind], parameters));
+    }>(CompiledQuery.raw(this.#statementSql[`${kind}/${one ? "one" : "many"}`], parameters));
     if (rows.length === 0) {
       throw new ConcurrencyError(streamId, expected, await this.#streamVersion(this.#db, streamId));
     }
@@ -697,9 +715,14 @@ function upToBound(upTo: number | undefined) {
  * taking its position after that write, in event order. Answers one row per event (position,
  * stream version), none when the expected version did not hold and nothing was written.
  * Parameters: $1 stream, $2 number of events, $3 recorded at, $4–$8 the events' ids, types, schema
- * versions, data and metadata, $9 the expected version ("exact" only).
+ * versions, data and metadata (arrays for "many", the one event's values for "one"), $9 the
+ * expected version ("exact" only).
  */
-function oneStatementAppend(schema: string, kind: "any" | "no_stream" | "exact"): string {
+function oneStatementAppend(
+  schema: string,
+  kind: "any" | "no_stream" | "exact",
+  count: "one" | "many",
+): string {
   const t = (name: string) => `"${schema.replaceAll('"', '""')}".${name}`;
   const move = {
     any: `INSERT INTO ${t("streams")} AS st (stream_id, version, updated_at) VALUES ($1::text, $2::bigint, $3::timestamptz)
@@ -715,9 +738,15 @@ function oneStatementAppend(schema: string, kind: "any" | "no_stream" | "exact")
     )
     INSERT INTO ${t("events")}
       (global_position, transaction_id, event_id, stream_id, stream_version, type, schema_version, data, metadata, recorded_at)
-    SELECT nextval('${t("global_position_seq")}'::regclass), s.tx, u.e, $1::text, s.version - $2::bigint + u.o,
+    ${
+      count === "one"
+        ? `SELECT nextval('${t("global_position_seq")}'::regclass), s.tx, $4::uuid, $1::text, s.version,
+      $5::text, $6::integer, $7::jsonb, $8::jsonb, $3::timestamptz
+    FROM s`
+        : `SELECT nextval('${t("global_position_seq")}'::regclass), s.tx, u.e, $1::text, s.version - $2::bigint + u.o,
       u.ty, u.sv, u.d::jsonb, u.m::jsonb, $3::timestamptz
     FROM s CROSS JOIN unnest($4::uuid[], $5::text[], $6::integer[], $7::text[], $8::text[]) WITH ORDINALITY AS u(e, ty, sv, d, m, o)
-    ORDER BY u.o
+    ORDER BY u.o`
+    }
     RETURNING global_position, stream_version`;
 }
