@@ -1,3 +1,4 @@
+import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import type { CleanupReason } from "../events/catalogue.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
@@ -7,7 +8,7 @@ import { isExhausted, nextRetryAt } from "../maintenance/retry-policy.js";
 import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, objectKeyOfUrl } from "../storage/dataset-url.js";
 import { manifestKey, runDataPrefix } from "../storage/object-layout.js";
-import type { ObjectStore } from "../storage/object-store.js";
+import type { ObjectInfo, ObjectStore } from "../storage/object-store.js";
 import type { MaintenanceDeps, Pass } from "./maintenance-pass.js";
 
 /** One deletion a pass works on: a loser, a pending item, a piece of a prune, an orphan. @internal */
@@ -109,6 +110,23 @@ export async function itemRefusals(
   return out;
 }
 
+/**
+ * What a prefix deletion for `reason` must leave alone: for anything but a loser of a just-published
+ * run (which the safety window does not cover), every object written less than the dataset's safety
+ * window before `now` — a writer may still be finishing it (SPEC: unreported or stale data is
+ * collected only once its last write is older than the window). Undefined: spare nothing.
+ * @internal
+ */
+export function youngObjects(
+  dataset: DatasetView,
+  reason: CleanupReason,
+  now: Date,
+): ((object: ObjectInfo) => boolean) | undefined {
+  if (reason === "loser") return undefined;
+  const windowMs = effectiveSafetyWindowMs(dataset, now);
+  return (o) => o.lastModified.getTime() + windowMs > now.getTime();
+}
+
 /** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */
 export const AREA_PIPELINE = 4;
 
@@ -153,6 +171,7 @@ export async function deleteItem(
         includeExactKey: `${key}/` !== runDataPrefix(runId),
         // A run's whole area may hold 100,000 objects: list on while its pages are deleted.
         ...(`${key}/` === runDataPrefix(runId) ? { pipeline: AREA_PIPELINE } : {}),
+        ...spareOption(youngObjects(dataset, item.reason, deps.clock())),
         ...(deps.sleep ? { sleep: deps.sleep } : {}),
         ...(deps.random ? { random: deps.random } : {}),
         ...(signal ? { signal } : {}),
@@ -205,4 +224,9 @@ async function recordFailed(
     nextRetryAt: exhausted ? null : nextRetryAt(deps.policies.pending, tries, deps.clock(), deps.random),
   });
   return exhausted;
+}
+
+/** `{ spare }` for deletePrefix when there is something to spare (exactOptionalPropertyTypes). @internal */
+export function spareOption(spare: ((object: ObjectInfo) => boolean) | undefined) {
+  return spare ? { spare } : {};
 }

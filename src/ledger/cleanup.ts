@@ -19,6 +19,7 @@ import {
   itemRefusals,
   keyOf,
   type WorkItem,
+  youngObjects,
 } from "./cleanup-item.js";
 import { cleanConcurrently } from "./concurrent-cleanup.js";
 import {
@@ -223,6 +224,7 @@ export async function cleanItemsConcurrently(
       store: throttled,
       keyOf: (item) => keyOf(dataset, item),
       isObject: (item, key) => isObjectItem(item.runId, key, item.reason),
+      spare: (item) => youngObjects(dataset, item.reason, deps.clock()),
       refusals: (batch) => itemRefusals(pass, dataset, batch),
       executeMany,
       assertHeld: coalescedCheck(() => pass.lease.assertHeld()),

@@ -4,8 +4,8 @@ import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt, type RetryPolicy } from "../maintenance/retry-policy.js";
 import { runDataPrefix } from "../storage/object-layout.js";
-import type { ObjectStore } from "../storage/object-store.js";
-import { AREA_PIPELINE, type WorkItem } from "./cleanup-item.js";
+import type { ObjectInfo, ObjectStore } from "../storage/object-store.js";
+import { AREA_PIPELINE, spareOption, type WorkItem } from "./cleanup-item.js";
 
 /** One deletion a pass may make (see {@link WorkItem}). */
 export type CleanupWork = WorkItem;
@@ -27,6 +27,8 @@ export interface ConcurrentCleanupDeps {
   keyOf(item: CleanupWork): { key: string } | { refused: string };
   /** Whether the item is one object (deleted by its exact key) rather than a prefix. */
   isObject(item: CleanupWork, key: string): boolean;
+  /** What a prefix deletion of the item must leave alone (see youngObjects in cleanup-item.ts). */
+  spare(item: CleanupWork): ((object: ObjectInfo) => boolean) | undefined;
   /** Why each item must not be deleted now (fresh state, read once for the batch), or null. */
   refusals(items: readonly CleanupWork[]): Promise<(string | null)[]>;
   /** Appends the commands of one run in one fenced append. */
@@ -164,6 +166,7 @@ export async function cleanConcurrently(
           // As in the sequential pass: an attempt url may name one object; a run's area never does.
           includeExactKey: `${key}/` !== runDataPrefix(item.runId),
           ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: AREA_PIPELINE } : {}),
+          ...spareOption(deps.spare(item)),
           ...(deps.sleep ? { sleep: deps.sleep } : {}),
           ...(deps.random ? { random: deps.random } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),

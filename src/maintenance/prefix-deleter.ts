@@ -4,6 +4,7 @@ import {
   classifyStoreError,
   type DeleteOutcome,
   isObjectStoreError,
+  type ObjectInfo,
   type ObjectStore,
 } from "../storage/object-store.js";
 import { dispatchFenced, FenceRefusal } from "./fenced-store.js";
@@ -86,6 +87,14 @@ export interface DeletePrefixOptions {
    * does not disturb the pages after it. Every delete of a round has ended when the round ends.
    */
   pipeline?: number;
+  /**
+   * Objects never to send, judged as they are listed: the data that gc collects (a stale, failed
+   * or pruned run's area) spares what was written less than the safety window ago (SPEC: unreported
+   * or stale data is collected only once its last write is older than it). Spared objects end the
+   * call after the round that found them, failed with code `InsideSafetyWindow` (transient: a later
+   * pass deletes them once they are old enough); never retried within this call.
+   */
+  spare?: (object: ObjectInfo) => boolean;
 }
 
 const REMAINING_SHOWN = 10;
@@ -94,7 +103,7 @@ const PAGE_SIZE = 1000;
 type RoundOutcome =
   | { kind: "empty" }
   | { kind: "clean" }
-  | { kind: "failed"; error: PrefixCleanupError; remainingKeys: string[] };
+  | { kind: "failed"; error: PrefixCleanupError; remainingKeys: string[]; final?: true };
 
 class Aborted extends Error {}
 
@@ -192,6 +201,7 @@ export async function deletePrefix(
   const round = async (): Promise<RoundOutcome> => {
     let token: string | null = null;
     let listed = 0;
+    const spared: string[] = [];
     let transient: { error: PrefixCleanupError; remainingKeys: string[] } | null = null;
     const inFlight: Promise<Settled>[] = [];
     /** Takes in one delete's result: null to go on, or the failure that ends the round. */
@@ -248,7 +258,12 @@ export async function deletePrefix(
         token = page.nextToken;
         // Siblings that merely share the shorter listing prefix are not ours and are never sent;
         // a key outside the listing prefix altogether stays in, for the check below to refuse.
-        batch = page.objects.map((o) => o.key).filter((k) => ours(k) || !k.startsWith(listPrefix));
+        batch = [];
+        for (const o of page.objects) {
+          if (!(ours(o.key) || !o.key.startsWith(listPrefix))) continue;
+          if (options.spare && ours(o.key) && options.spare(o)) spared.push(o.key);
+          else batch.push(o.key);
+        }
         listed += batch.length;
         const unsafe = batch.flatMap((key) => {
           const reason = ours(key) ? unsafeListedKey(key) : "it does not lie under the prefix";
@@ -299,6 +314,18 @@ export async function deletePrefix(
     // Assigned inside absorb(): the compiler cannot see it, so the type is restated.
     const transientFailure = transient as { error: PrefixCleanupError; remainingKeys: string[] } | null;
     if (transientFailure !== null) return { kind: "failed", ...transientFailure };
+    if (spared.length > 0) {
+      return {
+        kind: "failed",
+        final: true,
+        error: {
+          code: "InsideSafetyWindow",
+          message: `${spared.length} object(s) under ${prefix} were written less than the safety window ago and were kept; they are deleted once older`,
+          transient: true,
+        },
+        remainingKeys: spared,
+      };
+    }
     return listed === 0 ? { kind: "empty" } : { kind: "clean" };
   };
 
@@ -331,7 +358,7 @@ export async function deletePrefix(
       } else {
         failure = outcome;
       }
-      if (!failure.error.transient || isExhausted(policy, tries)) {
+      if (!failure.error.transient || isExhausted(policy, tries) || ("final" in failure && failure.final)) {
         return result("failed", failure.error, failure.remainingKeys);
       }
       await sleep(backoffDelay(policy, tries, random));

@@ -12,7 +12,7 @@ import { openObjectStore } from "../../src/adapters/objectstore/open-object-stor
 import { IllegalTransitionError, NotFoundError, SafetyRailError } from "../../src/errors.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
-import { failingStore, openTestLedger, testClock } from "../support/ledger.js";
+import { failingStore, onTestClock, openTestLedger, testClock } from "../support/ledger.js";
 import { writeAndPublish, writeAttempt } from "../support/runs.js";
 
 const MIN = 60_000;
@@ -31,7 +31,10 @@ describe(`rollback on ${BACKEND}`, () => {
     t = await openTestLedger({
       clock: clock.now,
       objectStore: (root) =>
-        failingStore(openObjectStore(root), (op, key) => op === "put" && (failPut?.(key) ?? false)),
+        onTestClock(
+          failingStore(openObjectStore(root), (op, key) => op === "put" && (failPut?.(key) ?? false)),
+          clock.now,
+        ),
     });
     ledger = t.ledger;
     await ledger.createDataset({ datasetId: "ds", root: t.root, keepRuns: 3, safetyWindow: "1h" });

@@ -4,7 +4,7 @@
  * its fix and failed there. The filesystem store is real; the wrappers around it only inject a
  * failure or hold a request at an exact step, which a real store cannot be told to do.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
@@ -308,6 +308,34 @@ describe(`safety regressions (${BACKEND})`, () => {
       status: "FAILED",
       failureCause: "heartbeat_timeout",
     });
+  });
+
+  it("13: gc of a failed run past its floor spares what was written inside the safety window, and deletes it once older", async () => {
+    // Found by 3,000 safety-interleaving histories on PostgreSQL (seed -1363866870): a writer
+    // still writing into a FAILED run's area when gc prunes it past its failed-retention floor.
+    const s = await setup({ policies: { safetyWindow: "10s", failedRetention: "1m" } });
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r0" });
+    await expect(s.ledger.publish("r0")).rejects.toMatchObject({ code: "SHARD_COVERAGE" });
+    s.clock.advance(61_000);
+    const late = `${s.attemptKey("r0", 0, 0)}/part-0`;
+    s.write(late);
+    // Written now by the ledger's clock (the filesystem stamps the real time).
+    utimesSync(s.path(late), s.clock.now(), s.clock.now());
+    const status = async () => (await s.ledger.run("r0").catch(() => null))?.run.status ?? "gone";
+    await s.ledger.gc("ds");
+    expect(s.exists(late)).toBe(true);
+    // Not pruned while its area still holds data.
+    expect(await status()).toBe("FAILED");
+    // Once older than the window, the next pass collects it, and the run is pruned.
+    s.clock.advance(11_000);
+    // (cleanup deletes it if its retry is due by then, with its jitter; else gc does)
+    await s.ledger.cleanup({ datasetId: "ds" });
+    await s.ledger.gc("ds");
+    expect(s.exists(late)).toBe(false);
+    // A cleanup that deleted it is the run's last event, which gc waits out in its turn.
+    s.clock.advance(11_000);
+    await s.ledger.gc("ds");
+    expect(await status()).not.toBe("FAILED");
   });
 
   it("6: a pruned run loses its manifest before its data: a manifest never names deleted data", async () => {

@@ -86,6 +86,40 @@ describe("on S3 (s3rver behind the fault proxy)", () => {
     await fx.expectSiblingsIntact();
   });
 
+  it("never sends what `spare` keeps: deletes the rest, fails InsideSafetyWindow (transient) at once, without retrying", async () => {
+    const keys = targetKeys(4);
+    const young = new Set([keys[1], keys[3]]);
+    const fx = await fixture(keys);
+    const rec = recorder();
+    const sent: string[] = [];
+    const store: ObjectStore = {
+      rootUrl: fx.store.rootUrl,
+      list: (prefix, options) => fx.store.list(prefix, options),
+      put: (key, body, options) => fx.store.put(key, body, options),
+      get: (key) => fx.store.get(key),
+      deleteMany: (batch) => {
+        sent.push(...batch);
+        return fx.store.deleteMany(batch);
+      },
+    };
+    const result = await deletePrefix(store, TARGET, {
+      policy: POLICY,
+      ...rec,
+      spare: (o) => young.has(o.key),
+    });
+    expect(result).toMatchObject({
+      status: "failed",
+      deletedObjects: 2,
+      tries: 1,
+      error: { code: "InsideSafetyWindow", transient: true },
+      remainingKeys: [keys[1], keys[3]],
+    });
+    expect(sent.sort()).toEqual([keys[0], keys[2]]);
+    expect(rec.delays).toEqual([]);
+    expect(await fx.left()).toEqual([keys[1], keys[3]]);
+    await fx.expectSiblingsIntact();
+  });
+
   it("counts an already-empty prefix as deleted, with nothing deleted and no delete sent", async () => {
     const fx = await fixture([]);
     const result = await deletePrefix(fx.store, TARGET, { policy: POLICY, ...recorder() });

@@ -74,6 +74,7 @@ describe("strict fencing of the concurrent cleanup engine", () => {
         store,
         keyOf: (item) => ({ key: item.key as string }),
         isObject: () => true,
+        spare: () => undefined,
         refusals: async (batch) => batch.map(() => null),
         executeMany: async (_runId, commands) => {
           for (const c of commands) appended.push(c.type);

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import { type Ledger, type LedgerOptions, openLedger } from "../../src/ledger/open-ledger.js";
 import type { ObjectStore } from "../../src/storage/object-store.js";
 import { openTestDatabase } from "./database.js";
@@ -36,6 +37,14 @@ export async function openTestLedger(
   reopen(extra?: Partial<LedgerOptions>): Promise<Ledger>;
 }> {
   const database = await openTestDatabase("ledger", { poolSize: options.poolSize ?? 10 });
+  // A test clock set in the past or moved ahead by hand would see every object the filesystem
+  // stamps with the real time as written in its future, which the safety window spares: the
+  // store's times are shown on the ledger's clock instead (a real store's clock cannot be set).
+  // A test that passes its own store, or no clock, gets the store as it is.
+  if (options.clock && !options.objectStore) {
+    const offset = options.clock().getTime() - Date.now();
+    options = { ...options, objectStore: (root) => onClock(openObjectStore(root), offset) };
+  }
   const dir = mkdtempSync(join(tmpdir(), "shardledger-"));
   const ledger = await openLedger({
     cleanupAfterPublish: false,
@@ -106,5 +115,33 @@ export function failingStore(
       fail("get", key);
       return store.get(key);
     },
+  };
+}
+
+/**
+ * `store` with its objects' times shown on a test clock (`clock`'s instant now ↔ the real time
+ * now), for a test that passes its own store and a clock of its own (see openTestLedger).
+ */
+export function onTestClock(store: ObjectStore, clock: () => Date): ObjectStore {
+  return onClock(store, clock().getTime() - Date.now());
+}
+
+/** `store` with every listed object's time moved by `offsetMs` (see openTestLedger). */
+function onClock(store: ObjectStore, offsetMs: number): ObjectStore {
+  return {
+    rootUrl: store.rootUrl,
+    list: async (prefix, options) => {
+      const page = await store.list(prefix, options);
+      return {
+        ...page,
+        objects: page.objects.map((o) => ({
+          ...o,
+          lastModified: new Date(o.lastModified.getTime() + offsetMs),
+        })),
+      };
+    },
+    deleteMany: (keys) => store.deleteMany(keys),
+    put: (key, body, options) => store.put(key, body, options),
+    get: (key) => store.get(key),
   };
 }
