@@ -42,6 +42,20 @@ export function effectiveSafetyWindowMs(
 }
 
 /**
+ * Whether an object last written at `lastModified` is still inside a safety window of `windowMs`
+ * at `now`: then nothing collects it (a writer may still be finishing it). An object stamped after
+ * `now` (a store clock ahead of the ledger's) counts as inside.
+ *
+ * @example
+ * ```ts
+ * writtenInsideWindow(new Date("2026-01-01T00:00:00Z"), 10_000, new Date("2026-01-01T00:00:05Z")) // true
+ * ```
+ */
+export function writtenInsideWindow(lastModified: Date, windowMs: number, now: Date | number): boolean {
+  return lastModified.getTime() + windowMs > (typeof now === "number" ? now : now.getTime());
+}
+
+/**
  * The hold after the safety window changes from `previous` to `nextWindowMs` at `at`. A change to
  * a window at least as long as the one in force needs none. A shorter one holds the window in
  * force (`windowMs`) until every promise made under it has ended: the old hold's end, or `at` plus

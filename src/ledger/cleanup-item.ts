@@ -1,4 +1,4 @@
-import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
+import { effectiveSafetyWindowMs, writtenInsideWindow } from "../datasets/safety-window.js";
 import type { CleanupReason } from "../events/catalogue.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
@@ -124,7 +124,7 @@ export function youngObjects(
 ): ((object: ObjectInfo) => boolean) | undefined {
   if (reason === "loser") return undefined;
   const windowMs = effectiveSafetyWindowMs(dataset, now);
-  return (o) => o.lastModified.getTime() + windowMs > now.getTime();
+  return (o) => writtenInsideWindow(o.lastModified, windowMs, now);
 }
 
 /** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */

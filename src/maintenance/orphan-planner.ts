@@ -1,3 +1,4 @@
+import { writtenInsideWindow } from "../datasets/safety-window.js";
 import { keyUnderRoot } from "../storage/dataset-url.js";
 
 /** What decides whether a listed key under a live run's data area is an orphan. */
@@ -63,5 +64,5 @@ export function orphanPredicate(
     return false;
   };
   const now = facts.now.getTime();
-  return (o) => !kept(o.key) && o.lastModified.getTime() + facts.safetyWindowMs <= now;
+  return (o) => !kept(o.key) && !writtenInsideWindow(o.lastModified, facts.safetyWindowMs, now);
 }
