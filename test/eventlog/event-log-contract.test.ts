@@ -85,6 +85,38 @@ describe(`event log contract on ${BACKEND}`, () => {
     expect(page.map((e) => [e.globalPosition, e.data])).toEqual([[later, { runId: "b" }]]);
   });
 
+  it("stores data and metadata exactly, whatever characters they hold, on every append path", async () => {
+    // Quotes, backslashes, control characters, non-ASCII and astral characters: each path sends
+    // them differently (one event as plain parameters; several as one JSON array per column,
+    // through the one-statement append or through append_events when ids are the caller's).
+    const awkward = (i: number) => `#${i} "quoted" \\back\\slash\\ \n\ttab {"json":[1]} é 漢字 🚀 \\u0041`;
+    const failed = (runId: string, i: number, eventId?: string): NewEvent => ({
+      type: "AttemptFailed",
+      data: { runId, shard: i, attempt: 1, taskAttemptId: null, url: null, error: awkward(i) },
+      metadata: { actor: `actor "${i}" \\ ü`, correlationId: `c\\${i}`, causationId: null },
+      ...(eventId ? { eventId } : {}),
+    });
+    const paths: [string, (s: string) => NewEvent[]][] = [
+      ["one event", (s) => [failed(s, 0)]],
+      ["several events", (s) => [0, 1, 2].map((i) => failed(s, i))],
+      ["several events with caller ids", (s) => [0, 1, 2].map((i) => failed(s, i, randomUUID()))],
+    ];
+    for (const [name, events] of paths) {
+      const s = `s-${randomUUID()}`;
+      const sent = events(s);
+      await log.append(s, sent, { expectedVersion: "no_stream" });
+      const read = await log.readStream(s);
+      expect(
+        read.map((e) => e.data),
+        name,
+      ).toEqual(sent.map((e) => e.data));
+      expect(
+        read.map((e) => e.metadata),
+        name,
+      ).toEqual(sent.map((e) => ({ causationId: null, ...e.metadata })));
+    }
+  });
+
   it("refuses a wrong expected version with a ConcurrencyError and writes nothing", async () => {
     const s = `s-${randomUUID()}`;
     await log.append(s, [heartbeat("r1")], { expectedVersion: "no_stream" });
