@@ -1,6 +1,7 @@
 import { fc } from "@fast-check/vitest";
 import { expect } from "vitest";
 import { type ErrorCode, isShardledgerError } from "../../src/errors.js";
+import { defaultCatalogue } from "../../src/events/event-catalogue.js";
 import { decideRun, type RunCommand, type RunEvent } from "../../src/machines/run-commands.js";
 import {
   cloneRunState,
@@ -41,6 +42,9 @@ export class Live {
     }
     // decide is pure: deciding changed nothing.
     expect(this.state).toEqual(before);
+    // Every decided event is valid as it stands: the log takes some of them unparsed
+    // (EventBuilder.fromState), so the catalogue must take each one and give it back unchanged.
+    for (const e of events) expect(defaultCatalogue.validate(e.type, e.data).data, e.type).toEqual(e.data);
     for (const e of events) {
       if (e.eventId !== undefined) {
         if (this.ids.has(e.eventId)) continue;
