@@ -464,6 +464,8 @@ export class RunExecutor {
     let serialised = (this.#contendedUntil.get(runId) ?? 0) > Date.now();
     let known: RunState | undefined;
     let speculation = options.speculation;
+    /** Whether the group was decided again after the log held some of its events already. */
+    let redecided = false;
     let ahead: Speculation | undefined;
     /** The next group's reports, taken while this group's append was in flight. */
     let next: readonly GroupItem[] = [];
@@ -587,7 +589,20 @@ export class RunExecutor {
           : undefined;
       }
       // Some events were stored already (a retry raced us in another process, and the log kept
-      // the stored copy): answer from the log rather than from the decision.
+      // the stored copy, perhaps in another form: the same outcome with a url this group's report
+      // lacked). The group was decided on a state the log never held, and a report of it may have
+      // been refused only because of an event that was not stored. Decide the whole group again,
+      // in order, on the log, under the stream's lock: its stored events are repeats now, and
+      // whatever it still needs is appended. Once: a second such answer is settled as below.
+      if (!redecided) {
+        redecided = true;
+        options.untake?.(next);
+        next = [];
+        this.#cache.delete(runId);
+        known = undefined;
+        serialised = true;
+        continue;
+      }
       this.#cache.delete(runId);
       const fresh = await this.#load(runId);
       const byId = new Map(written.map((e) => [e.eventId, e]));

@@ -379,6 +379,49 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     expect(stream.map((e) => e.type)).toEqual(["RunStarted", "AttemptStarted"]);
   });
 
+  it("a group whose event another process stored first in another form is decided again as a whole, in order", async () => {
+    // Found by the group-commit race property (GROUP_RACE_RUNS=100 on PostgreSQL, about one run in
+    // six): the group's only event was already stored, by another process, with a url. The
+    // append stored nothing and answered without a version check, and a report of the group that
+    // had been refused because of that event's url-less form kept its refusal although the log
+    // never held that form.
+    const other = new RunExecutor(
+      createPgEventLog({ db: database.db, schema: database.schema }),
+      () => new Date(),
+      {},
+    );
+    const u = "file:///lake/d/data/r/shard=00000/attempt=00";
+    let injected = true;
+    const { wrapped, counted } = wrappedLog(async () => {
+      if (injected) return;
+      injected = true;
+      // Between our read and our append: the same success (same deterministic event id), with its url.
+      await other.report(
+        { type: "attemptSucceeded", runId: "r", shard: 0, attempt: 0, url: u },
+        { view: view(0) },
+      );
+    });
+    const executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 2 });
+    injected = false;
+    counted.appends = 0;
+    // One group, in this order: the success without a url, then a start that names the url.
+    const [success, start] = await Promise.allSettled([
+      executor.report({ type: "attemptSucceeded", runId: "r", shard: 0, attempt: 0 }, { view: view(0) }),
+      executor.report(
+        { type: "attemptStarted", runId: "r", shard: 0, attempt: 0, url: u },
+        { view: view(0) },
+      ),
+    ]);
+    // In the log's order both agree with the stored success: a repeat, and a start naming its url.
+    expect(success).toMatchObject({ status: "fulfilled", value: { view: "SUCCEEDED" } });
+    expect(start).toMatchObject({ status: "fulfilled", value: { view: "SUCCEEDED" } });
+    const stream = await wrapped.readStream("run-r");
+    expect(stream.map((e) => e.type)).toEqual(["RunStarted", "AttemptSucceeded"]);
+    expect(stream[1]?.data).toMatchObject({ url: u });
+    expect((await executor.load("r")).attempts.get("0/0/-")).toMatchObject({ outcome: "SUCCEEDED", url: u });
+  });
+
   it("reports arriving while a group loses a race join its retry: one more append stores them all", async () => {
     const other = new RunExecutor(
       createPgEventLog({ db: database.db, schema: database.schema }),
