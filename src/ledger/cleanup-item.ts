@@ -3,7 +3,7 @@ import type { CleanupReason } from "../events/catalogue.js";
 import type { DeletionPurpose } from "../maintenance/deletion-guard.js";
 import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deleteObject } from "../maintenance/object-deleter.js";
-import { deletePrefix } from "../maintenance/prefix-deleter.js";
+import { type DeletePrefixOptions, deletePrefix } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt } from "../maintenance/retry-policy.js";
 import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot, objectKeyOfUrl } from "../storage/dataset-url.js";
@@ -128,7 +128,29 @@ export function youngObjects(
 }
 
 /** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */
-export const AREA_PIPELINE = 4;
+const AREA_PIPELINE = 4;
+
+/**
+ * How the prefix deletion of a key of run `runId` is shaped, in the sequential and the concurrent
+ * pass alike. An attempt url may name one object (a file) rather than a directory: both go. Not for
+ * a run's whole area: `data/<runId>` is never an object, and listing it without its slash would
+ * walk every run whose id starts with this one; that area may hold 100,000 objects, so it is
+ * listed on while its pages are deleted. `spare`: what must be left alone ({@link youngObjects}).
+ * @internal
+ */
+export function prefixShape(
+  runId: string,
+  key: string,
+  spare: ((object: ObjectInfo) => boolean) | undefined,
+): Pick<DeletePrefixOptions, "includeExactKey" | "pipeline" | "spare"> {
+  const wholeArea = `${key}/` === runDataPrefix(runId);
+  return {
+    includeExactKey: !wholeArea,
+    ...(wholeArea ? { pipeline: AREA_PIPELINE } : {}),
+    // exactOptionalPropertyTypes: absent, not undefined, when nothing is spared.
+    ...(spare ? { spare } : {}),
+  };
+}
 
 /**
  * Justifies the deletion on fresh state (the guard), plans it (unless resuming), deletes,
@@ -165,13 +187,7 @@ export async function deleteItem(
     ? await deleteObject(fenced, key, FENCED_BY_STORE)
     : await deletePrefix(fenced, `${key}/`, {
         policy: deps.policies.deletion,
-        // An attempt url may name one object (a file) rather than a directory: both go. (Not
-        // for a run's whole area: `data/<runId>` is never an object, and listing it without its
-        // slash would walk every run whose id starts with this one.)
-        includeExactKey: `${key}/` !== runDataPrefix(runId),
-        // A run's whole area may hold 100,000 objects: list on while its pages are deleted.
-        ...(`${key}/` === runDataPrefix(runId) ? { pipeline: AREA_PIPELINE } : {}),
-        ...spareOption(youngObjects(dataset, item.reason, deps.clock())),
+        ...prefixShape(runId, key, youngObjects(dataset, item.reason, deps.clock())),
         ...(deps.sleep ? { sleep: deps.sleep } : {}),
         ...(deps.random ? { random: deps.random } : {}),
         ...(signal ? { signal } : {}),
@@ -224,9 +240,4 @@ async function recordFailed(
     nextRetryAt: exhausted ? null : nextRetryAt(deps.policies.pending, tries, deps.clock(), deps.random),
   });
   return exhausted;
-}
-
-/** `{ spare }` for deletePrefix when there is something to spare (exactOptionalPropertyTypes). @internal */
-export function spareOption(spare: ((object: ObjectInfo) => boolean) | undefined) {
-  return spare ? { spare } : {};
 }

@@ -3,9 +3,8 @@ import { forEachBounded } from "../maintenance/bounded-pool.js";
 import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt, type RetryPolicy } from "../maintenance/retry-policy.js";
-import { runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectInfo, ObjectStore } from "../storage/object-store.js";
-import { AREA_PIPELINE, spareOption, type WorkItem } from "./cleanup-item.js";
+import { prefixShape, type WorkItem } from "./cleanup-item.js";
 
 /** One deletion a pass may make (see {@link WorkItem}). */
 export type CleanupWork = WorkItem;
@@ -163,10 +162,8 @@ export async function cleanConcurrently(
       ? await deps.deleteObject(store, key, FENCED_BY_STORE)
       : await deletePrefix(store, `${key}/`, {
           policy: deps.policies.deletion,
-          // As in the sequential pass: an attempt url may name one object; a run's area never does.
-          includeExactKey: `${key}/` !== runDataPrefix(item.runId),
-          ...(`${key}/` === runDataPrefix(item.runId) ? { pipeline: AREA_PIPELINE } : {}),
-          ...spareOption(deps.spare(item)),
+          // Shaped as in the sequential pass.
+          ...prefixShape(item.runId, key, deps.spare(item)),
           ...(deps.sleep ? { sleep: deps.sleep } : {}),
           ...(deps.random ? { random: deps.random } : {}),
           ...(deps.signal ? { signal: deps.signal } : {}),
