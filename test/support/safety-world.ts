@@ -4,7 +4,7 @@
  * objects. The test writes objects itself, as a writer would, with the modification time the test
  * clock says, and reads the store back directly (files on disk), never through the ledger.
  */
-import { mkdir, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DeleteObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { type ObjectStore, openObjectStore } from "../../src/index.js";
@@ -125,6 +125,21 @@ export function fsBackend(scratch: string, id: string): StoreBackend {
 
 const S3_SUFFIX = "._S3rver_object";
 
+/** Waits (at most 5 s) until `file` exists and holds `bytes` bytes. */
+async function writtenWhole(file: string, bytes: number): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const size = await stat(file).then(
+      (s) => s.size,
+      () => -1,
+    );
+    if (size === bytes) return;
+    if (Date.now() > deadline)
+      throw new Error(`s3rver did not finish writing ${file} (${size} of ${bytes} bytes)`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 /**
  * A history under `s3://<bucket>/<id>` on s3rver: objects are PUT through the S3 API and read back
  * from s3rver's files. s3rver reports the file's mtime (to the second) as LastModified, so a write
@@ -144,6 +159,10 @@ export function s3Backend(s3: S3rverHandle, bucket: string, id: string): StoreBa
     url: (baseKey) => `s3://${bucket}/${id}/${baseKey}`,
     async write(baseKey, body, mtimeMs) {
       await s3.client.send(new PutObjectCommand({ Bucket: bucket, Key: `${id}/${baseKey}`, Body: body }));
+      // s3rver answers a PUT before its file is written (it ends an fs write stream without waiting
+      // for it): under load the file was not there yet (ENOENT), or its write would land after our
+      // stamp. Stamp it once it holds the whole body.
+      await writtenWhole(file(baseKey), Buffer.byteLength(body));
       const stamp = Math.ceil(mtimeMs / 1000);
       await utimes(file(baseKey), stamp, stamp);
       return stamp * 1000;
