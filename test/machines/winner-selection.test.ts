@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isShardCoverageError, isValidationError, ShardCoverageError } from "../../src/errors.js";
 import { deterministicEventId } from "../../src/machines/event-ids.js";
@@ -162,5 +164,35 @@ describe("deterministicEventId", () => {
     expect(deterministicEventId("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "r1/0/0/-/SUCCEEDED")).not.toBe(a);
     expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(() => deterministicEventId("not-a-uuid", "x")).toThrow(/namespace/);
+  });
+
+  it("equals RFC 4122's construction over a Hash object for any name: non-ASCII, lone surrogates, long", () => {
+    // The reference: SHA-1 over the namespace bytes then the UTF-8 name, version and variant bits
+    // set on the first 16 bytes (the construction ids were derived with until the one-shot hash).
+    const reference = (namespace: string, name: string) => {
+      const bytes = createHash("sha1")
+        .update(Buffer.from(namespace.replaceAll("-", ""), "hex"))
+        .update(name, "utf8")
+        .digest()
+        .subarray(0, 16);
+      bytes[6] = ((bytes[6] as number) & 0x0f) | 0x50;
+      bytes[8] = ((bytes[8] as number) & 0x3f) | 0x80;
+      const hex = bytes.toString("hex");
+      return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+    };
+    fc.assert(
+      fc.property(
+        fc.uuid(),
+        fc.oneof(
+          fc.string({ unit: "binary", maxLength: 40 }),
+          fc.string({ unit: "grapheme", maxLength: 400 }),
+          fc.string({ minLength: 300, maxLength: 5000 }),
+        ),
+        (namespace, name) => {
+          expect(deterministicEventId(namespace, name)).toBe(reference(namespace, name));
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
