@@ -8,7 +8,7 @@
  * ```
  */
 export function toJsonDocument(value: unknown): string {
-  return `${JSON.stringify(value, replacer, 2)}\n`;
+  return `${stringify(value, 2)}\n`;
 }
 
 /**
@@ -20,7 +20,22 @@ export function toJsonDocument(value: unknown): string {
  * ```
  */
 export function toJsonLine(value: unknown): string {
-  return `${JSON.stringify(value, replacer)}\n`;
+  return `${stringify(value)}\n`;
+}
+
+/**
+ * `JSON.stringify` with bigints as decimal strings. The replacer is a function call per key of the
+ * whole value (2.6 us per result of a batch of 1,000 attempt reports answered over HTTP), and
+ * shapes rarely hold a bigint: the plain call goes first, and only a value it refuses (a bigint is
+ * its TypeError) is written again with the replacer.
+ */
+function stringify(value: unknown, indent?: number): string {
+  try {
+    return JSON.stringify(value, null, indent);
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    return JSON.stringify(value, replacer, indent);
+  }
 }
 
 function replacer(_key: string, value: unknown): unknown {
