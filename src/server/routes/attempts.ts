@@ -6,7 +6,6 @@ import type {
   AttemptReportResult,
   AttemptResult,
 } from "../../ledger/open-ledger.js";
-import { validationErrorOf } from "../http-errors.js";
 import * as s from "../schemas.js";
 import type { RouteContext } from "./route-context.js";
 
@@ -95,7 +94,7 @@ export function registerAttemptRoutes({
       const valid: { index: number; report: AttemptReport }[] = [];
       reports.forEach((item, index) => {
         try {
-          valid.push({ index, report: { ...parseBatchItem(item, runId), runId } as AttemptReport });
+          valid.push({ index, report: batchItemReport(item, runId) });
         } catch (e) {
           const kind = (item as { kind?: unknown } | null)?.kind;
           metrics.attemptReports.inc({
@@ -119,27 +118,35 @@ export function registerAttemptRoutes({
   );
 }
 
-/** One batch item: validated on its own; its `runId`, if any, must be the path's. */
-function parseBatchItem(item: unknown, runId: string) {
-  const result = s.batchReportSchema.safeParse(item);
-  if (!result.success) throw validationErrorOf(result.error, "json");
-  const parsed = result.data;
-  if (parsed.runId !== undefined && parsed.runId !== runId) {
+/**
+ * One batch item, made a library report: the checks only the path can make (its run; `error` only
+ * on a "failed" report, with the server's message), then the item goes to `reportAttempts`, whose
+ * schema validates it and names the field as for any library caller. The OpenAPI document
+ * describes the item with `batchReportSchema`, which accepts exactly what that schema accepts
+ * with the path's run (test/server/batch-items.test.ts). Parsing the item here as well cost a
+ * second zod pass per report (~5 us, 4-5% of the batch endpoint's CPU).
+ *
+ * @internal
+ */
+export function batchItemReport(item: unknown, runId: string): AttemptReport {
+  if (typeof item !== "object" || item === null || Array.isArray(item)) {
+    throw new ValidationError("body", "each report must be a JSON object");
+  }
+  const fields = item as { runId?: unknown; kind?: unknown; error?: unknown };
+  if (fields.runId !== undefined && fields.runId !== runId) {
     throw new ValidationError(
       "runId",
-      `the report names run ${parsed.runId} but the path names run ${runId}`,
+      `the report names run ${typeof fields.runId === "string" ? fields.runId : JSON.stringify(fields.runId)} but the path names run ${runId}`,
     );
   }
-  if (parsed.error !== undefined && parsed.kind !== "failed") {
+  if (fields.error !== undefined && (fields.kind === "started" || fields.kind === "succeeded")) {
     throw new ValidationError(
       "error",
-      `only a "failed" report carries an error (this one is "${parsed.kind}")`,
+      `only a "failed" report carries an error (this one is "${fields.kind}")`,
     );
   }
-  const { runId: _runId, ...rest } = parsed;
-  return {
-    ...rest,
-    taskAttemptId: rest.taskAttemptId ?? null,
-    url: rest.url ?? null,
-  } as AttemptInput & { kind: "started" | "succeeded" | "failed"; error?: string };
+  const report = { ...(item as AttemptReport), runId };
+  // JSON has no undefined, but a caller of the app in-process may send one: an absent error.
+  if (fields.error === undefined) delete (report as { error?: unknown }).error;
+  return report;
 }
