@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -234,6 +235,58 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       }),
     });
     expect(huge).toMatchObject({ status: 400, body: { error: { code: "VALIDATION", field: "body" } } });
+    // A body sent chunked (no declared length) is counted as it streams: refused past the limit,
+    // read whole below it.
+    const chunked = (text: string) =>
+      // node:http on a connection of its own (no keep-alive pool): without a content-length it
+      // sends the body chunked; the server answers a refused body before reading all of it and
+      // closes the connection, which a pooled client would try to reuse.
+      new Promise<{ status: number; body: ErrorReply }>((resolve, reject) => {
+        const target = new URL(`${open.url}/v1/runs/bad-1/attempts/batch`);
+        const request = http.request(
+          {
+            host: target.hostname,
+            port: target.port,
+            path: target.pathname,
+            method: "POST",
+            agent: false,
+            headers: { "content-type": "application/json" },
+          },
+          (response) => {
+            let data = "";
+            response.setEncoding("utf8");
+            response.on("data", (chunk: string) => {
+              data += chunk;
+            });
+            response.on("end", () =>
+              resolve({ status: response.statusCode ?? 0, body: JSON.parse(data) as ErrorReply }),
+            );
+          },
+        );
+        // The server may close the connection while the body is still being written.
+        request.on("error", (e: NodeJS.ErrnoException) => {
+          if (e.code !== "EPIPE" && e.code !== "ECONNRESET") reject(e);
+        });
+        for (let at = 0; at < text.length; at += 1024 * 1024) request.write(text.slice(at, at + 1024 * 1024));
+        request.end();
+      });
+    const hugeChunked = await chunked(
+      JSON.stringify({
+        reports: [{ kind: "failed", shard: 0, attempt: 0, error: "x".repeat(33 * 1024 * 1024) }],
+      }),
+    );
+    expect(hugeChunked).toMatchObject({
+      status: 400,
+      body: { error: { code: "VALIDATION", field: "body" } },
+    });
+    // Below the limit, a chunked body reaches validation whole (its one report is refused).
+    const smallChunked = await chunked(
+      JSON.stringify({ reports: [{ kind: "started", shard: -1, attempt: 0 }] }),
+    );
+    expect(smallChunked.status).toBe(200);
+    expect(smallChunked.body).toMatchObject({
+      results: [{ index: 0, ok: false, error: { code: "VALIDATION", field: "shard" } }],
+    });
     const wrongType = await open.request<ErrorReply>("POST", "/v1/runs/bad-1/attempts/started", {
       body: "shard=1",
       headers: { "content-type": "text/plain" },
@@ -518,6 +571,39 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
     expect(generated.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
     const refused = await secured.request("GET", "/v1/datasets");
     expect(refused.headers.get("x-request-id")).toEqual(expect.any(String));
+  });
+
+  it("looks a run's dataset up once however many of its first reports arrive together", async () => {
+    await t.ledger.createDataset({ datasetId: "herd", root: `${t.root}/herd` });
+    await t.ledger.startRun({ datasetId: "herd", numShards: 32, runId: "herd-1" });
+    let lookups = 0;
+    const counting = new Proxy(t.ledger, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (key === "run") {
+          return (runId: string) => {
+            lookups += 1;
+            return target.run(runId);
+          };
+        }
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const app = createServerApp(counting, { dashboardDir: tmpdir() });
+    const replies = await Promise.all(
+      Array.from({ length: 32 }, (_, shard) =>
+        app.request("/v1/runs/herd-1/attempts/started", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ shard, attempt: 0 }),
+        }),
+      ),
+    );
+    expect(replies.map((r) => r.status)).toEqual(Array(32).fill(200));
+    // Each lookup loads the whole run (every attempt): the 32 requests share one.
+    expect(lookups).toBe(1);
+    await app.request("/v1/runs/herd-1/heartbeat", { method: "POST" });
+    expect(lookups).toBe(1);
   });
 
   it("counts requests in /metrics", async () => {
