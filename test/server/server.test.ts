@@ -617,6 +617,9 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
     expect(text).toContain("shardledger_pending_cleanup_items");
     // Ids never become labels.
     expect(text).not.toContain("ep-1");
+    // Nor does whatever a client puts in a report's kind (the batch test sent "exploded").
+    expect(text).toMatch(/shardledger_attempt_reports_total\{kind="unknown",outcome="VALIDATION"\} \d+/);
+    expect(text).not.toContain("exploded");
   });
 
   it("refuses to listen on a non-loopback address without tokens", async () => {

@@ -96,9 +96,8 @@ export function registerAttemptRoutes({
         try {
           valid.push({ index, report: batchItemReport(item, runId) });
         } catch (e) {
-          const kind = (item as { kind?: unknown } | null)?.kind;
           metrics.attemptReports.inc({
-            kind: typeof kind === "string" ? kind : "unknown",
+            kind: kindLabel((item as { kind?: unknown } | null)?.kind),
             outcome: "VALIDATION",
           });
           results[index] = { index, ok: false, error: errorBody(e).error };
@@ -107,7 +106,10 @@ export function registerAttemptRoutes({
       const outcomes = await ledger.reportAttempts(valid.map((v) => v.report));
       outcomes.forEach((outcome, i) => {
         const { index, report } = valid[i] as { index: number; report: AttemptReport };
-        metrics.attemptReports.inc({ kind: report.kind, outcome: outcome.ok ? "ok" : outcome.error.code });
+        metrics.attemptReports.inc({
+          kind: kindLabel(report.kind),
+          outcome: outcome.ok ? "ok" : outcome.error.code,
+        });
         if (outcome.ok) metrics.writes.inc({ operation: `attempt_${report.kind}` });
         results[index] = outcome.ok
           ? { index, ok: true, attempt: outcome.attempt }
@@ -116,6 +118,14 @@ export function registerAttemptRoutes({
       return ok(c, { results });
     },
   );
+}
+
+/**
+ * The metric label of a report's kind: one of the three, or "unknown" (an item's `kind` is the
+ * client's to choose, and a label per value would grow the metric without bound).
+ */
+function kindLabel(kind: unknown): string {
+  return kind === "started" || kind === "succeeded" || kind === "failed" ? kind : "unknown";
 }
 
 /**
