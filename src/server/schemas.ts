@@ -39,7 +39,11 @@ export const attemptFailedBody = attemptFailedInputSchema.extend({ runId: idSche
 /** The most reports one batch may carry. */
 const MAX_BATCH_REPORTS = 10_000;
 
-/** One report of a batch, as validated item by item. @internal */
+/**
+ * One report of a batch, as the OpenAPI document describes it. The server validates each item
+ * with the library's report schema instead (routes/attempts.ts `batchItemReport`); the two accept
+ * the same items (test/server/batch-items.test.ts). @internal
+ */
 export const batchReportSchema = z.strictObject({
   kind: z.enum(["started", "succeeded", "failed"]),
   shard: attemptInputSchema.shape.shard,
