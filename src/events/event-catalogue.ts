@@ -1,9 +1,11 @@
 import type { z } from "zod";
 import { ValidationError } from "../errors.js";
+import { acceptAttemptData } from "./attempt-fields.js";
 import {
   CURRENT_SCHEMA_VERSIONS,
   EVENT_TYPES,
   EVENT_UPCASTERS,
+  type EventType,
   eventDataSchemas,
   HISTORICAL_SCHEMAS,
 } from "./catalogue.js";
@@ -38,6 +40,12 @@ export interface EventDefinition {
   schema: z.ZodType;
   upcasters?: Readonly<Record<number, Upcaster>>;
   historicalSchemas?: Readonly<Record<number, z.ZodType>>;
+  /**
+   * What `schema` answers for the common shape of the data, in plain code, or `undefined` to ask
+   * the schema (see src/events/attempt-fields.ts); must never accept what the schema refuses, nor
+   * answer differently.
+   */
+  accept?: (data: unknown) => unknown;
 }
 
 /**
@@ -90,6 +98,10 @@ export class EventCatalogue {
     const version = schemaVersion ?? def.schemaVersion;
     const schema = version === def.schemaVersion ? def.schema : def.historicalSchemas?.[version];
     if (!schema) throw new ValidationError(`${type}.schemaVersion`, `no schema for version ${version}`);
+    if (def.accept && schema === def.schema) {
+      const accepted = def.accept(data);
+      if (accepted !== undefined) return { schemaVersion: version, data: accepted };
+    }
     const result = schema.safeParse(data);
     if (!result.success) {
       const issue = result.error.issues[0];
@@ -124,6 +136,13 @@ export class EventCatalogue {
   }
 }
 
+/** The event types whose data is also checked in plain code (the ones reported in bulk). */
+const ACCEPT_IN_PLAIN_CODE: Partial<Record<EventType, (data: unknown) => unknown>> = {
+  AttemptStarted: (data) => acceptAttemptData(data, false),
+  AttemptSucceeded: (data) => acceptAttemptData(data, false),
+  AttemptFailed: (data) => acceptAttemptData(data, true),
+};
+
 /**
  * The catalogue of every shardledger event at its current version.
  *
@@ -139,6 +158,7 @@ export const defaultCatalogue = new EventCatalogue(
     schema: eventDataSchemas[type] as z.ZodType,
     ...optional("upcasters", EVENT_UPCASTERS[type]),
     ...optional("historicalSchemas", HISTORICAL_SCHEMAS[type]),
+    ...optional("accept", ACCEPT_IN_PLAIN_CODE[type]),
   })),
 );
 

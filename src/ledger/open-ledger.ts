@@ -67,6 +67,7 @@ import { parseWithSchema } from "../validation.js";
 import { type ArchiveDeps, type ArchiveStep, archive, auditArchives, readArchivedRun } from "./archive.js";
 import type { CleanupOptions } from "./cleanup.js";
 import {
+  acceptAttemptReport,
   attemptFailedInputSchema,
   attemptInputSchema,
   attemptReportSchema,
@@ -788,7 +789,8 @@ class LedgerImpl implements Ledger {
   }
 
   #reportOne(report: unknown): Promise<AttemptResult> {
-    const { kind, ...input } = parseWithSchema(attemptReportSchema, report, "report");
+    const { kind, ...input } =
+      acceptAttemptReport(report) ?? parseWithSchema(attemptReportSchema, report, "report");
     const type =
       kind === "started" ? "attemptStarted" : kind === "succeeded" ? "attemptSucceeded" : "attemptFailed";
     return this.#submitReport(type, input);
