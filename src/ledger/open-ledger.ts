@@ -79,7 +79,7 @@ import {
 import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
-import { type ReportCommand, RunExecutor } from "./run-executor.js";
+import { type ReportCommand, RunExecutor, type SharedReportOptions } from "./run-executor.js";
 
 /**
  * Options of {@link openLedger}.
@@ -715,43 +715,50 @@ class LedgerImpl implements Ledger {
     type: "attemptStarted" | "attemptSucceeded" | "attemptFailed",
     parsed: z.output<typeof attemptInputSchema> & { error?: string },
   ): Promise<AttemptResult> {
-    const taskAttemptId = parsed.taskAttemptId ?? null;
-    const reported = parsed.url ?? null;
-    const base = {
-      runId: parsed.runId,
-      shard: parsed.shard,
-      attempt: parsed.attempt,
-      taskAttemptId,
-      url: reported,
-    };
-    const command: ReportCommand =
-      type === "attemptFailed" ? { type, ...base, error: parsed.error ?? "" } : { type, ...base };
-    const key = attemptKey(parsed.shard, parsed.attempt, taskAttemptId);
     // Group commit: concurrent reports of one run are decided together and stored by one append
     // (RunExecutor.report); this caller's answer is read off the state right after its own report.
+    const command = reportCommand(type, parsed);
     const { view } = await this.#executor.report(command, {
-      // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
-      // refused unless it lies inside this run's own data area — so nothing downstream can ever be
-      // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
-      // Done on the state the executor restores for the decision (the run is read once).
-      prepare: async (c, state) => {
-        if (reported === null || state.datasetId === null) return c;
-        return { ...c, url: attemptUrlOf(await this.#rootOf(state.datasetId), parsed.runId, reported) };
-      },
-      view: (state): AttemptResult => {
-        const attempt = state.attempts.get(key);
-        return {
-          runId: parsed.runId,
-          shard: parsed.shard,
-          attempt: parsed.attempt,
-          taskAttemptId,
-          url: attempt?.url ?? reported,
-          status: attempt?.status ?? "STARTED",
-        };
-      },
+      prepare: this.#reportOptions.prepare,
+      view: (state) => this.#reportOptions.view(state, command),
     });
     return view;
   }
+
+  /**
+   * How every attempt report is completed and answered, one object for all of them (a batch of a
+   * thousand reports shares it: RunExecutor.reportAll).
+   */
+  readonly #reportOptions = {
+    // Safety rail at the door: the url is reduced to its one canonical spelling here, once, and
+    // refused unless it lies inside this run's own data area — so nothing downstream can ever be
+    // asked to delete a manifest, _CURRENT, another run's data or anything outside the root.
+    // Done on the state the executor restores for the decision (the run is read once); the
+    // dataset's root is read once per ledger, and answered at once when known.
+    prepare: (c: ReportCommand, state: RunState): ReportCommand | Promise<ReportCommand> => {
+      const reported = c.url;
+      if (reported === undefined || reported === null || state.datasetId === null) return c;
+      const root = this.#roots.get(state.datasetId);
+      if (root !== undefined) return { ...c, url: attemptUrlOf(root, c.runId, reported) };
+      return this.#rootOf(state.datasetId).then((r) => ({ ...c, url: attemptUrlOf(r, c.runId, reported) }));
+    },
+    // `c` is the report as sent (its url not yet canonical): the answer falls back to it only for
+    // an attempt the state does not hold.
+    view: (state: RunState, c: ReportCommand): AttemptResult => {
+      // The ledger's commands carry the parsed id, a decimal string (reportCommand).
+      const taskAttemptId =
+        c.taskAttemptId === undefined || c.taskAttemptId === null ? null : String(c.taskAttemptId);
+      const attempt = state.attempts.get(attemptKey(c.shard, c.attempt, taskAttemptId));
+      return {
+        runId: c.runId,
+        shard: c.shard,
+        attempt: c.attempt,
+        taskAttemptId,
+        url: attempt?.url ?? c.url ?? null,
+        status: attempt?.status ?? "STARTED",
+      };
+    },
+  } satisfies SharedReportOptions<AttemptResult>;
 
   /**
    * A dataset's root, read once per ledger: a root never changes after registration (there is no
@@ -776,24 +783,26 @@ class LedgerImpl implements Ledger {
       );
     }
     // Every item is enqueued before any is decided, so the batch joins its run's group commit as a
-    // whole (a thousand reports of one run: one append).
-    return Promise.all(
-      reports.map(async (report, index): Promise<AttemptReportResult> => {
-        try {
-          return { index, ok: true, attempt: await this.#reportOne(report) };
-        } catch (e) {
-          return { index, ok: false, error: errorBody(e).error };
-        }
-      }),
-    );
-  }
-
-  #reportOne(report: unknown): Promise<AttemptResult> {
-    const { kind, ...input } =
-      acceptAttemptReport(report) ?? parseWithSchema(attemptReportSchema, report, "report");
-    const type =
-      kind === "started" ? "attemptStarted" : kind === "succeeded" ? "attemptSucceeded" : "attemptFailed";
-    return this.#submitReport(type, input);
+    // whole (a thousand reports of one run: one append), and is answered as a whole.
+    const results: AttemptReportResult[] = new Array(reports.length);
+    const commands: ReportCommand[] = [];
+    const at: number[] = [];
+    for (let index = 0; index < reports.length; index++) {
+      try {
+        commands.push(reportCommandOf(reports[index]));
+        at.push(index);
+      } catch (e) {
+        results[index] = { index, ok: false, error: errorBody(e).error };
+      }
+    }
+    const outcomes = await this.#executor.reportAll(commands, this.#reportOptions);
+    for (const [k, outcome] of outcomes.entries()) {
+      const index = at[k] as number;
+      results[index] = outcome.ok
+        ? { index, ok: true, attempt: outcome.view }
+        : { index, ok: false, error: errorBody(outcome.error).error };
+    }
+    return results;
   }
 
   async publish(runId: string): Promise<PublishResult> {
@@ -1033,4 +1042,28 @@ function generateRunId(now: Date): string {
     .replace(/[-:]/g, "")
     .replace(/\.\d+Z$/, "Z");
   return `run-${stamp}-${randomBytes(3).toString("hex")}`;
+}
+
+/** The group-committed command of a validated report. */
+function reportCommand(
+  type: "attemptStarted" | "attemptSucceeded" | "attemptFailed",
+  parsed: z.output<typeof attemptInputSchema> & { error?: string },
+): ReportCommand {
+  const base = {
+    runId: parsed.runId,
+    shard: parsed.shard,
+    attempt: parsed.attempt,
+    taskAttemptId: parsed.taskAttemptId ?? null,
+    url: parsed.url ?? null,
+  };
+  return type === "attemptFailed" ? { type, ...base, error: parsed.error ?? "" } : { type, ...base };
+}
+
+/** One item of {@link Ledger.reportAttempts}, validated (throws naming the field) and made a command. */
+function reportCommandOf(report: unknown): ReportCommand {
+  const { kind, ...input } =
+    acceptAttemptReport(report) ?? parseWithSchema(attemptReportSchema, report, "report");
+  const type =
+    kind === "started" ? "attemptStarted" : kind === "succeeded" ? "attemptSucceeded" : "attemptFailed";
+  return reportCommand(type, input);
 }

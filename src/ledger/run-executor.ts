@@ -79,12 +79,33 @@ export interface ReportOptions<T> {
   view: (state: RunState) => T;
 }
 
+/**
+ * How every report of {@link RunExecutor.reportAll} is completed and answered: as
+ * {@link ReportOptions}, one object for the whole call, so `view` is also given the report's own
+ * command (as the caller sent it, before `prepare`).
+ *
+ * @internal
+ */
+export interface SharedReportOptions<T> {
+  prepare?: (command: ReportCommand, state: RunState) => Promise<ReportCommand> | ReportCommand;
+  view: (state: RunState, command: ReportCommand) => T;
+}
+
+/** What one report of {@link RunExecutor.reportAll} came to: its view, or why it was refused. */
+export type ReportOutcome<T> = { ok: true; view: T } | { ok: false; error: unknown };
+
+/** Where the answer of a waiting report goes: its own caller's promise, or its batch's slot. */
+interface ReportSink {
+  settle(index: number, outcome: Decided, events: RecordedEvent[]): void;
+}
+
 /** One waiting report of a group and how to answer its caller. */
 interface GroupItem {
   command: ReportCommand;
-  options: ReportOptions<unknown>;
-  resolve: (value: { view: unknown; events: RecordedEvent[] }) => void;
-  reject: (error: unknown) => void;
+  options: SharedReportOptions<unknown>;
+  sink: ReportSink;
+  /** The report's place in its sink (0 for a single report). */
+  index: number;
 }
 
 /** What deciding one item of a group gave. */
@@ -336,20 +357,61 @@ export class RunExecutor {
     options: ReportOptions<T>,
   ): Promise<{ view: T; events: RecordedEvent[] }> {
     return new Promise((resolve, reject) => {
-      const item: GroupItem = {
-        command,
-        options: options as ReportOptions<unknown>,
-        resolve: resolve as GroupItem["resolve"],
-        reject,
+      const sink: ReportSink = {
+        settle: (_, outcome, events) =>
+          outcome.ok ? resolve({ view: outcome.view as T, events }) : reject(outcome.error),
       };
-      const waiting = this.#groups.get(command.runId);
-      if (waiting) {
-        waiting.push(item);
-        return;
-      }
-      this.#groups.set(command.runId, [item]);
-      void this.#serial(command.runId, () => this.#commitGroup(command.runId));
+      const shared: SharedReportOptions<T> = {
+        ...(options.prepare ? { prepare: options.prepare } : {}),
+        view: (state) => options.view(state),
+      };
+      this.#enqueue({ command, options: shared, sink, index: 0 });
     });
+  }
+
+  /**
+   * Many reports at once, each exactly as {@link RunExecutor.report} would take it on its own
+   * (they join their runs' groups in order, and one refused fails only its own slot), answered
+   * together: one promise and one options object for the whole call instead of a promise, two
+   * closures and two suspended callers per report. A batch of a thousand reports keeps every one
+   * of them alive while it waits for its group, so what each costs in memory is paid again by
+   * every scavenge that copies it (bench/RESULTS.md, report-throughput). Never rejects: a
+   * refusal is its report's outcome.
+   */
+  reportAll<T>(
+    commands: readonly ReportCommand[],
+    options: SharedReportOptions<T>,
+  ): Promise<ReportOutcome<T>[]> {
+    return new Promise((resolve) => {
+      const outcomes: ReportOutcome<T>[] = new Array(commands.length);
+      let pending = commands.length;
+      if (pending === 0) return resolve(outcomes);
+      const sink: ReportSink = {
+        settle: (index, outcome) => {
+          // A slot is answered once; a second answer (a bug) must not end the batch early.
+          if (outcomes[index] !== undefined) return;
+          outcomes[index] = outcome.ok
+            ? { ok: true, view: outcome.view as T }
+            : { ok: false, error: outcome.error };
+          if (--pending === 0) resolve(outcomes);
+        },
+      };
+      const shared = options as SharedReportOptions<unknown>;
+      for (const [index, command] of commands.entries())
+        this.#enqueue({ command, options: shared, sink, index });
+    });
+  }
+
+  /** Puts a report in its run's waiting group, and gives the run a turn if none is queued. */
+  #enqueue(item: GroupItem): void {
+    const runId = item.command.runId;
+    const waiting = this.#groups.get(runId);
+    if (waiting) {
+      waiting.push(item);
+      return;
+    }
+    this.#groups.set(runId, [item]);
+    void this.#serial(runId, () => this.#commitGroup(runId));
   }
 
   /**
@@ -383,7 +445,7 @@ export class RunExecutor {
         speculation = await this.#decideAndAppend(runId, group, { speculation, takeNext: takeAhead, untake });
       } catch (e) {
         // Unreachable unless a bug: no caller may be left waiting forever.
-        for (const item of group) item.reject(e);
+        for (const item of group) settle(item, { ok: false, error: e }, []);
         speculation = undefined;
       }
       group = next ?? takeNext();
@@ -426,14 +488,14 @@ export class RunExecutor {
         await new Promise((resolve) => setImmediate(resolve));
       }
       try {
-        const prepared = item.options.prepare
-          ? await item.options.prepare(item.command, scratch)
-          : item.command;
+        // A `prepare` that has what it needs answers at once: awaited only when it had to wait.
+        let prepared = item.options.prepare ? item.options.prepare(item.command, scratch) : item.command;
+        if (prepared instanceof Promise) prepared = await prepared;
         const events = decideRun(scratch, prepared, { now, metadata: this.#metadata });
         for (const e of events) evolveRun(scratch, { type: e.type, data: e.data, recordedAt: now });
         const from = decided.length;
         decided.push(...events);
-        outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch) });
+        outcomes.push({ ok: true, from, to: decided.length, view: item.options.view(scratch, item.command) });
       } catch (error) {
         outcomes.push({ ok: false, error });
       }
@@ -627,7 +689,7 @@ export class RunExecutor {
           settle(item, { ok: false, error }, []);
           continue;
         }
-        settle(item, { ...o, view: item.options.view(fresh) }, mine);
+        settle(item, { ...o, view: item.options.view(fresh, item.command) }, mine);
       }
       return;
     }
@@ -839,6 +901,5 @@ export class RunExecutor {
 }
 
 function settle(item: GroupItem, outcome: Decided, events: RecordedEvent[]): void {
-  if (outcome.ok) item.resolve({ view: outcome.view, events });
-  else item.reject(outcome.error);
+  item.sink.settle(item.index, outcome, events);
 }

@@ -357,6 +357,66 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     expect([...state.attempts.keys()].sort()).toEqual(["1/0/-", "2/0/-", "4/0/-"]);
   });
 
+  it("reportAll answers a batch across runs once per slot, in input order: one append per run, a refused report fails only its slot", async () => {
+    const { wrapped, counted } = wrappedLog();
+    const executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 8 });
+    await executor.execute({ type: "start", runId: "q", datasetId: "d", numShards: 8 });
+    counted.appends = 0;
+    const commands: ReportCommand[] = [
+      started(0),
+      { type: "attemptSucceeded", runId: "q", shard: 1, attempt: 0 },
+      { type: "attemptSucceeded", runId: "r", shard: 0, attempt: 0 },
+      // Contradicts the report just before it: refused, and only this slot says so.
+      { type: "attemptFailed", runId: "r", shard: 0, attempt: 0, error: "late" },
+      { type: "attemptStarted", runId: "nobody", shard: 0, attempt: 0 },
+      started(5),
+    ];
+    const views: string[] = [];
+    const outcomes = await executor.reportAll(commands, {
+      view: (s, c) => {
+        views.push(`${c.runId}/${c.shard}`);
+        return s.attempts.get(`${c.shard}/0/-`)?.status ?? "none";
+      },
+    });
+    expect(outcomes.map((o) => (o.ok ? o.view : (o.error as Error).name))).toEqual([
+      "STARTED",
+      "SUCCEEDED",
+      "SUCCEEDED",
+      "ContradictingReportError",
+      "NotFoundError",
+      "STARTED",
+    ]);
+    // `view` is given each report's own command, once per report that was decided.
+    expect(views.sort()).toEqual(["q/1", "r/0", "r/0", "r/5"]);
+    expect(counted.appends).toBe(2);
+    expect([...(await executor.load("r")).attempts.keys()].sort()).toEqual(["0/0/-", "5/0/-"]);
+    expect([...(await executor.load("q")).attempts.keys()]).toEqual(["1/0/-"]);
+    expect(await executor.reportAll([], { view: () => "never" })).toEqual([]);
+  });
+
+  it("reportAll: an event the log refuses fails only its own slot, and a prepare that must wait is awaited", async () => {
+    const { wrapped } = wrappedLog(async (events) => {
+      if (events.some((e) => (e.data as { shard?: number }).shard === 3)) {
+        throw new ValidationError("AttemptStarted.shard", "refused by the log (test)");
+      }
+    });
+    const executor = new RunExecutor(wrapped, () => new Date(), {});
+    await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 8 });
+    const outcomes = await executor.reportAll([1, 2, 3, 4].map(started), {
+      // Odd shards are completed at once, even ones only after a turn of the event loop.
+      prepare: (c) => (c.shard % 2 === 1 ? c : new Promise((resolve) => setImmediate(() => resolve(c)))),
+      view: (s, c) => s.attempts.get(`${c.shard}/0/-`)?.status ?? "none",
+    });
+    expect(outcomes.map((o) => (o.ok ? o.view : isValidationError(o.error)))).toEqual([
+      "STARTED",
+      "STARTED",
+      true,
+      "STARTED",
+    ]);
+    expect([...(await executor.load("r")).attempts.keys()].sort()).toEqual(["1/0/-", "2/0/-", "4/0/-"]);
+  });
+
   it("a report another process stored between our read and our append is answered from the log", async () => {
     const other = new RunExecutor(
       createPgEventLog({ db: database.db, schema: database.schema }),
