@@ -91,30 +91,40 @@ export function registerAttemptRoutes({
       // group commit that stores the valid ones in as few appends as possible) is the library's
       // `reportAttempts`, so a batch behaves exactly like the same reports made one by one.
       const results: AttemptReportResult[] = new Array(reports.length);
-      const valid: { index: number; report: AttemptReport }[] = [];
+      const valid: AttemptReport[] = [];
+      /** Where each valid report stands in the request. */
+      const at: number[] = [];
+      // Counted per (kind, outcome) and added once each: a metric update per item cost more than
+      // the item's own validation.
+      const counts = new Map<string, { kind: string; outcome: string; n: number }>();
+      const count = (kind: string, outcome: string) => {
+        const key = `${kind}\u0000${outcome}`;
+        const c = counts.get(key);
+        if (c) c.n++;
+        else counts.set(key, { kind, outcome, n: 1 });
+      };
       reports.forEach((item, index) => {
         try {
-          valid.push({ index, report: batchItemReport(item, runId) });
+          valid.push(batchItemReport(item, runId));
+          at.push(index);
         } catch (e) {
-          metrics.attemptReports.inc({
-            kind: kindLabel((item as { kind?: unknown } | null)?.kind),
-            outcome: "VALIDATION",
-          });
+          count(kindLabel((item as { kind?: unknown } | null)?.kind), "VALIDATION");
           results[index] = { index, ok: false, error: errorBody(e).error };
         }
       });
-      const outcomes = await ledger.reportAttempts(valid.map((v) => v.report));
-      outcomes.forEach((outcome, i) => {
-        const { index, report } = valid[i] as { index: number; report: AttemptReport };
-        metrics.attemptReports.inc({
-          kind: kindLabel(report.kind),
-          outcome: outcome.ok ? "ok" : outcome.error.code,
-        });
-        if (outcome.ok) metrics.writes.inc({ operation: `attempt_${report.kind}` });
+      const outcomes = await ledger.reportAttempts(valid);
+      for (const [i, outcome] of outcomes.entries()) {
+        const index = at[i] as number;
+        const { kind } = valid[i] as AttemptReport;
+        count(kindLabel(kind), outcome.ok ? "ok" : outcome.error.code);
         results[index] = outcome.ok
           ? { index, ok: true, attempt: outcome.attempt }
           : { index, ok: false, error: outcome.error };
-      });
+      }
+      for (const { kind, outcome, n } of counts.values()) {
+        metrics.attemptReports.inc({ kind, outcome }, n);
+        if (outcome === "ok") metrics.writes.inc({ operation: `attempt_${kind}` }, n);
+      }
       return ok(c, { results });
     },
   );
