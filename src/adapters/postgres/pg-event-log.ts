@@ -27,6 +27,7 @@ import type {
   TransactionOptions,
 } from "../../events/event-log.js";
 import { advisoryKey } from "./advisory-keys.js";
+import { arrayLiteral } from "./array-literal.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 import { preparedStatement } from "./prepared-statements.js";
@@ -513,10 +514,10 @@ export class PgEventLog implements EventLog {
         CompiledQuery.raw(this.#appendSql, [
           streamId,
           expected === "any" ? -1 : expected === "no_stream" ? 0 : expected,
-          distinct.map((p) => p.eventId),
-          distinct.filter((p) => p.callerId).map((p) => p.eventId),
-          distinct.map((p) => p.type),
-          distinct.map((p) => p.schemaVersion),
+          arrayLiteral(distinct.map((p) => p.eventId)),
+          arrayLiteral(distinct.filter((p) => p.callerId).map((p) => p.eventId)),
+          arrayLiteral(distinct.map((p) => p.type)),
+          arrayLiteral(distinct.map((p) => p.schemaVersion)),
           JSON.stringify(distinct.map((p) => p.data)),
           JSON.stringify(distinct.map((p) => p.metadata)),
           recordedAt,
@@ -590,9 +591,9 @@ export class PgEventLog implements EventLog {
           streamId,
           prepared.length,
           recordedAt,
-          prepared.map((p) => p.eventId),
-          prepared.map((p) => p.type),
-          prepared.map((p) => p.schemaVersion),
+          arrayLiteral(prepared.map((p) => p.eventId)),
+          arrayLiteral(prepared.map((p) => p.type)),
+          arrayLiteral(prepared.map((p) => p.schemaVersion)),
           JSON.stringify(prepared.map((p) => p.data)),
           JSON.stringify(prepared.map((p) => p.metadata)),
         ];

@@ -7,6 +7,7 @@ import {
   rowsNeeded,
 } from "../../projections/ledger-fold.js";
 import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projections/projection-rows.js";
+import { arrayLiteral } from "./array-literal.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
@@ -111,14 +112,14 @@ async function loadRows(
   if (loadKeys.length > 0) {
     addAll(
       await qAttempts(
-        sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${loadKeys.map((k) => k[0])}::text[], ${loadKeys.map((k) => k[1])}::text[]))`,
+        sql`(run_id, attempt_key) IN (SELECT * FROM unnest(${arrayLiteral(loadKeys.map((k) => k[0]))}::text[], ${arrayLiteral(loadKeys.map((k) => k[1]))}::text[]))`,
       ),
     );
   }
   const loadUrls = needed.urls.filter((u) => !isNew(u[0]));
   if (loadUrls.length > 0) {
-    const runs = loadUrls.map((u) => u[0]);
-    const us = loadUrls.map((u) => u[1]);
+    const runs = arrayLiteral(loadUrls.map((u) => u[0]));
+    const us = arrayLiteral(loadUrls.map((u) => u[1]));
     const atUrls = sql`(run_id, url) IN (SELECT * FROM unnest(${runs}::text[], ${us}::text[]))`;
     addAll(await qAttempts(atUrls));
     for (const r of await q(

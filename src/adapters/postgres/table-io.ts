@@ -1,5 +1,6 @@
 import { sql } from "kysely";
 import type { Row } from "../../projections/projection-rows.js";
+import { arrayLiteral } from "./array-literal.js";
 import type { LedgerDb } from "./database.js";
 
 /** SQL type of each column; drives how rows are sent in bulk and read back. */
@@ -70,14 +71,16 @@ function bulkValues(rows: readonly Row[], names: readonly string[], types: Colum
   const constant = new Map<string, unknown>();
   for (const name of names) {
     const type = types[name] as ColumnType;
-    const value = toParam(first[name], type);
-    if (rows.every((r) => toParam(r[name], type) === value)) constant.set(name, value);
+    const raw = first[name];
+    const value = toParam(raw, type);
+    // The same value (a shared Date, a run's id) is the same parameter without converting it.
+    if (rows.every((r) => r[name] === raw || toParam(r[name], type) === value)) constant.set(name, value);
   }
   if (constant.size === names.length) constant.delete(names[0] as string);
   const varying = names.filter((n) => !constant.has(n));
   const arrays = varying.map((name) => {
     const type = types[name] as ColumnType;
-    return sql`${rows.map((r) => toParam(r[name], type))}::${sql.raw(sentAs(type))}[]`;
+    return sql`${arrayLiteral(rows.map((r) => toParam(r[name], type)))}::${sql.raw(sentAs(type))}[]`;
   });
   const value = (name: string) => {
     const type = types[name] as ColumnType;
@@ -104,7 +107,7 @@ export async function deleteWhereIn(
   values: readonly string[],
 ): Promise<void> {
   if (values.length === 0) return;
-  await sql`DELETE FROM ${sql.id(schema, table)} WHERE ${sql.id(column)} = ANY(${[...values]}::text[])`.execute(
+  await sql`DELETE FROM ${sql.id(schema, table)} WHERE ${sql.id(column)} = ANY(${arrayLiteral(values)}::text[])`.execute(
     db,
   );
 }
@@ -118,7 +121,7 @@ export async function deleteByKeys(
   rows: readonly Row[],
 ): Promise<void> {
   if (rows.length === 0) return;
-  const arrays = keys.map((k) => sql`${rows.map((r) => String(r[k]))}::text[]`);
+  const arrays = keys.map((k) => sql`${arrayLiteral(rows.map((r) => String(r[k])))}::text[]`);
   const match = keys.map((k) => sql`${sql.id(schema, table, k)}::text = ${sql.ref(`d.${k}`)}`);
   await sql`
     DELETE FROM ${sql.id(schema, table)} USING unnest(${sql.join(arrays)}) AS d(${sql.join(keys.map((k) => sql.id(k)))})
