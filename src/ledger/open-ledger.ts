@@ -716,13 +716,11 @@ class LedgerImpl implements Ledger {
     parsed: z.output<typeof attemptInputSchema> & { error?: string },
   ): Promise<AttemptResult> {
     // Group commit: concurrent reports of one run are decided together and stored by one append
-    // (RunExecutor.report); this caller's answer is read off the state right after its own report.
-    const command = reportCommand(type, parsed);
-    const { view } = await this.#executor.report(command, {
-      prepare: this.#reportOptions.prepare,
-      view: (state) => this.#reportOptions.view(state, command),
-    });
-    return view;
+    // (RunExecutor.reportAll, as a batch of one); this caller's answer is read off the state right
+    // after its own report.
+    const [outcome] = await this.#executor.reportAll([reportCommand(type, parsed)], this.#reportOptions);
+    if (!outcome?.ok) throw outcome?.error;
+    return outcome.view;
   }
 
   /**

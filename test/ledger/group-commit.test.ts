@@ -319,6 +319,12 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
     };
     return { log, wrapped, counted };
   }
+  /** A log that refuses any append holding an event of shard 3 (nothing of it is written). */
+  const refuseShard3 = async (events: readonly NewEvent[]) => {
+    if (events.some((e) => (e.data as { shard?: number }).shard === 3)) {
+      throw new ValidationError("AttemptStarted.shard", "refused by the log (test)");
+    }
+  };
   const view = (shard: number) => (s: RunState) => s.attempts.get(`${shard}/0/-`)?.status ?? "none";
   const started = (shard: number): ReportCommand => ({
     type: "attemptStarted",
@@ -342,11 +348,7 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
   });
 
   it("an event the log refuses fails only its own report: the group is retried one by one", async () => {
-    const { wrapped } = wrappedLog(async (events) => {
-      if (events.some((e) => (e.data as { shard?: number }).shard === 3)) {
-        throw new ValidationError("AttemptStarted.shard", "refused by the log (test)");
-      }
-    });
+    const { wrapped } = wrappedLog(refuseShard3);
     const executor = new RunExecutor(wrapped, () => new Date(), {});
     await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 8 });
     const settled = await Promise.allSettled(
@@ -396,11 +398,7 @@ describe(`RunExecutor.report over a wrapped event log on ${BACKEND}`, () => {
   });
 
   it("reportAll: an event the log refuses fails only its own slot, and a prepare that must wait is awaited", async () => {
-    const { wrapped } = wrappedLog(async (events) => {
-      if (events.some((e) => (e.data as { shard?: number }).shard === 3)) {
-        throw new ValidationError("AttemptStarted.shard", "refused by the log (test)");
-      }
-    });
+    const { wrapped } = wrappedLog(refuseShard3);
     const executor = new RunExecutor(wrapped, () => new Date(), {});
     await executor.execute({ type: "start", runId: "r", datasetId: "d", numShards: 8 });
     const outcomes = await executor.reportAll([1, 2, 3, 4].map(started), {
