@@ -60,7 +60,8 @@ export const total = (counts: EventCounts): number => Object.values(counts).redu
  *   `RunSucceeded`, and `CurrentPointerMoved` on the dataset stream; loser cleanup: one
  *   `CleanupPlanned` + one `CleanupSucceeded` per loser (every attempt but the shard's winner);
  * - coverage failure: `ShardCoverageFailed` + `RunFailed`; writer abort: `RunFailed`;
- * - pruned: the run's urls are its data area `data/<runId>` and, once published, its manifest; per
+ * - pruned: the run's urls are its manifest (recorded, or where publish would have put it) and its
+ *   data area `data/<runId>`; per
  *   url `CleanupPlanned` and `CleanupSucceeded` (a published run) or `StaleAttemptCollected` (a failed
  *   run, gc kind `stale`), then `Pruned`;
  * - archived: `Archived` on the dataset stream; the run stream leaves the hot log.
@@ -92,7 +93,9 @@ export function runEvents(shape: RunShape): RunEvents {
     add(run, "RunFailed", 1);
   }
   if (shape.pruned) {
-    const urls = published ? 2 : 1;
+    // Its manifest and its data area: a failed run's manifest is deleted too, at the path publish
+    // writes it to (a publish refused after its put leaves one that no event names).
+    const urls = 2;
     add(run, "CleanupPlanned", urls);
     add(run, published ? "CleanupSucceeded" : "StaleAttemptCollected", urls);
     add(run, "Pruned", 1);

@@ -120,7 +120,9 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     if (decision.act !== item.purpose) {
       return `run ${item.runId} is no longer due for ${item.purpose} (now: ${decision.act})`;
     }
-  } else {
+  } else if (!pruning) {
+    // (A prune whose decision was confirmed before its manifest went takes the whole run, whatever
+    // its status and its winners: the rules below are a loser's and an orphan's.)
     const state = facts.states.get(item.runId);
     if (state?.status !== "SUCCEEDED") {
       return `run ${item.runId} is ${state?.status ?? "unknown"}; only a SUCCEEDED run's ${item.purpose}s are deleted`;

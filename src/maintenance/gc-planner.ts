@@ -2,7 +2,8 @@ import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { ValidationError } from "../errors.js";
 import type { PruneReason } from "../events/catalogue.js";
 import type { DatasetView, RetentionFloor, RunView } from "../projections/views.js";
-import { parseDatasetRoot } from "../storage/dataset-url.js";
+import { type DatasetRoot, parseDatasetRoot, urlForKey } from "../storage/dataset-url.js";
+import { manifestKey } from "../storage/object-layout.js";
 import { comparable, OverlapIndex, reservedKeyReason } from "./url-overlap.js";
 
 /**
@@ -161,7 +162,8 @@ export type RetentionDecision = { act: GcActionKind; reason: string } | { keep: 
  * A timestamp in the future, or an invalid one, never makes its own run collectable sooner (an
  * invalid `succeededAt` ranks as the newest).
  *
- * The URLs of a pruned run are its manifest URL (first: the marker goes before what it names),
+ * The URLs of a pruned run are its manifest URL (first: the marker goes before what it names; the
+ * recorded one, else where publish writes it, see `allUrls`),
  * its attempt URLs and winner URLs, each mapped under
  * the root with `keyUnderRoot` and deduplicated across the plan. A URL that escapes the root, is
  * reserved (`_CURRENT`, `_archive/…`, the bare `data`/`manifests` areas), or equals, contains or
@@ -209,7 +211,7 @@ export function planGc(input: GcInput): GcPlan {
   const live = new OverlapIndex<string>();
   for (const [runId, urls] of runUrls) {
     if (pruned.has(runId)) continue;
-    for (const url of allUrls(urls)) live.add(comparable(root, url), `run ${runId}`);
+    for (const url of allUrls(root, runId, urls)) live.add(comparable(root, url), `run ${runId}`);
   }
   if (dataset.currentManifestUrl !== null) {
     live.add(comparable(root, dataset.currentManifestUrl), "the current manifest");
@@ -223,7 +225,7 @@ export function planGc(input: GcInput): GcPlan {
   for (const { run, kind, reason } of planned) {
     const urls: string[] = [];
     if (kind !== "fail_stale") {
-      for (const url of allUrls(runUrls.get(run.runId)!)) {
+      for (const url of allUrls(root, run.runId, runUrls.get(run.runId)!)) {
         const c = comparable(root, url);
         const refuse = (why: string) =>
           protectedList.push({ runId: run.runId, why: `url ${url} is not deleted: ${why}` });
@@ -431,9 +433,15 @@ function manifestRecorded(run: RunView): boolean {
   return run.publishProgress === "manifest_published" || run.publishProgress === "succeeded";
 }
 
-/** The manifest first: it is the marker that names the data, so it goes before the data does. */
-function* allUrls(urls: RunUrls): Iterable<string> {
-  if (urls.manifestUrl !== null) yield urls.manifestUrl;
+/**
+ * The manifest first: it is the marker that names the data, so it goes before the data does. It
+ * is where publish writes it even when no event records it: a publish whose record of the manifest
+ * was refused after it had put the object (the run failed meanwhile: gc's `fail_stale`, a crash)
+ * leaves a manifest that only its path names, and it must not outlive the data it lists. Deleting
+ * a manifest that was never written deletes nothing.
+ */
+function* allUrls(root: DatasetRoot, runId: string, urls: RunUrls): Iterable<string> {
+  yield urls.manifestUrl ?? urlForKey(root, manifestKey(runId));
   yield* urls.attemptUrls;
   yield* urls.winnerUrls;
 }

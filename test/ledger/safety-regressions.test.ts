@@ -363,6 +363,96 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(s.current()).toBe("new");
   });
 
+  it("14: a manifest that a refused publish left behind goes before its failed run's data when the run is pruned", async () => {
+    // Found by the safety-interleaving property on PGlite (seed 646325280): a publish retried after
+    // its manifest put failed raced gc. gc failed the run as stale between the publish's put of the
+    // manifest and its record of it; the record was refused (the run is FAILED), so the object
+    // stayed without an event naming it. Once the run was pruned past its floor, gc deleted the
+    // data and left that manifest naming it.
+    let failManifest = true;
+    let hold: Promise<void> | null = null;
+    let held: () => void = () => {};
+    const s = await setup({
+      policies: { failedRetention: "1d" },
+      wrap: (store) => ({
+        ...delegate(store),
+        async put(key, body, options) {
+          if (key === "manifests/r0.json") {
+            if (failManifest)
+              throw new ObjectStoreError("injected failure: put manifest", {
+                code: "InternalError",
+                transient: true,
+              });
+            if (hold) {
+              await store.put(key, body, options);
+              held();
+              await hold;
+              return;
+            }
+          }
+          return store.put(key, body, options);
+        },
+      }),
+    });
+    await s.writeRun("r0");
+    await expect(s.ledger.publish("r0")).rejects.toThrow(/injected failure: put manifest/);
+    failManifest = false;
+    s.clock.advance(HOUR + 1000);
+    // The retried publish puts its manifest, and waits there while gc fails the silent run.
+    let release: () => void = () => {};
+    hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const putDone = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    const retried = s.ledger.publish("r0").then(
+      () => "published",
+      (e: unknown) => (isIllegalTransitionError(e) ? "refused" : String(e)),
+    );
+    await putDone;
+    const gc = await s.ledger.gc("ds");
+    expect(gc.actions.map((a) => `${a.kind}:${a.runId}`)).toContain("fail_stale:r0");
+    release();
+    expect(await retried).toBe("refused");
+    expect(s.exists("manifests/r0.json")).toBe(true);
+    expect((await s.ledger.run("r0")).run.status).toBe("FAILED");
+    // Past the failed run's floor: it is pruned, and its manifest goes first.
+    s.clock.advance(400 * 24 * HOUR);
+    await s.ledger.cleanup({ datasetId: "ds" });
+    await s.ledger.gc("ds");
+    const data = s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`);
+    expect(!s.exists("manifests/r0.json") || data).toBe(true);
+    expect(data).toBe(false);
+    expect(s.exists("manifests/r0.json")).toBe(false);
+  });
+
+  it("14b: a succeeded run with a url-less winner is pruned whole once it is beyond keepRuns, manifest first", async () => {
+    // Seen while fixing the case above: once a prune's manifest was gone, the guard judged the
+    // rest of the prune by a loser's rules, refused the data of a run with a url-less winner, and
+    // left the run unpruned for good, its manifest already deleted.
+    const s = await setup();
+    await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "old" });
+    s.write(`${s.attemptKey("old", 0, 0)}/part-0`);
+    await s.ledger.attemptSucceeded({ runId: "old", shard: 0, attempt: 0 });
+    await s.ledger.publish("old");
+    for (const id of ["mid", "new"]) {
+      s.clock.advance(60_000);
+      await s.writeRun(id);
+      await s.ledger.publish(id);
+    }
+    s.clock.advance(HOUR);
+    await s.ledger.gc("ds");
+    expect(s.exists("manifests/old.json")).toBe(false);
+    expect(s.exists(`${s.attemptKey("old", 0, 0)}/part-0`)).toBe(false);
+    // A pruned run leaves no row in the projections; its stream says Pruned.
+    expect(await s.ledger.run("old").catch((e: unknown) => (e as { code?: string }).code)).toBe("NOT_FOUND");
+    const events = await s.ledger.events({ stream: "run-old", limit: 1000 });
+    expect(events.at(-1)?.type).toBe("Pruned");
+    expect(s.current()).toBe("new");
+    expect(s.exists(`${s.attemptKey("new", 0, 0)}/part-0`)).toBe(true);
+  });
+
   it("8: a pass whose lease another pass took stops before its next request and appends nothing more", async () => {
     let h: Harness | undefined;
     const s = await setup({

@@ -331,7 +331,13 @@ describe("failed runs and the failed-retention floor", () => {
       {
         kind: "stale",
         runId: "r1",
-        urls: [`${ROOT}/data/r1/shard=00000/attempt=00`, `${ROOT}/data/r1/shard=00000/attempt=01`],
+        // The manifest first although no event records one: a publish refused after it put the
+        // object (the run failed meanwhile) leaves it there (safety regression 14).
+        urls: [
+          `${ROOT}/manifests/r1.json`,
+          `${ROOT}/data/r1/shard=00000/attempt=00`,
+          `${ROOT}/data/r1/shard=00000/attempt=01`,
+        ],
         pruneReason: "failed_retention",
         reason: `failed 7d ago (${ago(7 * D).toISOString()}), past the failed-retention floor of 7d`,
       },
@@ -381,6 +387,7 @@ describe("failed runs and the failed-retention floor", () => {
       ],
     ]);
     expect(planGc(input([r1], { urls })).actions[0]?.urls).toEqual([
+      `${ROOT}/manifests/r1.json`,
       `${ROOT}/data/r1/shard=00000/attempt=01`,
       `${ROOT}/data/r1/shard=00000/attempt=00`,
     ]);
@@ -416,7 +423,11 @@ describe("URLs", () => {
       expect.objectContaining({
         kind: "stale",
         runId: "r1",
-        urls: [`${ROOT}/data/r1/shard=00000/attempt=01`, `${ROOT}/data/r2/shard=00000/attempt=010`],
+        urls: [
+          `${ROOT}/manifests/r1.json`,
+          `${ROOT}/data/r1/shard=00000/attempt=01`,
+          `${ROOT}/data/r2/shard=00000/attempt=010`,
+        ],
       }),
     ]);
     const refused = plan.protected.filter((p) => p.runId === "r1").map((p) => p.why);

@@ -11,6 +11,11 @@ import { keyUnderRoot } from "../../src/storage/dataset-url.js";
 import { noAttempts } from "../support/run-view.js";
 
 const ROOT = "s3://lake/events";
+/**
+ * A run's manifest: the recorded one, else where publish writes it (a publish refused after its
+ * put leaves one that no event names), which a prune deletes first all the same.
+ */
+const manifestOf = (runId: string, urls: RunUrls) => urls.manifestUrl ?? `${ROOT}/manifests/${runId}.json`;
 const DATASET = "events";
 const H = 3_600_000;
 const D = 24 * H;
@@ -302,11 +307,7 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
   const liveUrls: string[][] = [];
   for (const [runId, urls] of input.runUrls) {
     if (prunedIds.has(runId)) continue;
-    for (const u of [
-      ...urls.attemptUrls,
-      ...urls.winnerUrls,
-      ...(urls.manifestUrl ? [urls.manifestUrl] : []),
-    ]) {
+    for (const u of [...urls.attemptUrls, ...urls.winnerUrls, manifestOf(runId, urls)]) {
       const s = segments(u);
       if (s) liveUrls.push(s);
     }
@@ -338,7 +339,7 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
     expect(action.kind === "stale" ? run.status === "FAILED" : run.status === "SUCCEEDED").toBe(true);
 
     const recorded = input.runUrls.get(run.runId)!;
-    const own = new Set([...recorded.attemptUrls, ...recorded.winnerUrls, recorded.manifestUrl]);
+    const own = new Set([...recorded.attemptUrls, ...recorded.winnerUrls, manifestOf(run.runId, recorded)]);
     for (const url of action.urls) {
       expect(own.has(url)).toBe(true);
       // Under the root, and never twice in a plan.
