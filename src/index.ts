@@ -75,6 +75,7 @@ export { envelopeToJson } from "./events/envelope.js";
 export type { EventDefinition, Upcaster } from "./events/event-catalogue.js";
 export { defaultCatalogue, EventCatalogue } from "./events/event-catalogue.js";
 export type {
+  AppendChain,
   AppendFence,
   AppendOptions,
   AppendResult,

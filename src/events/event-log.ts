@@ -39,6 +39,41 @@ export interface AppendFence {
 export interface AppendOptions {
   expectedVersion: ExpectedVersion;
   fence?: AppendFence;
+  /** Chains the append behind an earlier append of the stream that may not have committed yet. */
+  chain?: AppendChain;
+}
+
+/**
+ * An append sent behind an earlier append of the same stream before that one has committed: how a
+ * writer keeps the database busy with one append while it sends the next, instead of waiting for
+ * each commit (the report groups of a run, src/ledger/run-executor.ts).
+ *
+ * Every append sent with `chain` waits, on the database, for the chained appends of its stream
+ * that were sent before it to end, and holds the stream until it ends itself. With `afterPosition`
+ * it also commits only if the stream's event at its (exact) `expectedVersion` is the event stored
+ * at that global position: the last event of the append it was chained behind, so it commits only
+ * on exactly what that append stored — an expected version alone would also be met by another
+ * writer's events of the same count, had that append rolled back. Otherwise it throws a
+ * `ConcurrencyError` and writes nothing, as for any version conflict.
+ *
+ * `onWritten` is called at most once, with the positions of the events this append wrote, once
+ * they are written in its still-open transaction, and only by a log that can take a second append
+ * of the stream meanwhile (never by one with a single connection, where a chained append would
+ * only wait for this one in the process): an append sent then with `afterPosition` set to the last
+ * of those positions queues on the database behind this one.
+ *
+ * @example
+ * ```ts
+ * const first = log.append("run-r1", events, {
+ *   expectedVersion: 3,
+ *   chain: { onWritten: (positions) => void log.append("run-r1", more, {
+ *     expectedVersion: 3 + events.length, chain: { afterPosition: positions.at(-1) } }) },
+ * })
+ * ```
+ */
+export interface AppendChain {
+  afterPosition?: number;
+  onWritten?: (positions: readonly number[]) => void;
 }
 
 /**

@@ -79,7 +79,12 @@ import {
 import { MaintenanceService } from "./maintenance-service.js";
 import { type PublishDeps, type PublishResult, publishRun } from "./publish.js";
 import { type RollbackResult, rollbackRun } from "./rollback.js";
-import { type ReportCommand, RunExecutor, type SharedReportOptions } from "./run-executor.js";
+import {
+  type ReportCommand,
+  type ReportGroupLimits,
+  RunExecutor,
+  type SharedReportOptions,
+} from "./run-executor.js";
 
 /**
  * Options of {@link openLedger}.
@@ -132,6 +137,11 @@ export interface LedgerOptions {
   sleep?: (ms: number) => Promise<void>;
   /** @internal */
   random?: () => number;
+  /**
+   * @internal test hook: smaller report groups (see RunExecutor's `reportGroups`), so that a few
+   * dozen racing reports form many groups, decided ahead and appended behind one another.
+   */
+  reportGroups?: ReportGroupLimits;
 }
 
 /**
@@ -518,11 +528,14 @@ class LedgerImpl implements Ledger {
       schema: database.schema,
       projections: [ledgerProjection],
       clock: this.#clock,
+      // A server's pool lets a run's next report group be sent behind the one committing.
+      overlappingAppends: database.kind === "postgres",
     });
     this.#queries = projectionQueries(database.db, database.schema);
     this.#hot = pgHotLogArchive(this.#log);
     this.#executor = new RunExecutor(this.#log, this.#clock, options.actor ? { actor: options.actor } : {}, {
       snapshots: pgRunSnapshotStore(database.db, database.schema),
+      ...(options.reportGroups ? { reportGroups: options.reportGroups } : {}),
     });
     this.#maintenance = new MaintenanceService({
       database,

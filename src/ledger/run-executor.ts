@@ -6,7 +6,13 @@ import {
   ValidationError,
 } from "../errors.js";
 import type { EventMetadata, RecordedEvent } from "../events/envelope.js";
-import type { AppendFence, EventLog, EventLogSession } from "../events/event-log.js";
+import type {
+  AppendFence,
+  AppendResult,
+  EventLog,
+  EventLogSession,
+  ExpectedVersion,
+} from "../events/event-log.js";
 import { runStream } from "../events/streams.js";
 import { type DecideContext, decideRun, type RunCommand, type RunEvent } from "../machines/run-commands.js";
 import { RUN_FOLD_VERSION, restoreRunState, serialiseRunState } from "../machines/run-snapshot.js";
@@ -91,6 +97,17 @@ export interface SharedReportOptions<T> {
   view: (state: RunState, command: ReportCommand) => T;
 }
 
+/**
+ * How report groups are formed (defaults {@link MAX_GROUP_SIZE} and {@link SPECULATE_AT_LEAST});
+ * tests make them small so that a few racing reports form many groups.
+ *
+ * @internal
+ */
+export interface ReportGroupLimits {
+  maxSize?: number;
+  decideAheadAt?: number;
+}
+
 /** What one report of {@link RunExecutor.reportAll} came to: its view, or why it was refused. */
 export type ReportOutcome<T> = { ok: true; view: T } | { ok: false; error: unknown };
 
@@ -123,6 +140,22 @@ interface Speculation {
   scratch: RunState;
   decided: RunEvent[];
   outcomes: Decided[];
+  /**
+   * The group's append, when it was sent chained behind the previous group's before that one had
+   * committed (see {@link SentAppend}). Its own head check judges it: it commits only on exactly
+   * what the previous append stored, so once sent it is awaited, never decided again meanwhile.
+   */
+  sent?: SentAppend;
+}
+
+/** An append of a report group on its way: its result, and when its events are written. */
+interface SentAppend {
+  result: Promise<AppendResult>;
+  /**
+   * The positions of the events it wrote, once they are written in its still-open transaction;
+   * never settles on a log whose appends cannot overlap (one connection).
+   */
+  written: Promise<readonly number[]>;
 }
 
 /**
@@ -159,6 +192,8 @@ export class RunExecutor {
   #holds = 0;
   /** When a command last started or ended (ms). */
   #lastActive = 0;
+  readonly #maxGroupSize: number;
+  readonly #decideAheadAt: number;
 
   /**
    * `options.maxConflictRetries` bounds how often {@link RunExecutor.execute} and
@@ -175,8 +210,14 @@ export class RunExecutor {
     log: EventLog,
     clock: () => Date,
     metadata: Partial<EventMetadata>,
-    options: { maxConflictRetries?: number; snapshots?: RunSnapshotStore } = {},
+    options: {
+      maxConflictRetries?: number;
+      snapshots?: RunSnapshotStore;
+      reportGroups?: ReportGroupLimits;
+    } = {},
   ) {
+    this.#maxGroupSize = Math.max(1, options.reportGroups?.maxSize ?? MAX_GROUP_SIZE);
+    this.#decideAheadAt = Math.max(1, options.reportGroups?.decideAheadAt ?? SPECULATE_AT_LEAST);
     this.#log = log;
     this.#clock = clock;
     this.#metadata = metadata;
@@ -435,7 +476,7 @@ export class RunExecutor {
       // ahead; fewer (single reports trickling in) are left to gather, and the group taken once
       // the append has answered is larger: fewer appends, which is what single reports need.
       const takeAhead = () =>
-        (this.#groups.get(runId)?.length ?? 0) >= SPECULATE_AT_LEAST ? takeNext() : [];
+        (this.#groups.get(runId)?.length ?? 0) >= this.#decideAheadAt ? takeNext() : [];
       // A group that lost a race gives the next group's reports back: its retry absorbs them.
       const untake = (items: readonly GroupItem[]) => {
         if (items.length > 0) this.#groups.set(runId, [...items, ...(this.#groups.get(runId) ?? [])]);
@@ -458,7 +499,7 @@ export class RunExecutor {
   #take(runId: string): GroupItem[] {
     const waiting = this.#groups.get(runId);
     if (!waiting) return [];
-    const taken = waiting.splice(0, MAX_GROUP_SIZE);
+    const taken = waiting.splice(0, this.#maxGroupSize);
     if (waiting.length === 0) this.#groups.delete(runId);
     return taken;
   }
@@ -567,13 +608,34 @@ export class RunExecutor {
           );
         } else {
           const cached = this.#cache.get(runId);
+          let sent: SentAppend | undefined;
           if (speculation && cached && cached.version === speculation.baseVersion) {
             // Decided while the previous group was being stored, on exactly the state it left. If
             // another process appended since, the expected version refuses this append and the
             // group is decided again on fresh state, as any group would be.
             state = cached;
-            ({ decided, outcomes } = speculation);
+            ({ decided, outcomes, sent } = speculation);
             scratch = rebaseReportScratch(speculation.scratch, cached);
+          } else if (speculation?.sent) {
+            // Sent behind the previous group's append, which did not end as decided (it failed, or
+            // the run was forgotten meanwhile): this one stands or falls by its own head check.
+            const chained = speculation;
+            speculation = undefined;
+            const result = await chained.sent?.result.catch(() => null);
+            if (result && result.written.length === chained.decided.length) {
+              // It committed, so the previous append had stored exactly what was decided: its
+              // answers hold. No cached state is at the version it was decided on: none is folded.
+              this.#cache.delete(runId);
+              for (const [i, item] of group.entries()) {
+                const o = chained.outcomes[i] as Decided;
+                settle(item, o, o.ok ? result.written.slice(o.from, o.to) : []);
+              }
+              return undefined;
+            }
+            // Nothing of it was stored (or not as decided): decide it again on the log.
+            this.#cache.delete(runId);
+            serialised = true;
+            continue;
           } else {
             await decide(this.#log);
           }
@@ -581,21 +643,39 @@ export class RunExecutor {
           if (decided.length === 0) {
             written = null;
           } else {
-            const appended = this.#log.append(stream, decided, { expectedVersion: expectedVersion() });
+            sent ??= this.#send(stream, decided, expectedVersion());
             next = options.takeNext?.() ?? [];
             if (next.length > 0 && scratch !== undefined) {
-              // Judged below only once the append has answered; until then it must not reject unseen.
-              appended.catch(() => {});
               const base = scratch;
               ahead = {
                 baseVersion: state.version + decided.length,
                 ...(await this.#decideGroup(base, next, 64)),
               };
+              // Once this append's events are written (it holds the stream until it commits), the
+              // next group's append is sent behind it: it waits on the database, not here, and
+              // commits only on exactly what this one stores. A log that cannot overlap appends
+              // never says "written": there the next append waits for this one to commit.
+              const positions = await Promise.race([sent.written, sent.result.then(nothing, nothing)]);
+              const last = positions?.at(-1);
+              if (positions?.length === decided.length && last !== undefined && ahead.decided.length > 0)
+                ahead.sent = this.#send(stream, ahead.decided, ahead.baseVersion, last);
             }
-            written = (await appended).written;
+            written = (await sent.result).written;
           }
         }
       } catch (e) {
+        if (ahead?.sent && !isConcurrencyError(e)) {
+          // The next group was sent behind this append, which then failed after writing (a lost
+          // connection, a failed commit): the next turn judges that append alone (see above).
+          this.#cache.delete(runId);
+          for (const [i, item] of group.entries()) {
+            const o = outcomes[i] as Decided | undefined;
+            settle(item, o?.ok === false ? o : { ok: false, error: e }, []);
+          }
+          return ahead;
+        }
+        // Nothing is chained behind a conflict (it writes nothing); were it, it must end first.
+        await ahead?.sent?.result.catch(nothing);
         if (isConcurrencyError(e)) {
           options.untake?.(next);
           next = [];
@@ -646,7 +726,10 @@ export class RunExecutor {
           const o = outcomes[i] as Decided;
           settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
         }
-        return ahead !== undefined && this.#cache.get(runId) === state && state.version === ahead.baseVersion
+        // A group already sent is handed on whatever happened here: only its own turn may judge it.
+        return ahead !== undefined &&
+          (ahead.sent !== undefined ||
+            (this.#cache.get(runId) === state && state.version === ahead.baseVersion))
           ? ahead
           : undefined;
       }
@@ -658,6 +741,8 @@ export class RunExecutor {
       // whatever it still needs is appended. Once: a second such answer is settled as below.
       if (!redecided) {
         redecided = true;
+        // Unreachable with a chained group (one is sent only when this append wrote every event).
+        await ahead?.sent?.result.catch(nothing);
         options.untake?.(next);
         next = [];
         this.#cache.delete(runId);
@@ -695,11 +780,34 @@ export class RunExecutor {
     }
   }
 
+  /**
+   * Sends a group's append: chained (see AppendChain), so that the next group's append can be sent
+   * behind it before it commits; with `afterPosition`, itself behind the append whose last event
+   * is at that position. Its result is judged when awaited; until then it must not reject unseen.
+   */
+  #send(
+    stream: string,
+    events: RunEvent[],
+    expectedVersion: ExpectedVersion,
+    afterPosition?: number,
+  ): SentAppend {
+    let onWritten: (positions: readonly number[]) => void = nothing;
+    const written = new Promise<readonly number[]>((resolve) => {
+      onWritten = resolve;
+    });
+    const result = this.#log.append(stream, events, {
+      expectedVersion,
+      chain: afterPosition === undefined ? { onWritten } : { afterPosition, onWritten },
+    });
+    result.catch(nothing);
+    return { result, written };
+  }
+
   /** Moves reports waiting for the run's next group into `group`, up to the group bound. */
   #absorb(runId: string, group: GroupItem[]): void {
     const waiting = this.#groups.get(runId);
-    if (!waiting || group.length >= MAX_GROUP_SIZE) return;
-    const taken = waiting.splice(0, MAX_GROUP_SIZE - group.length);
+    if (!waiting || group.length >= this.#maxGroupSize) return;
+    const taken = waiting.splice(0, this.#maxGroupSize - group.length);
     group.push(...taken);
     // The turn already queued for them finds nothing left and returns.
     if (waiting.length === 0) this.#groups.delete(runId);
@@ -898,6 +1006,10 @@ export class RunExecutor {
       if (this.#queues.get(runId) === settled) this.#queues.delete(runId);
     }
   }
+}
+
+function nothing(): null {
+  return null;
 }
 
 function settle(item: GroupItem, outcome: Decided, events: RecordedEvent[]): void {

@@ -3,6 +3,7 @@ import { InternalError } from "../../errors.js";
 import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import { appendFunction } from "./append-function.js";
+import { chainedAppends } from "./chained-appends.js";
 import type { LedgerDb } from "./database.js";
 import { lockFreePositions } from "./lock-free-positions.js";
 import { createPgEventLog } from "./pg-event-log.js";
@@ -332,6 +333,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   archiveIndexes,
   runSnapshots,
   lockFreePositions,
+  chainedAppends,
 ];
 
 /**

@@ -16,6 +16,7 @@ import {
 } from "../../events/envelope.js";
 import { defaultCatalogue, type EventCatalogue } from "../../events/event-catalogue.js";
 import type {
+  AppendChain,
   AppendFence,
   AppendOptions,
   AppendResult,
@@ -55,6 +56,12 @@ export interface PgEventLogOptions {
    * to the horizon settled before (default 2,000 ms; see docs/event-log.md).
    */
   readAllWaitMs?: number;
+  /**
+   * Whether two appends of one stream can be in flight at once: a pool of several connections to
+   * a server, not PGlite's one connection. Only then does a chained append's `onWritten` fire (see
+   * {@link AppendChain}); default false.
+   */
+  overlappingAppends?: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -169,6 +176,9 @@ export class PgEventLog implements EventLog {
   readonly #projections: readonly InlineProjection[];
   readonly #clock: () => Date;
   readonly #appendSql: string;
+  /** `append_events_chained` (migration 0013): the same call behind the stream's lock and head. */
+  readonly #chainedSql: string;
+  readonly #overlapping: boolean;
   /** The one-statement appends, by expected version and for one event or several (see {@link oneStatementAppend}). */
   readonly #statementSql: Record<`${"any" | "no_stream" | "exact"}/${"one" | "many"}`, string>;
   readonly #horizon: ReadHorizon;
@@ -180,11 +190,14 @@ export class PgEventLog implements EventLog {
     this.#projections = options.projections ?? [];
     this.#clock = options.clock ?? (() => new Date());
     const fn = `"${this.schema.replaceAll('"', '""')}".append_events`;
-    this.#appendSql =
+    const call = (name: string, chained: boolean) =>
       preparedStatement(`SELECT outcome, positions, next_version, known_ids::text[] AS known_ids,
       known_positions, lease_epoch, lease_holder
-      FROM ${fn}($1::text, $2::bigint, $3::uuid[], $4::uuid[], $5::text[], $6::integer[],
-        ${jsonElements("$7")}, ${jsonElements("$8")}, $9::timestamptz, $10::text, $11::bigint)`);
+      FROM ${name}(${chained ? "$12::bigint, $13::bigint, " : ""}$1::text, $2::bigint, $3::uuid[], $4::uuid[],
+        $5::text[], $6::integer[], ${jsonElements("$7")}, ${jsonElements("$8")}, $9::timestamptz, $10::text, $11::bigint)`);
+    this.#appendSql = call(fn, false);
+    this.#chainedSql = call(`${fn}_chained`, true);
+    this.#overlapping = options.overlappingAppends ?? false;
     const statement = (kind: "any" | "no_stream" | "exact", count: "one" | "many") =>
       preparedStatement(oneStatementAppend(this.schema, kind, count));
     this.#statementSql = {
@@ -211,18 +224,21 @@ export class PgEventLog implements EventLog {
   async append(streamId: string, events: readonly NewEvent[], options: AppendOptions): Promise<AppendResult> {
     // A log opened on a transaction appends in it: the one-append rule of that transaction holds.
     if (this.#db.isTransaction) return this.session(this.#db).append(streamId, events, options);
-    const prepared = this.#prepare(streamId, events, options.expectedVersion, options.fence);
+    const prepared = this.#prepare(streamId, events, options.expectedVersion, options.fence, options.chain);
     // Without inline projections the append is one statement in autocommit (one round trip): a
     // plain INSERT … SELECT when there is nothing to look up or fence, else append_events. With
     // projections, the function and the projections share one transaction.
+    const chain = this.#chain(options.chain);
     const once = () =>
       this.#projections.length === 0
-        ? options.fence === undefined && prepared.every((p) => !p.callerId)
+        ? options.fence === undefined && chain === undefined && prepared.every((p) => !p.callerId)
           ? this.#appendInOneStatement(streamId, prepared, options.expectedVersion)
-          : this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence)
+          : this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence, chain)
         : this.#db
             .transaction()
-            .execute((trx) => this.#append(trx, streamId, prepared, options.expectedVersion, options.fence));
+            .execute((trx) =>
+              this.#append(trx, streamId, prepared, options.expectedVersion, options.fence, chain),
+            );
     // A concurrent writer may store the same eventId or create the same stream between our checks
     // and our insert; the retry then sees it and either returns the stored positions or reports a
     // real conflict. A lost lease is final and is never retried.
@@ -417,8 +433,7 @@ export class PgEventLog implements EventLog {
         // A transaction-scoped advisory lock: it assigns no transaction id (the append must still
         // be the transaction's first write), is released by COMMIT or ROLLBACK whatever happens,
         // and its waiters are granted it in arrival order.
-        const key = advisoryKey(this.schema, `stream:${serialiseWith}`);
-        await sql`SELECT pg_advisory_xact_lock(${key}::bigint)`.execute(trx);
+        await sql`SELECT pg_advisory_xact_lock(${this.#streamLock(serialiseWith)}::bigint)`.execute(trx);
       }
       return fn(this.session(trx));
     });
@@ -437,9 +452,10 @@ export class PgEventLog implements EventLog {
         return this.#append(
           trx,
           streamId,
-          this.#prepare(streamId, events, options.expectedVersion, options.fence),
+          this.#prepare(streamId, events, options.expectedVersion, options.fence, options.chain),
           options.expectedVersion,
           options.fence,
+          this.#chain(options.chain),
         );
       },
       readStream: (streamId, options) => this.#readStream(trx, streamId, options ?? {}),
@@ -457,7 +473,17 @@ export class PgEventLog implements EventLog {
     events: readonly NewEvent[],
     expected: ExpectedVersion,
     fence?: AppendFence,
+    chain?: AppendChain,
   ): PreparedEvent[] {
+    if (chain?.afterPosition !== undefined) {
+      if (!Number.isSafeInteger(chain.afterPosition) || chain.afterPosition < 1)
+        throw new ValidationError("chain.afterPosition", "must be a positive integer (a global position)");
+      if (typeof expected !== "number" || expected < 1)
+        throw new ValidationError(
+          "expectedVersion",
+          "must be the exact version of the event at chain.afterPosition",
+        );
+    }
     if (fence !== undefined) {
       if (typeof fence.datasetId !== "string" || fence.datasetId.length === 0)
         throw new ValidationError("fence.datasetId", "must be a non-empty string");
@@ -503,15 +529,17 @@ export class PgEventLog implements EventLog {
     prepared: PreparedEvent[],
     expected: ExpectedVersion,
     fence?: AppendFence,
+    chain?: AppendChain,
   ): Promise<AppendResult> {
     // An id given twice in one batch is stored once; later copies share the first one's position.
     const seen = new Set<string>();
     const distinct = prepared.filter((event) => !seen.has(event.eventId) && seen.add(event.eventId));
     const recordedAt = this.#clock();
     // The text is built once per log (#appendSql); only the parameters change per append.
+    const chained = chain === undefined ? [] : [this.#streamLock(streamId), chain.afterPosition ?? null];
     const { rows } = await db
       .executeQuery<AppendRow>(
-        CompiledQuery.raw(this.#appendSql, [
+        CompiledQuery.raw(chain === undefined ? this.#appendSql : this.#chainedSql, [
           streamId,
           expected === "any" ? -1 : expected === "no_stream" ? 0 : expected,
           arrayLiteral(distinct.map((p) => p.eventId)),
@@ -523,6 +551,7 @@ export class PgEventLog implements EventLog {
           recordedAt,
           fence?.datasetId ?? null,
           fence?.epoch ?? null,
+          ...chained,
         ]),
       )
       .catch((e: unknown) => {
@@ -548,6 +577,7 @@ export class PgEventLog implements EventLog {
       known.set(id, Number(row.known_positions?.[i]));
     });
     const fresh = distinct.filter((p) => !known.has(p.eventId));
+    if (fresh.length > 0) chain?.onWritten?.((row.positions ?? []).map(Number));
     return this.#appended(
       db,
       streamId,
@@ -657,6 +687,35 @@ export class PgEventLog implements EventLog {
       written,
       duplicates: prepared.length - fresh.length,
     };
+  }
+
+  /**
+   * The chain as this log honours it: `onWritten` only where appends can overlap (see
+   * {@link PgEventLogOptions.overlappingAppends}), at most once (an append retried after a
+   * conflict writes again), and never throwing into the append.
+   */
+  #chain(chain: AppendChain | undefined): AppendChain | undefined {
+    if (chain === undefined) return undefined;
+    const { afterPosition, onWritten } = chain;
+    const bounded: AppendChain = afterPosition === undefined ? {} : { afterPosition };
+    if (onWritten && this.#overlapping) {
+      let called = false;
+      bounded.onWritten = (positions) => {
+        if (called) return;
+        called = true;
+        try {
+          onWritten(positions);
+        } catch {
+          // The caller's: the append goes on whatever it does.
+        }
+      };
+    }
+    return bounded;
+  }
+
+  /** The stream's transaction-scoped lock, as `transaction(fn, { serialiseWith })` takes it. */
+  #streamLock(streamId: string): string {
+    return advisoryKey(this.schema, `stream:${streamId}`);
   }
 
   async #readStream(db: LedgerDb, streamId: string, options: ReadStreamOptions): Promise<RecordedEvent[]> {
