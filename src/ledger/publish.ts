@@ -1,7 +1,12 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { withDatasetLock } from "../adapters/postgres/dataset-lock.js";
 import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
-import { IllegalTransitionError, NotFoundError, ShardCoverageError } from "../errors.js";
+import {
+  IllegalTransitionError,
+  isIllegalTransitionError,
+  NotFoundError,
+  ShardCoverageError,
+} from "../errors.js";
 import type { PointerMoveReason } from "../events/catalogue.js";
 import type { EventMetadata } from "../events/envelope.js";
 import type { EventLog } from "../events/event-log.js";
@@ -153,7 +158,11 @@ async function publish(deps: PublishDeps, runId: string): Promise<PublishResult>
       await store.put(manifestKey(runId), manifestBody(state, winners, createdAt), {
         contentType: "application/json",
       });
-      state = (await deps.executor.execute({ type: "recordManifest", runId, manifestUrl, createdAt })).state;
+      state = (
+        await recordOrWithdraw(deps, store, runId, () =>
+          deps.executor.execute({ type: "recordManifest", runId, manifestUrl, createdAt }),
+        )
+      ).state;
     }
     if (state.publishProgress === "manifest_published") {
       // Marker rule: the run may only be marked (and pointed at) once its manifest is really there.
@@ -174,6 +183,33 @@ async function publish(deps: PublishDeps, runId: string): Promise<PublishResult>
     }
     return { runId, status: "SUCCEEDED", winners, manifestUrl };
   });
+}
+
+/**
+ * Records the manifest just put; if the run refuses it (gc failed the silent run — or failed and
+ * then pruned it, data and all — while the put was on its way), takes the object back before
+ * saying so. Marker rule: a manifest nobody records must not outlive the data it lists, and only
+ * this publish knows it put one (a prune also deletes the path, but may have run before the put
+ * landed). It was never recorded and the run is not SUCCEEDED, so `_CURRENT` cannot name it.
+ * Best effort: if the delete fails too, a FAILED run's prune deletes the path later.
+ */
+async function recordOrWithdraw<T>(
+  deps: PublishDeps,
+  store: ObjectStore,
+  runId: string,
+  record: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await record();
+  } catch (e) {
+    if (!isIllegalTransitionError(e)) throw e;
+    const now = await deps.executor.load(runId);
+    const recorded = now.publishProgress === "manifest_published" || now.publishProgress === "succeeded";
+    if ((now.status === "FAILED" || now.status === "PRUNED") && !recorded) {
+      await store.deleteMany([manifestKey(runId)]).catch(() => {});
+    }
+    throw e;
+  }
 }
 
 function winnersOf(state: RunState): PublishedWinner[] {

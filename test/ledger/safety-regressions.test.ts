@@ -370,12 +370,23 @@ describe(`safety regressions (${BACKEND})`, () => {
     // stayed without an event naming it. Once the run was pruned past its floor, gc deleted the
     // data and left that manifest naming it.
     let failManifest = true;
+    // The publish takes back a manifest it could not record (15); here that delete fails too, as
+    // if the publisher had crashed first, so the prune meets the manifest.
+    let failWithdraw = true;
     let hold: Promise<void> | null = null;
     let held: () => void = () => {};
     const s = await setup({
       policies: { failedRetention: "1d" },
       wrap: (store) => ({
         ...delegate(store),
+        async deleteMany(keys) {
+          if (failWithdraw && keys.includes("manifests/r0.json"))
+            throw new ObjectStoreError("injected failure: delete manifest", {
+              code: "InternalError",
+              transient: true,
+            });
+          return store.deleteMany(keys);
+        },
         async put(key, body, options) {
           if (key === "manifests/r0.json") {
             if (failManifest)
@@ -417,6 +428,7 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(await retried).toBe("refused");
     expect(s.exists("manifests/r0.json")).toBe(true);
     expect((await s.ledger.run("r0")).run.status).toBe("FAILED");
+    failWithdraw = false;
     // Past the failed run's floor: it is pruned, and its manifest goes first.
     s.clock.advance(400 * 24 * HOUR);
     await s.ledger.cleanup({ datasetId: "ds" });
@@ -451,6 +463,63 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(events.at(-1)?.type).toBe("Pruned");
     expect(s.current()).toBe("new");
     expect(s.exists(`${s.attemptKey("new", 0, 0)}/part-0`)).toBe(true);
+  });
+
+  it("15: a publish whose manifest lands after gc failed and pruned the run removes that manifest", async () => {
+    // Seen while fixing 14: with a short failed-retention floor, gc can fail a silent run and then
+    // prune it (deleting its data, and its manifest path, still empty) while a slow manifest put of
+    // a retried publish is on its way; the put then lands, the record is refused, and the manifest
+    // named deleted data for good (the run is gone from every later plan).
+    let failManifest = true;
+    let hold: Promise<void> | null = null;
+    let arrived: () => void = () => {};
+    const s = await setup({
+      policies: { failedRetention: "1s" },
+      wrap: (store) => ({
+        ...delegate(store),
+        async put(key, body, options) {
+          if (key === "manifests/r0.json") {
+            if (failManifest)
+              throw new ObjectStoreError("injected failure: put manifest", {
+                code: "InternalError",
+                transient: true,
+              });
+            if (hold) {
+              // A slow request: it reaches the store only once released.
+              arrived();
+              await hold;
+            }
+          }
+          return store.put(key, body, options);
+        },
+      }),
+    });
+    await s.writeRun("r0");
+    await expect(s.ledger.publish("r0")).rejects.toThrow(/injected failure: put manifest/);
+    failManifest = false;
+    s.clock.advance(HOUR + 1000);
+    let release: () => void = () => {};
+    hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const onItsWay = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
+    const retried = s.ledger.publish("r0").then(
+      () => "published",
+      (e: unknown) => (isIllegalTransitionError(e) ? "refused" : String(e)),
+    );
+    await onItsWay;
+    expect((await s.ledger.gc("ds")).actions.map((a) => `${a.kind}:${a.runId}`)).toContain("fail_stale:r0");
+    s.clock.advance(2000);
+    expect((await s.ledger.gc("ds")).actions.map((a) => `${a.kind}:${a.runId}`)).toContain(
+      "failed_retention:r0",
+    );
+    expect(s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`)).toBe(false);
+    release();
+    expect(await retried).toBe("refused");
+    // No manifest names the deleted data.
+    expect(s.exists("manifests/r0.json")).toBe(false);
   });
 
   it("8: a pass whose lease another pass took stops before its next request and appends nothing more", async () => {
