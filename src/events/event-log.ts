@@ -64,10 +64,12 @@ export interface AppendOptions {
  *
  * @example
  * ```ts
- * const first = log.append("run-r1", events, {
+ * const heartbeat = { type: "RunHeartbeat", data: { runId: "r1" } }
+ * await log.append("run-r1", [heartbeat], {
  *   expectedVersion: 3,
- *   chain: { onWritten: (positions) => void log.append("run-r1", more, {
- *     expectedVersion: 3 + events.length, chain: { afterPosition: positions.at(-1) } }) },
+ *   // Sent while the first append commits: it waits on the server, then stores version 5.
+ *   chain: { onWritten: (positions) => void log.append("run-r1", [heartbeat], {
+ *     expectedVersion: 4, chain: { afterPosition: positions[0] } }) },
  * })
  * ```
  */
