@@ -1,11 +1,10 @@
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { advisoryKey, advisoryLockIds } from "../../src/adapters/postgres/advisory-keys.js";
 import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
 import { isConcurrencyError, isValidationError, type ValidationError } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
+import { waitingForStreamLock } from "../support/stream-lock.js";
 
 const heartbeat = (runId: string): NewEvent => ({ type: "RunHeartbeat", data: { runId } });
 const heartbeats = (runId: string, n: number) => Array.from({ length: n }, () => heartbeat(runId));
@@ -103,17 +102,7 @@ describe(`chained appends on ${BACKEND}`, () => {
     expect(await versionOf("run-c")).toBe(1);
   });
 
-  /** Backends waiting for the stream's lock. */
-  const waitingFor = async (streamId: string) => {
-    const { classid, objid } = advisoryLockIds(advisoryKey(database.schema, `stream:${streamId}`));
-    const { rows } = await sql<{ n: number }>`
-      SELECT count(*)::int AS n FROM pg_locks
-      WHERE locktype = 'advisory' AND NOT granted
-        AND classid = ${classid}::bigint::oid AND objid = ${objid}::bigint::oid AND objsubid = 1`.execute(
-      database.db,
-    );
-    return Number(rows[0]?.n);
-  };
+  const waitingFor = (streamId: string) => waitingForStreamLock(database, streamId);
 
   /**
    * Opens a transaction that appends `n` heartbeats chained and holds it open until `release`,

@@ -1,11 +1,10 @@
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { advisoryKey, advisoryLockIds } from "../../src/adapters/postgres/advisory-keys.js";
 import { createPgEventLog, type PgEventLog } from "../../src/adapters/postgres/pg-event-log.js";
 import { isValidationError, type ValidationError } from "../../src/errors.js";
 import type { NewEvent } from "../../src/events/envelope.js";
 import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
+import { waitingForStreamLock } from "../support/stream-lock.js";
 
 const heartbeat = (runId: string): NewEvent => ({ type: "RunHeartbeat", data: { runId } });
 
@@ -31,17 +30,7 @@ describe(`transactions serialised with a stream on ${BACKEND}`, () => {
   });
   afterAll(() => database.close());
 
-  /** Backends waiting for the stream's lock (on the server; PGlite is one backend). */
-  const waitingFor = async (streamId: string) => {
-    const { classid, objid } = advisoryLockIds(advisoryKey(database.schema, `stream:${streamId}`));
-    const { rows } = await sql<{ n: number }>`
-      SELECT count(*)::int AS n FROM pg_locks
-      WHERE locktype = 'advisory' AND NOT granted
-        AND classid = ${classid}::bigint::oid AND objid = ${objid}::bigint::oid AND objsubid = 1`.execute(
-      database.db,
-    );
-    return Number(rows[0]?.n);
-  };
+  const waitingFor = (streamId: string) => waitingForStreamLock(database, streamId);
 
   it("the append is still the transaction's first write, at the version read under the lock", async () => {
     const result = await log.transaction(

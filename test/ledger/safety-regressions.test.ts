@@ -98,6 +98,68 @@ async function setup(
   return { ledger, clock, root, path, write, exists, attemptKey, writeRun, current };
 }
 
+const MANIFEST = "manifests/r0.json";
+
+/**
+ * Run r0 (one shard, written and reported) whose first publish failed at its manifest put, after
+ * its winners were selected; an hour later, silent. `retry()` publishes it again and holds that
+ * publish's manifest put — once the object is in the store (`landed`: the publish records it when
+ * released) or before it gets there (`slow`: it lands when released) — until `release()`.
+ * `faults.failDelete` makes deletes of the manifest fail.
+ */
+async function publishRetriedAcrossGc(policies: Record<string, unknown>, put: "landed" | "slow") {
+  const faults = { failPut: true, failDelete: false };
+  let hold: Promise<void> | null = null;
+  let reachedPut: () => void = () => {};
+  const s = await setup({
+    policies,
+    wrap: (store) => ({
+      ...delegate(store),
+      async deleteMany(keys) {
+        if (faults.failDelete && keys.includes(MANIFEST))
+          throw new ObjectStoreError("injected failure: delete manifest", {
+            code: "InternalError",
+            transient: true,
+          });
+        return store.deleteMany(keys);
+      },
+      async put(key, body, options) {
+        if (key === MANIFEST && faults.failPut)
+          throw new ObjectStoreError("injected failure: put manifest", {
+            code: "InternalError",
+            transient: true,
+          });
+        if (key === MANIFEST && hold) {
+          if (put === "landed") await store.put(key, body, options);
+          reachedPut();
+          await hold;
+          if (put === "landed") return;
+        }
+        return store.put(key, body, options);
+      },
+    }),
+  });
+  await s.writeRun("r0");
+  await expect(s.ledger.publish("r0")).rejects.toThrow(/injected failure: put manifest/);
+  faults.failPut = false;
+  s.clock.advance(HOUR + 1000);
+  const retry = () => {
+    let release: () => void = () => {};
+    hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const reached = new Promise<void>((resolve) => {
+      reachedPut = resolve;
+    });
+    const outcome = s.ledger.publish("r0").then(
+      () => "published",
+      (e: unknown) => (isIllegalTransitionError(e) ? "refused" : String(e)),
+    );
+    return { reached, release, outcome };
+  };
+  return { s, faults, retry };
+}
+
 describe(`safety regressions (${BACKEND})`, () => {
   it("1: gc never prunes a run that succeeded after the current one; the resumed publish finds it whole", async () => {
     let failPointer = false;
@@ -369,74 +431,27 @@ describe(`safety regressions (${BACKEND})`, () => {
     // manifest and its record of it; the record was refused (the run is FAILED), so the object
     // stayed without an event naming it. Once the run was pruned past its floor, gc deleted the
     // data and left that manifest naming it.
-    let failManifest = true;
+    const { s, faults, retry } = await publishRetriedAcrossGc({ failedRetention: "1d" }, "landed");
     // The publish takes back a manifest it could not record (15); here that delete fails too, as
     // if the publisher had crashed first, so the prune meets the manifest.
-    let failWithdraw = true;
-    let hold: Promise<void> | null = null;
-    let held: () => void = () => {};
-    const s = await setup({
-      policies: { failedRetention: "1d" },
-      wrap: (store) => ({
-        ...delegate(store),
-        async deleteMany(keys) {
-          if (failWithdraw && keys.includes("manifests/r0.json"))
-            throw new ObjectStoreError("injected failure: delete manifest", {
-              code: "InternalError",
-              transient: true,
-            });
-          return store.deleteMany(keys);
-        },
-        async put(key, body, options) {
-          if (key === "manifests/r0.json") {
-            if (failManifest)
-              throw new ObjectStoreError("injected failure: put manifest", {
-                code: "InternalError",
-                transient: true,
-              });
-            if (hold) {
-              await store.put(key, body, options);
-              held();
-              await hold;
-              return;
-            }
-          }
-          return store.put(key, body, options);
-        },
-      }),
-    });
-    await s.writeRun("r0");
-    await expect(s.ledger.publish("r0")).rejects.toThrow(/injected failure: put manifest/);
-    failManifest = false;
-    s.clock.advance(HOUR + 1000);
-    // The retried publish puts its manifest, and waits there while gc fails the silent run.
-    let release: () => void = () => {};
-    hold = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const putDone = new Promise<void>((resolve) => {
-      held = resolve;
-    });
-    const retried = s.ledger.publish("r0").then(
-      () => "published",
-      (e: unknown) => (isIllegalTransitionError(e) ? "refused" : String(e)),
-    );
-    await putDone;
+    faults.failDelete = true;
+    const { reached, release, outcome } = retry();
+    await reached;
     const gc = await s.ledger.gc("ds");
     expect(gc.actions.map((a) => `${a.kind}:${a.runId}`)).toContain("fail_stale:r0");
     release();
-    expect(await retried).toBe("refused");
-    expect(s.exists("manifests/r0.json")).toBe(true);
+    expect(await outcome).toBe("refused");
+    expect(s.exists(MANIFEST)).toBe(true);
     expect((await s.ledger.run("r0")).run.status).toBe("FAILED");
-    failWithdraw = false;
+    faults.failDelete = false;
     // Past the failed run's floor: it is pruned, and its manifest goes first.
     s.clock.advance(400 * 24 * HOUR);
     await s.ledger.cleanup({ datasetId: "ds" });
     await s.ledger.gc("ds");
     const data = s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`);
-    expect(!s.exists("manifests/r0.json") || data).toBe(true);
+    expect(!s.exists(MANIFEST) || data).toBe(true);
     expect(data).toBe(false);
-    expect(s.exists("manifests/r0.json")).toBe(false);
+    expect(s.exists(MANIFEST)).toBe(false);
   });
 
   it("14b: a succeeded run with a url-less winner is pruned whole once it is beyond keepRuns, manifest first", async () => {
@@ -470,46 +485,9 @@ describe(`safety regressions (${BACKEND})`, () => {
     // prune it (deleting its data, and its manifest path, still empty) while a slow manifest put of
     // a retried publish is on its way; the put then lands, the record is refused, and the manifest
     // named deleted data for good (the run is gone from every later plan).
-    let failManifest = true;
-    let hold: Promise<void> | null = null;
-    let arrived: () => void = () => {};
-    const s = await setup({
-      policies: { failedRetention: "1s" },
-      wrap: (store) => ({
-        ...delegate(store),
-        async put(key, body, options) {
-          if (key === "manifests/r0.json") {
-            if (failManifest)
-              throw new ObjectStoreError("injected failure: put manifest", {
-                code: "InternalError",
-                transient: true,
-              });
-            if (hold) {
-              // A slow request: it reaches the store only once released.
-              arrived();
-              await hold;
-            }
-          }
-          return store.put(key, body, options);
-        },
-      }),
-    });
-    await s.writeRun("r0");
-    await expect(s.ledger.publish("r0")).rejects.toThrow(/injected failure: put manifest/);
-    failManifest = false;
-    s.clock.advance(HOUR + 1000);
-    let release: () => void = () => {};
-    hold = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const onItsWay = new Promise<void>((resolve) => {
-      arrived = resolve;
-    });
-    const retried = s.ledger.publish("r0").then(
-      () => "published",
-      (e: unknown) => (isIllegalTransitionError(e) ? "refused" : String(e)),
-    );
-    await onItsWay;
+    const { s, retry } = await publishRetriedAcrossGc({ failedRetention: "1s" }, "slow");
+    const { reached, release, outcome } = retry();
+    await reached;
     expect((await s.ledger.gc("ds")).actions.map((a) => `${a.kind}:${a.runId}`)).toContain("fail_stale:r0");
     s.clock.advance(2000);
     expect((await s.ledger.gc("ds")).actions.map((a) => `${a.kind}:${a.runId}`)).toContain(
@@ -517,9 +495,9 @@ describe(`safety regressions (${BACKEND})`, () => {
     );
     expect(s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`)).toBe(false);
     release();
-    expect(await retried).toBe("refused");
+    expect(await outcome).toBe("refused");
     // No manifest names the deleted data.
-    expect(s.exists("manifests/r0.json")).toBe(false);
+    expect(s.exists(MANIFEST)).toBe(false);
   });
 
   it("8: a pass whose lease another pass took stops before its next request and appends nothing more", async () => {
