@@ -441,9 +441,23 @@ function manifestRecorded(run: RunView): boolean {
  * a manifest that was never written deletes nothing.
  */
 function* allUrls(root: DatasetRoot, runId: string, urls: RunUrls): Iterable<string> {
-  yield urls.manifestUrl ?? urlForKey(root, manifestKey(runId));
+  const manifest = urls.manifestUrl ?? pathOfManifest(root, runId);
+  if (manifest !== null) yield manifest;
   yield* urls.attemptUrls;
   yield* urls.winnerUrls;
+}
+
+/**
+ * Where publish writes the run's manifest, or null for a run id that makes no safe key (ids are
+ * validated at the boundary; one recorded by another writer of the log is not refused here: gc of
+ * the dataset goes on, and such a run's manifest path cannot exist).
+ */
+function pathOfManifest(root: DatasetRoot, runId: string): string | null {
+  try {
+    return urlForKey(root, manifestKey(runId));
+  } catch {
+    return null;
+  }
 }
 
 /** The latest of some timestamps; NaN when any is invalid, which makes every "old enough" test false. */

@@ -445,6 +445,22 @@ describe("URLs", () => {
     ]);
   });
 
+  it("plans a failed run's manifest path although no event records it, and skips it for an id that makes no safe key", () => {
+    const plan = planGc(input([failed("r1", 8 * D)]));
+    expect(plan.actions[0]?.urls[0]).toBe(`${ROOT}/manifests/r1.json`);
+    // An id the boundary would refuse, recorded by another writer of the log: gc goes on without it.
+    const odd = failed("r/../x", 8 * D);
+    const urls = new Map<string, RunUrls>([
+      [
+        "r/../x",
+        { attemptUrls: [`${ROOT}/data/rx/shard=00000/attempt=00`], winnerUrls: [], manifestUrl: null },
+      ],
+    ]);
+    expect(planGc(input([odd], { urls })).actions[0]?.urls).toEqual([
+      `${ROOT}/data/rx/shard=00000/attempt=00`,
+    ]);
+  });
+
   it("never prunes a run whose URLs it was not given", () => {
     const i = input([failed("r1", 8 * D)], { urls: new Map() });
     expect(planGc(i)).toEqual({
