@@ -31,15 +31,34 @@ describe(`report groups appended behind one another on ${BACKEND}`, () => {
   /**
    * The log of the test (overlapping appends where the backend has them), wrapped to see each
    * append: `afterAppend` may fail one after it returned (an answer lost after the commit).
+   *
+   * The first group's transaction (the first append of 1,000 events) is held between writing its
+   * events and its commit until an append chained behind it has been sent, so that the chain is
+   * seen whatever the machine's speed (a wait of at most 5 s; on PGlite, where nothing chains, not
+   * at all); `failFirstGroup` then fails that transaction instead of committing it.
    */
-  function observedLog(
-    options: { projections?: InlineProjection[]; afterAppend?: (n: number) => void } = {},
-  ) {
+  function observedLog(options: { failFirstGroup?: boolean; afterAppend?: (n: number) => void } = {}) {
+    let chainedSent: () => void = () => {};
+    const sentBehind = new Promise<void>((resolve) => {
+      chainedSent = resolve;
+    });
+    let held = false;
+    const holdFirstGroup: InlineProjection = {
+      name: "holds-the-first-group",
+      async apply(_trx, events) {
+        if (held || events.length < 1000) return;
+        held = true;
+        if (BACKEND === "postgres")
+          await Promise.race([sentBehind, new Promise((resolve) => setTimeout(resolve, 5000))]);
+        if (options.failFirstGroup)
+          throw new Error("the first group's transaction fails after writing (test)");
+      },
+    };
     const log = createPgEventLog({
       db: database.db,
       schema: database.schema,
       overlappingAppends: BACKEND === "postgres",
-      ...(options.projections ? { projections: options.projections } : {}),
+      projections: [holdFirstGroup],
     });
     const seen = { appends: 0, inFlight: 0, sentBehindUncommitted: 0, chainedRefused: 0 };
     const wrapped: EventLog = {
@@ -50,6 +69,7 @@ describe(`report groups appended behind one another on ${BACKEND}`, () => {
       async append(stream, events, o) {
         const n = ++seen.appends;
         if (seen.inFlight > 0 && o.chain?.afterPosition !== undefined) seen.sentBehindUncommitted++;
+        if (o.chain?.afterPosition !== undefined) chainedSent();
         seen.inFlight++;
         try {
           const result = await log.append(stream, events, o);
@@ -103,25 +123,14 @@ describe(`report groups appended behind one another on ${BACKEND}`, () => {
   });
 
   it("the append ahead fails after writing: the group sent behind it is refused by its head check and decided again, and nothing is lost or doubled", async () => {
-    let failures = 0;
     // Fails the first group's transaction after its events are written (the projections run
-    // between writing and commit), late enough for the next group to be waiting behind it.
-    const failing: InlineProjection = {
-      name: "fails-once",
-      async apply(_trx, events) {
-        if (failures > 0 || events.length < 1000) return;
-        failures++;
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        throw new Error("the first group's transaction fails after writing (test)");
-      },
-    };
-    const { wrapped, seen } = observedLog({ projections: [failing] });
+    // between writing and commit), once the next group's append waits behind it.
+    const { wrapped, seen } = observedLog({ failFirstGroup: true });
     const executor = await startedRun(wrapped, 2000);
     const outcomes = await executor.reportAll(
       Array.from({ length: 2000 }, (_, shard) => started(shard)),
       { view },
     );
-    expect(failures).toBe(1);
     expect(outcomes.slice(0, 1000).every((o) => !o.ok && /fails after writing/.test(String(o.error)))).toBe(
       true,
     );
