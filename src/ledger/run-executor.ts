@@ -620,16 +620,14 @@ export class RunExecutor {
             // Sent behind the previous group's append, which did not end as decided (it failed, or
             // the run was forgotten meanwhile): this one stands or falls by its own head check.
             const chained = speculation;
+            const appended = speculation.sent.result;
             speculation = undefined;
-            const result = await chained.sent?.result.catch(() => null);
+            const result = await appended.catch(nothing);
             if (result && result.written.length === chained.decided.length) {
               // It committed, so the previous append had stored exactly what was decided: its
               // answers hold. No cached state is at the version it was decided on: none is folded.
               this.#cache.delete(runId);
-              for (const [i, item] of group.entries()) {
-                const o = chained.outcomes[i] as Decided;
-                settle(item, o, o.ok ? result.written.slice(o.from, o.to) : []);
-              }
+              settleStored(group, chained.outcomes, result.written);
               return undefined;
             }
             // Nothing of it was stored (or not as decided): decide it again on the log.
@@ -668,10 +666,7 @@ export class RunExecutor {
           // The next group was sent behind this append, which then failed after writing (a lost
           // connection, a failed commit): the next turn judges that append alone (see above).
           this.#cache.delete(runId);
-          for (const [i, item] of group.entries()) {
-            const o = outcomes[i] as Decided | undefined;
-            settle(item, o?.ok === false ? o : { ok: false, error: e }, []);
-          }
+          settleFailed(group, outcomes, e);
           return ahead;
         }
         // Nothing is chained behind a conflict (it writes nothing); were it, it must end first.
@@ -702,10 +697,7 @@ export class RunExecutor {
           return;
         }
         // Nothing was written: every report that was to be stored fails with the append's error.
-        for (const [i, item] of group.entries()) {
-          const o = outcomes[i] as Decided | undefined;
-          settle(item, o?.ok === false ? o : { ok: false, error: e }, []);
-        }
+        settleFailed(group, outcomes, e);
         return;
       }
       if (written === null) {
@@ -722,10 +714,7 @@ export class RunExecutor {
       if (written.length === decided.length) {
         for (const e of written) evolveRun(state, e);
         this.#maybeSnapshot(runId, state);
-        for (const [i, item] of group.entries()) {
-          const o = outcomes[i] as Decided;
-          settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
-        }
+        settleStored(group, outcomes, written);
         // A group already sent is handed on whatever happened here: only its own turn may judge it.
         return ahead !== undefined &&
           (ahead.sent !== undefined ||
@@ -1014,4 +1003,24 @@ function nothing(): null {
 
 function settle(item: GroupItem, outcome: Decided, events: RecordedEvent[]): void {
   item.sink.settle(item.index, outcome, events);
+}
+
+/** Answers a group whose append stored exactly what was decided: each report with its events. */
+function settleStored(
+  group: readonly GroupItem[],
+  outcomes: readonly Decided[],
+  written: RecordedEvent[],
+): void {
+  for (const [i, item] of group.entries()) {
+    const o = outcomes[i] as Decided;
+    settle(item, o, o.ok ? written.slice(o.from, o.to) : []);
+  }
+}
+
+/** Answers a group of which nothing was stored: refusals stand, every other report fails with `error`. */
+function settleFailed(group: readonly GroupItem[], outcomes: readonly Decided[], error: unknown): void {
+  for (const [i, item] of group.entries()) {
+    const o = outcomes[i] as Decided | undefined;
+    settle(item, o?.ok === false ? o : { ok: false, error }, []);
+  }
 }
