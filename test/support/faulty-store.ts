@@ -122,6 +122,10 @@ export function runAsOp<T>(ctx: OpContext, fn: () => Promise<T>): Promise<T> {
  * than at a gate (a second publish of the dataset waits for the first's lock) would stall this
  * scheduler, so after `stallMs` without any progress it releases a parked operation anyway.
  *
+ * An operation may park several calls at once (cleanup with `--concurrency 16`): each waits in its
+ * operation's queue and is released in a turn of its own, oldest first. A call that ends without
+ * reaching another gate is not seen ending, so the stall timer moves on from it too.
+ *
  * @example
  * ```ts
  * const il = new Interleaver([1, 0, 2])
@@ -133,7 +137,12 @@ export class Interleaver {
   readonly trace: string[] = [];
   readonly #choices: number[];
   readonly #stallMs: number;
-  readonly #live = new Map<number, { parked: { label: string; release: () => void } | null }>();
+  /**
+   * Each live operation's calls parked at a gate, oldest first. An operation may park several at
+   * once (cleanup with `--concurrency 16` lists and deletes in parallel): each waits for a turn of
+   * its own, so no call's release is ever dropped.
+   */
+  readonly #live = new Map<number, { label: string; release: () => void }[]>();
   #progress = 0;
   #timer: NodeJS.Timeout | null = null;
 
@@ -146,13 +155,15 @@ export class Interleaver {
   run<T>(
     ops: readonly { label: string; data?: unknown; fn: () => Promise<T> }[],
   ): Promise<PromiseSettledResult<T>[]> {
-    for (let i = 0; i < ops.length; i++) this.#live.set(i, { parked: null });
+    for (let i = 0; i < ops.length; i++) this.#live.set(i, []);
     const runs = ops.map((o, i) =>
       runAsOp({ op: i, label: o.label, interleaver: this, calls: 0, data: o.data }, async () => {
         try {
           await this.gate(i, `${o.label}: start`);
           return await o.fn();
         } finally {
+          // A call the operation left parked (it did not wait for it) runs unscheduled.
+          for (const call of this.#live.get(i) ?? []) call.release();
           this.#live.delete(i);
           this.#progress++;
           this.#maybeRelease();
@@ -164,35 +175,36 @@ export class Interleaver {
     });
   }
 
-  /** Parks operation `op` until the scheduler picks it. */
+  /** Parks a call of operation `op` until the scheduler picks it. */
   gate(op: number, label: string): Promise<void> {
-    const entry = this.#live.get(op);
-    if (!entry) return Promise.resolve();
+    const parked = this.#live.get(op);
+    if (!parked) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      entry.parked = { label, release: resolve };
+      parked.push({ label, release: resolve });
       this.#progress++;
       this.#maybeRelease();
     });
   }
 
   #maybeRelease(force = false): void {
-    const parked = [...this.#live.entries()].filter(([, e]) => e.parked !== null);
-    if (parked.length === 0) return;
-    if (!force && parked.length < this.#live.size) {
+    const waiting = [...this.#live.entries()].filter(([, calls]) => calls.length > 0);
+    if (waiting.length === 0) return;
+    if (!force && waiting.length < this.#live.size) {
       // Someone is still running (a database call) or blocked on a lock: wait for it, but not forever.
       this.#armStallTimer();
       return;
     }
-    parked.sort(([a], [b]) => a - b);
+    waiting.sort(([a], [b]) => a - b);
     const choice = this.#choices.shift() ?? 0;
-    const [, entry] = parked[choice % parked.length]!;
-    const { label, release } = entry.parked!;
-    entry.parked = null;
+    const [, calls] = waiting[choice % waiting.length]!;
+    // The chosen operation's oldest parked call goes first.
+    const { label, release } = calls.shift()!;
     this.trace.push(force ? `${label} (released while another op was blocked)` : label);
     this.#progress++;
     release();
-    // The released operation may block on a lock another parked one holds, never reaching a gate.
-    if (parked.length > 1) this.#armStallTimer();
+    // The released call may block on a lock another parked one holds, never reaching a gate; and
+    // an operation with more calls parked still counts as waiting while this one runs.
+    if (waiting.length > 1 || calls.length > 0) this.#armStallTimer();
   }
 
   #armStallTimer(): void {
