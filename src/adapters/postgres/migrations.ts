@@ -6,6 +6,7 @@ import { appendFunction } from "./append-function.js";
 import { chainedAppends } from "./chained-appends.js";
 import type { LedgerDb } from "./database.js";
 import { lockFreePositions } from "./lock-free-positions.js";
+import { plansPerCall } from "./plans-per-call.js";
 import { createPgEventLog } from "./pg-event-log.js";
 import {
   createProjectionTables,
@@ -334,6 +335,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   runSnapshots,
   lockFreePositions,
   chainedAppends,
+  plansPerCall,
 ];
 
 /**
