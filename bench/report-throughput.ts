@@ -15,6 +15,7 @@
  *   npm run bench -- report-throughput          (PostgreSQL: BENCH_DATABASE_URL or the local server)
  *   BENCH_REPORTS_BACKEND=pglite npm run bench -- report-throughput
  *   BENCH_SCALE=0.1 …                           (10,000 reports per contender)
+ *   REPORT_CONTENDERS="raw;HTTP: POST"          (only the contenders whose names start so; for A/B runs)
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -49,6 +50,10 @@ const REPORTS = scaled(100_000);
 const BATCH = 1_000;
 /** Issue 14: 64 concurrent single reports of one run ≥ 2,000/s (was ~200/s). */
 const TARGET_CONCURRENT_SINGLES = 2_000;
+/** REPORT_CONTENDERS: name prefixes separated by ";"; only those contenders run. */
+const ONLY = process.env.REPORT_CONTENDERS?.split(";")
+  .map((p) => p.trim())
+  .filter((p) => p.length > 0);
 
 /** What a contender is given: a fresh run of REPORTS shards, and the i-th report of it. */
 export interface ContenderContext {
@@ -368,10 +373,15 @@ async function compare(
     await ledger.createDataset({ datasetId: "bench", root });
     const results: { contender: Contender; m: Measurement; sent: number }[] = [];
     serve =
-      typeof database === "string" && CONTENDERS.some((c) => c.http && c.skip?.(database) === undefined)
+      typeof database === "string" &&
+      CONTENDERS.some(
+        (c) =>
+          c.http && c.skip?.(database) === undefined && (!ONLY || ONLY.some((p) => c.name.startsWith(p))),
+      )
         ? await startServe(database)
         : undefined;
     for (const [k, contender] of CONTENDERS.entries()) {
+      if (ONLY && !ONLY.some((prefix) => contender.name.startsWith(prefix))) continue;
       const skipped = contender.skip?.(database);
       if (skipped !== undefined) {
         notes.push(`${contender.name}: skipped (${skipped}).`);
