@@ -6,8 +6,8 @@ import { appendFunction } from "./append-function.js";
 import { chainedAppends } from "./chained-appends.js";
 import type { LedgerDb } from "./database.js";
 import { lockFreePositions } from "./lock-free-positions.js";
-import { plansPerCall } from "./plans-per-call.js";
 import { createPgEventLog } from "./pg-event-log.js";
+import { plansPerCall } from "./plans-per-call.js";
 import {
   createProjectionTables,
   PROJECTION_VERSION,
