@@ -186,12 +186,17 @@ async function publish(deps: PublishDeps, runId: string): Promise<PublishResult>
 }
 
 /**
- * Records the manifest just put; if the run refuses it (gc failed the silent run — or failed and
- * then pruned it, data and all — while the put was on its way), takes the object back before
- * saying so. Marker rule: a manifest nobody records must not outlive the data it lists, and only
- * this publish knows it put one (a prune also deletes the path, but may have run before the put
- * landed). It was never recorded and the run is not SUCCEEDED, so `_CURRENT` cannot name it.
- * Best effort: if the delete fails too, a FAILED run's prune deletes the path later.
+ * Records the manifest just put; if the run refuses it because gc pruned the run (failed it, then
+ * past a short failed-retention floor deleted its data and its manifest path) while the put was on
+ * its way, takes the object back before saying so. Marker rule: a manifest nobody records must not
+ * outlive the data it lists, and the prune may have deleted the path before the put landed. That
+ * deletion was planned: a prune plans the run's manifest path whether or not an event records it
+ * (gc-planner), so the log covers it (SPEC: a deletion is planned before it happens).
+ *
+ * A run that is only FAILED keeps the manifest: it is inside its failed-retention floor, where a
+ * failed run keeps everything, nothing has planned the path yet, and its data is all there; its
+ * prune deletes the path first, planned. It was never recorded and the run is not SUCCEEDED, so
+ * `_CURRENT` cannot name it. Best effort: if the delete fails, the object stays with no data.
  */
 async function recordOrWithdraw<T>(
   deps: PublishDeps,
@@ -205,7 +210,7 @@ async function recordOrWithdraw<T>(
     if (!isIllegalTransitionError(e)) throw e;
     const now = await deps.executor.load(runId);
     const recorded = now.publishProgress === "manifest_published" || now.publishProgress === "succeeded";
-    if ((now.status === "FAILED" || now.status === "PRUNED") && !recorded) {
+    if (now.status === "PRUNED" && !recorded) {
       await store.deleteMany([manifestKey(runId)]).catch(() => {});
     }
     throw e;

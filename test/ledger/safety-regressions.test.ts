@@ -105,10 +105,10 @@ const MANIFEST = "manifests/r0.json";
  * its winners were selected; an hour later, silent. `retry()` publishes it again and holds that
  * publish's manifest put — once the object is in the store (`landed`: the publish records it when
  * released) or before it gets there (`slow`: it lands when released) — until `release()`.
- * `faults.failDelete` makes deletes of the manifest fail.
+ * `faults.failDelete` makes deletes of the manifest fail; `faults.manifestDeletes` counts them.
  */
 async function publishRetriedAcrossGc(policies: Record<string, unknown>, put: "landed" | "slow") {
-  const faults = { failPut: true, failDelete: false };
+  const faults = { failPut: true, failDelete: false, manifestDeletes: 0 };
   let hold: Promise<void> | null = null;
   let reachedPut: () => void = () => {};
   const s = await setup({
@@ -116,6 +116,7 @@ async function publishRetriedAcrossGc(policies: Record<string, unknown>, put: "l
     wrap: (store) => ({
       ...delegate(store),
       async deleteMany(keys) {
+        if (keys.includes(MANIFEST)) faults.manifestDeletes++;
         if (faults.failDelete && keys.includes(MANIFEST))
           throw new ObjectStoreError("injected failure: delete manifest", {
             code: "InternalError",
@@ -498,6 +499,34 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(await outcome).toBe("refused");
     // No manifest names the deleted data.
     expect(s.exists(MANIFEST)).toBe(false);
+    // And its deletion was planned: the prune planned the manifest's path before it deleted
+    // anything (SPEC: a deletion is planned, an event, before it happens).
+    const planned = (await s.ledger.events({ stream: "run-r0", limit: 1000 })).filter(
+      (e) => e.type === "CleanupPlanned" && String((e.data as { url: string }).url).endsWith(MANIFEST),
+    );
+    expect(planned).toHaveLength(1);
+  });
+
+  it("16: a publish refused because gc failed the run leaves its unrecorded manifest to the run's prune", async () => {
+    // Found by the safety-interleaving property on PGlite (seed -254740489): the fix of 15 took
+    // back the manifest of a run that was only FAILED, with no CleanupPlanned covering it (R3) and
+    // inside the run's failed-retention floor, where a failed run keeps everything. Its prune
+    // deletes that path first, planned (14); only a run already PRUNED has its manifest taken back.
+    const { s, faults, retry } = await publishRetriedAcrossGc({ failedRetention: "1d" }, "landed");
+    const { reached, release, outcome } = retry();
+    await reached;
+    expect((await s.ledger.gc("ds")).actions.map((a) => `${a.kind}:${a.runId}`)).toContain("fail_stale:r0");
+    release();
+    expect(await outcome).toBe("refused");
+    expect((await s.ledger.run("r0")).run.status).toBe("FAILED");
+    expect(faults.manifestDeletes).toBe(0);
+    expect(s.exists(MANIFEST)).toBe(true);
+    expect(s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`)).toBe(true);
+    // Past the floor the prune plans the manifest, deletes it first, then the data.
+    s.clock.advance(400 * 24 * HOUR);
+    await s.ledger.gc("ds");
+    expect(s.exists(MANIFEST)).toBe(false);
+    expect(s.exists(`${s.attemptKey("r0", 0, 0)}/part-0`)).toBe(false);
   });
 
   it("8: a pass whose lease another pass took stops before its next request and appends nothing more", async () => {
