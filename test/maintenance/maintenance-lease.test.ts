@@ -60,9 +60,17 @@ function lockHolderPid(schema: string, datasetId: string): Promise<number | null
   });
 }
 
+/**
+ * Ends the backend `pid` and waits until it has exited, its locks released: without the wait (the
+ * server only signals the backend) a loaded machine let the next acquire meet the lock still held,
+ * and hand the dying connection to the next test.
+ */
 function terminate(pid: number): Promise<void> {
   return onServer(async (client) => {
-    await client.query("SELECT pg_terminate_backend($1)", [pid]);
+    const { rows } = await client.query<{ gone: boolean }>("SELECT pg_terminate_backend($1, 30000) AS gone", [
+      pid,
+    ]);
+    if (!rows[0]?.gone) throw new Error(`backend ${pid} did not exit within 30 s`);
   });
 }
 
