@@ -16,6 +16,7 @@
  *   BENCH_REPORTS_BACKEND=pglite npm run bench -- report-throughput
  *   BENCH_SCALE=0.1 …                           (10,000 reports per contender)
  *   REPORT_CONTENDERS="raw;HTTP: POST"          (only the contenders whose names start so; for A/B runs)
+ *   BENCH_SERVE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"   (options for serve's node)
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -268,7 +269,10 @@ async function postWithFetch(ctx: ContenderContext, path: string, body: unknown)
 
 /** `shardledger serve` on the bench database, in a process of its own (no tokens: loopback). */
 async function startServe(database: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [CLI, "--database", database, "serve", "--listen", "127.0.0.1:0"], {
+  // BENCH_SERVE_NODE_ARGS: extra options for serve's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p").
+  const nodeArgs = (process.env.BENCH_SERVE_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+  const args = [...nodeArgs, CLI, "--database", database, "serve", "--listen", "127.0.0.1:0"];
+  const child = spawn(process.execPath, args, {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -313,7 +317,11 @@ async function rawAppend(ctx: ContenderContext, first: number, count: number): P
   });
   const [text, values] = rawInsert(rows);
   if (typeof ctx.database === "string") {
-    rawPool ??= new pg.Pool({ connectionString: ctx.database, max: 8 });
+    if (!rawPool) {
+      rawPool = new pg.Pool({ connectionString: ctx.database, max: 8 });
+      // An idle client's session ended by the server is the pool's to drop, not a crash.
+      rawPool.on("error", (e) => console.error(`raw reference pool: ${e.message}`));
+    }
     await rawPool.query(text, values);
   } else {
     await ctx.database.query(text, values);
