@@ -22,6 +22,11 @@ export type { InlineProjection } from "./adapters/postgres/inline-projection.js"
 export { migrateToLatest } from "./adapters/postgres/migrations.js";
 export type { PgEventLogOptions } from "./adapters/postgres/pg-event-log.js";
 export type { PGliteLike } from "./adapters/postgres/pglite-pool.js";
+export type {
+  ConnectPipelined,
+  PipelineClient,
+  SendStatement,
+} from "./adapters/postgres/pipelined-transaction.js";
 export type { AuditDifference, AuditReport } from "./adapters/postgres/rebuild.js";
 export type { DatasetInput, DatasetPolicyChanges } from "./datasets/dataset-config.js";
 export { DEFAULT_POLICIES } from "./datasets/dataset-config.js";

@@ -530,6 +530,8 @@ class LedgerImpl implements Ledger {
       clock: this.#clock,
       // A server's pool lets a run's next report group be sent behind the one committing.
       overlappingAppends: database.kind === "postgres",
+      // A server's round trips: an append's statements go out together (see PipelinedTransaction).
+      ...(database.connectPipelined ? { connectPipelined: database.connectPipelined } : {}),
     });
     this.#queries = projectionQueries(database.db, database.schema);
     this.#hot = pgHotLogArchive(this.#log);

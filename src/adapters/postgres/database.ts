@@ -2,6 +2,7 @@ import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "k
 import { ValidationError } from "../../errors.js";
 import { redactUrl } from "./connection-url.js";
 import { createPglitePool, type PGliteLike } from "./pglite-pool.js";
+import type { ConnectPipelined, PipelineClient } from "./pipelined-transaction.js";
 import { usePreparedStatements } from "./prepared-statements.js";
 
 /**
@@ -50,6 +51,11 @@ export interface Database {
   readonly db: LedgerDb;
   readonly schema: string;
   readonly kind: "postgres" | "pglite";
+  /**
+   * A client of the ledger's own pg pool for a pipelined transaction (see PipelinedTransaction);
+   * absent on PGlite and on a pool passed in (its clients may not be pg's).
+   */
+  readonly connectPipelined?: ConnectPipelined;
   close(): Promise<void>;
 }
 
@@ -118,7 +124,9 @@ export async function openDatabase(
         usePreparedStatements(client);
       });
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool }) });
-      return { db, schema, kind: "postgres", close: () => db.destroy() };
+      // pg's clients take `pipeline` from 8.23 on; the pool is the same one kysely draws from.
+      const connectPipelined = async () => (await pool.connect()) as unknown as PipelineClient;
+      return { db, schema, kind: "postgres", connectPipelined, close: () => db.destroy() };
     }
     if (input.startsWith("pglite:")) {
       const location = input.slice("pglite:".length);

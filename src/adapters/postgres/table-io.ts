@@ -1,4 +1,4 @@
-import { sql } from "kysely";
+import { type CompiledQuery, sql } from "kysely";
 import type { Row } from "../../projections/projection-rows.js";
 import { arrayLiteral } from "./array-literal.js";
 import type { LedgerDb } from "./database.js";
@@ -8,36 +8,39 @@ type ColumnType = "text" | "integer" | "bigint" | "boolean" | "timestamptz" | "j
 export type Columns = Readonly<Record<string, ColumnType>>;
 
 /**
- * Writes rows with one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` per table, whatever
- * the number of rows: a 100,000-shard publish is one statement per table, not 100,000.
+ * The statement that writes rows with one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE`
+ * per table, whatever the number of rows: a 100,000-shard publish is one statement per table, not
+ * 100,000. Null when there are no rows. Compiled for `db`, not run: the projection sends its
+ * writes together (see PipelinedTransaction).
  */
-export async function upsertRows(
+export function upsertRowsStatement(
   db: LedgerDb,
   schema: string,
   table: string,
   columns: Columns,
   keys: readonly string[],
   rows: readonly Row[],
-): Promise<void> {
-  if (rows.length === 0) return;
+): CompiledQuery | null {
+  if (rows.length === 0) return null;
   const names = Object.keys(columns);
   const values = bulkValues(rows, names, columns);
   const updates = names
     .filter((n) => !keys.includes(n))
     .map((n) => sql`${sql.id(n)} = EXCLUDED.${sql.id(n)}`);
-  await sql`
+  return sql`
     INSERT INTO ${sql.id(schema, table)} (${sql.join(names.map((n) => sql.id(n)))})
     SELECT ${sql.join(names.map(values.value))} FROM ${values.from}
     ON CONFLICT (${sql.join(keys.map((k) => sql.id(k)))})
-    ${updates.length > 0 ? sql`DO UPDATE SET ${sql.join(updates)}` : sql`DO NOTHING`}`.execute(db);
+    ${updates.length > 0 ? sql`DO UPDATE SET ${sql.join(updates)}` : sql`DO NOTHING`}`.compile(db);
 }
 
 /**
- * Writes `columns` of existing rows, found by `keys`, with one `UPDATE … FROM unnest(…)` whatever
- * the number of rows: cheaper than {@link upsertRows} when a few narrow columns change on many
- * rows (a selection steps every attempt of a run), and it never needs the other columns.
+ * The statement that writes `columns` of existing rows, found by `keys`, with one `UPDATE … FROM
+ * unnest(…)` whatever the number of rows: cheaper than {@link upsertRowsStatement} when a few narrow
+ * columns change on many rows (a selection steps every attempt of a run), and it never needs the
+ * other columns. Null when there are no rows.
  */
-export async function updateColumns(
+export function updateColumnsStatement(
   db: LedgerDb,
   schema: string,
   table: string,
@@ -45,16 +48,16 @@ export async function updateColumns(
   keys: readonly string[],
   columns: readonly string[],
   rows: readonly Row[],
-): Promise<void> {
-  if (rows.length === 0) return;
+): CompiledQuery | null {
+  if (rows.length === 0) return null;
   const values = bulkValues(rows, [...keys, ...columns], types);
-  await sql`
+  return sql`
     UPDATE ${sql.id(schema, table)} AS t SET ${sql.join(columns.map((c) => sql`${sql.id(c)} = ${values.value(c)}`))}
     FROM ${values.from}
     WHERE ${sql.join(
       keys.map((k) => sql`${sql.ref(`t.${k}`)} = ${values.value(k)}`),
       sql` AND `,
-    )}`.execute(db);
+    )}`.compile(db);
 }
 
 /**
@@ -106,26 +109,38 @@ export async function deleteWhereIn(
   column: string,
   values: readonly string[],
 ): Promise<void> {
-  if (values.length === 0) return;
-  await sql`DELETE FROM ${sql.id(schema, table)} WHERE ${sql.id(column)} = ANY(${arrayLiteral(values)}::text[])`.execute(
+  const query = deleteWhereInStatement(db, schema, table, column, values);
+  if (query) await db.executeQuery(query);
+}
+
+/** The statement of {@link deleteWhereIn}; null when there is nothing to delete. */
+export function deleteWhereInStatement(
+  db: LedgerDb,
+  schema: string,
+  table: string,
+  column: string,
+  values: readonly string[],
+): CompiledQuery | null {
+  if (values.length === 0) return null;
+  return sql`DELETE FROM ${sql.id(schema, table)} WHERE ${sql.id(column)} = ANY(${arrayLiteral(values)}::text[])`.compile(
     db,
   );
 }
 
-/** Deletes rows by composite key. */
-export async function deleteByKeys(
+/** The statement that deletes rows by composite key; null when there are none. */
+export function deleteByKeysStatement(
   db: LedgerDb,
   schema: string,
   table: string,
   keys: readonly string[],
   rows: readonly Row[],
-): Promise<void> {
-  if (rows.length === 0) return;
+): CompiledQuery | null {
+  if (rows.length === 0) return null;
   const arrays = keys.map((k) => sql`${arrayLiteral(rows.map((r) => String(r[k])))}::text[]`);
   const match = keys.map((k) => sql`${sql.id(schema, table, k)}::text = ${sql.ref(`d.${k}`)}`);
-  await sql`
+  return sql`
     DELETE FROM ${sql.id(schema, table)} USING unnest(${sql.join(arrays)}) AS d(${sql.join(keys.map((k) => sql.id(k)))})
-    WHERE ${sql.join(match, sql` AND `)}`.execute(db);
+    WHERE ${sql.join(match, sql` AND `)}`.compile(db);
 }
 
 /** Converts a row as read by pg or PGlite to JS values: numbers, Dates, booleans, objects. */
