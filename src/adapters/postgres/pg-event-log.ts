@@ -729,28 +729,8 @@ export class PgEventLog implements EventLog {
       rows.length > 1 ? [...rows].sort((a, b) => Number(a.stream_version) - Number(b.stream_version)) : rows;
     const positions = stored.map((r) => r.global_position);
     const next = Number(stored.at(-1)?.stream_version);
-    return this.#appended(this.#db, streamId, prepared, prepared, new Map(), positions, next, recordedAt);
-  }
-
-  /**
-   * What an append answers once stored, with the inline projections run on `db` for the events
-   * written (see {@link #result}).
-   */
-  async #appended(
-    db: LedgerDb,
-    streamId: string,
-    prepared: PreparedEvent[],
-    fresh: PreparedEvent[],
-    known: ReadonlyMap<string, number>,
-    positions: readonly (string | number | bigint)[],
-    next: number,
-    recordedAt: Date,
-  ): Promise<AppendResult> {
-    const result = this.#result(streamId, prepared, fresh, known, positions, next, recordedAt);
-    if (result.written.length > 0) {
-      for (const projection of this.#projections) await projection.apply(db, result.written, this.schema);
-    }
-    return result;
+    // Only taken without projections (see append): nothing else to run on what was written.
+    return this.#result(streamId, prepared, prepared, new Map(), positions, next, recordedAt);
   }
 
   /**
