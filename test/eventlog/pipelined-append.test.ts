@@ -9,8 +9,11 @@ import { BACKEND, openTestDatabase, SERVER_URL, serverClient } from "../support/
 
 type TestDb = Awaited<ReturnType<typeof openTestDatabase>>;
 
-/** What a pipelined client saw, in order: each statement sent and each answer received. */
-type Seen = { what: "send" | "answer" | "failed"; statement: string };
+/**
+ * What a pipelined client saw, in order: each statement sent, each answer received, and how the
+ * client went back to the pool ("release": kept for reuse; "destroy": closed, with the error).
+ */
+type Seen = { what: "send" | "answer" | "failed" | "release" | "destroy"; statement: string };
 
 /** The first words of a statement, enough to tell which it is. */
 function label(text: string): string {
@@ -46,7 +49,12 @@ function recording(database: Database, seen: Seen[]): Database {
           );
           return answered;
         },
-        release: (destroy) => client.release(destroy),
+        release: (destroy) => {
+          seen.push(
+            destroy ? { what: "destroy", statement: String(destroy) } : { what: "release", statement: "" },
+          );
+          client.release(destroy);
+        },
       };
       return recorded;
     },
@@ -146,6 +154,9 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
         .catch((e: unknown) => e);
       expect((refused as { code?: string }).code).toBe("23514");
       expect(seen.some((s) => s.what === "answer" && s.statement === "append")).toBe(true);
+      // A statement the server refused leaves the connection sound: it goes back for reuse.
+      expect(seen.map((s) => s.what)).toContain("release");
+      expect(seen.map((s) => s.what)).not.toContain("destroy");
     }
     expect(await storedEvents()).toEqual(before);
     expect(await attemptRows()).toEqual([]);
@@ -182,7 +193,7 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
     expect(await mine.streamVersion(stream)).toBe(version + 1);
   });
 
-  it("fails the append when its connection dies mid-transaction, stores nothing, and the next report goes through", async () => {
+  it("fails the append when its connection dies mid-transaction, closes that connection, stores nothing, and the next report goes through", async () => {
     const stream = `run-${runId}`;
     // Hold the run stream's lock in another transaction, so the next report waits on the server
     // with its statements sent; then end that waiting session from outside.
@@ -213,6 +224,8 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
       await admin.query("SELECT pg_terminate_backend($1)", [pid]);
       const [outcome] = await waiting;
       expect(outcome?.ok).toBe(false);
+      // The connection that died under the transaction was closed, with its error, not put back.
+      expect(seen.filter((s) => s.what === "destroy")).toHaveLength(1);
       release();
       await holdingLock;
       expect(await storedEvents()).toEqual(before);

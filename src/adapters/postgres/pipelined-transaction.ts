@@ -131,15 +131,23 @@ export class PipelinedTransaction {
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
     // A connection that failed under a statement (not a statement the server refused) may hold
     // anything: it is closed, not reused.
-    const broken = failed !== undefined && !isServerError(failed.reason);
+    const broken = failed !== undefined && !leavesSessionSound(failed.reason);
     if (!broken) this.#client.pipeline = false;
     this.#client.release(broken ? (failed.reason as Error) : undefined);
     if (failed) throw failed.reason;
   }
 }
 
-/** An error the server answered (it has a SQLSTATE): the connection itself is still sound. */
-function isServerError(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code);
+/**
+ * Whether the server refused a statement and kept the session: an error it answered (it has a
+ * SQLSTATE) at severity ERROR. A FATAL or PANIC one (an administrator's pg_terminate_backend is
+ * FATAL 57P01), a connection exception (class 08), an operator's shutdown (57P0x) or an error with
+ * no SQLSTATE (a socket that broke) ends or may have ended the session. A server whose messages
+ * are not in English names the severity in its own language: its connections are then closed on
+ * every failure, which costs a reconnect and never reuses a broken one.
+ */
+function leavesSessionSound(e: unknown): boolean {
+  const { code, severity } = (e ?? {}) as { code?: unknown; severity?: unknown };
+  if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return false;
+  return severity === "ERROR" && !code.startsWith("08") && !code.startsWith("57P");
 }
