@@ -85,6 +85,15 @@ interface PreparedEvent {
   metadata: ReturnType<typeof normaliseMetadata>;
 }
 
+/** One append through `append_events`, as the paths that call it (kysely or pipelined) share it. */
+interface AppendRequest {
+  streamId: string;
+  prepared: PreparedEvent[];
+  expected: ExpectedVersion;
+  fence?: AppendFence | undefined;
+  chain?: AppendChain | undefined;
+}
+
 /** The row `append_events` answers (migration 0012). */
 interface AppendRow {
   outcome: "ok" | "conflict" | "lease_lost";
@@ -243,18 +252,21 @@ export class PgEventLog implements EventLog {
     // projections, the function and the projections share one transaction.
     const chain = this.#chain(options.chain);
     const connect = this.#connectPipelined;
+    const request: AppendRequest = {
+      streamId,
+      prepared,
+      expected: options.expectedVersion,
+      fence: options.fence,
+      chain,
+    };
     const once = () =>
       this.#projections.length === 0
         ? options.fence === undefined && chain === undefined && prepared.every((p) => !p.callerId)
           ? this.#appendInOneStatement(streamId, prepared, options.expectedVersion)
-          : this.#append(this.#db, streamId, prepared, options.expectedVersion, options.fence, chain)
+          : this.#append(this.#db, request)
         : connect
-          ? this.#appendPipelined(connect, streamId, prepared, options.expectedVersion, options.fence, chain)
-          : this.#db
-              .transaction()
-              .execute((trx) =>
-                this.#append(trx, streamId, prepared, options.expectedVersion, options.fence, chain),
-              );
+          ? this.#appendPipelined(connect, request)
+          : this.#db.transaction().execute((trx) => this.#append(trx, request));
     // A concurrent writer may store the same eventId or create the same stream between our checks
     // and our insert; the retry then sees it and either returns the stored positions or reports a
     // real conflict. A lost lease is final and is never retried.
@@ -465,14 +477,13 @@ export class PgEventLog implements EventLog {
       append: async (streamId, events, options) => {
         if (appendedIn.has(trx)) throw new OneAppendPerTransactionError(streamId);
         appendedIn.add(trx);
-        return this.#append(
-          trx,
+        return this.#append(trx, {
           streamId,
-          this.#prepare(streamId, events, options.expectedVersion, options.fence, options.chain),
-          options.expectedVersion,
-          options.fence,
-          this.#chain(options.chain),
-        );
+          prepared: this.#prepare(streamId, events, options.expectedVersion, options.fence, options.chain),
+          expected: options.expectedVersion,
+          fence: options.fence,
+          chain: this.#chain(options.chain),
+        });
       },
       readStream: (streamId, options) => this.#readStream(trx, streamId, options ?? {}),
       streamVersion: (streamId) => this.#streamVersion(trx, streamId),
@@ -539,19 +550,12 @@ export class PgEventLog implements EventLog {
    * same transaction. The function does the lookup of stored ids, the reservation, the fence and
    * the version check and insert; see `append-function.ts`.
    */
-  async #append(
-    db: LedgerDb,
-    streamId: string,
-    prepared: PreparedEvent[],
-    expected: ExpectedVersion,
-    fence?: AppendFence,
-    chain?: AppendChain,
-  ): Promise<AppendResult> {
-    const call = this.#appendCall(streamId, prepared, expected, fence, chain);
+  async #append(db: LedgerDb, request: AppendRequest): Promise<AppendResult> {
+    const call = this.#appendCall(request);
     const { rows } = await db.executeQuery<AppendRow>(call.query).catch((e: unknown) => {
-      throw isSecondReservation(e) ? new OneAppendPerTransactionError(streamId, { cause: e }) : e;
+      throw isSecondReservation(e) ? new OneAppendPerTransactionError(request.streamId, { cause: e }) : e;
     });
-    const stored = this.#stored(rows[0], streamId, call, expected, fence, chain);
+    const stored = this.#stored(rows[0], request, call);
     if (stored.written.length > 0) {
       for (const projection of this.#projections) await projection.apply(db, stored.written, this.schema);
     }
@@ -566,17 +570,10 @@ export class PgEventLog implements EventLog {
    * the same order as {@link #append} in a kysely transaction, in two round trips instead of one
    * per statement.
    */
-  async #appendPipelined(
-    connect: ConnectPipelined,
-    streamId: string,
-    prepared: PreparedEvent[],
-    expected: ExpectedVersion,
-    fence?: AppendFence,
-    chain?: AppendChain,
-  ): Promise<AppendResult> {
+  async #appendPipelined(connect: ConnectPipelined, request: AppendRequest): Promise<AppendResult> {
     const tx = await PipelinedTransaction.begin(connect);
     try {
-      const call = this.#appendCall(streamId, prepared, expected, fence, chain);
+      const call = this.#appendCall(request);
       const answer = tx.send(call.query);
       const named = call.distinct.map((p) => ({
         type: p.type,
@@ -586,7 +583,7 @@ export class PgEventLog implements EventLog {
       const folds = this.#projections.map((p) =>
         (p.ahead as NonNullable<InlineProjection["ahead"]>)(tx.send, this.#db, this.schema, named),
       );
-      const stored = this.#stored((await answer)[0], streamId, call, expected, fence, chain);
+      const stored = this.#stored((await answer)[0], request, call);
       if (stored.written.length > 0) for (const fold of folds) await fold(stored.written);
       // Every statement sent — the reads, the writes — is answered before COMMIT's answer, and
       // COMMIT only commits if all of them succeeded (see PipelinedTransaction.commit).
@@ -600,17 +597,15 @@ export class PgEventLog implements EventLog {
 
   /**
    * The call of `append_events` (migration 0008), or `append_events_chained` with a chain, for
-   * `prepared`: an id given twice in one batch is stored once (later copies share the first one's
+   * the request's events: an id given twice in one batch is stored once (later copies share the first one's
    * position). The function does the lookup of stored ids, the reservation, the fence and the
    * version check and insert; see `append-function.ts`.
    */
-  #appendCall(
-    streamId: string,
-    prepared: PreparedEvent[],
-    expected: ExpectedVersion,
-    fence: AppendFence | undefined,
-    chain: AppendChain | undefined,
-  ): { query: CompiledQuery; distinct: PreparedEvent[]; prepared: PreparedEvent[]; recordedAt: Date } {
+  #appendCall({ streamId, prepared, expected, fence, chain }: AppendRequest): {
+    query: CompiledQuery;
+    distinct: PreparedEvent[];
+    recordedAt: Date;
+  } {
     const seen = new Set<string>();
     const distinct = prepared.filter((event) => !seen.has(event.eventId) && seen.add(event.eventId));
     const recordedAt = this.#clock();
@@ -630,7 +625,7 @@ export class PgEventLog implements EventLog {
       fence?.epoch ?? null,
       ...chained,
     ]);
-    return { query, distinct, prepared, recordedAt };
+    return { query, distinct, recordedAt };
   }
 
   /**
@@ -640,11 +635,8 @@ export class PgEventLog implements EventLog {
    */
   #stored(
     row: unknown,
-    streamId: string,
-    call: { distinct: PreparedEvent[]; prepared: PreparedEvent[]; recordedAt: Date },
-    expected: ExpectedVersion,
-    fence: AppendFence | undefined,
-    chain: AppendChain | undefined,
+    { streamId, prepared, expected, fence, chain }: AppendRequest,
+    call: { distinct: PreparedEvent[]; recordedAt: Date },
   ): AppendResult {
     const answer = row as AppendRow | undefined;
     if (!answer) throw new Error("append_events returned no row");
@@ -670,7 +662,7 @@ export class PgEventLog implements EventLog {
     if (fresh.length > 0) chain?.onWritten?.((answer.positions ?? []).map(Number));
     return this.#result(
       streamId,
-      call.prepared,
+      prepared,
       fresh,
       known,
       answer.positions ?? [],

@@ -59,10 +59,8 @@ export type ConnectPipelined = () => Promise<PipelineClient>;
 export function sequentialSender(execute: (query: CompiledQuery) => Promise<Row[]>): SendStatement {
   let last: Promise<unknown> = Promise.resolve();
   return (query) => {
-    const sent = last.then(() => execute(query));
+    const sent = handled(last.then(() => execute(query)));
     last = sent;
-    // Whoever sent it awaits it; one left unawaited after an earlier failure must not crash the process.
-    sent.catch(() => {});
     return sent;
   };
 }
@@ -102,8 +100,7 @@ export class PipelinedTransaction {
   /** Sends a statement now; its answer comes in order. @see SendStatement */
   readonly send: SendStatement = (query) => {
     if (this.#ended) return Promise.reject(new Error("the pipelined transaction has ended"));
-    const answered = this.#client.query(query.sql, query.parameters).then((r) => r.rows);
-    answered.catch(() => {});
+    const answered = handled(this.#client.query(query.sql, query.parameters).then((r) => r.rows));
     this.#sent.push(answered);
     return answered;
   };
@@ -136,6 +133,16 @@ export class PipelinedTransaction {
     this.#client.release(broken ? (failed.reason as Error) : undefined);
     if (failed) throw failed.reason;
   }
+}
+
+/**
+ * `p`, with its failure marked as seen. A statement sent ahead may fail while its sender is still
+ * on another step, or after an earlier failure it has already thrown; whoever awaits it still gets
+ * the failure, and one that nobody awaits must not end the process.
+ */
+export function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
 }
 
 /**

@@ -12,7 +12,7 @@ import { PROJECTION_KEYS, type ProjectionTable, type Row } from "../../projectio
 import { arrayLiteral } from "./array-literal.js";
 import type { LedgerDb } from "./database.js";
 import type { InlineProjection } from "./inline-projection.js";
-import { type SendStatement, sequentialSender } from "./pipelined-transaction.js";
+import { handled, type SendStatement, sequentialSender } from "./pipelined-transaction.js";
 import { PROJECTION_COLUMNS } from "./projection-schema.js";
 import {
   type Columns,
@@ -264,14 +264,4 @@ async function sendChanges(
     write(deleteWhereInStatement(db, schema, table, "run_id", changes.prunedRuns));
   }
   return { done: handled(Promise.all(sent)) };
-}
-
-/**
- * `p`, with its failure marked as seen: a read or write sent ahead may fail while its sender is
- * still on another step (or after a failure it has already thrown), and whoever awaits it still
- * gets the failure; nobody awaiting it must not end the process.
- */
-function handled<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
 }
