@@ -183,7 +183,7 @@ async function simulate(ledger: Ledger, ctx: SimContext): Promise<DemoSummary> {
 
   // Cleanup: some deletions hit injected transient errors and land in the pending set …
   progress("cleanup with injected faults");
-  ctx.faults.failNextDeletes(5);
+  ctx.faults.failKeysDuringPass(5);
   const firstCleanup = await ledger.cleanup({ datasetId });
   const pendingAfterFirstCleanup = await ledger.pendingCleanup({ datasetId });
   // … and a later pass, once their retry time has come, drains them.
@@ -240,15 +240,20 @@ function writeParts(ctx: SimContext, url: string): void {
 
 /**
  * Injects transient deletion failures into the demo's filesystem store, standing in for S3
- * throttling (503 SlowDown) that a local filesystem never produces.
+ * throttling (503 SlowDown) that a local filesystem never produces. The first `n` keys a pass
+ * asks to delete fail every time until {@link FaultPlan.clear}: a pass retries a failed delete a
+ * few times itself, so a fault that cleared on the next call would never reach the pending set
+ * the demo is there to show.
  */
 class FaultPlan {
-  #failures = 0;
-  failNextDeletes(n: number): void {
-    this.#failures = n;
+  #budget = 0;
+  readonly #failing = new Set<string>();
+  failKeysDuringPass(n: number): void {
+    this.#budget = n;
   }
   clear(): void {
-    this.#failures = 0;
+    this.#budget = 0;
+    this.#failing.clear();
   }
   wrap(store: ObjectStore): ObjectStore {
     return {
@@ -257,19 +262,28 @@ class FaultPlan {
       put: (key, body, options) => store.put(key, body, options),
       get: (key) => store.get(key),
       deleteMany: async (keys) => {
-        if (this.#failures > 0) {
-          this.#failures--;
-          return {
-            deleted: [],
-            errors: keys.map((key) => ({
+        for (const key of keys) {
+          if (this.#budget === 0) break;
+          if (!this.#failing.has(key)) {
+            this.#failing.add(key);
+            this.#budget--;
+          }
+        }
+        const failing = keys.filter((key) => this.#failing.has(key));
+        if (failing.length === 0) return store.deleteMany(keys);
+        const result = await store.deleteMany(keys.filter((key) => !this.#failing.has(key)));
+        return {
+          deleted: result.deleted,
+          errors: [
+            ...result.errors,
+            ...failing.map((key) => ({
               key,
               code: "SlowDown",
               message: "Please reduce your request rate (injected by the demo)",
               transient: true,
             })),
-          };
-        }
-        return store.deleteMany(keys);
+          ],
+        };
       },
     };
   }

@@ -1052,11 +1052,22 @@ describe(`shardledger maintenance commands end to end (built, ${BACKEND})`, {
     const s = await scenario("demo");
     const summary = await ok<{
       audit: { match: boolean };
+      pendingAfterFirstCleanup: { lastErrorCode: string | null; state: string }[];
+      drainingCleanup: { deleted: string[] };
       pendingAtEnd: number;
       coverageFailure: unknown;
       runs: unknown[];
     }>(expect, s, "demo", "--home", join(s.dir, "home"));
     expect(summary.audit.match).toBe(true);
+    // What the demo says it shows: injected failures outlast the pass's own retries, stay pending
+    // with their error, and a later pass deletes them.
+    expect(summary.pendingAfterFirstCleanup.length).toBeGreaterThan(0);
+    for (const item of summary.pendingAfterFirstCleanup) {
+      expect(item).toMatchObject({ lastErrorCode: "SlowDown", state: "failed" });
+    }
+    expect(summary.drainingCleanup.deleted.length).toBeGreaterThanOrEqual(
+      summary.pendingAfterFirstCleanup.length,
+    );
     expect(summary.pendingAtEnd).toBe(0);
     expect(summary.coverageFailure).not.toBeNull();
     expect(summary.runs).toHaveLength(4);
