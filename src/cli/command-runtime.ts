@@ -46,10 +46,11 @@ interface CommandContext {
   readonly signal: AbortSignal;
   /**
    * The ledger. `migrating: true` (only `migrate`) skips the check that the schema is migrated;
-   * `poolSize` widens the connection pool of a server database (default 4; `serve` asks for more).
+   * `poolSize` widens the connection pool of a server database (default 4; `serve` asks for more);
+   * `database` opens another than `--database` (`demo --serve`: the demo's own, in its home).
    * Throws {@link InterruptedError} if a signal arrived meanwhile.
    */
-  ledger(options?: { migrating?: boolean; poolSize?: number }): Promise<Ledger>;
+  ledger(options?: { migrating?: boolean; poolSize?: number; database?: string }): Promise<Ledger>;
   /** Throws {@link InterruptedError} once a signal has arrived. Call it between steps. */
   throwIfInterrupted(): void;
   /** A progress bar on stderr (only on a terminal, never in `--json`). */
@@ -212,12 +213,15 @@ export class CliRuntime {
       signal: controller.signal,
       async ledger(opts = {}) {
         interrupted();
-        session ??= openLedgerSession(globals, {
-          cwd: io.cwd,
-          migrating: opts.migrating === true,
-          ...(opts.poolSize !== undefined ? { poolSize: opts.poolSize } : {}),
-          warn: ctx.warn,
-        });
+        session ??= openLedgerSession(
+          opts.database === undefined ? globals : { ...globals, database: opts.database },
+          {
+            cwd: io.cwd,
+            migrating: opts.migrating === true,
+            ...(opts.poolSize !== undefined ? { poolSize: opts.poolSize } : {}),
+            warn: ctx.warn,
+          },
+        );
         const { ledger } = await session;
         interrupted();
         return ledger;

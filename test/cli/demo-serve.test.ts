@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -114,4 +114,40 @@ describe(`demo and the dashboard (${BACKEND})`, { timeout: HANG_GUARD_MS }, () =
       `dashboard: run \`npx shardledger --database ${db[1]}${schema} serve\` and open http://127.0.0.1:8080/ (or run the demo with --serve)`,
     );
   });
+
+  // The default database is PGlite whatever the suite's backend: once is enough.
+  it.runIf(BACKEND === "pglite")(
+    "with --home and no --database keeps its database in that home, and the hint names it",
+    async () => {
+      const cwd = mkdtempSync(join(tmpdir(), "shardledger-demo-home-"));
+      dirs.push(cwd);
+      const home = join(cwd, "elsewhere", "home");
+      const out = capture();
+      const err = capture();
+      const code = await runCli(["--no-color", "demo", "--home", home], {
+        stdout: out.stream,
+        stderr: err.stream,
+        env: {},
+        cwd,
+      });
+      expect({ code, err: err.text() }).toMatchObject({ code: EXIT.OK });
+      expect(existsSync(join(home, "db", "PG_VERSION"))).toBe(true);
+      expect(existsSync(join(cwd, ".shardledger"))).toBe(false);
+      const last = out.text().trimEnd().split("\n").at(-1);
+      expect(last).toBe(
+        `dashboard: run \`npx shardledger --database pglite:${home}/db serve\` and open http://127.0.0.1:8080/ (or run the demo with --serve)`,
+      );
+      // The database the hint names is the demo's: its runs are there.
+      const runs = capture();
+      expect(
+        await runCli(["--database", `pglite:${home}/db`, "--json", "runs", "clickstream"], {
+          stdout: runs.stream,
+          stderr: capture().stream,
+          env: {},
+          cwd,
+        }),
+      ).toBe(EXIT.OK);
+      expect(JSON.parse(runs.text())).toHaveLength(4);
+    },
+  );
 });

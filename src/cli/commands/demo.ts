@@ -1,3 +1,4 @@
+import { join, resolve } from "node:path";
 import { redactUrl } from "../../adapters/postgres/connection-url.js";
 import type { DemoSummary } from "../../demo/run-demo.js";
 import type { RegisterCommand } from "../command-runtime.js";
@@ -20,13 +21,20 @@ import { renderWinners } from "../views.js";
  *
  * @example `npx shardledger demo --serve`
  */
+/** The demo's home by default: the default `--database` (`pglite:./.shardledger/db`) is inside it. */
+const DEFAULT_HOME = ".shardledger";
+
 export const registerDemo: RegisterCommand = (program, runtime) => {
   const command = program
     .command("demo")
     .description(
       "a simulated multi-engine write with retries, speculation and injected cleanup faults, on the embedded defaults",
     )
-    .option("--home <dir>", "where the embedded lake lives", ".shardledger")
+    .option(
+      "--home <dir>",
+      "where the demo's lake lives, and its embedded database unless --database says otherwise",
+      DEFAULT_HOME,
+    )
     .option("--serve", "then serve the dashboard and the HTTP API over the demo's database until Ctrl-C")
     .option(
       "--listen <host:port>",
@@ -37,14 +45,15 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
       runtime.action<DemoFlags>(async (ctx, _args, options) => {
         // A bad --listen is refused before the demo writes anything.
         const serving = options.serve === true ? await checkListen(options.listen, ctx.io.env) : undefined;
+        const { home, database } = demoDatabase(ctx.globals, ctx.io.cwd, options.home);
         const progress = ctx.progress({ label: "demo", total: 5, unit: "steps" });
         let summary: DemoSummary;
         try {
           // The demo pulls in the whole ledger: loaded only when it runs, not for every command.
           const { runDemo } = await import("../../demo/run-demo.js");
           summary = await runDemo({
-            home: options.home,
-            database: ctx.globals.database,
+            home,
+            database,
             schema: ctx.globals.schema,
             onProgress: (step, done, total) => {
               ctx.throwIfInterrupted();
@@ -58,7 +67,8 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
         if (!serving || !summary.audit.match) {
           return {
             json: summary,
-            human: (style) => `${renderDemo(style, summary)}\n${dashboardHint(ctx.globals)}\n`,
+            human: (style) =>
+              `${renderDemo(style, summary)}\n${dashboardHint(ctx.globals, database, ctx.io.cwd)}\n`,
             ...(summary.audit.match
               ? {}
               : {
@@ -70,7 +80,7 @@ export const registerDemo: RegisterCommand = (program, runtime) => {
         ctx.emit(summary, (style) => renderDemo(style, summary));
         // The server is loaded only now: `demo` without --serve never loads hono.
         const { startServer } = await import("../../server/start-server.js");
-        const ledger = await ctx.ledger();
+        const ledger = await ctx.ledger({ database });
         const server = await startServer(ledger, { listen: options.listen, tokens: serving.tokens });
         const url = `${server.url}/`;
         ctx.emit({ dashboard: url, auth: serving.tokens.length > 0 ? "tokens" : "open" }, (style) =>
@@ -133,9 +143,29 @@ async function checkListen(
 }
 
 /** The demo's last line: how to look at what it did in the dashboard. */
-function dashboardHint(globals: GlobalOptions): string {
+/**
+ * The demo's home and database. Without `--database` (or its environment variable) the database
+ * lives in the home, beside the lake: `--home` moves both, and a home elsewhere than the default
+ * never writes into the working directory.
+ */
+function demoDatabase(
+  globals: GlobalOptions,
+  cwd: string,
+  homeFlag: string,
+): { home: string; database: string } {
+  const home = resolve(cwd, homeFlag);
+  return {
+    home,
+    database: globals.databaseFrom === "default" ? `pglite:${join(home, "db")}` : globals.database,
+  };
+}
+
+/** How to serve the dashboard on the demo's database later: the flags `serve` needs to find it. */
+function dashboardHint(globals: GlobalOptions, database: string, cwd: string): string {
+  const atDefault =
+    globals.databaseFrom === "default" && database === demoDatabase(globals, cwd, DEFAULT_HOME).database;
   const flags = [
-    ...(globals.databaseFrom === "--database" ? [`--database ${redactUrl(globals.database)}`] : []),
+    ...(globals.databaseFrom === "--database" || !atDefault ? [`--database ${redactUrl(database)}`] : []),
     ...(globals.schema !== "shardledger" ? [`--schema ${globals.schema}`] : []),
   ];
   return `dashboard: run \`npx shardledger ${[...flags, "serve"].join(" ")}\` and open http://127.0.0.1:8080/ (or run the demo with --serve)`;
