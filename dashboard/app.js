@@ -252,15 +252,25 @@ function pendingTable(caption, items, { withDataset }) {
   );
 }
 
+/**
+ * The last audit to show: the one this server ran (with its differences), else the one the ledger
+ * recorded, run by the CLI, the library or another server (with only how many differences it
+ * found), whichever is newer. Every dataset's status carries that same record of the whole log.
+ */
+function lastAudit(ranHere, statuses) {
+  const recorded = statuses.map((s) => s.lastAudit).find((a) => a != null) ?? null;
+  if (ranHere === null) return recorded === null ? null : { ...recorded, recorded: true };
+  if (recorded !== null && Date.parse(recorded.at) > Date.parse(ranHere.at))
+    return { ...recorded, recorded: true };
+  return ranHere;
+}
+
 function auditSection(audit) {
   if (audit === null) {
-    return section(
-      "audit",
-      "Last audit",
-      h("p", { class: "empty" }, "No audit yet (this server has not run one since it started)."),
-    );
+    return section("audit", "Last audit", h("p", { class: "empty" }, "No audit recorded yet."));
   }
   const diffs = Array.isArray(audit.differences) ? audit.differences : [];
+  const differences = Array.isArray(audit.differences) ? diffs.length : Number(audit.differences);
   return section(
     "audit",
     "Last audit",
@@ -271,8 +281,16 @@ function auditSection(audit) {
         "result",
         audit.match
           ? h("span", { class: "ok" }, "projections match the log")
-          : h("span", { class: "error-text" }, `${diffs.length} difference(s)`),
+          : h("span", { class: "error-text" }, `${differences} difference(s)`),
       ],
+      ...(audit.recorded
+        ? [
+            [
+              "run by",
+              "another process (the CLI, the library or another server); `shardledger audit --json` lists any differences",
+            ],
+          ]
+        : []),
     ]),
     diffs.length > 0
       ? table(
@@ -291,12 +309,13 @@ function auditSection(audit) {
 }
 
 async function overview() {
-  const [statuses, datasets, pending, audit] = await Promise.all([
+  const [statuses, datasets, pending, ranHere] = await Promise.all([
     get("v1/status"),
     get("v1/datasets"),
     get("v1/pending"),
     getOrNull("v1/audit/last"),
   ]);
+  const audit = lastAudit(ranHere, statuses);
   const byId = new Map(datasets.map((d) => [d.datasetId, d]));
   return {
     title: "Overview",
@@ -387,7 +406,8 @@ async function pendingView() {
 }
 
 async function auditView() {
-  const audit = await getOrNull("v1/audit/last");
+  const [ranHere, statuses] = await Promise.all([getOrNull("v1/audit/last"), get("v1/status")]);
+  const audit = lastAudit(ranHere, statuses);
   return {
     title: "Audit",
     sections: [{ live: true, key: "audit", data: audit, build: () => auditSection(audit) }],

@@ -81,12 +81,9 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
     );
     server = await startServer(t.ledger, { listen: "127.0.0.1:0", tokens });
     baseUrl = server.url;
-    // The page never runs an audit; an operator did (POST /v1/audit needs only read).
-    const audit = await fetch(`${baseUrl}/v1/audit`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${READ_TOKEN}` },
-    });
-    expect(audit.status).toBe(200);
+    // The page never runs an audit; an operator did, in another process (`shardledger audit`):
+    // this server has run none, and the page shows the one the ledger recorded.
+    await t.ledger.audit();
 
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -137,7 +134,19 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
 
     const audit = page.getByRole("region", { name: "Last audit" });
     expect(await audit.innerText()).toContain("projections match the log");
+    expect(await audit.innerText()).toContain("another process");
     await page.screenshot({ path: shotPath("dashboard-overview.png"), fullPage: true });
+
+    // An audit through this server (POST /v1/audit needs only read) is newer: shown as its own.
+    const ran = await fetch(`${baseUrl}/v1/audit`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${READ_TOKEN}` },
+    });
+    expect(ran.status).toBe(200);
+    const { events } = (await ran.json()) as { events: number };
+    await page.reload();
+    await expect.poll(async () => (await audit.innerText()).includes("another process")).toBe(false);
+    expect(await audit.innerText()).toContain(`events replayed\n${events}`);
   });
 
   it("shows a dataset's runs by status, its failed runs in the floor with their expiry, pending errors and rollups", async () => {
