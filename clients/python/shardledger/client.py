@@ -28,7 +28,7 @@ import urllib.request
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union, overload
 
-from .errors import ShardledgerError, TransportError, error_from_body
+from .errors import ShardledgerError, TransportError, ValidationError, error_from_body
 from .models import (
     AttemptReport,
     AttemptResult,
@@ -70,6 +70,29 @@ Duration = Union[str, int]
 TaskAttemptId = Union[int, str, None]
 
 
+def _check_token(token: Optional[str]) -> None:
+    """Refuses a bearer token that cannot travel in an ``Authorization`` header: http.client
+    encodes headers as latin-1 (a non-ASCII token would fail at the first request with a raw
+    ``UnicodeEncodeError``) and a space, CR, LF or other control character would split or inject
+    a header. Visible ASCII (``!`` to ``~``) is accepted: RFC 6750's token68 characters and the
+    few others the server's tokens file allows too. The message never repeats the token."""
+    if token is None:
+        return
+    if not isinstance(token, str):
+        raise ValidationError(
+            "VALIDATION", f"a bearer token must be a str, not {type(token).__name__}", field="token"
+        )
+    for index, char in enumerate(token):
+        if not "!" <= char <= "~":
+            raise ValidationError(
+                "VALIDATION",
+                "a bearer token must be printable ASCII without spaces or control characters "
+                "(RFC 6750 token68 characters: letters, digits and -._~+/=); this one has "
+                f"U+{ord(char):04X} at index {index}",
+                field="token",
+            )
+
+
 def _quote(segment: str) -> str:
     return urllib.parse.quote(str(segment), safe="")
 
@@ -82,7 +105,10 @@ class Client:
     >>> client.attempt_succeeded(run.run_id, 0, 0, url=f"{root}/data/{run.run_id}/shard=00000/attempt=00")  # doctest: +SKIP
 
     :param base_url: where ``shardledger serve`` listens, e.g. ``http://127.0.0.1:8080``.
-    :param token: the bearer token (``None`` for a server running without tokens).
+    :param token: the bearer token (``None`` for a server running without tokens). It travels in
+        an HTTP header, so it must be printable ASCII without spaces (RFC 6750 token68 characters):
+        any other character raises :class:`~shardledger.errors.ValidationError` (``field ==
+        "token"``) here, before any request.
     :param timeout: seconds to wait for one HTTP response.
     :param retries: how many times an idempotent call is repeated after a connection error or a
         502/503/504 (0: never).
@@ -105,6 +131,7 @@ class Client:
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
+        _check_token(token)
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -324,7 +351,10 @@ class Client:
     def attempt_started(
         self, run_id: str, shard: int, attempt: int, task_attempt_id: TaskAttemptId = None, url: Optional[str] = None
     ) -> AttemptResult:
-        """Reports that an attempt of a shard started (idempotent, retried)."""
+        """Reports that an attempt of a shard started (idempotent, retried). An attempt is
+        ``(shard, attempt, task_attempt_id)``: give its later ``attempt_succeeded`` /
+        ``attempt_failed`` the same ``task_attempt_id`` (or none in all), or they are reports of
+        another attempt."""
         return self._attempt(run_id, "started", shard, attempt, task_attempt_id, url, None)
 
     def attempt_succeeded(

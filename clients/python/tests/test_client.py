@@ -366,8 +366,8 @@ class ReadmeReportBufferTest(ServerTestCase):
 
 class ReadmeQuickstartTest(ServerTestCase):
     """The README's quickstart and whole-run examples, taken from the README and run against the
-    real server, with the address, the ids and the roots made this test's own (a file:// lake
-    where the README says s3://, with the data the tasks would have written)."""
+    real server, with the address, the ids and the roots made this test's own (a file:// lake of
+    this test's, with the data the tasks would have written)."""
 
     def test_the_readme_examples_run(self) -> None:
         import re
@@ -389,7 +389,7 @@ class ReadmeQuickstartTest(ServerTestCase):
                 self.server.url, TOKENS["admin"]
             ),
             "file:///tmp/lake/events": (lake / events).as_uri(),
-            "s3://lake/clicks": (lake / clicks).as_uri(),
+            "file:///tmp/lake/clicks": (lake / clicks).as_uri(),
             '"events"': f'"{events}"',
             '"clicks"': f'"{clicks}"',
             '"2026-11-30"': f'"{run_id}"',
@@ -404,6 +404,16 @@ class ReadmeQuickstartTest(ServerTestCase):
         detail = self.client().run(run_id)
         self.assertEqual(detail.run.status, "SUCCEEDED")
         self.assertEqual([(w.shard, w.attempt) for w in detail.winners], [(0, 0), (1, 1)])
+        # Exactly the three attempts the example reports: its started and succeeded reports of
+        # shard 0 carry the same task_attempt_id, so they are one attempt (no phantom STARTED one).
+        self.assertEqual(
+            sorted(
+                ((a.shard, a.attempt, a.task_attempt_id, a.status) for a in detail.attempts),
+                key=lambda a: (a[0], a[1], a[2] or ""),
+            ),
+            [(0, 0, "9007199254740993", "WINNER"), (1, 0, None, "LOSER"), (1, 1, None, "WINNER")],
+        )
+        self.assertEqual(detail.run.attempts.total, 3)
         self.assertEqual(self.client().dataset(events).dataset_id, events)
 
 
@@ -673,6 +683,43 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class TokenValidationTest(unittest.TestCase):
+    """A bearer token travels in an HTTP header: the constructor refuses one that cannot (not
+    printable ASCII, or with whitespace / control characters, which would split the header) with
+    a ValidationError naming `token`, before any request. No server is needed: nothing is sent."""
+
+    def test_a_token_that_is_not_printable_ascii_is_refused_at_once(self) -> None:
+        bad = [
+            "…",                      # the README's placeholder, copied literally
+            "tökén",                  # non-ASCII letters (http.client would raise UnicodeEncodeError)
+            "admin\u00a0token",       # a no-break space pasted from a web page
+            "secret\n",               # a token read from a file with its trailing newline
+            "secret\r\nX-Evil: 1",    # header injection
+            "sec ret",
+            "\tsecret",
+            "sec\x00ret",
+            "sec\x7fret",
+        ]
+        for token in bad:
+            with self.subTest(token=token):
+                with self.assertRaises(ValidationError) as caught:
+                    Client("http://127.0.0.1:1", token=token)
+                e = caught.exception
+                self.assertEqual((e.code, e.field, e.status), ("VALIDATION", "token", None))
+                self.assertIn("printable ASCII", e.message)
+                self.assertIn("token68", e.message)
+                if token.strip():
+                    self.assertNotIn(token.strip(), e.message)  # the secret itself is never echoed
+        with self.assertRaises(ValidationError) as caught:
+            Client("http://127.0.0.1:1", token=b"secret")  # type: ignore[arg-type]
+        self.assertEqual(caught.exception.field, "token")
+
+    def test_token68_and_other_visible_ascii_tokens_are_accepted(self) -> None:
+        for token in (None, "", TOKENS["admin"], "AZaz09-._~+/==", "abc!#$%&'*^`|@"):
+            with self.subTest(token=token):
+                self.assertEqual(Client("http://127.0.0.1:1", token=token).token, token)
 
 
 class RetryTransportTest(unittest.TestCase):
