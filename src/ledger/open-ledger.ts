@@ -583,6 +583,7 @@ class LedgerImpl implements Ledger {
           "createDataset",
           "registered",
           `dataset ${parsed.datasetId} is already registered with a different root or policies; change its policies with \`shardledger dataset update ${parsed.datasetId}\` (its root cannot change)`,
+          { datasetId: parsed.datasetId },
         );
       }
       assertRootIsolated(parsed.datasetId, parsed.root, await this.#queries.datasets());

@@ -112,9 +112,24 @@ export interface PublishDeps {
  *
  * @internal use `ledger.publish`.
  */
-export function publishRun(deps: PublishDeps, runId: string): Promise<PublishResult> {
-  // No run snapshot is serialised between its steps; one that falls due is taken afterwards.
-  return deps.executor.withoutSnapshots(() => publish(deps, runId));
+export async function publishRun(deps: PublishDeps, runId: string): Promise<PublishResult> {
+  try {
+    // No run snapshot is serialised between its steps; one that falls due is taken afterwards.
+    return await deps.executor.withoutSnapshots(() => publish(deps, runId));
+  } catch (e) {
+    throw asPublishRefusal(e);
+  }
+}
+
+/**
+ * A refusal by one of publish's own steps (the run refused `selectWinners` because it FAILED, say)
+ * as the caller sees it: a refusal of `publish`, the command they called; the step stays in
+ * `step`. Anything else is returned as it is.
+ */
+function asPublishRefusal(e: unknown): unknown {
+  if (!isIllegalTransitionError(e) || e.details.command === "publish") return e;
+  const { command, state, ...rest } = e.details as { command: string; state: string };
+  return new IllegalTransitionError("publish", state, e.message, { ...rest, step: command });
 }
 
 async function publish(deps: PublishDeps, runId: string): Promise<PublishResult> {
@@ -131,6 +146,7 @@ async function publish(deps: PublishDeps, runId: string): Promise<PublishResult>
         "publish",
         state.status,
         `run ${runId} was pruned (${state.pruneReason ?? "pruned"}); its data and manifest are gone, so _CURRENT will not point to it — publish a new run`,
+        { runId, datasetId },
       );
     }
     const resuming = state.publishProgress !== "none";
@@ -139,6 +155,7 @@ async function publish(deps: PublishDeps, runId: string): Promise<PublishResult>
         "publish",
         state.status,
         `run ${runId} is already published; a run publishes at most once`,
+        { runId, datasetId },
       );
     }
 
@@ -322,6 +339,7 @@ export async function assertManifestPresent(
     command,
     state.status,
     `run ${state.runId}: its manifest ${manifestUrl} is missing, so _CURRENT will not point to it; publish a new run`,
+    subject(state),
   );
 }
 
@@ -364,5 +382,14 @@ export async function assertWinnersPresent(
     command,
     state.status,
     `run ${runId}: the data of the winner(s) of shard(s) ${missing.slice(0, 20).join(", ")}${missing.length > 20 ? ", …" : ""} is missing, so _CURRENT will not point to it; publish a new run`,
+    { ...subject(state), missingShards: missing },
   );
+}
+
+/** What a refusal about a run names besides its message (README: the ILLEGAL_TRANSITION row). */
+function subject(state: RunState): { runId: string; datasetId?: string } {
+  return {
+    runId: state.runId as string,
+    ...(state.datasetId !== null ? { datasetId: state.datasetId } : {}),
+  };
 }

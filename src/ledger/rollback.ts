@@ -72,6 +72,7 @@ export async function rollbackRun(
             "rollback",
             state.status,
             `run ${toRunId} was pruned (${state.pruneReason ?? "pruned"}); its data and manifest are gone, so _CURRENT will not point to it`,
+            { runId: toRunId, datasetId },
           );
         }
         if (state.status !== "SUCCEEDED") {
@@ -79,6 +80,7 @@ export async function rollbackRun(
             "rollback",
             state.status,
             `run ${toRunId} is ${state.status}; _CURRENT rolls back only to a SUCCEEDED run`,
+            { runId: toRunId, datasetId },
           );
         }
         if (dataset.currentRunId === toRunId) {
@@ -86,6 +88,7 @@ export async function rollbackRun(
             "rollback",
             state.status,
             `run ${toRunId} is already the current run of dataset ${datasetId}; nothing to roll back`,
+            { runId: toRunId, datasetId },
           );
         }
         const store = deps.storeFor(dataset);
