@@ -79,6 +79,7 @@ export function assertRootIsolated(
     throw new SafetyRailError(
       `dataset root ${mine.url} ${how} dataset ${other.datasetId} (${other.root}); dataset roots never coincide or nest, so ${datasetId} was not registered`,
       {
+        field: "root",
         datasetId,
         root: mine.url,
         otherDatasetId: other.datasetId,

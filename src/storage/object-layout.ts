@@ -2,7 +2,7 @@
  * Where things live under a dataset root (SPEC "Object-store layout"), and the rule that keeps a
  * run's attempts inside its own area. Pure: no I/O.
  */
-import { SafetyRailError } from "../errors.js";
+import { isSafetyRailError, SafetyRailError } from "../errors.js";
 import { type DatasetRoot, keyUnderRoot, parseDatasetRoot, urlForKey } from "./dataset-url.js";
 
 /**
@@ -69,12 +69,20 @@ export function runOfDataKey(key: string): string | null {
 export function attemptUrlOf(root: DatasetRoot | string, runId: string, url: string): string {
   // Parsed and split once: a group of a thousand reports canonicalises a thousand urls.
   const r = typeof root === "string" ? parseDatasetRoot(root) : root;
-  const key = keyUnderRoot(r, url);
+  let key: string;
+  try {
+    key = keyUnderRoot(r, url);
+  } catch (e) {
+    // The url is the caller's input: its refusal names the field, as every refusal of input does.
+    if (isSafetyRailError(e)) throw new SafetyRailError(e.message, { ...e.details, field: "url" });
+    throw e;
+  }
   const area = runDataPrefix(runId);
   if (!key.startsWith(area) || key.length === area.length) {
     throw new SafetyRailError(
       `${JSON.stringify(url)} is not inside run ${runId}'s data area ${area} under the dataset root; an attempt of a run writes only there`,
       {
+        field: "url",
         url,
         root: typeof root === "string" ? root : root.url,
         rule: "attempt url inside its run's data area",
