@@ -22,6 +22,7 @@ import {
   ValidationError,
 } from "../../src/errors.js";
 import { openLedger } from "../../src/ledger/open-ledger.js";
+import type { PendingCleanupItem } from "../../src/projections/views.js";
 import { capture, scratchRemovedAfterAll } from "../support/cli-capture.js";
 import { BACKEND, SERVER_URL } from "../support/database.js";
 import { failingStore } from "../support/ledger.js";
@@ -277,13 +278,16 @@ describe("rule refusals exit 3", () => {
 });
 
 describe("cleanup exit 4", () => {
-  it("exits 4 while the pending set is not empty, due or not; --retry-now tries the waiting items at once", async () => {
+  /**
+   * A migrated ledger where a library ledger whose store refuses deletes left one loser pending:
+   * waiting for its next retry (an hour away), or exhausted when `pendingMaxTries` is 1.
+   */
+  async function pendingLoser(pendingMaxTries: number) {
     const db = freshDatabase();
     const dir = mkdtempSync(join(tmpdir(), "shardledger-pending-"));
     dirs.push(dir);
     const root = `file://${dir}`;
     expect((await cli(db, "migrate")).code).toBe(EXIT.OK);
-    // A library ledger whose store refuses deletes leaves one loser waiting for its next retry.
     const ledger = await openLedger({
       database: db[1] as string,
       ...(db[3] !== undefined ? { schema: db[3] } : {}),
@@ -293,7 +297,7 @@ describe("cleanup exit 4", () => {
       random: () => 1,
       maintenance: {
         deletion: { maxTries: 1, baseDelayMs: 1, maxDelayMs: 1 },
-        pending: { maxTries: 5, baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+        pending: { maxTries: pendingMaxTries, baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
       },
       objectStore: (r) =>
         failingStore(openObjectStore(r), (op) => {
@@ -301,7 +305,7 @@ describe("cleanup exit 4", () => {
           return false;
         }),
     });
-    let due: string | undefined;
+    let item: PendingCleanupItem | undefined;
     try {
       await ledger.createDataset({ datasetId: "ds", root, safetyWindow: "0s" });
       await ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r1" });
@@ -313,21 +317,46 @@ describe("cleanup exit 4", () => {
       }
       await ledger.publish("r1");
       expect((await ledger.cleanup({ datasetId: "ds" })).failed).toHaveLength(1);
-      due = (await ledger.pendingCleanup({ datasetId: "ds" }))[0]?.nextRetryAt?.toISOString();
+      item = (await ledger.pendingCleanup({ datasetId: "ds" }))[0];
     } finally {
       await ledger.close();
     }
+    return { db, dir, root, item: item as PendingCleanupItem };
+  }
+
+  it("exits 4 while the pending set is not empty, due or not; --retry-now tries the waiting items at once", async () => {
+    const { db, dir, root, item } = await pendingLoser(5);
+    const due = item.nextRetryAt?.toISOString();
     const loser = `${root}/data/r1/shard=00000/attempt=01`;
 
     const waiting = await cli(db, "--json", "cleanup", "--dataset", "ds");
     expect(waiting.code).toBe(EXIT.PENDING);
     expect(waiting.err).toMatch(/1 item\(s\) pending/);
+    expect(waiting.err).toContain("--retry-now");
     expect(due).toBeDefined();
     expect(JSON.parse(waiting.out)).toMatchObject({ deleted: [], failed: [], pending: 1, nextDueAt: due });
 
     const forced = await cli(db, "--json", "cleanup", "--retry-now");
     expect(forced).toMatchObject({ code: EXIT.OK, err: "" });
     expect(JSON.parse(forced.out)).toMatchObject({ deleted: [loser], pending: 0, nextDueAt: null });
+    expect(existsSync(join(dir, "data/r1/shard=00000/attempt=01"))).toBe(false);
+  });
+
+  it("with only exhausted items, says that retry-failed requeues them (--retry-now does not)", async () => {
+    const { db, dir, item } = await pendingLoser(1);
+    expect(item.state).toBe("exhausted");
+
+    const stuck = await cli(db, "--json", "cleanup", "--dataset", "ds");
+    expect(stuck.code).toBe(EXIT.PENDING);
+    expect(JSON.parse(stuck.out)).toMatchObject({ pending: 1, nextDueAt: null });
+    expect(stuck.err).toMatch(/1 item\(s\) pending/);
+    expect(stuck.err).toContain("shardledger retry-failed ds");
+    expect(stuck.err).not.toContain("--retry-now");
+
+    // As it says: --retry-now leaves it, retry-failed requeues it, and the next pass deletes it.
+    expect((await cli(db, "--json", "cleanup", "--retry-now")).code).toBe(EXIT.PENDING);
+    expect((await cli(db, "--json", "retry-failed", "ds")).code).toBe(EXIT.OK);
+    expect((await cli(db, "--json", "cleanup", "--dataset", "ds")).code).toBe(EXIT.OK);
     expect(existsSync(join(dir, "data/r1/shard=00000/attempt=01"))).toBe(false);
   });
 });

@@ -1,4 +1,5 @@
 import type { CleanupReport } from "../../maintenance/maintenance-reports.js";
+import type { PendingCleanupItem } from "../../projections/views.js";
 import type { RegisterCommand } from "../command-runtime.js";
 import { EXIT } from "../exit-codes.js";
 import { idArgument, optionalIntegerFlag, withFlagNames } from "../flags.js";
@@ -71,6 +72,13 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
           progress.stop();
         }
         const { skipped, ...contract } = report;
+        // Which of the pending items no pass retries on its own: the message says what does.
+        const exhausted =
+          report.pending > 0
+            ? (await ledger.pendingCleanup(datasetId !== undefined ? { datasetId } : {})).filter(
+                (i) => i.state === "exhausted",
+              )
+            : [];
         return {
           json: { ...contract, skipped },
           human: (style) => renderCleanup(style, report, options.dryRun === true),
@@ -81,7 +89,7 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
                 message: `cleanup: the maintenance lease of ${report.leaseLost.join(", ")} was lost midway (another pass took it); this pass stopped before its next request`,
               }
             : report.pending > 0 || report.failed.length > 0
-              ? { exitCode: EXIT.PENDING, message: pendingMessage(report) }
+              ? { exitCode: EXIT.PENDING, message: pendingMessage(report, exhausted) }
               : {}),
         };
       }),
@@ -98,9 +106,27 @@ export const registerCleanup: RegisterCommand = (program, runtime) => {
   );
 };
 
-function pendingMessage(report: CleanupReport): string {
-  const when = report.nextDueAt === null ? "" : ` (next retry due at ${report.nextDueAt})`;
-  return `cleanup: ${report.pending} item(s) pending${when}; a later pass retries them when due, --retry-now at once`;
+/**
+ * What exit 4 means and what clears it: a later pass (or `--retry-now`) retries the waiting items;
+ * only `retry-failed` requeues the exhausted ones, which no pass touches on its own.
+ */
+function pendingMessage(report: CleanupReport, exhausted: readonly PendingCleanupItem[]): string {
+  const parts: string[] = [];
+  const waiting = report.pending - exhausted.length;
+  if (waiting > 0) {
+    const when = report.nextDueAt === null ? "" : `, the next due at ${report.nextDueAt}`;
+    parts.push(
+      `${waiting} waiting for a retry${when}: a later pass retries them when due, --retry-now at once`,
+    );
+  }
+  if (exhausted.length > 0) {
+    const datasets = [...new Set(exhausted.map((i) => i.datasetId))].sort();
+    const commands = datasets.map((d) => `\`shardledger retry-failed ${d}\``).join(", ");
+    parts.push(
+      `${exhausted.length} exhausted: no pass retries them until ${commands} requeues them (\`shardledger pending\` shows their errors)`,
+    );
+  }
+  return `cleanup: ${report.pending} item(s) pending; ${parts.join("; ")}`;
 }
 
 function renderCleanup(style: Style, report: CleanupReport, dryRun: boolean): string {
