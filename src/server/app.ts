@@ -164,12 +164,15 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
     else {
       const principal = authenticate(tokens, c.req.header("authorization"));
       if (!principal) {
+        // RFC 6750 §3: a 401 says how to authenticate; a token that was sent is invalid_token.
+        const missing = c.req.header("authorization") === undefined;
         throw new AccessError(
           401,
           "UNAUTHENTICATED",
-          c.req.header("authorization") === undefined
+          missing
             ? "no bearer token: send Authorization: Bearer <token>"
             : "unknown or malformed bearer token",
+          missing ? 'Bearer realm="shardledger"' : 'Bearer realm="shardledger", error="invalid_token"',
         );
       }
       c.set("principal", principal);
@@ -205,6 +208,7 @@ export function createServerApp(ledger: Ledger, options: ServerAppOptions = {}) 
   app.onError((e, c) => {
     const ctx = c as Ctx;
     if (e instanceof AccessError) {
+      if (e.challenge !== undefined) ctx.header("WWW-Authenticate", e.challenge);
       return sendJson(ctx, { error: { code: e.code, message: e.message } }, e.status);
     }
     if (e instanceof HTTPException) {

@@ -12,10 +12,12 @@ import { ValidationError } from "../errors.js";
  * @internal
  */
 export class AccessError extends Error {
+  /** `challenge`: the `WWW-Authenticate` header of a 401 (RFC 6750 §3). */
   constructor(
     readonly status: 401 | 403,
     readonly code: "UNAUTHENTICATED" | "FORBIDDEN",
     message: string,
+    readonly challenge?: string,
   ) {
     super(message);
   }

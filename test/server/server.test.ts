@@ -435,6 +435,17 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       });
       expect(reply.body.error.message).toEqual(expect.any(String));
       expect(JSON.stringify(reply.body)).not.toContain(TOKENS.admin);
+      // RFC 6750 §3: a 401 names the scheme, and invalid_token when a token was sent.
+      expect({ path, token, challenge: reply.headers.get("www-authenticate") }).toEqual({
+        path,
+        token,
+        challenge:
+          status !== 401
+            ? null
+            : token === undefined
+              ? 'Bearer realm="shardledger"'
+              : 'Bearer realm="shardledger", error="invalid_token"',
+      });
     }
     expect(await eventCount(t.ledger)).toBe(before);
 
