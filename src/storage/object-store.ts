@@ -248,6 +248,8 @@ const PERMANENT_CODES = new Set([
   "EntityTooLarge",
   "InvalidObjectState",
   "NotFound",
+  // The SDK found no credentials: raised before any request, and no retry finds them.
+  "CredentialsProviderError",
 ]);
 
 /** Names that say nothing about the failure; look further (Code, errno, status). */
@@ -315,6 +317,10 @@ export function classifyStoreError(e: unknown): { code: string; message: string;
     if (PERMANENT_CODES.has(code)) return { code, message, transient: false };
     if (TRANSIENT_CODES.has(code) || code.startsWith("Throttl")) return { code, message, transient: true };
   }
+  // The SDK's client has no region (no AWS_REGION, no profile): a configuration error, raised
+  // before any request, that a retry cannot cure. It is a plain Error, so only its text says so.
+  if (candidates.length === 0 && status === undefined && /^Region is missing\b/.test(message))
+    return { code: "RegionMissing", message, transient: false };
   if (/socket hang up/i.test(message))
     return { code: candidates[0] ?? "ECONNRESET", message, transient: true };
 

@@ -314,6 +314,13 @@ describe("classifyStoreError", () => {
     { e: err({ name: "S3ServiceException", Code: "AccessDenied" }), code: "AccessDenied", transient: false },
     { e: err({ name: "Unknown", $metadata: { httpStatusCode: 403 } }), code: "Http403", transient: false },
     { e: err({ name: "SomethingNew" }), code: "SomethingNew", transient: true },
+    // The SDK's own configuration errors, raised before any request: no retry can cure them.
+    { e: err({}, "Region is missing"), code: "RegionMissing", transient: false },
+    {
+      e: err({ name: "CredentialsProviderError" }, "Could not load credentials from any providers"),
+      code: "CredentialsProviderError",
+      transient: false,
+    },
     { e: "a string", code: "Unknown", transient: true },
   ])("$code (transient: $transient)", ({ e, code, transient }) => {
     expect(classifyStoreError(e)).toMatchObject({ code, transient });
