@@ -248,8 +248,6 @@ const PERMANENT_CODES = new Set([
   "EntityTooLarge",
   "InvalidObjectState",
   "NotFound",
-  // The SDK found no credentials: raised before any request, and no retry finds them.
-  "CredentialsProviderError",
 ]);
 
 /** Names that say nothing about the failure; look further (Code, errno, status). */
@@ -319,6 +317,8 @@ export function classifyStoreError(e: unknown): { code: string; message: string;
   }
   // The SDK's client has no region (no AWS_REGION, no profile): a configuration error, raised
   // before any request, that a retry cannot cure. It is a plain Error, so only its text says so.
+  // (A CredentialsProviderError stays transient: on EC2 or EKS it is also what a throttled or
+  // slow metadata endpoint gives, which a later try gets past.)
   if (candidates.length === 0 && status === undefined && /^Region is missing\b/.test(message))
     return { code: "RegionMissing", message, transient: false };
   if (/socket hang up/i.test(message))

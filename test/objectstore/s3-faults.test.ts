@@ -316,10 +316,11 @@ describe("classifyStoreError", () => {
     { e: err({ name: "SomethingNew" }), code: "SomethingNew", transient: true },
     // The SDK's own configuration errors, raised before any request: no retry can cure them.
     { e: err({}, "Region is missing"), code: "RegionMissing", transient: false },
+    // No credentials stays transient: it is also what a throttled metadata endpoint gives.
     {
       e: err({ name: "CredentialsProviderError" }, "Could not load credentials from any providers"),
       code: "CredentialsProviderError",
-      transient: false,
+      transient: true,
     },
     { e: "a string", code: "Unknown", transient: true },
   ])("$code (transient: $transient)", ({ e, code, transient }) => {
