@@ -5,9 +5,10 @@
  * message.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { errorBody, isIllegalTransitionError } from "../../src/errors.js";
+import { isIllegalTransitionError } from "../../src/errors.js";
 import { BACKEND } from "../support/database.js";
 import { openTestLedger } from "../support/ledger.js";
+import { refusalBody } from "../support/refusal.js";
 import { writeAndPublish } from "../support/runs.js";
 
 describe(`ILLEGAL_TRANSITION details (${BACKEND})`, () => {
@@ -20,16 +21,7 @@ describe(`ILLEGAL_TRANSITION details (${BACKEND})`, () => {
     await t.close();
   });
 
-  const refusal = async (call: () => Promise<unknown>) => {
-    const e = await call().then(
-      () => {
-        throw new Error("expected a refusal");
-      },
-      (err: unknown) => err,
-    );
-    expect(isIllegalTransitionError(e)).toBe(true);
-    return errorBody(e).error;
-  };
+  const refusal = (call: () => Promise<unknown>) => refusalBody(call, isIllegalTransitionError);
   const publish = (runId: string) =>
     writeAndPublish(t.ledger, { dir: t.dir, root: t.root, datasetId: "ds", runId, numShards: 1 });
 

@@ -5,9 +5,10 @@
  * that nests in another's. Nothing is written.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { errorBody, isSafetyRailError } from "../../src/errors.js";
+import { isSafetyRailError } from "../../src/errors.js";
 import { BACKEND } from "../support/database.js";
 import { openTestLedger } from "../support/ledger.js";
+import { refusalBody } from "../support/refusal.js";
 
 describe(`SAFETY_RAIL names the input field (${BACKEND})`, () => {
   let t: Awaited<ReturnType<typeof openTestLedger>>;
@@ -20,16 +21,7 @@ describe(`SAFETY_RAIL names the input field (${BACKEND})`, () => {
     await t.close();
   });
 
-  const refusal = async (call: () => Promise<unknown>) => {
-    const e = await call().then(
-      () => {
-        throw new Error("expected a refusal");
-      },
-      (err: unknown) => err,
-    );
-    expect(isSafetyRailError(e)).toBe(true);
-    return errorBody(e).error;
-  };
+  const refusal = (call: () => Promise<unknown>) => refusalBody(call, isSafetyRailError);
 
   it.each([
     ["outside the root", "s3://elsewhere/x/data/r1/shard=00000/attempt=00"],
