@@ -1,3 +1,5 @@
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { Kysely, type KyselyConfig, PostgresDialect, type PostgresPool } from "kysely";
 import { ValidationError } from "../../errors.js";
 import { redactUrl } from "./connection-url.js";
@@ -133,6 +135,9 @@ export async function openDatabase(
       if (location.length === 0)
         throw new ValidationError("database", "pglite: needs a directory or 'memory'");
       const { PGlite } = await import("@electric-sql/pglite");
+      // PGlite creates its own directory but not its parents: `pglite:./.shardledger/db` on a
+      // fresh checkout would fail with a bare ENOENT (the CLI makes them too).
+      if (location !== "memory") mkdirSync(dirname(resolve(location)), { recursive: true });
       const pglite = location === "memory" ? new PGlite() : new PGlite(location);
       await pglite.waitReady;
       const db = newLedgerDb({ dialect: new PostgresDialect({ pool: createPglitePool(pglite) }) });
