@@ -46,7 +46,7 @@ export const registerAudit: RegisterCommand = (program, runtime) => {
                 exitCode: EXIT.REFUSED,
                 message:
                   report.differences.length > 0
-                    ? `audit: the live projections differ from a replay of the log (${report.differences.length} difference(s)); run a rebuild after investigating`
+                    ? `audit: the live projections differ from a replay of the log (${report.differences.length} difference(s)); after investigating, rebuild them from the log with the library's \`ledger.rebuild()\``
                     : `audit: ${report.archives?.problems.length ?? 0} archive(s) are missing or do not match their Archived event`,
               }),
         };
