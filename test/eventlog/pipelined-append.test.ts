@@ -214,8 +214,12 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
       ]);
       let pid: number | undefined;
       for (let i = 0; i < 200 && pid === undefined; i++) {
+        // Only this test's session: other test files append in the same database at the same
+        // time, and ending one of theirs failed them (their statements name their own schema).
         const { rows } = await admin.query<{ pid: number }>(
-          `SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%append_events%' AND datname = current_database()`,
+          `SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%append_events%'
+             AND strpos(query, $1) > 0 AND datname = current_database()`,
+          [test.schema],
         );
         pid = rows[0]?.pid;
         if (pid === undefined) await new Promise((r) => setTimeout(r, 25));

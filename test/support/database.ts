@@ -89,8 +89,9 @@ export function serverClient(): pg.Client {
  * Migrates a test schema while other test files create and drop theirs in the same database.
  * kysely's Migrator decides whether its table exists by introspecting every schema of the database
  * (`has_schema_privilege(nspname, …)` by name), and that query fails with "schema … does not exist"
- * (3F000) when another test's schema is dropped while it runs. Only that race is retried: it names
- * a schema other than ours, and nothing of the failed attempt was applied (the Migrator had not
+ * (3F000), or "relation other.table does not exist" (42P01), when another test's schema is dropped
+ * while it runs (seen in CI: a rebuild's scratch schema). Only that race is retried: it names a
+ * schema other than ours, and nothing of the failed attempt was applied (the Migrator had not
  * started its transaction).
  */
 async function migrateBesideOtherTests(database: Database, schema: string): Promise<void> {
@@ -100,10 +101,14 @@ async function migrateBesideOtherTests(database: Database, schema: string): Prom
       return;
     } catch (e) {
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const message = cause?.message ?? "";
+      // The schema, or a table of it (42P01, `relation "other.datasets"`), named by the failure.
+      const named = /(?:schema|relation) "([^".]+)[".]/.exec(message)?.[1];
       const race =
-        cause?.code === "3F000" &&
-        /schema ".*" does not exist/.test(cause.message ?? "") &&
-        !cause.message?.includes(`"${schema}"`);
+        (cause?.code === "3F000" || cause?.code === "42P01") &&
+        /does not exist/.test(message) &&
+        named !== undefined &&
+        named !== schema;
       if (!race || attempt >= 5) throw e;
     }
   }
