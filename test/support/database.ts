@@ -39,7 +39,7 @@ export async function openTestDatabase(
     url = "pglite:memory";
     database = await openDatabase(sharedPglite, { schema });
   }
-  if (options.migrate !== false) await migrateBesideOtherTests(database, schema);
+  if (options.migrate !== false) await migrateToLatest(database.db, schema);
   const failed = failureOfOpener();
   return {
     ...database,
@@ -83,33 +83,4 @@ function failureOfOpener(): () => boolean {
 export function serverClient(): pg.Client {
   if (!SERVER_URL) throw new Error("serverClient() needs DATABASE_URL");
   return new pg.Client({ connectionString: SERVER_URL });
-}
-
-/**
- * Migrates a test schema while other test files create and drop theirs in the same database.
- * kysely's Migrator decides whether its table exists by introspecting every schema of the database
- * (`has_schema_privilege(nspname, …)` by name), and that query fails with "schema … does not exist"
- * (3F000), or "relation other.table does not exist" (42P01), when another test's schema is dropped
- * while it runs (seen in CI: a rebuild's scratch schema). Only that race is retried: it names a
- * schema other than ours, and nothing of the failed attempt was applied (the Migrator had not
- * started its transaction).
- */
-async function migrateBesideOtherTests(database: Database, schema: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await migrateToLatest(database.db, schema);
-      return;
-    } catch (e) {
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const message = cause?.message ?? "";
-      // The schema, or a table of it (42P01, `relation "other.datasets"`), named by the failure.
-      const named = /(?:schema|relation) "([^".]+)[".]/.exec(message)?.[1];
-      const race =
-        (cause?.code === "3F000" || cause?.code === "42P01") &&
-        /does not exist/.test(message) &&
-        named !== undefined &&
-        named !== schema;
-      if (!race || attempt >= 5) throw e;
-    }
-  }
 }

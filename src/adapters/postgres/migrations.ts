@@ -6,6 +6,7 @@ import { appendFunction } from "./append-function.js";
 import { chainedAppends } from "./chained-appends.js";
 import type { LedgerDb } from "./database.js";
 import { lockFreePositions } from "./lock-free-positions.js";
+import { withOwnSchemaIntrospection } from "./own-schema-introspection.js";
 import { createPgEventLog } from "./pg-event-log.js";
 import { plansPerCall } from "./plans-per-call.js";
 import {
@@ -340,7 +341,8 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
 
 /**
  * Creates or upgrades the ledger schema. Safe to run concurrently from several processes: kysely's
- * migrator serialises on its lock table.
+ * migrator serialises on its lock table. It reads the catalog of `schema` only, so schemas created
+ * and dropped meanwhile (an audit's scratch schema among them) do not disturb it.
  *
  * @example
  * ```ts
@@ -360,7 +362,7 @@ export async function migrateToLatest(
       ),
   };
   const migrator = new Migrator({
-    db,
+    db: withOwnSchemaIntrospection(db, schema),
     provider,
     migrationTableSchema: schema,
     migrationTableName: "schema_migrations",
