@@ -279,7 +279,11 @@ async function readEverything(log: PgEventLog, from: number) {
   }
 }
 
-/** Waits until a backend waits on a row lock of `stream`'s row, and answers its transaction id. */
+/**
+ * Waits until a backend waits on a row lock of `stream`'s row, and answers its transaction id.
+ * Only this log's appends count: test files share the database in CI, and another file's append
+ * waiting on its own lock is not the one this test stages.
+ */
 async function waitForLockWaiter(log: PgEventLog, stream: string): Promise<string> {
   const xid = await eventually(
     async () =>
@@ -287,7 +291,7 @@ async function waitForLockWaiter(log: PgEventLog, stream: string): Promise<strin
         await sql<{ xid: string | null }>`
           SELECT a.backend_xid::text AS xid FROM pg_stat_activity a
           WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
-            AND a.query LIKE '%append_events%' AND a.backend_xid IS NOT NULL
+            AND a.query LIKE ${`%${log.schema}".append_events%`} AND a.backend_xid IS NOT NULL
           LIMIT 1`.execute(log.db)
       ).rows[0]?.xid ?? null,
     (value) => value !== null,
