@@ -436,6 +436,8 @@ const PART_NAMES: Record<KeyStyle, (i: number) => string> = {
 export interface HistoryResult {
   violations: Violation[];
   trace: string[];
+  /** Base keys of the objects the test wrote that are still in the store after the final pass. */
+  remaining: string[];
 }
 
 /**
@@ -454,12 +456,13 @@ export async function runHistory(
   } finally {
     await runner.dispose();
   }
-  return { violations: runner.oracle.violations, trace: runner.trace };
+  return { violations: runner.oracle.violations, trace: runner.trace, remaining: runner.remaining };
 }
 
 class Runner {
   readonly oracle: SafetyOracle;
   readonly trace: string[] = [];
+  remaining: string[] = [];
   readonly #env: SafetyEnv;
   readonly #backend: StoreBackend;
   readonly #id: string;
@@ -1144,6 +1147,7 @@ class Runner {
     const snapshot = await this.#backend.snapshot();
     await this.oracle.checkStep(snapshot, { verifyBodies: true });
     await this.oracle.checkLiveness(snapshot);
+    this.remaining = [...this.oracle.objects.keys()].filter((k) => snapshot.has(k)).sort();
     this.trace.push(`${this.oracle.step}: ${this.oracle.stepLabel}`);
   }
 
