@@ -238,8 +238,14 @@ export class IllegalTransitionError extends ShardledgerError {
    * `state` is the status the refusal was decided on (a run's `STARTED`, `FAILED`, …); `details`
    * adds what names the subject, such as `runId` and `datasetId`.
    */
-  constructor(command: string, state: string, message: string, details: Record<string, unknown> = {}) {
-    super("ILLEGAL_TRANSITION", message, { details: { ...details, command, state } });
+  constructor(
+    command: string,
+    state: string,
+    message: string,
+    details: Record<string, unknown> = {},
+    options: { cause?: unknown } = {},
+  ) {
+    super("ILLEGAL_TRANSITION", message, { ...options, details: { ...details, command, state } });
   }
 }
 

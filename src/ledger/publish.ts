@@ -129,7 +129,7 @@ export async function publishRun(deps: PublishDeps, runId: string): Promise<Publ
 function asPublishRefusal(e: unknown): unknown {
   if (!isIllegalTransitionError(e) || e.details.command === "publish") return e;
   const { command, state, ...rest } = e.details as { command: string; state: string };
-  return new IllegalTransitionError("publish", state, e.message, { ...rest, step: command });
+  return new IllegalTransitionError("publish", state, e.message, { ...rest, step: command }, { cause: e });
 }
 
 async function publish(deps: PublishDeps, runId: string): Promise<PublishResult> {

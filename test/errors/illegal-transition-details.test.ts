@@ -44,6 +44,9 @@ describe(`ILLEGAL_TRANSITION details (${BACKEND})`, () => {
       runId: "r1",
       datasetId: "ds",
     });
+    // The step's own refusal travels as the cause, for a debugger's stack.
+    const error = await t.ledger.publish("r1").catch((e: unknown) => e);
+    expect((error as Error).cause).toMatchObject({ details: { command: "selectWinners", state: "FAILED" } });
   });
 
   it("rollback to the current run, and to a run that is not SUCCEEDED", async () => {
