@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { advisoryKey, advisoryLockIds } from "../../src/adapters/postgres/advisory-keys.js";
 import { type Database, openDatabase } from "../../src/adapters/postgres/database.js";
 import {
   type MaintenanceLease,
@@ -14,8 +13,9 @@ import { type Ledger, openLedger } from "../../src/ledger/open-ledger.js";
 import { RunExecutor } from "../../src/ledger/run-executor.js";
 import type { RunCommand } from "../../src/machines/run-commands.js";
 import type { RunState } from "../../src/machines/run-state.js";
-import { BACKEND, openTestDatabase, serverClient } from "../support/database.js";
+import { BACKEND, openTestDatabase } from "../support/database.js";
 import { eventually } from "../support/eventually.js";
+import { lockHolderPid, onServer } from "../support/maintenance-lock.js";
 
 type TestDb = Awaited<ReturnType<typeof openTestDatabase>>;
 /** The ledger's internal hooks the maintenance service uses. */
@@ -32,32 +32,6 @@ async function ledgerOn(database: TestDb): Promise<Internal> {
     schema: database.schema,
     cleanupAfterPublish: false,
   })) as Internal;
-}
-
-/** Runs SQL on a connection of its own, outside every pool under test. */
-async function onServer<T>(fn: (client: ReturnType<typeof serverClient>) => Promise<T>): Promise<T> {
-  const client = serverClient();
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-/** The backend holding the maintenance advisory lock of `datasetId`, found by its key in pg_locks. */
-function lockHolderPid(schema: string, datasetId: string): Promise<number | null> {
-  const { classid, objid } = advisoryLockIds(advisoryKey(schema, `maintenance:${datasetId}`));
-  return onServer(async (client) => {
-    const { rows } = await client.query<{ pid: number }>(
-      `SELECT pid FROM pg_locks
-       WHERE locktype = 'advisory' AND granted AND objsubid = 1
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-         AND classid = $1::bigint::oid AND objid = $2::bigint::oid`,
-      [classid, objid],
-    );
-    return rows[0]?.pid ?? null;
-  });
 }
 
 /**
