@@ -142,7 +142,6 @@ async function checkListen(
   return { tokens };
 }
 
-/** The demo's last line: how to look at what it did in the dashboard. */
 /**
  * The demo's home and database. Without `--database` (or its environment variable) the database
  * lives in the home, beside the lake: `--home` moves both, and a home elsewhere than the default
@@ -160,7 +159,10 @@ function demoDatabase(
   };
 }
 
-/** How to serve the dashboard on the demo's database later: the flags `serve` needs to find it. */
+/**
+ * The demo's last line: how to serve the dashboard on its database later, with the flags `serve`
+ * needs to find it (none when the database is where `serve` looks by default).
+ */
 function dashboardHint(globals: GlobalOptions, database: string, cwd: string): string {
   const atDefault =
     globals.databaseFrom === "default" && database === demoDatabase(globals, cwd, DEFAULT_HOME).database;
