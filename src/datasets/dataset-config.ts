@@ -121,11 +121,27 @@ export type DatasetPolicyChanges = Partial<
 >;
 
 /**
+ * A field fixed when the dataset was registered: a change that names it is refused with what to
+ * do instead (and the HTTP API's document says so), rather than as an unknown key.
+ */
+function fixedAtRegistration(what: "root" | "id") {
+  return z
+    .unknown()
+    .refine(() => false, {
+      message: `a dataset's ${what} cannot be changed; register a new dataset instead`,
+    })
+    .optional()
+    .describe(`Fixed at registration: a change that names it is refused (VALIDATION).`);
+}
+
+/**
  * The input of `updateDataset` as a schema (see {@link DatasetPolicyChanges}).
  *
  * Exported for the HTTP server's request schemas, not from the package.
  */
 export const policyChangesSchema = z.strictObject({
+  root: fixedAtRegistration("root"),
+  datasetId: fixedAtRegistration("id"),
   keepRuns: POLICY_FIELDS.keepRuns.optional(),
   retention: POLICY_FIELDS.retention.optional(),
   failedRetention: POLICY_FIELDS.failedRetention.optional(),
@@ -153,16 +169,6 @@ const POLICY_NAMES = ["keepRuns", "retention", "failedRetention", "staleAfter", 
  * ```
  */
 export function parsePolicyChanges(input: unknown): Partial<DatasetPolicies> {
-  if (typeof input === "object" && input !== null) {
-    for (const fixed of ["root", "datasetId"] as const) {
-      if (fixed in input) {
-        throw new ValidationError(
-          fixed,
-          `a dataset's ${fixed === "root" ? "root" : "id"} cannot be changed; register a new dataset instead`,
-        );
-      }
-    }
-  }
   const v = parseWithSchema(policyChangesSchema, input, "policies");
   const out: Partial<DatasetPolicies> = {};
   if (v.keepRuns !== undefined) out.keepRuns = v.keepRuns;

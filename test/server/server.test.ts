@@ -229,6 +229,14 @@ describe(`shardledger serve over HTTP on ${BACKEND}`, () => {
       }).toEqual({ path, body, status: 400, code: "VALIDATION", field });
       expect(Object.keys(reply.body)).toEqual(["error"]);
     }
+    // A fixed field says so, as the library and the CLI do, not just "unrecognized".
+    for (const fixed of ["root", "datasetId"]) {
+      const reply = await open.request<ErrorReply>("PATCH", "/v1/datasets/bad", {
+        body: { [fixed]: "x", keepRuns: 2 },
+      });
+      expect(reply.body.error).toMatchObject({ code: "VALIDATION", field: fixed });
+      expect(reply.body.error?.message).toMatch(/cannot be changed; register a new dataset instead/);
+    }
     const huge = await open.request<ErrorReply>("POST", "/v1/runs/bad-1/attempts/batch", {
       body: JSON.stringify({
         reports: [{ kind: "failed", shard: 0, attempt: 0, error: "x".repeat(33 * 1024 * 1024) }],
