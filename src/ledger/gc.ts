@@ -3,6 +3,7 @@ import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
+import { writerAtWork } from "../maintenance/deletion-guard.js";
 import { fenceRefusalAsError } from "../maintenance/fenced-store.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
@@ -283,7 +284,7 @@ async function listOrphans(
   const safetyWindowMs = effectiveSafetyWindowMs(dataset, now);
   for (const run of runs) {
     const state = await deps.load(run.runId);
-    const refused = orphanCollectionRefusal(state.winners.values());
+    const refused = orphanCollectionRefusal(state.winners.values()) ?? writerAtWork(state, { dataset, now });
     if (refused !== null) {
       report.protected.push({ runId: run.runId, why: refused });
       continue;

@@ -6,14 +6,14 @@ import { type AttemptState, attemptKey, initialRunState, type RunState } from ".
  * records the version that wrote it and is used only by the same version: one written by an older
  * (or newer) fold is ignored and the run is folded from its log. Bump it whenever a recorded
  * history would fold into a different state, or the format changes; test/machines/run-snapshot
- * keeps a hash of the fold's sources to remind whoever changes them.
+ * keeps a hash of the fold's sources to remind whoever changes them. 2: `lastReportAt`.
  *
  * @example
  * ```ts
  * if (snapshot.foldVersion !== RUN_FOLD_VERSION) state = foldRun(await log.readStream(stream))
  * ```
  */
-export const RUN_FOLD_VERSION = 1;
+export const RUN_FOLD_VERSION = 2;
 
 type Winner = RunState["winners"] extends ReadonlyMap<number, infer W> ? W : never;
 type Cleanup = RunState["cleanup"] extends ReadonlyMap<string, infer C> ? C : never;
@@ -50,6 +50,7 @@ interface RunScalars {
   startedAt: T;
   updatedAt: T;
   lastHeartbeatAt: T;
+  lastReportAt: T;
   failedAt: T;
   succeededAt: T;
   failureCause: RunState["failureCause"];
@@ -214,6 +215,7 @@ export function serialiseRunState(state: RunState): string {
     startedAt: time(state.startedAt),
     updatedAt: time(state.updatedAt),
     lastHeartbeatAt: time(state.lastHeartbeatAt),
+    lastReportAt: time(state.lastReportAt),
     failedAt: time(state.failedAt),
     succeededAt: time(state.succeededAt),
     failureCause: state.failureCause,
@@ -287,6 +289,7 @@ export function restoreRunState(text: string): RunState | null {
       startedAt: date(r.startedAt),
       updatedAt: date(r.updatedAt),
       lastHeartbeatAt: date(r.lastHeartbeatAt),
+      lastReportAt: date(r.lastReportAt),
       failedAt: date(r.failedAt),
       succeededAt: date(r.succeededAt),
       failureCause: r.failureCause,

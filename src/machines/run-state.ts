@@ -165,6 +165,12 @@ export interface RunState {
   readonly updatedAt: Date | null;
   /** Last sign of life: the start, a heartbeat or a reopen. */
   readonly lastHeartbeatAt: Date | null;
+  /**
+   * When a writer last reported an attempt of the run (any outcome, accepted or not new): a
+   * writer of the run was at work then, so the run's unreported files are not collected as
+   * orphans until this is older than the safety window.
+   */
+  readonly lastReportAt: Date | null;
   /** When the run failed; `null` unless FAILED (a reopen clears it). */
   readonly failedAt: Date | null;
   readonly succeededAt: Date | null;
@@ -232,6 +238,7 @@ export function initialRunState(): RunState {
     startedAt: null,
     updatedAt: null,
     lastHeartbeatAt: null,
+    lastReportAt: null,
     failedAt: null,
     succeededAt: null,
     failureCause: null,
@@ -466,6 +473,7 @@ function applyReport(s: MutableRun, outcome: AttemptOutcome, d: Record<string, u
   const shard = d.shard as number;
   if (shard >= s.numShards) return;
   if (!stepRun(s, REPORTED_EVENT_TYPE[outcome])) return;
+  s.lastReportAt = at;
   const taskAttemptId = (d.taskAttemptId ?? null) as string | null;
   const key = attemptKey(shard, d.attempt as number, taskAttemptId);
   let a = s.attempts.get(key);

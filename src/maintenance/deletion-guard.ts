@@ -133,6 +133,10 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     if ([...state.winners.values()].some((w) => w.url === null)) {
       return `run ${item.runId} has a winner with no url: its data may lie anywhere in the run's area`;
     }
+    if (item.purpose === "orphan") {
+      const why = writerAtWork(state, facts);
+      if (why !== null) return why;
+    }
   }
 
   if (area !== item.runId) {
@@ -166,6 +170,22 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     if (why !== null) return `it ${relation} ${f.key}, recorded by run ${f.runId}: ${why}`;
   }
   return null;
+}
+
+/**
+ * Why a run's orphans wait, or null: one of its attempts was reported inside the safety window.
+ * Which attempt wrote an unreported file cannot be known (a writer may report a url other than
+ * where it wrote, or none), so any report of the run counts as a writer still at work.
+ */
+export function writerAtWork(
+  state: { runId: string | null; lastReportAt: Date | null },
+  facts: { dataset: GuardFacts["dataset"]; now: Date },
+): string | null {
+  if (state.lastReportAt === null) return null;
+  const now = facts.now.getTime();
+  const ago = now - state.lastReportAt.getTime();
+  if (ago >= effectiveSafetyWindowMs(facts.dataset, now)) return null;
+  return `an attempt of run ${state.runId} was reported ${ago} ms ago, inside the safety window: a writer of the run may still be at work`;
 }
 
 /** The run whose data area holds a key: `data/<runId>/…`, or the area `data/<runId>` itself. */

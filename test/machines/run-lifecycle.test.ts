@@ -246,6 +246,21 @@ describe("heartbeat", () => {
     expect(s.state.updatedAt).toEqual(new Date(T0.getTime() + 60_000));
   });
 
+  it("lastReportAt moves with every report, also after publish, and not with a heartbeat or the publish itself", () => {
+    const s = new Scenario().given(start(1)).advance(60_000);
+    s.run({ type: "heartbeat", runId: RUN });
+    expect(s.state.lastReportAt).toBeNull();
+    s.given(started(0));
+    const reported = new Date(T0.getTime() + 60_000);
+    expect(s.state.lastReportAt).toEqual(reported);
+    s.advance(60_000).given(succeeded(0));
+    s.advance(60_000).given(...publish);
+    expect(s.state.status).toBe("SUCCEEDED");
+    expect(s.state.lastReportAt).toEqual(new Date(reported.getTime() + 60_000));
+    s.advance(60_000).given(failed(0, 1));
+    expect(s.state.lastReportAt).toEqual(new Date(reported.getTime() + 180_000));
+  });
+
   it("is refused once the run is publishing, succeeded or failed", () => {
     const publishing = new Scenario().given(start(1), succeeded(0), selectWinners);
     expect(code(publishing.refused({ type: "heartbeat", runId: RUN }))).toBe("ILLEGAL_TRANSITION");

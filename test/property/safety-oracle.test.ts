@@ -140,4 +140,128 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
       ]);
     });
   });
+
+  it("keeps an unreported file while its writer's attempt reported inside the safety window (found by the hunt)", async () => {
+    // A writer puts a file in its own directory, says nothing for a minute, then reports success
+    // naming its sibling's directory. The file is an orphan by its age, but a writer of the run
+    // reported a moment ago: gc must not collect the run's orphans until that report is older
+    // than the safety window.
+    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
+    const object: UrlSpec = { style: "object", upper: false, encode: false, other: 0 };
+    const sibling: UrlSpec = { style: "misdirect", upper: false, encode: false, other: 0 };
+    const history: History = {
+      datasets: [windowed],
+      steps: [
+        { t: "start", ds: 0, shards: 1 },
+        {
+          t: "write",
+          ds: 0,
+          run: 0,
+          shard: 0,
+          attempt: 0,
+          tid: null,
+          key: "plain",
+          report: "succeeded",
+          url: prefix,
+        },
+        {
+          t: "write",
+          ds: 0,
+          run: 0,
+          shard: 0,
+          attempt: 3,
+          tid: 1,
+          key: "plain",
+          report: "none",
+          url: object,
+        },
+        { t: "advance", ms: 55_000 },
+        { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: sibling },
+        { t: "publish", ds: 0, run: 0, fault: "none" },
+        { t: "gc", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 },
+      ],
+    };
+    const result = await play("fs", history);
+    expect(result.trace.join("\n")).toMatch(
+      /report succeeded h\d+-A-r0\/0\/3\/1 \(misdirect\) → .*attempt=00: ok/,
+    );
+    expect(result.violations.map((v) => v.message)).toEqual([]);
+  });
+
+  it("does not count a file collected before its writer reports again as lost (found by the hunt)", async () => {
+    // A late loser reports without a url; its file, unreported and old, is collected as an orphan;
+    // then the writer repeats its report (idempotent: no event). The repeat touches nothing that
+    // is still there, so the file's absence is no violation.
+    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
+    const none: UrlSpec = { style: "none", upper: false, encode: false, other: 0 };
+    const history: History = {
+      datasets: [windowed],
+      steps: [
+        { t: "cycle", ds: 0, shards: 1, url: prefix, losers: 0, fault: "none" },
+        {
+          t: "write",
+          ds: 0,
+          run: 0,
+          shard: 0,
+          attempt: 3,
+          tid: null,
+          key: "plain",
+          report: "succeeded",
+          url: none,
+        },
+        { t: "advance", ms: 5_000 },
+        { t: "gc", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 },
+        { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: none },
+      ],
+    };
+    const result = await play("fs", history);
+    expect(result.trace.join("\n")).toMatch(/gc A → actions orphan:h\d+-A-r0/);
+    expect(result.violations.map((v) => v.message)).toEqual([]);
+    expect(result.remaining.filter((k) => k.includes("attempt=03"))).toEqual([]);
+  });
+
+  it("keeps a pending orphan while its run's writer reported inside the safety window, when cleanup retries it", async () => {
+    // The orphan was planned while the run was quiet and its deletion failed; a writer of the run
+    // reports before cleanup retries it: the retry is judged on fresh state, and waits.
+    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
+    const object: UrlSpec = { style: "object", upper: false, encode: false, other: 0 };
+    const sibling: UrlSpec = { style: "misdirect", upper: false, encode: false, other: 0 };
+    const history: History = {
+      datasets: [windowed],
+      steps: [
+        { t: "start", ds: 0, shards: 1 },
+        {
+          t: "write",
+          ds: 0,
+          run: 0,
+          shard: 0,
+          attempt: 0,
+          tid: null,
+          key: "plain",
+          report: "succeeded",
+          url: prefix,
+        },
+        {
+          t: "write",
+          ds: 0,
+          run: 0,
+          shard: 0,
+          attempt: 3,
+          tid: 1,
+          key: "plain",
+          report: "none",
+          url: object,
+        },
+        { t: "publish", ds: 0, run: 0, fault: "none" },
+        { t: "advance", ms: 5_000 },
+        { t: "gc", ds: 0, dry: false, fault: "transient", times: 50, concurrency: 1 },
+        { t: "advance", ms: 3_600_000 },
+        { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: sibling },
+        { t: "cleanup", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 },
+      ],
+    };
+    const result = await play("fs", history);
+    expect(result.trace.join("\n")).toMatch(/gc A.*→ actions orphan:h\d+-A-r0, 1 failed/);
+    expect(result.violations.map((v) => v.message)).toEqual([]);
+  });
 });

@@ -283,6 +283,8 @@ export class SafetyOracle {
   #facts = new Map<string, RunFacts>();
   /** The step during which each object was last written. */
   readonly #writtenAtStep = new Map<string, number>();
+  /** The objects present at the previous check (null before the first). */
+  #presentAtLastCheck: Set<string> | null = null;
   /** The step after which the oracle first saw each run's Pruned event. */
   readonly #prunedAtStep = new Map<string, number>();
   #pointerMoves = new Map<DsName, { runId: string; previous: string | null; at: number; pos: number }[]>();
@@ -742,8 +744,16 @@ export class SafetyOracle {
     this.#checkStaleFailures();
     this.#checkCleaned(snapshot);
     const must = this.mustExist(currents);
+    const before = this.#presentAtLastCheck;
+    this.#presentAtLastCheck = new Set([...this.objects.keys()].filter((k) => snapshot.has(k)));
     for (const [key, why] of must) {
       const o = this.objects.get(key);
+      // Only the safety window can protect an object after it is gone: a report of its writer
+      // that comes later (an idempotent repeat leaves no event) does not make an earlier deletion
+      // wrong. The deletion itself was judged when it happened (onDelete).
+      const goneBefore =
+        before !== null && !before.has(key) && (this.#writtenAtStep.get(key) ?? -1) < this.step;
+      if (goneBefore && [...why.kinds].every((k) => k === "younger than the safety window")) continue;
       if (!snapshot.has(key))
         this.#violate(
           "R2",
