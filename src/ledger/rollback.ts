@@ -64,7 +64,12 @@ export async function rollbackRun(
         if (state.datasetId !== datasetId) {
           throw new SafetyRailError(
             `run ${toRunId} belongs to dataset ${state.datasetId}, not ${datasetId}; _CURRENT of ${datasetId} names only its own runs`,
-            { datasetId, runId: toRunId, runDatasetId: state.datasetId },
+            {
+              rule: "a dataset's _CURRENT names only its own runs",
+              datasetId,
+              runId: toRunId,
+              runDatasetId: state.datasetId,
+            },
           );
         }
         if (state.status === "PRUNED") {

@@ -732,6 +732,14 @@ describe("rollback", () => {
     // --json: the one JSON error body on stdout.
     expect(Object.keys(JSON.parse(foreign.out))).toEqual(["error"]);
     expect(foreign.err).toMatch(/run o1 belongs to dataset other, not ds/);
+    // Like every SAFETY_RAIL body, it names the rule it applies.
+    expect(JSON.parse(foreign.out).error).toMatchObject({
+      code: "SAFETY_RAIL",
+      rule: "a dataset's _CURRENT names only its own runs",
+      datasetId: "ds",
+      runId: "o1",
+      runDatasetId: "other",
+    });
 
     const noDataset = await cli(db, "--json", "rollback", "nope", "--to", "r1");
     expect(noDataset).toMatchObject({ code: exitCodeFor(new NotFoundError("dataset", "nope")) });
