@@ -382,11 +382,16 @@ export function retentionDecider(input: Omit<GcInput, "runUrls">): (run: RunView
           keep: `inside the safety window: last event at ${iso(lastEvent)}, kept until ${iso(lastEvent + policies.safetyWindowMs)}`,
         };
       }
-      const age = now - run.updatedAt.getTime();
+      // The age is the run's success, not its last event: cleanup and gc record events on the run
+      // (a first prune's failed deletion among them), and they must not turn a retention prune
+      // into a keep_runs one between two passes. (Only the reason depends on it: a run beyond the
+      // newest keepRuns is pruned either way.)
+      const succeeded = succeededTime(run);
+      const age = now - succeeded;
       if (age > policies.retentionMs) {
         return {
           act: "retention",
-          reason: `beyond the newest ${policies.keepRuns} succeeded run(s) and last updated ${span(age)} ago (${iso(run.updatedAt.getTime())}), older than retention ${span(policies.retentionMs)}`,
+          reason: `beyond the newest ${policies.keepRuns} succeeded run(s) and succeeded ${span(age)} ago (${iso(succeeded)}), older than retention ${span(policies.retentionMs)}`,
         };
       }
       return {

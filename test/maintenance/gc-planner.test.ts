@@ -208,6 +208,17 @@ describe("the current run and keepRuns", () => {
     expect(kinds(input(more, { current: "r3" }))).toEqual({ r0: "retention", r1: "keep_runs" });
   });
 
+  it("names retention by when the run succeeded, not by its last event (maintenance's own events do not make it younger)", () => {
+    // A first prune's failed deletion recorded an event on the run 2 days ago: the reason stays
+    // retention, as the rollups and the pending items say.
+    const runs = [
+      run("r0", { succeededAt: ago(40 * D), updatedAt: ago(2 * D) }),
+      run("r2", { succeededAt: ago(2 * D) }),
+      run("r3", { succeededAt: ago(D) }),
+    ];
+    expect(kinds(input(runs, { current: "r3" }))).toEqual({ r0: "retention" });
+  });
+
   it("waits until a run's last event is older than the safety window before pruning it", () => {
     const runs = [
       run("r1", { succeededAt: ago(3 * D), updatedAt: ago(H - 1) }),
@@ -285,7 +296,7 @@ describe("after a rollback", () => {
     });
     const old = [
       run("r2", { succeededAt: ago(2 * D) }),
-      run("r3", { succeededAt: ago(3 * D), replacedAt: ago(H), updatedAt: ago(31 * D) }),
+      run("r3", { succeededAt: ago(31 * D), replacedAt: ago(H), updatedAt: ago(31 * D) }),
     ];
     expect(kinds(input(old, { current: "r2", policies: { keepRuns: 1 } }))).toEqual({ r3: "retention" });
   });

@@ -89,6 +89,7 @@ const historyArb = fc.record({
       run: fc.nat(),
       edge: fc.constantFrom(
         ["updated", "retentionMs"],
+        ["ended", "retentionMs"],
         ["heartbeat", "staleAfterMs"],
         ["updated", "staleAfterMs"],
         ["ended", "failedRetentionMs"],
@@ -371,11 +372,13 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
     }
   }
 
-  // Every unprotected succeeded run is pruned, as retention when it is past retention too.
+  // Every unprotected succeeded run is pruned, as retention when it succeeded longer than
+  // retention ago (its last event does not count: maintenance records events on it too).
   const succeeded = input.runs.filter((r) => r.status === "SUCCEEDED" && r.datasetId === DATASET);
   for (const r of succeeded) {
     if (pruneBlocker(input, r) !== null) continue;
-    const old = input.now.getTime() - r.updatedAt.getTime() > input.dataset.policies.retentionMs;
+    const at = (r.succeededAt ?? r.updatedAt).getTime();
+    const old = input.now.getTime() - at > input.dataset.policies.retentionMs;
     expect(actionOf.get(r.runId)?.kind).toBe(old ? "retention" : "keep_runs");
   }
 }
