@@ -923,8 +923,31 @@ class LedgerImpl implements Ledger {
 
   async run(runId: string): Promise<{ run: RunView; attempts: AttemptView[]; winners: WinnerView[] }> {
     const found = await this.#queries.run(runId);
-    if (!found) throw new NotFoundError("run", runId);
+    if (!found) throw await this.#runNotFound(runId);
     return found;
+  }
+
+  /**
+   * A run with no rows: never started, or pruned (its rows went with it; its events remain, in the
+   * log or archived). The error says which, and where the run's history is.
+   */
+  async #runNotFound(runId: string): Promise<NotFoundError> {
+    const events = `\`shardledger events --stream ${runId}\``;
+    const state = await this.#executor.load(runId);
+    if (state.status === "PRUNED") {
+      const when = state.prunedAt ? ` at ${state.prunedAt.toISOString()}` : "";
+      return new NotFoundError("run", runId, {
+        message: `run ${runId} was pruned (${state.pruneReason ?? "pruned"})${when}; its rows went with it, its events remain: ${events}`,
+        details: { state: "PRUNED", pruneReason: state.pruneReason },
+      });
+    }
+    if (state.status === "NONE" && (await this.#executor.archivedRefusal(runId, "run")) !== null) {
+      return new NotFoundError("run", runId, {
+        message: `run ${runId} was pruned and its events archived; read them with ${events}`,
+        details: { state: "ARCHIVED" },
+      });
+    }
+    return new NotFoundError("run", runId);
   }
 
   async pendingCleanup(filter: { datasetId?: string; dueBefore?: Date } = {}): Promise<PendingCleanupItem[]> {

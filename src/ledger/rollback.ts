@@ -60,7 +60,12 @@ export async function rollbackRun(
         const dataset = await deps.queries.dataset(datasetId);
         if (!dataset) throw new NotFoundError("dataset", datasetId);
         const state = await deps.executor.load(toRunId);
-        if (state.runId === null || state.datasetId === null) throw new NotFoundError("run", toRunId);
+        if (state.runId === null || state.datasetId === null) {
+          // An archived run is pruned too: refused as such, not as an id that names nothing.
+          throw (
+            (await deps.executor.archivedRefusal(toRunId, "rollback")) ?? new NotFoundError("run", toRunId)
+          );
+        }
         if (state.datasetId !== datasetId) {
           throw new SafetyRailError(
             `run ${toRunId} belongs to dataset ${state.datasetId}, not ${datasetId}; _CURRENT of ${datasetId} names only its own runs`,

@@ -361,12 +361,15 @@ export class RunExecutor {
    * would only ever conflict). Asked only on the paths where a run looked absent.
    */
   async #refuseIfArchived(runId: string, command: string): Promise<void> {
-    const refusal = await this.#archivedRefusal(runId, command);
+    const refusal = await this.archivedRefusal(runId, command);
     if (refusal) throw refusal;
   }
 
-  /** The refusal {@link RunExecutor.#refuseIfArchived} throws, or null when the run is not archived. */
-  async #archivedRefusal(runId: string, command: string): Promise<IllegalTransitionError | null> {
+  /**
+   * The refusal {@link RunExecutor.#refuseIfArchived} throws, or null when the run is not archived
+   * (a run that looks absent may have been: its events are out of the hot log, its stream is not).
+   */
+  async archivedRefusal(runId: string, command: string): Promise<IllegalTransitionError | null> {
     const stream = runStream(runId);
     if ((await this.#log.streamVersion(stream)) === 0) return null;
     if ((await this.#log.readStream(stream, { limit: 1 })).length > 0) return null;
@@ -703,7 +706,7 @@ export class RunExecutor {
       if (written === null) {
         // A run that looks absent may have been archived: say so rather than "not found".
         if (state.version === 0 && outcomes.some((o) => !o.ok && isNotFoundError(o.error))) {
-          const refusal = await this.#archivedRefusal(runId, group[0]?.command.type ?? "report");
+          const refusal = await this.archivedRefusal(runId, group[0]?.command.type ?? "report");
           if (refusal)
             for (const [i, o] of outcomes.entries())
               if (!o.ok && isNotFoundError(o.error)) outcomes[i] = { ok: false, error: refusal };
