@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
+import { withMaintenanceLease } from "../../src/adapters/postgres/maintenance-lease.js";
 import { NotFoundError } from "../../src/errors.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
@@ -163,6 +164,15 @@ describe(`status on ${BACKEND}`, () => {
       outcome: "error",
       error: "injected failure: get _CURRENT",
     });
+  });
+
+  it("names the holder of the last pass, not whoever took the lease after it (archive, rollback)", async () => {
+    await ledger.gc("ds");
+    const pass = (await ledger.status("ds")).lastMaintenance;
+    expect(pass).toMatchObject({ kind: "gc", outcome: "ok" });
+    // Another process takes the lease and records no pass (as archive and rollback do).
+    await withMaintenanceLease(t.database, "ds", async () => {}, { holder: "archive@elsewhere" });
+    expect((await ledger.status("ds")).lastMaintenance).toEqual(pass);
   });
 
   it("lists every dataset without an id, and refuses an unknown or invalid one", async () => {

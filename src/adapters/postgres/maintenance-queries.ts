@@ -141,6 +141,9 @@ export async function recordPass(
   pass: Omit<MaintenancePassRecord, "holder">,
 ): Promise<void> {
   const outcome = {
+    // The pass's own holder: the row's `holder` is whoever took the lease last, and archive and
+    // rollback take it without recording a pass.
+    holder: lease.holder,
     outcome: pass.outcome,
     deleted: pass.deleted,
     failed: pass.failed,

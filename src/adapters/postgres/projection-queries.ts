@@ -139,6 +139,7 @@ function toPassRecord(r: Record<string, unknown>): MaintenancePassRecord {
   const o = (
     typeof r.last_pass_outcome === "string" ? JSON.parse(r.last_pass_outcome) : r.last_pass_outcome
   ) as {
+    holder?: string;
     outcome: MaintenancePassRecord["outcome"];
     deleted?: number;
     failed?: number;
@@ -148,7 +149,9 @@ function toPassRecord(r: Record<string, unknown>): MaintenancePassRecord {
   const date = (v: unknown) => (v instanceof Date ? v : new Date(String(v)));
   return {
     kind: r.last_pass_kind as MaintenancePassRecord["kind"],
-    holder: s(r.holder),
+    // Passes recorded before the outcome carried the holder: the lease row's (the same unless
+    // another process took the lease since).
+    holder: o.holder ?? s(r.holder),
     startedAt: date(r.last_pass_started_at),
     finishedAt: date(r.last_pass_finished_at),
     outcome: o.outcome,
