@@ -271,6 +271,15 @@ function auditSection(audit) {
   }
   const diffs = Array.isArray(audit.differences) ? audit.differences : [];
   const differences = Array.isArray(audit.differences) ? diffs.length : Number(audit.differences);
+  // A deep audit checks the archives too: this server's answer lists their problems, the recorded
+  // one counts them (null: that audit did not look).
+  const archiveProblems = audit.archives
+    ? audit.archives.problems.length
+    : audit.recorded && audit.deep
+      ? Number(audit.archiveProblems ?? 0)
+      : null;
+  const found = [`${differences} difference(s)`];
+  if (archiveProblems) found.push(`${archiveProblems} archive problem(s)`);
   return section(
     "audit",
     "Last audit",
@@ -281,7 +290,15 @@ function auditSection(audit) {
         "result",
         audit.match
           ? h("span", { class: "ok" }, "projections match the log")
-          : h("span", { class: "error-text" }, `${differences} difference(s)`),
+          : h("span", { class: "error-text" }, `did not match: ${found.join(", ")}`),
+      ],
+      [
+        "archives",
+        archiveProblems === null
+          ? "not checked (shardledger audit --deep checks them)"
+          : archiveProblems === 0
+            ? "checked"
+            : h("span", { class: "error-text" }, `${archiveProblems} problem(s)`),
       ],
       ...(audit.recorded
         ? [

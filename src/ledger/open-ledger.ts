@@ -1008,7 +1008,9 @@ class LedgerImpl implements Ledger {
     // audit changes nothing the log describes).
     await sql`UPDATE ${sql.id(this.#database.schema, "projection_state")}
       SET last_audit_at = ${this.#clock().toISOString()}::timestamptz, last_audit_events = ${report.events},
-        last_audit_match = ${report.match}, last_audit_differences = ${report.differences.length}
+        last_audit_match = ${report.match}, last_audit_differences = ${report.differences.length},
+        last_audit_deep = ${options.deep === true},
+        last_audit_archive_problems = ${report.archives ? report.archives.problems.length : null}::integer
       WHERE name = 'ledger'`.execute(this.#database.db);
     return report;
   }

@@ -183,9 +183,9 @@ export function writerAtWork(
 ): string | null {
   if (state.lastReportAt === null) return null;
   const now = facts.now.getTime();
-  const ago = now - state.lastReportAt.getTime();
-  if (ago >= effectiveSafetyWindowMs(facts.dataset, now)) return null;
-  return `an attempt of run ${state.runId} was reported ${ago} ms ago, inside the safety window: a writer of the run may still be at work`;
+  const until = state.lastReportAt.getTime() + effectiveSafetyWindowMs(facts.dataset, now);
+  if (now >= until) return null;
+  return `an attempt of run ${state.runId} was reported at ${state.lastReportAt.toISOString()}, inside the safety window (until ${new Date(until).toISOString()}): a writer of the run may still be at work`;
 }
 
 /** The run whose data area holds a key: `data/<runId>/…`, or the area `data/<runId>` itself. */

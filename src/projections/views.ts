@@ -244,6 +244,10 @@ export interface AuditRecord {
   events: number;
   match: boolean;
   differences: number;
+  /** Whether it was `audit --deep` (the archives checked too). */
+  deep: boolean;
+  /** How many archive problems a deep audit found; null for an audit that did not look. */
+  archiveProblems: number | null;
 }
 
 /**

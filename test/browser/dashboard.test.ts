@@ -135,6 +135,10 @@ describe.runIf(haveChromium)(`dashboard in a real browser (${BACKEND})`, () => {
     const audit = page.getByRole("region", { name: "Last audit" });
     expect(await audit.innerText()).toContain("projections match the log");
     expect(await audit.innerText()).toContain("another process");
+    // A plain audit: the page says the archives were not checked, and how to check them.
+    expect(await audit.innerText()).toMatch(
+      /archives\s+not checked \(shardledger audit --deep checks them\)/,
+    );
     await page.screenshot({ path: shotPath("dashboard-overview.png"), fullPage: true });
 
     // An audit through this server (POST /v1/audit needs only read) is newer: shown as its own.

@@ -880,7 +880,7 @@ describe("status", () => {
     expect(human.out).toMatch(/pending cleanup\s+none/);
     expect(human.out).toMatch(/failed floor\s+1 item, next leaves /);
     expect(human.out).toMatch(/last maintenance\s+gc .*: ok/);
-    expect(human.out).toMatch(/last audit\s+.*: match \(\d+ events\)/);
+    expect(human.out).toMatch(/last audit\s+.*: match \(\d+ events, archives not checked: audit --deep\)/);
     expect(human.out).toMatch(/failed_run\s+f1/);
 
     const missing = await cli(db, "status", "nope");

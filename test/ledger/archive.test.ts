@@ -288,6 +288,13 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     expect(audit.match).toBe(false);
     expect(audit.differences).toEqual([]);
     expect(audit.archives?.problems.map((p) => [p.runId, p.kind])).toEqual([["r1", "corrupt"]]);
+    // status records the deep audit's verdict with its archive problems, not "0 differences".
+    expect((await ledger.status("ds")).lastAudit).toMatchObject({
+      match: false,
+      differences: 0,
+      deep: true,
+      archiveProblems: 1,
+    });
 
     rmSync(content);
     await expect(streamOf(ledger, "r1")).rejects.toMatchObject({ code: "ARCHIVE_MISSING" });
@@ -321,6 +328,12 @@ describe(`archive on ${BACKEND} (filesystem store)`, () => {
     // Without `deep` the archives are not looked at: the projections still match.
     expect(await ledger.audit()).toMatchObject({ match: true });
     expect((await ledger.audit()).archives).toBeUndefined();
+    // …and status says that the last audit did not look at them.
+    expect((await ledger.status("ds")).lastAudit).toMatchObject({
+      match: true,
+      deep: false,
+      archiveProblems: null,
+    });
   });
 
   it("validates archiveAfter and after, naming the field, and writes nothing", async () => {

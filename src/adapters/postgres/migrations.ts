@@ -3,6 +3,7 @@ import { InternalError } from "../../errors.js";
 import { PROJECTION_TABLES } from "../../projections/projection-rows.js";
 import { advisoryKey } from "./advisory-keys.js";
 import { appendFunction } from "./append-function.js";
+import { auditDepth } from "./audit-depth.js";
 import { chainedAppends } from "./chained-appends.js";
 import type { LedgerDb } from "./database.js";
 import { lockFreePositions } from "./lock-free-positions.js";
@@ -337,6 +338,7 @@ export const MIGRATIONS: readonly SchemaMigration[] = [
   lockFreePositions,
   chainedAppends,
   plansPerCall,
+  auditDepth,
 ];
 
 /**

@@ -281,7 +281,8 @@ export function projectionQueries(db: LedgerDb, schema: string) {
         FROM ${t("maintenance_leases")}
         WHERE dataset_id = ${datasetId} AND last_pass_kind IS NOT NULL`.execute(db);
       const { rows: auditRows } = await sql<Record<string, unknown>>`
-        SELECT last_audit_at, last_audit_events, last_audit_match, last_audit_differences
+        SELECT last_audit_at, last_audit_events, last_audit_match, last_audit_differences,
+          last_audit_deep, last_audit_archive_problems
         FROM ${t("projection_state")} WHERE name = 'ledger' AND last_audit_at IS NOT NULL`.execute(db);
       const count = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
       const date = (v: unknown) =>
@@ -312,6 +313,11 @@ export function projectionQueries(db: LedgerDb, schema: string) {
               events: count(audit.last_audit_events),
               match: audit.last_audit_match === true,
               differences: count(audit.last_audit_differences),
+              deep: audit.last_audit_deep === true,
+              archiveProblems:
+                audit.last_audit_archive_problems === null || audit.last_audit_archive_problems === undefined
+                  ? null
+                  : Number(audit.last_audit_archive_problems),
             }
           : null,
       };

@@ -78,7 +78,7 @@ function renderStatus(style: Style, s: StatusJson): string {
       "last audit",
       a === null
         ? style.dim("none recorded")
-        : `${when(a.at)}: ${a.match ? style.green("match") : style.red(`${a.differences} difference(s)`)} (${a.events} events)`,
+        : `${when(a.at)}: ${a.match ? style.green("match") : style.red(auditProblems(a))} (${a.events} events${a.deep ? ", archives checked" : ", archives not checked: audit --deep"})`,
     ],
   );
   let out = renderPairs(style, pairs);
@@ -136,3 +136,10 @@ export const registerStatus: RegisterCommand = (program, runtime) => {
     "The last maintenance pass is recorded by each cleanup or gc pass that did work (dry runs are\nnot); the last audit by `audit`. Both are null until there is one.",
   );
 };
+
+/** What a failed audit found: its differences, and the archive problems of a deep one. */
+function auditProblems(a: { differences: number; archiveProblems: number | null }): string {
+  const parts = [`${a.differences} difference(s)`];
+  if (a.archiveProblems) parts.push(`${a.archiveProblems} archive problem(s)`);
+  return `did not match: ${parts.join(", ")}`;
+}
