@@ -390,6 +390,10 @@ class AuditRecord:
     events: int
     match: bool
     differences: int
+    #: Whether it was a deep audit (the archives checked too).
+    deep: bool
+    #: Archive problems a deep audit found; ``None`` when the audit did not look.
+    archive_problems: Optional[int]
     extra: Dict[str, Any] = _extra()
 
 

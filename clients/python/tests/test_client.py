@@ -562,6 +562,10 @@ class OperatorTest(ServerTestCase):
         self.assertTrue(report.match, report.differences)
         self.assertIsNotNone(report.at)
         self.assertEqual(c.last_audit().at, report.at)
+        # The ledger records it for status, with its depth: a plain audit did not check archives.
+        recorded = c.status(ds.dataset_id).last_audit
+        assert recorded is not None
+        self.assertEqual((recorded.match, recorded.deep, recorded.archive_problems), (True, False, None))
 
 
 class OpenApiContractTest(ServerTestCase):
