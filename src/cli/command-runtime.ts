@@ -141,7 +141,10 @@ export class CliRuntime {
         this.io.stderr.write(`  caused by: ${describeError(cause)}\n`);
       }
       if (debug && e instanceof Error && e.stack) this.io.stderr.write(`${e.stack}\n`);
-      else this.io.stderr.write("  (set SHARDLEDGER_DEBUG=1 to see the stack trace)\n");
+      // A stack trace helps with a bug, not with a store or an archive that failed: their
+      // messages say what to do.
+      else if (!isShardledgerError(e) || e.code === "INTERNAL")
+        this.io.stderr.write("  (set SHARDLEDGER_DEBUG=1 to see the stack trace)\n");
     }
     return code;
   }

@@ -254,10 +254,14 @@ async function readVerified(
   return verifyArchive(runId, runStream(runId), marker, await store.get(archiveContentKey(runId)), expected);
 }
 
+/** What to do about a damaged archive (docs/operations.md, "Archiving pruned runs"). */
+const RESTORE_HINT =
+  "restore it from the bucket's versioning or a backup (its content must hash to the checksum of the run's Archived event; `shardledger audit --deep` checks every archive)";
+
 function archiveError(runId: string, archiveUrl: string, defect: ArchiveDefect): ArchiveError {
   return new ArchiveError(
     defect.kind === "missing" ? "ARCHIVE_MISSING" : "ARCHIVE_CORRUPT",
-    `the archive of run ${runId} at ${archiveUrl} is ${defect.kind}: ${defect.reason}`,
+    `the archive of run ${runId} at ${archiveUrl} is ${defect.kind}: ${defect.reason}; ${RESTORE_HINT}`,
     { details: { runId, archiveUrl, reason: defect.reason } },
   );
 }
@@ -297,7 +301,7 @@ export async function readArchivedRun(
   if (!("store" in located)) {
     throw new ArchiveError(
       "ARCHIVE_MISSING",
-      `the archive of run ${runId} cannot be read: ${located.reason}`,
+      `the archive of run ${runId} cannot be read: ${located.reason}; ${RESTORE_HINT}`,
       {
         details: { runId, archiveUrl: located.archiveUrl, reason: located.reason },
       },

@@ -834,6 +834,10 @@ describe("archive", () => {
     const missing = await cli(db, "--json", "events", "--stream", "r1");
     expect(missing.code).toBe(1);
     expect(errorOf(missing.out)).toMatchObject({ code: "ARCHIVE_MISSING", runId: "r1" });
+    // A damaged archive is a data problem, not a bug: the message says how to restore it, and no
+    // stack trace is offered.
+    expect(missing.err).toMatch(/restore .*versioning or a backup/);
+    expect(missing.err).not.toMatch(/SHARDLEDGER_DEBUG/);
     const broken = await cli(db, "audit", "--deep");
     expect(broken.code).toBe(EXIT.REFUSED);
     expect(broken.out).toMatch(/1 problem\(s\)/);
