@@ -236,7 +236,7 @@ export interface MaintenancePassRecord {
  *
  * @example
  * ```ts
- * const last: AuditRecord = { at: new Date(), events: 1234, match: true, differences: 0 }
+ * const last: AuditRecord = { at: new Date(), events: 1234, match: true, differences: 0, deep: false, archiveProblems: null }
  * ```
  */
 export interface AuditRecord {

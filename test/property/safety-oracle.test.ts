@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BACKEND } from "../support/database.js";
-import type { History, UrlSpec } from "../support/safety-history.js";
+import type { History, UrlSpec, WriteOp } from "../support/safety-history.js";
 import type { Policies } from "../support/safety-oracle.js";
 import { useSafetySuite } from "../support/safety-suite.js";
 
@@ -18,6 +18,16 @@ const policies: Policies = {
 };
 const prefix: UrlSpec = { style: "prefix", upper: false, encode: false, other: 0 };
 const publishedRun = { t: "cycle", ds: 0, shards: 2, url: prefix, losers: 1, fault: "none" } as const;
+
+/** A writer's step: dataset 0, shard 0, no task attempt id, a plain key, unless `fields` says otherwise. */
+const write = (fields: Pick<WriteOp, "run" | "attempt" | "report" | "url"> & Partial<WriteOp>): WriteOp => ({
+  t: "write",
+  ds: 0,
+  shard: 0,
+  tid: null,
+  key: "plain",
+  ...fields,
+});
 
 describe(`the safety oracle itself (${BACKEND})`, () => {
   const play = useSafetySuite({ s3: false });
@@ -67,43 +77,13 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
     // The failed attempt names the winner's directory (upper-case scheme): its url covers the
     // zombie's later part, which is how the safety hunt first met this case.
     const sibling: UrlSpec = { style: "misdirect", upper: true, encode: false, other: 0 };
-    const zombie = {
-      t: "write",
-      ds: 0,
-      run: 1,
-      shard: 0,
-      attempt: 0,
-      tid: null,
-      key: "plain",
-      report: "none",
-      url: object,
-    } as const;
+    const zombie = write({ run: 1, attempt: 0, report: "none", url: object });
     const publishedThenReplaced = (between: History["steps"]): History => ({
       datasets: [keepOne],
       steps: [
         { t: "start", ds: 0, shards: 1 },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 0,
-          tid: null,
-          key: "plain",
-          report: "succeeded",
-          url: object,
-        },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 1,
-          tid: null,
-          key: "plain",
-          report: "failed",
-          url: sibling,
-        },
+        write({ run: 0, attempt: 0, report: "succeeded", url: object }),
+        write({ run: 0, attempt: 1, report: "failed", url: sibling }),
         { t: "publish", ds: 0, run: 0, fault: "none" },
         { t: "cycle", ds: 0, shards: 1, url: prefix, losers: 0, fault: "none" },
         ...between,
@@ -141,40 +121,34 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
     });
   });
 
+  // Histories the safety hunt found. A run with a winner and, beside it, a file its writer never
+  // reported (the two windowed histories start with it).
+  const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
+  const sibling: UrlSpec = { style: "misdirect", upper: false, encode: false, other: 0 };
+  const winnerAndUnreportedFile: History["steps"] = [
+    { t: "start", ds: 0, shards: 1 },
+    write({ run: 0, attempt: 0, report: "succeeded", url: prefix }),
+    {
+      t: "write",
+      ds: 0,
+      run: 0,
+      shard: 0,
+      attempt: 3,
+      tid: 1,
+      key: "plain",
+      report: "none",
+      url: { style: "object", upper: false, encode: false, other: 0 },
+    },
+  ];
+
   it("keeps an unreported file while its writer's attempt reported inside the safety window (found by the hunt)", async () => {
-    // A writer puts a file in its own directory, says nothing for a minute, then reports success
-    // naming its sibling's directory. The file is an orphan by its age, but a writer of the run
-    // reported a moment ago: gc must not collect the run's orphans until that report is older
-    // than the safety window.
-    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
-    const object: UrlSpec = { style: "object", upper: false, encode: false, other: 0 };
-    const sibling: UrlSpec = { style: "misdirect", upper: false, encode: false, other: 0 };
+    // The writer says nothing for a minute, then reports success naming its sibling's directory.
+    // The file is an orphan by its age, but a writer of the run reported a moment ago: gc must not
+    // collect the run's orphans until that report is older than the safety window.
     const history: History = {
       datasets: [windowed],
       steps: [
-        { t: "start", ds: 0, shards: 1 },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 0,
-          tid: null,
-          key: "plain",
-          report: "succeeded",
-          url: prefix,
-        },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 3,
-          tid: 1,
-          key: "plain",
-          report: "none",
-          url: object,
-        },
+        ...winnerAndUnreportedFile,
         { t: "advance", ms: 55_000 },
         { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: sibling },
         { t: "publish", ds: 0, run: 0, fault: "none" },
@@ -188,70 +162,13 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
     expect(result.violations.map((v) => v.message)).toEqual([]);
   });
 
-  it("does not count a file collected before its writer reports again as lost (found by the hunt)", async () => {
-    // A late loser reports without a url; its file, unreported and old, is collected as an orphan;
-    // then the writer repeats its report (idempotent: no event). The repeat touches nothing that
-    // is still there, so the file's absence is no violation.
-    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
-    const none: UrlSpec = { style: "none", upper: false, encode: false, other: 0 };
-    const history: History = {
-      datasets: [windowed],
-      steps: [
-        { t: "cycle", ds: 0, shards: 1, url: prefix, losers: 0, fault: "none" },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 3,
-          tid: null,
-          key: "plain",
-          report: "succeeded",
-          url: none,
-        },
-        { t: "advance", ms: 5_000 },
-        { t: "gc", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 },
-        { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: none },
-      ],
-    };
-    const result = await play("fs", history);
-    expect(result.trace.join("\n")).toMatch(/gc A → actions orphan:h\d+-A-r0/);
-    expect(result.violations.map((v) => v.message)).toEqual([]);
-    expect(result.remaining.filter((k) => k.includes("attempt=03"))).toEqual([]);
-  });
-
   it("keeps a pending orphan while its run's writer reported inside the safety window, when cleanup retries it", async () => {
     // The orphan was planned while the run was quiet and its deletion failed; a writer of the run
     // reports before cleanup retries it: the retry is judged on fresh state, and waits.
-    const windowed: Policies = { ...policies, safetyWindowMs: 1_000 };
-    const object: UrlSpec = { style: "object", upper: false, encode: false, other: 0 };
-    const sibling: UrlSpec = { style: "misdirect", upper: false, encode: false, other: 0 };
     const history: History = {
       datasets: [windowed],
       steps: [
-        { t: "start", ds: 0, shards: 1 },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 0,
-          tid: null,
-          key: "plain",
-          report: "succeeded",
-          url: prefix,
-        },
-        {
-          t: "write",
-          ds: 0,
-          run: 0,
-          shard: 0,
-          attempt: 3,
-          tid: 1,
-          key: "plain",
-          report: "none",
-          url: object,
-        },
+        ...winnerAndUnreportedFile,
         { t: "publish", ds: 0, run: 0, fault: "none" },
         { t: "advance", ms: 5_000 },
         { t: "gc", ds: 0, dry: false, fault: "transient", times: 50, concurrency: 1 },
@@ -263,5 +180,26 @@ describe(`the safety oracle itself (${BACKEND})`, () => {
     const result = await play("fs", history);
     expect(result.trace.join("\n")).toMatch(/gc A.*→ actions orphan:h\d+-A-r0, 1 failed/);
     expect(result.violations.map((v) => v.message)).toEqual([]);
+  });
+
+  it("does not count a file collected before its writer reports again as lost (found by the hunt)", async () => {
+    // A late loser reports without a url; its file, unreported and old, is collected as an orphan;
+    // then the writer repeats its report (idempotent: no event). The repeat touches nothing that
+    // is still there, so the file's absence is no violation.
+    const none: UrlSpec = { style: "none", upper: false, encode: false, other: 0 };
+    const history: History = {
+      datasets: [windowed],
+      steps: [
+        { t: "cycle", ds: 0, shards: 1, url: prefix, losers: 0, fault: "none" },
+        write({ run: 0, attempt: 3, report: "succeeded", url: none }),
+        { t: "advance", ms: 5_000 },
+        { t: "gc", ds: 0, dry: false, fault: "none", times: 1, concurrency: 1 },
+        { t: "report", ds: 0, run: 0, which: 0, outcome: "succeeded", url: none },
+      ],
+    };
+    const result = await play("fs", history);
+    expect(result.trace.join("\n")).toMatch(/gc A → actions orphan:h\d+-A-r0/);
+    expect(result.violations.map((v) => v.message)).toEqual([]);
+    expect(result.remaining.filter((k) => k.includes("attempt=03"))).toEqual([]);
   });
 });
