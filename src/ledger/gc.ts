@@ -3,11 +3,15 @@ import { effectiveSafetyWindowMs } from "../datasets/safety-window.js";
 import { isShardledgerError } from "../errors.js";
 import type { CleanupReason, PruneReason } from "../events/catalogue.js";
 import { parseCleanupThroughput } from "../maintenance/cleanup-throughput.js";
-import { writerAtWork } from "../maintenance/deletion-guard.js";
 import { fenceRefusalAsError } from "../maintenance/fenced-store.js";
 import { type GcAction, planGc } from "../maintenance/gc-planner.js";
 import type { GcReport } from "../maintenance/maintenance-reports.js";
-import { keysUnderRoot, orphanCollectionRefusal, orphanPredicate } from "../maintenance/orphan-planner.js";
+import {
+  keysUnderRoot,
+  orphanCollectionRefusal,
+  orphanPredicate,
+  writerAtWork,
+} from "../maintenance/orphan-planner.js";
 import { ThrottledStore } from "../maintenance/throttled-store.js";
 import { cleanItemsConcurrently } from "./cleanup.js";
 

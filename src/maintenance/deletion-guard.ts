@@ -10,6 +10,7 @@ import type { DatasetView, RetentionFloor, RunView } from "../projections/views.
 import { type DatasetRoot, keyUnderRoot, parseDatasetRoot } from "../storage/dataset-url.js";
 import { manifestKey, runOfDataKey } from "../storage/object-layout.js";
 import { type GcActionKind, retentionDecider } from "./gc-planner.js";
+import { writerAtWork } from "./orphan-planner.js";
 
 /**
  * Why a deletion is attempted: a loser of a published run, an orphan under a published run, or
@@ -170,22 +171,6 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
     if (why !== null) return `it ${relation} ${f.key}, recorded by run ${f.runId}: ${why}`;
   }
   return null;
-}
-
-/**
- * Why a run's orphans wait, or null: one of its attempts was reported inside the safety window.
- * Which attempt wrote an unreported file cannot be known (a writer may report a url other than
- * where it wrote, or none), so any report of the run counts as a writer still at work.
- */
-export function writerAtWork(
-  state: { runId: string | null; lastReportAt: Date | null },
-  facts: { dataset: GuardFacts["dataset"]; now: Date },
-): string | null {
-  if (state.lastReportAt === null) return null;
-  const now = facts.now.getTime();
-  const until = state.lastReportAt.getTime() + effectiveSafetyWindowMs(facts.dataset, now);
-  if (now >= until) return null;
-  return `an attempt of run ${state.runId} was reported at ${state.lastReportAt.toISOString()}, inside the safety window (until ${new Date(until).toISOString()}): a writer of the run may still be at work`;
 }
 
 /** The run whose data area holds a key: `data/<runId>/…`, or the area `data/<runId>` itself. */

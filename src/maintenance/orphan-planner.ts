@@ -1,4 +1,4 @@
-import { writtenInsideWindow } from "../datasets/safety-window.js";
+import { effectiveSafetyWindowMs, writtenInsideWindow } from "../datasets/safety-window.js";
 import { keyUnderRoot } from "../storage/dataset-url.js";
 
 /** What decides whether a listed key under a live run's data area is an orphan. */
@@ -36,6 +36,22 @@ export function orphanCollectionRefusal(winners: Iterable<{ url: string | null }
     }
   }
   return null;
+}
+
+/**
+ * Why a run's orphans wait, or null: one of its attempts was reported inside the safety window.
+ * Which attempt wrote an unreported file cannot be known (a writer may report a url other than
+ * where it wrote, or none), so any report of the run counts as a writer still at work.
+ */
+export function writerAtWork(
+  state: { runId: string | null; lastReportAt: Date | null },
+  facts: { dataset: Parameters<typeof effectiveSafetyWindowMs>[0]; now: Date },
+): string | null {
+  if (state.lastReportAt === null) return null;
+  const now = facts.now.getTime();
+  const until = state.lastReportAt.getTime() + effectiveSafetyWindowMs(facts.dataset, now);
+  if (now >= until) return null;
+  return `an attempt of run ${state.runId} was reported at ${state.lastReportAt.toISOString()}, inside the safety window (until ${new Date(until).toISOString()}): a writer of the run may still be at work`;
 }
 
 /**
