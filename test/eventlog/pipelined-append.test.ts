@@ -213,7 +213,8 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
         { kind: "succeeded", runId, shard: 4, attempt: 0, url: url(4) },
       ]);
       let pid: number | undefined;
-      for (let i = 0; i < 200 && pid === undefined; i++) {
+      // Up to 30 s: on a loaded CI machine the append took longer than 5 s to reach the lock.
+      for (let i = 0; i < 1200 && pid === undefined; i++) {
         // Only this test's session: other test files append in the same database at the same
         // time, and ending one of theirs failed them (their statements name their own schema).
         const { rows } = await admin.query<{ pid: number }>(
