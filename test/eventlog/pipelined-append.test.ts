@@ -205,15 +205,29 @@ describe.runIf(BACKEND === "postgres")("pipelined appends (real server)", () => 
     const held = new Promise<void>((resolve) => {
       release = resolve;
     });
-    const holdingLock = holding.transaction(() => held, { serialiseWith: stream });
+    // The holder's callback runs once its transaction holds the stream's lock. Send the report only
+    // then: on a loaded machine the holder's fresh connection was slower than the ledger's warm one,
+    // the report went through unopposed, and no session ever waited (CI on e158d5b).
+    let locked!: () => void;
+    const lockTaken = new Promise<void>((resolve) => {
+      locked = resolve;
+    });
+    const holdingLock = holding.transaction(
+      () => {
+        locked();
+        return held;
+      },
+      { serialiseWith: stream },
+    );
     const admin = serverClient();
     await admin.connect();
     try {
+      await Promise.race([lockTaken, holdingLock]);
       const waiting = ledger.reportAttempts([
         { kind: "succeeded", runId, shard: 4, attempt: 0, url: url(4) },
       ]);
       let pid: number | undefined;
-      // Up to 30 s: on a loaded CI machine the append took longer than 5 s to reach the lock.
+      // Up to 30 s for the report's statements to reach the server and wait there.
       for (let i = 0; i < 1200 && pid === undefined; i++) {
         // Only this test's session: other test files append in the same database at the same
         // time, and ending one of theirs failed them (their statements name their own schema).
