@@ -127,6 +127,18 @@ export function youngObjects(
   return (o) => writtenInsideWindow(o.lastModified, windowMs, now);
 }
 
+/**
+ * What the deletion of a single object (an orphan, a pruned run's manifest) must leave alone: an
+ * orphan written inside the window, which its writer may be writing still; not a manifest, which
+ * the ledger wrote itself at publish. Undefined: spare nothing. @internal
+ */
+export function objectSpare(
+  reason: CleanupReason,
+  spare: ((object: ObjectInfo) => boolean) | undefined,
+): ((object: ObjectInfo) => boolean) | undefined {
+  return reason === "orphan" ? spare : undefined;
+}
+
 /** Batch deletes in flight while a run's whole area is listed on (gc of a pruned or stale run). */
 const AREA_PIPELINE = 4;
 
@@ -183,11 +195,12 @@ export async function deleteItem(
   if (!item.planned) await pass.execute({ type: "planCleanup", runId, url, reason: item.reason });
   // Every request checks the lease right before it is sent (after a rate-limited store's wait).
   const fenced = fenceStore(store, () => pass.lease.assertHeld());
+  const young = youngObjects(dataset, item.reason, deps.clock());
   const result = isObjectItem(runId, key, item.reason)
-    ? await deleteObject(fenced, key, FENCED_BY_STORE)
+    ? await deleteObject(fenced, key, FENCED_BY_STORE, objectSpare(item.reason, young))
     : await deletePrefix(fenced, `${key}/`, {
         policy: deps.policies.deletion,
-        ...prefixShape(runId, key, youngObjects(dataset, item.reason, deps.clock())),
+        ...prefixShape(runId, key, young),
         ...(deps.sleep ? { sleep: deps.sleep } : {}),
         ...(deps.random ? { random: deps.random } : {}),
         ...(signal ? { signal } : {}),

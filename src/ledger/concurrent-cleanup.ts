@@ -4,7 +4,7 @@ import { FENCED_BY_STORE, fenceStore } from "../maintenance/fenced-store.js";
 import { deletePrefix, type PrefixCleanupResult } from "../maintenance/prefix-deleter.js";
 import { isExhausted, nextRetryAt, type RetryPolicy } from "../maintenance/retry-policy.js";
 import type { ObjectInfo, ObjectStore } from "../storage/object-store.js";
-import { prefixShape, type WorkItem } from "./cleanup-item.js";
+import { objectSpare, prefixShape, type WorkItem } from "./cleanup-item.js";
 
 /** One deletion a pass may make (see {@link WorkItem}). */
 export type CleanupWork = WorkItem;
@@ -38,8 +38,13 @@ export interface ConcurrentCleanupDeps {
    * for the rate limiter (see fenced-store.ts).
    */
   assertHeld(): Promise<void>;
-  /** Deletes one object and verifies it is gone. */
-  deleteObject(store: ObjectStore, key: string, authorise: () => Promise<void>): Promise<PrefixCleanupResult>;
+  /** Deletes one object, unless `spare` keeps it as it is now, and verifies it is gone. */
+  deleteObject(
+    store: ObjectStore,
+    key: string,
+    authorise: () => Promise<void>,
+    spare?: (object: ObjectInfo) => boolean,
+  ): Promise<PrefixCleanupResult>;
   policies: { deletion: RetryPolicy; pending: RetryPolicy };
   clock(): Date;
   sleep?: (ms: number) => Promise<void>;
@@ -159,7 +164,7 @@ export async function cleanConcurrently(
   const store = fenceStore(deps.store, deps.assertHeld);
   await forEachBounded(planned(), options.concurrency, async ({ item, index, key }) => {
     const result = deps.isObject(item, key)
-      ? await deps.deleteObject(store, key, FENCED_BY_STORE)
+      ? await deps.deleteObject(store, key, FENCED_BY_STORE, objectSpare(item.reason, deps.spare(item)))
       : await deletePrefix(store, `${key}/`, {
           policy: deps.policies.deletion,
           // Shaped as in the sequential pass.

@@ -1,9 +1,10 @@
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openObjectStore } from "../../src/index.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
-import { openTestLedger, testClock } from "../support/ledger.js";
+import { failingStore, openTestLedger, testClock } from "../support/ledger.js";
 
 const HOUR = 3_600_000;
 
@@ -88,4 +89,92 @@ describe(`orphans and the data of pruned runs (${BACKEND})`, () => {
     expect((await ledger.runs("o")).map((r) => [r.runId, r.current])).toEqual([["r2", true]]);
     expect((await ledger.audit()).match).toBe(true);
   });
+});
+
+/*
+ * An orphan whose deletion failed waits in the pending set; a killed attempt that was not dead
+ * after all may write its file again meanwhile. The retry is a new deletion: it is justified by the
+ * object as it is then (older than the safety window), not by the listing that first found it.
+ */
+describe(`a pending orphan's retry (${BACKEND})`, () => {
+  let t: Awaited<ReturnType<typeof openTestLedger>>;
+  let ledger: Ledger;
+  const clock = testClock(new Date().toISOString());
+  const failing = new Set<string>();
+  let failDeletes = false;
+  beforeAll(async () => {
+    // The faults wrap the real filesystem store. Each file is stamped with a time on the test clock
+    // (utimes), so the store's times need no shifting.
+    t = await openTestLedger({
+      clock: clock.now,
+      objectStore: (root) =>
+        failingStore(
+          openObjectStore(root),
+          (op, key) => failDeletes && op === "deleteMany" && failing.has(key),
+        ),
+    });
+    ledger = t.ledger;
+    for (const datasetId of ["p1", "p2"]) {
+      await ledger.createDataset({ datasetId, root: `${t.root}/${datasetId}`, safetyWindow: "1h" });
+    }
+  });
+  afterAll(() => t.close());
+  /** Writes a file of dataset `d`, stamped `at` on the test clock. */
+  const file = (d: string, rel: string, at: Date) => {
+    const path = join(t.dir, d, rel);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, "x");
+    utimesSync(path, at, at);
+  };
+  const exists = (d: string, rel: string) => existsSync(join(t.dir, d, rel));
+
+  // p1: cleanup's sequential pass; p2: its concurrent engine (the one gc's orphans go through).
+  it.each([
+    { d: "p1", runId: "r1", concurrency: undefined },
+    { d: "p2", runId: "r2", concurrency: 4 },
+  ])(
+    "re-reads the orphan's age before each retry: a file written again inside the window stays ($d)",
+    async ({ d, runId, concurrency }) => {
+      const orphan = `data/${runId}/shard=0/attempt=9-killed/part-0`;
+      failing.add(orphan);
+      const cleanup = () => ledger.cleanup({ datasetId: d, ...(concurrency ? { concurrency } : {}) });
+      await ledger.startRun({ datasetId: d, numShards: 1, runId });
+      file(d, `data/${runId}/shard=0/attempt=0/part-0`, clock.now());
+      await ledger.attemptSucceeded({
+        runId,
+        shard: 0,
+        attempt: 0,
+        url: `${t.root}/${d}/data/${runId}/shard=0/attempt=0`,
+      });
+      await ledger.publish(runId);
+      file(d, orphan, clock.now());
+      clock.advance(2 * HOUR);
+
+      failDeletes = true;
+      await ledger.gc(d);
+      failDeletes = false;
+      expect(exists(d, orphan)).toBe(true);
+      expect((await ledger.pendingCleanup({ datasetId: d })).map((p) => p.url)).toEqual([
+        `${t.root}/${d}/${orphan}`,
+      ]);
+
+      // The attempt was only partitioned away: it writes its part again, now.
+      file(d, orphan, clock.now());
+      clock.advance(10 * 60_000);
+      await cleanup();
+      expect(exists(d, orphan), "a file written 10 minutes ago, inside the 1 h window").toBe(true);
+      await ledger.gc(d);
+      expect(exists(d, orphan), "gc lists it young, and leaves it").toBe(true);
+      const [pending] = await ledger.pendingCleanup({ datasetId: d });
+      expect(pending?.lastErrorCode).toBe("InsideSafetyWindow");
+
+      clock.advance(2 * HOUR);
+      await cleanup();
+      await ledger.gc(d);
+      expect(exists(d, orphan)).toBe(false);
+      expect(exists(d, `data/${runId}/shard=0/attempt=0/part-0`)).toBe(true);
+      expect(await ledger.pendingCleanup({ datasetId: d })).toEqual([]);
+      expect((await ledger.audit()).match).toBe(true);
+    },
+  );
 });
