@@ -23,7 +23,7 @@ const ORPHAN_CONCURRENCY = 16;
 
 import type { DatasetView } from "../projections/views.js";
 import { urlForKey } from "../storage/dataset-url.js";
-import { CURRENT_KEY, runDataPrefix } from "../storage/object-layout.js";
+import { runDataPrefix } from "../storage/object-layout.js";
 import type { ListPage, ObjectStore } from "../storage/object-store.js";
 import { deleteItem, itemRefusal, type WorkItem } from "./cleanup-item.js";
 import {
@@ -33,6 +33,7 @@ import {
   requireDataset,
   runRecordedPass,
 } from "./maintenance-pass.js";
+import { storePointerRunId } from "./store-pointer.js";
 
 /** Options of {@link gc}. @internal */
 export interface GcOptions {
@@ -323,19 +324,4 @@ async function prune(deps: MaintenanceDeps, pass: Pass, runId: string, reason: P
 
 function latestOf(...dates: Date[]): Date {
   return new Date(Math.max(...dates.map((d) => d.getTime())));
-}
-
-/**
- * The run the store's `_CURRENT` names, or null when there is none or it cannot be parsed. A read
- * that fails (the store is down) throws: gc must not plan without knowing.
- */
-async function storePointerRunId(store: ObjectStore): Promise<string | null> {
-  const body = await store.get(CURRENT_KEY);
-  if (body === null) return null;
-  try {
-    const pointer = JSON.parse(new TextDecoder().decode(body)) as { runId?: unknown };
-    return typeof pointer.runId === "string" ? pointer.runId : null;
-  } catch {
-    return null;
-  }
 }

@@ -6,11 +6,13 @@ import { isLeaseLostError, NotFoundError } from "../errors.js";
 import type { AppendFence } from "../events/event-log.js";
 import type { RunCommand } from "../machines/run-commands.js";
 import type { RunState } from "../machines/run-state.js";
+import { fenceRefusalAsError, fenceStore } from "../maintenance/fenced-store.js";
 import type { MaintenancePolicies } from "../maintenance/maintenance-policies.js";
 import type { LogRecord, MetricRecord } from "../maintenance/maintenance-reports.js";
 import type { DatasetView, MaintenancePassRecord } from "../projections/views.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import { PassGuard } from "./pass-guard.js";
+import { storePointerRunId } from "./store-pointer.js";
 
 /** What the maintenance use-cases (cleanup, gc, retry-failed) need from the ledger. @internal */
 export interface MaintenanceDeps {
@@ -61,6 +63,10 @@ function openPass(deps: MaintenanceDeps, datasetId: string, lease: MaintenanceLe
         queries: deps.queries,
         load: (runId) => deps.load(runId),
         clock: deps.clock,
+        currentInStore: (dataset) =>
+          fenceRefusalAsError(
+            storePointerRunId(fenceStore(deps.storeFor(dataset), () => lease.assertHeld())),
+          ),
       },
       datasetId,
     ),

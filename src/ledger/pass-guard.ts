@@ -1,8 +1,14 @@
 import type { Database } from "../adapters/postgres/database.js";
 import { attemptUrlsOutsideRunArea } from "../adapters/postgres/maintenance-queries.js";
 import type { ProjectionQueries } from "../adapters/postgres/projection-queries.js";
+import { isLeaseLostError } from "../errors.js";
 import type { RunState } from "../machines/run-state.js";
-import { type DeletionPurpose, deletionRefusal, type ForeignUrl } from "../maintenance/deletion-guard.js";
+import {
+  type DeletionPurpose,
+  deletionRefusal,
+  type ForeignUrl,
+  type GuardFacts,
+} from "../maintenance/deletion-guard.js";
 import type { DatasetView } from "../projections/views.js";
 import { keyUnderRoot } from "../storage/dataset-url.js";
 import { runDataPrefix, runOfDataKey } from "../storage/object-layout.js";
@@ -44,9 +50,18 @@ export class PassGuard {
     states.set(runId, await this.#deps.load(runId));
     const owner = runOfDataKey(key) ?? /^data\/([^/]+)$/.exec(key)?.[1] ?? null;
     if (owner !== null && owner !== runId) states.set(owner, await this.#deps.load(owner));
+    const pointer = isPrune(purpose) ? await this.#pointer(dataset) : undefined;
     return deletionRefusal(
       { runId, key, purpose, ...(options.decisionConfirmed ? { decisionConfirmed: true } : {}) },
-      { now: this.#deps.clock(), dataset, runs, floors, states, foreign: this.#foreign },
+      {
+        now: this.#deps.clock(),
+        dataset,
+        runs,
+        floors,
+        states,
+        foreign: this.#foreign,
+        ...(pointer ? { pointer } : {}),
+      },
     );
   }
 
@@ -79,6 +94,7 @@ export class PassGuard {
         if (!states.has(id)) states.set(id, await this.#deps.load(id));
       }
     }
+    const pointer = requests.some((r) => isPrune(r.purpose)) ? await this.#pointer(dataset) : undefined;
     const now = this.#deps.clock();
     const foreign = this.#foreign;
     return requests.map((r) =>
@@ -89,9 +105,22 @@ export class PassGuard {
           purpose: r.purpose,
           ...(r.decisionConfirmed ? { decisionConfirmed: true } : {}),
         },
-        { now, dataset, runs, floors, states, foreign },
+        { now, dataset, runs, floors, states, foreign, ...(pointer ? { pointer } : {}) },
       ),
     );
+  }
+
+  /**
+   * The store's `_CURRENT`, read now for a prune. A failed read makes the prune wait (it is
+   * judged again when due); a lost lease stops the pass, as on any request.
+   */
+  async #pointer(dataset: DatasetView): Promise<NonNullable<GuardFacts["pointer"]>> {
+    try {
+      return { runId: await this.#deps.currentInStore(dataset) };
+    } catch (e) {
+      if (isLeaseLostError(e)) throw e;
+      return { unreadable: e instanceof Error ? e.message : String(e) };
+    }
   }
 
   /** Attempt URLs of the dataset's runs that lie outside their own run's data area (legacy). */
@@ -119,4 +148,11 @@ export interface GuardDeps {
   queries: ProjectionQueries;
   load(runId: string): Promise<RunState>;
   clock(): Date;
+  /** The run the dataset's `_CURRENT` names in the store, read through the pass's fence. */
+  currentInStore(dataset: DatasetView): Promise<string | null>;
+}
+
+/** Whether a deletion takes a run's data or manifest away (a prune), not a loser or an orphan. */
+function isPrune(purpose: DeletionPurpose): boolean {
+  return purpose !== "loser" && purpose !== "orphan";
 }

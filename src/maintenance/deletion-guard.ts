@@ -57,6 +57,13 @@ export interface GuardFacts {
   /** Fresh states of the item's run and of the run whose data area holds the key. */
   readonly states: ReadonlyMap<string, RunState>;
   readonly foreign: readonly ForeignUrl[];
+  /**
+   * The run the store's `_CURRENT` names, read right before a prune (`runId` null: no pointer, or
+   * none that names a run): a rollback that crashed after writing it left a move the log never
+   * recorded, which only the store knows. `unreadable`: the read failed, and a prune waits. Absent:
+   * not read; then no prune goes.
+   */
+  readonly pointer?: { readonly runId: string | null } | { readonly unreadable: string };
 }
 
 /**
@@ -93,7 +100,8 @@ export interface GuardedDeletion {
  * - a key inside the area of a run that is active, or FAILED inside its floor or safety window;
  * - a loser or an orphan of a run with a winner whose url is unknown (its data may be anywhere in
  *   the run's area);
- * - a key overlapping a URL another run recorded outside its own area that is still protected.
+ * - a key overlapping a URL another run recorded outside its own area that is still protected;
+ * - a prune of the run the store's `_CURRENT` names, or any prune while that is unknown.
  *
  * @example
  * ```ts
@@ -109,14 +117,22 @@ export function deletionRefusal(item: GuardedDeletion, facts: GuardFacts): strin
   if (area === null) return "it lies outside every run's data area (_CURRENT, manifests, the archive)";
   const byId = new Map(facts.runs.map((r) => [r.runId, r]));
 
+  const pointed = facts.pointer && "runId" in facts.pointer ? facts.pointer.runId : null;
   if (pruning) {
     const run = byId.get(item.runId);
     if (!run) return `run ${item.runId} is no longer in the registry`;
     if (run.status !== "SUCCEEDED" && run.status !== "FAILED") return `run ${item.runId} is ${run.status}`;
+    // Even once its manifest is gone: readers follow _CURRENT to this run's data.
+    if (!facts.pointer) return "the store's _CURRENT was not read";
+    if ("unreadable" in facts.pointer)
+      return `the store's _CURRENT could not be read: ${facts.pointer.unreadable}`;
+    if (pointed === item.runId) {
+      return `run ${item.runId} is named by _CURRENT in the object store (the log has not recorded that move)`;
+    }
   }
   if (pruning && !item.decisionConfirmed) {
     const run = byId.get(item.runId) as RunView;
-    const decision = retentionDecider(facts)(run);
+    const decision = retentionDecider({ ...facts, pointerRunId: pointed })(run);
     if ("keep" in decision) return `run ${item.runId} is kept now: ${decision.keep}`;
     if (decision.act !== item.purpose) {
       return `run ${item.runId} is no longer due for ${item.purpose} (now: ${decision.act})`;

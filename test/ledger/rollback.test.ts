@@ -4,7 +4,7 @@
  * CurrentPointerMoved with reason `rollback`; refuses everything else with the reason and changes
  * nothing. The run rolled back from is ordinary retained data after its safety window.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -23,16 +23,23 @@ describe(`rollback on ${BACKEND}`, () => {
   let ledger: Ledger;
   let clock: ReturnType<typeof testClock>;
   let failPut: ((key: string) => boolean) | null;
+  let failDelete: ((key: string) => boolean) | null;
   let otherDir: string;
 
   beforeEach(async () => {
     clock = testClock();
     failPut = null;
+    failDelete = null;
     t = await openTestLedger({
       clock: clock.now,
       objectStore: (root) =>
         onTestClock(
-          failingStore(openObjectStore(root), (op, key) => op === "put" && (failPut?.(key) ?? false)),
+          failingStore(
+            openObjectStore(root),
+            (op, key) =>
+              (op === "put" && (failPut?.(key) ?? false)) ||
+              (op === "deleteMany" && (failDelete?.(key) ?? false)),
+          ),
           clock.now,
         ),
     });
@@ -276,4 +283,36 @@ describe(`rollback on ${BACKEND}`, () => {
     expect(await ledger.rollback("ds", "r1")).toMatchObject({ runId: "r1", previousRunId: "r2" });
     expect((await ledger.dataset("ds")).currentRunId).toBe("r1");
   });
+
+  // The prune of r1 was planned (and its manifest's deletion failed) before the rollback's crash:
+  // cleanup retries it later, and must judge it on the store's _CURRENT as it is then.
+  it.each([1, 16])(
+    "cleanup (concurrency %i) never takes a pending prune of the run the store's _CURRENT names, and the rollback can still finish",
+    async (concurrency) => {
+      await ledger.updateDataset("ds", { keepRuns: 1, safetyWindow: "0s" });
+      await publish("r1");
+      await publish("r2");
+      clock.advance(HOUR);
+      failDelete = (key) => key === "manifests/r1.json";
+      const gc = await ledger.gc("ds");
+      failDelete = null;
+      expect(gc.failed.map((f) => f.url)).toEqual([`${t.root}/manifests/r1.json`]);
+      expect((await ledger.pendingCleanup({ datasetId: "ds" })).map((p) => [p.runId, p.reason])).toEqual([
+        ["r1", "keep_runs"],
+      ]);
+      // A rollback to r1 that crashed after writing _CURRENT, before recording the move.
+      const pointer = JSON.parse(currentFile()) as Record<string, string>;
+      writeFileSync(
+        join(t.dir, "_CURRENT"),
+        `${JSON.stringify({ ...pointer, runId: "r1", manifest: "manifests/r1.json", manifestUrl: `${t.root}/manifests/r1.json` })}\n`,
+      );
+      clock.advance(2 * HOUR);
+      const cleanup = await ledger.cleanup({ datasetId: "ds", retryNow: true, concurrency });
+      expect(cleanup.deleted).toEqual([]);
+      expect(existsSync(join(t.dir, "manifests/r1.json"))).toBe(true);
+      expect(existsSync(join(t.dir, "data/r1"))).toBe(true);
+      expect(await ledger.rollback("ds", "r1")).toMatchObject({ runId: "r1", previousRunId: "r2" });
+      expect((await ledger.dataset("ds")).currentRunId).toBe("r1");
+    },
+  );
 });
