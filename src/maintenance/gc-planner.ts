@@ -3,7 +3,7 @@ import { ValidationError } from "../errors.js";
 import type { PruneReason } from "../events/catalogue.js";
 import type { DatasetView, RetentionFloor, RunView } from "../projections/views.js";
 import { type DatasetRoot, parseDatasetRoot, urlForKey } from "../storage/dataset-url.js";
-import { manifestKey } from "../storage/object-layout.js";
+import { manifestKey, runOfDataKey } from "../storage/object-layout.js";
 import { comparable, OverlapIndex, reservedKeyReason } from "./url-overlap.js";
 
 /**
@@ -208,13 +208,28 @@ export function planGc(input: GcInput): GcPlan {
   }
 
   const pruned = new Set(planned.filter((p) => p.kind !== "fail_stale").map((p) => p.run.runId));
-  const live = new OverlapIndex<string>();
-  for (const [runId, urls] of runUrls) {
-    if (pruned.has(runId)) continue;
-    for (const url of allUrls(root, runId, urls)) live.add(comparable(root, url), `run ${runId}`);
-  }
-  if (dataset.currentManifestUrl !== null) {
-    live.add(comparable(root, dataset.currentManifestUrl), "the current manifest");
+  // A run's manifest is the marker that names its data: it goes first, and a run whose manifest
+  // cannot go (a URL of a run that stays overlaps it) is not pruned at all, or the marker would
+  // outlive its data. Such a run stays, so its URLs are live for the others: until no more stay.
+  const markerStays = new Map<string, string>();
+  let live = liveIndex(root, runUrls, pruned, dataset.currentManifestUrl);
+  for (let staying = true; staying; ) {
+    staying = false;
+    for (const runId of pruned) {
+      const manifest = manifestUrlOf(root, runId, runUrls.get(runId)!);
+      if (manifest === null) continue;
+      const c = comparable(root, manifest);
+      const hit = c.key === null ? null : live.find(c);
+      const why =
+        c.key === null
+          ? (c.escapeReason ?? `it is not under the dataset root ${root.url}`)
+          : hit && `it ${hit.relation} ${hit.url} of ${hit.label}, which is not pruned`;
+      if (!why) continue;
+      pruned.delete(runId);
+      markerStays.set(runId, `its manifest ${manifest} cannot be deleted first: ${why}`);
+      staying = true;
+    }
+    if (staying) live = liveIndex(root, runUrls, pruned, dataset.currentManifestUrl);
   }
 
   // In action order, so which of two pruned runs that share a URL gets it does not depend on the
@@ -224,7 +239,16 @@ export function planGc(input: GcInput): GcPlan {
   const actions: GcAction[] = [];
   for (const { run, kind, reason } of planned) {
     const urls: string[] = [];
+    const stays = markerStays.get(run.runId);
+    if (stays !== undefined) {
+      protectedList.push({
+        runId: run.runId,
+        why: `not ${kind === "stale" ? "collected" : "pruned"}: ${stays}`,
+      });
+      continue;
+    }
     if (kind !== "fail_stale") {
+      const manifest = manifestUrlOf(root, run.runId, runUrls.get(run.runId)!);
       for (const url of allUrls(root, run.runId, runUrls.get(run.runId)!)) {
         const c = comparable(root, url);
         const refuse = (why: string) =>
@@ -242,6 +266,13 @@ export function planGc(input: GcInput): GcPlan {
         const hit = live.find(c);
         if (hit !== null) {
           refuse(`it ${hit.relation} ${hit.url} of ${hit.label}, which is not pruned`);
+          continue;
+        }
+        // As the deletion guard judges it: a run's data goes from run data areas only, and its own
+        // manifest is the one key outside them. (A legacy url at another run's manifest, planned
+        // here as this run's, left that run's prune without its marker.)
+        if (url !== manifest && !inRunDataArea(c.key)) {
+          refuse("it lies outside every run's data area (_CURRENT, manifests, the archive)");
           continue;
         }
         planKeys.add(c.key);
@@ -446,10 +477,36 @@ function manifestRecorded(run: RunView): boolean {
  * a manifest that was never written deletes nothing.
  */
 function* allUrls(root: DatasetRoot, runId: string, urls: RunUrls): Iterable<string> {
-  const manifest = urls.manifestUrl ?? pathOfManifest(root, runId);
+  const manifest = manifestUrlOf(root, runId, urls);
   if (manifest !== null) yield manifest;
   yield* urls.attemptUrls;
   yield* urls.winnerUrls;
+}
+
+/** Every URL of the runs that stay (not in `pruned`), and the current manifest. */
+function liveIndex(
+  root: DatasetRoot,
+  runUrls: ReadonlyMap<string, RunUrls>,
+  pruned: ReadonlySet<string>,
+  currentManifestUrl: string | null,
+): OverlapIndex<string> {
+  const live = new OverlapIndex<string>();
+  for (const [runId, urls] of runUrls) {
+    if (pruned.has(runId)) continue;
+    for (const url of allUrls(root, runId, urls)) live.add(comparable(root, url), `run ${runId}`);
+  }
+  if (currentManifestUrl !== null) live.add(comparable(root, currentManifestUrl), "the current manifest");
+  return live;
+}
+
+/** Whether a root-relative key is a run's data area (`data/<runId>`) or lies inside one. */
+function inRunDataArea(key: string): boolean {
+  return runOfDataKey(key) !== null || /^data\/[^/]+$/.test(key);
+}
+
+/** The run's manifest: where its record says, else where publish writes it (null: nowhere). */
+function manifestUrlOf(root: DatasetRoot, runId: string, urls: RunUrls): string | null {
+  return urls.manifestUrl ?? pathOfManifest(root, runId);
 }
 
 /**

@@ -206,6 +206,76 @@ describe(`safety regressions (${BACKEND})`, () => {
     expect(s.current()).toBe("a");
   });
 
+  it("1d: another run's legacy url at a run's manifest leaves that run's prune whole: the manifest goes first, then its data", async () => {
+    const s = await setup();
+    await s.writeRun("old", 1);
+    await s.ledger.publish("old");
+    s.clock.advance(60_000);
+    await s.writeRun("b", 1);
+    // Recorded by an older version: a loser of b whose url is old's manifest. gc planned it as b's
+    // (refused only when deleted) and dropped it from old's prune as planned already: old's data
+    // went, old was pruned, and its manifest stayed, naming data that was gone.
+    await legacy(s.ledger, {
+      type: "attemptSucceeded",
+      runId: "b",
+      shard: 0,
+      attempt: 7,
+      url: `${s.root}/manifests/old.json`,
+    });
+    await s.ledger.publish("b");
+    s.clock.advance(60_000);
+    await s.writeRun("c", 1);
+    await s.ledger.publish("c");
+    s.clock.advance(HOUR);
+    const gc = await s.ledger.gc("ds");
+    expect(gc.actions.find((a) => a.runId === "old")?.urls).toEqual([
+      `${s.root}/manifests/old.json`,
+      `${s.root}/data/old`,
+    ]);
+    expect(gc.actions.find((a) => a.runId === "b")?.urls).not.toContain(`${s.root}/manifests/old.json`);
+    expect(gc.protected).toContainEqual({
+      runId: "b",
+      why: `url ${s.root}/manifests/old.json is not deleted: it lies outside every run's data area (_CURRENT, manifests, the archive)`,
+    });
+    expect(s.exists("manifests/old.json")).toBe(false);
+    expect(s.exists(`${s.attemptKey("old", 0, 0)}/part-0`)).toBe(false);
+    expect((await s.ledger.audit()).match).toBe(true);
+  });
+
+  it("1d: a prune whose manifest cannot go first takes nothing of the run: the marker never outlives its data", async () => {
+    const s = await setup();
+    await s.writeRun("old", 1);
+    await s.ledger.publish("old");
+    s.clock.advance(60_000);
+    // Recorded by an older version: b's winner of shard 1 is the object at old's manifest path.
+    await s.ledger.startRun({ datasetId: "ds", numShards: 2, runId: "b" });
+    s.write(`${s.attemptKey("b", 0, 0)}/part-0`);
+    await s.ledger.attemptSucceeded({
+      runId: "b",
+      shard: 0,
+      attempt: 0,
+      url: `${s.root}/${s.attemptKey("b", 0, 0)}`,
+    });
+    await legacy(s.ledger, {
+      type: "attemptSucceeded",
+      runId: "b",
+      shard: 1,
+      attempt: 0,
+      url: `${s.root}/manifests/old.json`,
+    });
+    await s.ledger.publish("b");
+    s.clock.advance(HOUR);
+    const gc = await s.ledger.gc("ds");
+    expect(gc.actions.filter((a) => a.runId === "old")).toEqual([]);
+    expect(gc.protected).toContainEqual({
+      runId: "old",
+      why: `not pruned: its manifest ${s.root}/manifests/old.json cannot be deleted first: it equals ${s.root}/manifests/old.json of run b, which is not pruned`,
+    });
+    expect(s.exists("manifests/old.json")).toBe(true);
+    expect(s.exists(`${s.attemptKey("old", 0, 0)}/part-0`), "the data the manifest lists").toBe(true);
+    expect((await s.ledger.run("old")).run.status).toBe("SUCCEEDED");
+  });
+
   it("2a: a winner reported without a url protects its run's whole area from orphan collection", async () => {
     const s = await setup();
     await s.ledger.startRun({ datasetId: "ds", numShards: 1, runId: "r" });

@@ -295,9 +295,35 @@ const newer = (a: RunView, b: RunView) =>
     ? a.succeededAt!.getTime() > b.succeededAt!.getTime()
     : a.runId > b.runId;
 
+/**
+ * The runs the plan keeps because their manifest cannot go first (a URL of a run the plan keeps,
+ * or the current manifest, overlaps it, or it is not under the root): each one checked to be so.
+ */
+function markerHeld(input: GcInput, plan: GcPlan): Set<string> {
+  const held = new Set(
+    plan.protected.filter((p) => /^not (pruned|collected): its manifest /.test(p.why)).map((p) => p.runId),
+  );
+  const prunedIds = new Set(plan.actions.filter((a) => PRUNE_KINDS.has(a.kind)).map((a) => a.runId));
+  for (const runId of held) {
+    expect(prunedIds.has(runId)).toBe(false);
+    const manifest = segments(manifestOf(runId, input.runUrls.get(runId)!));
+    const others = [...input.runUrls]
+      .filter(([id]) => id !== runId && !prunedIds.has(id))
+      .flatMap(([id, u]) => [...u.attemptUrls, ...u.winnerUrls, manifestOf(id, u)]);
+    if (input.dataset.currentManifestUrl) others.push(input.dataset.currentManifestUrl);
+    const overlapping = others.some((o) => {
+      const s = segments(o);
+      return s !== null && manifest !== null && overlaps(manifest, s);
+    });
+    expect(manifest === null || overlapping).toBe(true);
+  }
+  return held;
+}
+
 function checkInvariants(input: GcInput, plan: GcPlan): void {
   const byId = new Map(input.runs.map((r) => [r.runId, r]));
   const actionOf = new Map(plan.actions.map((a) => [a.runId, a]));
+  const held = markerHeld(input, plan);
 
   // At most one action per run; every run is acted on or listed as protected.
   expect(actionOf.size).toBe(plan.actions.length);
@@ -340,6 +366,8 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
     expect(action.kind === "stale" ? run.status === "FAILED" : run.status === "SUCCEEDED").toBe(true);
 
     const recorded = input.runUrls.get(run.runId)!;
+    // Markers first out: a prune starts with the run's manifest.
+    expect(action.urls[0]).toBe(manifestOf(run.runId, recorded));
     const own = new Set([...recorded.attemptUrls, ...recorded.winnerUrls, manifestOf(run.runId, recorded)]);
     for (const url of action.urls) {
       expect(own.has(url)).toBe(true);
@@ -360,7 +388,8 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
   for (const run of input.runs) {
     const action = actionOf.get(run.runId);
     const blocker = pruneBlocker(input, run);
-    if (blocker === null && run.status === "FAILED") expect(action?.kind).toBe("stale");
+    if (blocker === null && run.status === "FAILED" && !held.has(run.runId))
+      expect(action?.kind).toBe("stale");
     if (
       run.datasetId === DATASET &&
       !(run.runId === input.dataset.currentRunId || run.current) &&
@@ -376,7 +405,7 @@ function checkInvariants(input: GcInput, plan: GcPlan): void {
   // retention ago (its last event does not count: maintenance records events on it too).
   const succeeded = input.runs.filter((r) => r.status === "SUCCEEDED" && r.datasetId === DATASET);
   for (const r of succeeded) {
-    if (pruneBlocker(input, r) !== null) continue;
+    if (pruneBlocker(input, r) !== null || held.has(r.runId)) continue;
     const at = (r.succeededAt ?? r.updatedAt).getTime();
     const old = input.now.getTime() - at > input.dataset.policies.retentionMs;
     expect(actionOf.get(r.runId)?.kind).toBe(old ? "retention" : "keep_runs");
@@ -412,7 +441,8 @@ test.prop([historyArb], { numRuns: 200 })(
     const newestFirst = [...succeeded].sort((a, b) => (newer(a, b) ? -1 : 1));
     const kept = new Set(newestFirst.slice(0, input.dataset.policies.keepRuns).map((r) => r.runId));
     for (const r of succeeded) if (r.runId === input.dataset.currentRunId || r.current) kept.add(r.runId);
-    expect(pruned).toHaveLength(succeeded.length - kept.size);
+    const held = succeeded.filter((r) => markerHeld(input, plan).has(r.runId) && !kept.has(r.runId));
+    expect(pruned).toHaveLength(succeeded.length - kept.size - held.length);
     for (const a of pruned) expect(a.runId === input.dataset.currentRunId).toBe(false);
   },
 );
@@ -443,10 +473,16 @@ test.prop([historyArb], { numRuns: 200 })(
     const plan = planGc(input);
     checkInvariants(input, plan);
     const actionOf = new Map(plan.actions.map((a) => [a.runId, a.kind]));
+    const held = markerHeld(input, plan);
     for (const run of input.runs) {
       const kind = actionOf.get(run.runId);
       const hasUrls = input.runUrls.has(run.runId);
-      if (run.datasetId !== DATASET || run.runId === input.dataset.currentRunId || run.current) {
+      if (
+        run.datasetId !== DATASET ||
+        run.runId === input.dataset.currentRunId ||
+        run.current ||
+        held.has(run.runId)
+      ) {
         expect(kind).toBeUndefined();
       } else if (run.status === "FAILED") expect(kind).toBe(hasUrls ? "stale" : undefined);
       else if (
