@@ -195,7 +195,9 @@ export async function deleteItem(
   if (!item.planned) await pass.execute({ type: "planCleanup", runId, url, reason: item.reason });
   // Every request checks the lease right before it is sent (after a rate-limited store's wait).
   const fenced = fenceStore(store, () => pass.lease.assertHeld());
-  const young = youngObjects(dataset, item.reason, deps.clock());
+  // The window as it is now, not as the pass began: a policy raised meanwhile counts.
+  const fresh = (await deps.queries.dataset(dataset.datasetId)) ?? dataset;
+  const young = youngObjects(fresh, item.reason, deps.clock());
   const result = isObjectItem(runId, key, item.reason)
     ? await deleteObject(fenced, key, FENCED_BY_STORE, objectSpare(item.reason, young))
     : await deletePrefix(fenced, `${key}/`, {

@@ -218,14 +218,19 @@ export async function cleanItemsConcurrently(
     if (deps.executeMany) await deps.executeMany(runId, commands, { fence: pass.lease.fence });
     else for (const c of commands) await pass.execute(c);
   };
+  let judgedOn = dataset;
   const results = await cleanConcurrently(
     items,
     {
       store: throttled,
       keyOf: (item) => keyOf(dataset, item),
       isObject: (item, key) => isObjectItem(item.runId, key, item.reason),
-      spare: (item) => youngObjects(dataset, item.reason, deps.clock()),
-      refusals: (batch) => itemRefusals(pass, dataset, batch),
+      // The window as it is when each batch is judged: a policy changed during the pass counts.
+      spare: (item) => youngObjects(judgedOn, item.reason, deps.clock()),
+      refusals: async (batch) => {
+        judgedOn = (await deps.queries.dataset(dataset.datasetId)) ?? judgedOn;
+        return itemRefusals(pass, dataset, batch);
+      },
       executeMany,
       assertHeld: coalescedCheck(() => pass.lease.assertHeld()),
       deleteObject,

@@ -178,3 +178,104 @@ describe(`a pending orphan's retry (${BACKEND})`, () => {
     },
   );
 });
+
+/*
+ * The safety window is read when each object is judged, not when the pass began: an operator who
+ * raises it while gc runs (writers turned out slower than thought) protects what is younger than
+ * the new window from that moment on.
+ */
+describe(`a safety window raised during a pass (${BACKEND})`, () => {
+  let t: Awaited<ReturnType<typeof openTestLedger>>;
+  let ledger: Ledger;
+  const clock = testClock(new Date().toISOString());
+  let onOrphanListing: (() => Promise<void>) | null = null;
+  let onManifestDelete: (() => Promise<void>) | null = null;
+  beforeAll(async () => {
+    t = await openTestLedger({
+      clock: clock.now,
+      objectStore: (root) => {
+        const store = openObjectStore(root);
+        return {
+          ...store,
+          rootUrl: store.rootUrl,
+          list: async (prefix, options) => {
+            const page = await store.list(prefix, options);
+            const hook = onOrphanListing;
+            // gc lists the run's area for orphans; the operator's change lands right after.
+            if (hook && prefix === "data/r1/") {
+              onOrphanListing = null;
+              await hook();
+            }
+            return page;
+          },
+          deleteMany: async (keys) => {
+            const outcome = await store.deleteMany(keys);
+            const hook = onManifestDelete;
+            // gc of a failed run deletes its manifest first; the operator's change lands then.
+            if (hook && keys.includes("manifests/r2.json")) {
+              onManifestDelete = null;
+              await hook();
+            }
+            return outcome;
+          },
+          put: (key, body, options) => store.put(key, body, options),
+          get: (key) => store.get(key),
+        };
+      },
+    });
+    ledger = t.ledger;
+    await ledger.createDataset({
+      datasetId: "w",
+      root: `${t.root}/w`,
+      safetyWindow: "1h",
+      failedRetention: "1h",
+    });
+  });
+  afterAll(() => t.close());
+  const file = (rel: string, at: Date) => {
+    const path = join(t.dir, "w", rel);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, "x");
+    utimesSync(path, at, at);
+  };
+
+  it("spares an orphan younger than the window the operator set after gc listed it", async () => {
+    await ledger.startRun({ datasetId: "w", numShards: 1, runId: "r1" });
+    file("data/r1/shard=0/attempt=0/part-0", clock.now());
+    await ledger.attemptSucceeded({
+      runId: "r1",
+      shard: 0,
+      attempt: 0,
+      url: `${t.root}/w/data/r1/shard=0/attempt=0`,
+    });
+    await ledger.publish("r1");
+    // The run's last report is older than either window; the file is 2 h old: older than the
+    // window gc began with, younger than the one it ends with.
+    clock.advance(30 * HOUR);
+    file("data/r1/shard=0/attempt=9-slow/part-0", new Date(clock.now().getTime() - 2 * HOUR));
+    const other = await t.reopen();
+    onOrphanListing = async () => {
+      await other.updateDataset("w", { safetyWindow: "24h" });
+    };
+    const gc = await ledger.gc("w");
+    expect(onOrphanListing).toBeNull(); // the change did land mid-pass
+    expect(existsSync(join(t.dir, "w/data/r1/shard=0/attempt=9-slow/part-0")), JSON.stringify(gc)).toBe(true);
+  });
+
+  it("spares a failed run's object younger than the window the operator set after its prune began", async () => {
+    await ledger.updateDataset("w", { safetyWindow: "1h" });
+    await ledger.startRun({ datasetId: "w", numShards: 1, runId: "r2" });
+    file("data/r2/shard=0/attempt=0/part-0", clock.now());
+    await ledger.failRun("r2", "the job died");
+    clock.advance(30 * HOUR);
+    file("data/r2/shard=0/attempt=1-late/part-0", new Date(clock.now().getTime() - 2 * HOUR));
+    const other = await t.reopen();
+    onManifestDelete = async () => {
+      await other.updateDataset("w", { safetyWindow: "24h" });
+    };
+    const gc = await ledger.gc("w");
+    expect(onManifestDelete).toBeNull();
+    expect(existsSync(join(t.dir, "w/data/r2/shard=0/attempt=0/part-0")), JSON.stringify(gc)).toBe(false);
+    expect(existsSync(join(t.dir, "w/data/r2/shard=0/attempt=1-late/part-0")), JSON.stringify(gc)).toBe(true);
+  });
+});
