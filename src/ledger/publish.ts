@@ -17,6 +17,7 @@ import { keyUnderRoot, urlForKey } from "../storage/dataset-url.js";
 import { CURRENT_KEY, manifestKey, runDataPrefix } from "../storage/object-layout.js";
 import type { ObjectStore } from "../storage/object-store.js";
 import type { RunExecutor } from "./run-executor.js";
+import { storePointerRunId } from "./store-pointer.js";
 
 /**
  * One winner as the manifest and `publish --json` show it; `taskAttemptId` is a decimal string.
@@ -259,6 +260,31 @@ function manifestBody(state: RunState, winners: PublishedWinner[], createdAt: Da
 }
 
 /**
+ * The move to the run the store's `_CURRENT` names, when the log does not know it: a succeeded run
+ * of the dataset other than the one the log has current and the one being pointed at now. A
+ * publish moved there if the run was never current, else a rollback. Null when there is none (no
+ * pointer, or one naming nothing of this dataset the log knows as published).
+ */
+async function unrecordedMove(
+  queries: Pick<ProjectionQueries, "runRow">,
+  store: ObjectStore,
+  dataset: DatasetView,
+  recorded: string | null,
+  target: string,
+): Promise<{ runId: string; manifestUrl: string; reason: PointerMoveReason } | null> {
+  const inStore = await storePointerRunId(store);
+  if (inStore === null || inStore === recorded || inStore === target) return null;
+  const run = await queries.runRow(inStore);
+  if (!run || run.datasetId !== dataset.datasetId || run.status !== "SUCCEEDED" || run.manifestUrl === null)
+    return null;
+  return {
+    runId: inStore,
+    manifestUrl: run.manifestUrl,
+    reason: run.replacedAt === null ? "publish" : "rollback",
+  };
+}
+
+/**
  * Whether `_CURRENT` needs no move for this run: it already points here, it pointed here once and
  * moved on (a rollback moved it back from this run, or a later publish replaced it: only
  * `rollback` ever points it here again), or a run that succeeded later took it (a resumed publish
@@ -277,7 +303,11 @@ async function pointerSettled(deps: PublishDeps, dataset: DatasetView, state: Ru
 /**
  * Writes `_CURRENT` (the marker, after every check of what it names) and then records the move on
  * the dataset stream with its expected version. Callers hold the dataset's publish lock, so the
- * previous run read here is the one `_CURRENT` named. Returns it.
+ * previous run read here is the one `_CURRENT` named: the log's, unless the store names another
+ * succeeded run of the dataset, a move whose record never landed (the PUT reached the store and
+ * its publish or rollback failed before recording it). Readers have followed that run since; the
+ * move to it is recorded first, so it is the run this move replaces and keeps its safety window.
+ * Returns the run replaced.
  *
  * @internal publish and rollback.
  * @example
@@ -295,7 +325,9 @@ export async function movePointer(
 ): Promise<string | null> {
   const runId = state.runId as string;
   const fresh = await deps.queries.dataset(dataset.datasetId);
-  const previousRunId = fresh?.currentRunId ?? null;
+  const recorded = fresh?.currentRunId ?? null;
+  const unrecorded = await unrecordedMove(deps.queries, store, dataset, recorded, runId);
+  const previousRunId = unrecorded?.runId ?? recorded;
   const pointer: CurrentPointer = {
     format: "shardledger.current/1",
     runId,
@@ -307,6 +339,15 @@ export async function movePointer(
   await deps.log.append(
     stream,
     [
+      ...(unrecorded
+        ? [
+            {
+              type: "CurrentPointerMoved",
+              data: { datasetId: dataset.datasetId, ...unrecorded, previousRunId: recorded },
+              ...(deps.metadata ? { metadata: deps.metadata } : {}),
+            },
+          ]
+        : []),
       {
         type: "CurrentPointerMoved",
         data: { datasetId: dataset.datasetId, runId, manifestUrl, previousRunId, reason },
