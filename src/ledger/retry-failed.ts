@@ -1,5 +1,5 @@
 import { prunedFailedItems } from "../adapters/postgres/maintenance-queries.js";
-import { NotFoundError } from "../errors.js";
+import { isIllegalTransitionError, NotFoundError } from "../errors.js";
 import type { RetryFailedReport } from "../maintenance/maintenance-reports.js";
 import { type MaintenanceDeps, requireDataset } from "./maintenance-pass.js";
 
@@ -54,11 +54,24 @@ export async function retryFailed(
       report.matched++;
       if (inFloor(run.runId, null, run.failedAt)) {
         const failedAt = run.failedAt as Date;
-        await deps.execute(
-          { type: "reopen", runId: run.runId, reason: "retry-failed" },
-          { failedRetentionMs: untilOf(run.runId, null, failedAt) - failedAt.getTime() },
-        );
-        report.retried++;
+        try {
+          await deps.execute(
+            { type: "reopen", runId: run.runId, reason: "retry-failed" },
+            { failedRetentionMs: untilOf(run.runId, null, failedAt) - failedAt.getTime() },
+          );
+          report.retried++;
+        } catch (e) {
+          // Asked for this run, the operator gets the refusal (a prune that has begun); over the
+          // whole dataset, the run is matched, not retried, and the others go on.
+          if (input.runId || !isIllegalTransitionError(e)) throw e;
+          deps.log?.({
+            level: "warn",
+            msg: "failed run not reopened",
+            datasetId: dataset.datasetId,
+            runId: run.runId,
+            error: (e as Error).message,
+          });
+        }
       }
     }
     for (const item of items) {

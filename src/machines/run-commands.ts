@@ -614,6 +614,16 @@ function decideReopen(b: EventBuilder, command: Extract<RunCommand, { type: "reo
       "a positive number of milliseconds is needed to reopen a run",
     );
   }
+  // A prune that has begun took the manifest first and then some of the data: a publish after a
+  // reopen would point _CURRENT at winners that are gone. (A raised floor can put such a run back
+  // inside it.) It finishes instead.
+  for (const c of state.cleanup.values()) {
+    if (c.reason !== null && c.reason !== "loser" && c.reason !== "orphan") {
+      b.refuse(
+        `run ${command.runId} cannot be reopened: its prune (${c.reason}) has begun, ${c.url} was planned for deletion at ${c.plannedAt?.toISOString() ?? "an unknown time"}`,
+      );
+    }
+  }
   const ageMs = now.getTime() - state.failedAt.getTime();
   const inside = ageMs < failedRetentionMs;
   if (RUN_TABLE.next(state.phase, inside ? "RunReopened.inside" : "RunReopened") === undefined) {

@@ -1,6 +1,8 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
+import { IllegalTransitionError } from "../../src/errors.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
 import { openTestLedger, testClock } from "../support/ledger.js";
@@ -105,5 +107,89 @@ describe(`retry-failed tells "nothing failed" from "failed and pruned" (${BACKEN
       details: { kind: "run", id: "never" },
     });
     clock.advance(HOUR);
+  });
+});
+
+/*
+ * A failed run whose prune has begun (its manifest and part of its data are gone, the rest failed
+ * to go) may come back inside its floor when the policy is raised. Reopened, its next publish
+ * would have pointed _CURRENT at winners whose data the prune had deleted.
+ */
+describe(`retry-failed and a prune that has begun (${BACKEND})`, () => {
+  let t: Awaited<ReturnType<typeof openTestLedger>>;
+  let ledger: Ledger;
+  const clock = testClock();
+  let failShard: string | null = null;
+  beforeAll(async () => {
+    t = await openTestLedger({
+      clock: clock.now,
+      // The filesystem store, with one shard's keys failing per key (a SlowDown inside a batch).
+      // Files are stamped on the test clock (utimes), so the store's times need no shifting.
+      objectStore: (root) => {
+        const store = openObjectStore(root);
+        return {
+          rootUrl: store.rootUrl,
+          list: (prefix, options) => store.list(prefix, options),
+          get: (key) => store.get(key),
+          put: (key, body, options) => store.put(key, body, options),
+          async deleteMany(keys) {
+            const failing = failShard;
+            const bad = failing ? keys.filter((k) => k.includes(failing)) : [];
+            const outcome = await store.deleteMany(keys.filter((k) => !bad.includes(k)));
+            const errors = bad.map((key) => ({
+              key,
+              code: "SlowDown",
+              message: "injected",
+              transient: true,
+            }));
+            return { deleted: outcome.deleted, errors: [...outcome.errors, ...errors] };
+          },
+        };
+      },
+    });
+    ledger = t.ledger;
+    await ledger.createDataset({
+      datasetId: "p",
+      root: `${t.root}/p`,
+      failedRetention: "1h",
+      safetyWindow: "1h",
+    });
+  });
+  afterAll(() => t.close());
+  const part = (shard: number) => join(t.dir, "p", `data/r1/shard=${shard}/attempt=0/part-0`);
+
+  it("refuses to reopen the run and says why: it stays FAILED, its prune goes on once past the floor", async () => {
+    await ledger.startRun({ datasetId: "p", numShards: 2, runId: "r1" });
+    for (const shard of [0, 1]) {
+      mkdirSync(join(t.dir, "p", `data/r1/shard=${shard}/attempt=0`), { recursive: true });
+      writeFileSync(part(shard), "x");
+      utimesSync(part(shard), clock.now(), clock.now());
+      await ledger.attemptSucceeded({
+        runId: "r1",
+        shard,
+        attempt: 0,
+        url: `${t.root}/p/data/r1/shard=${shard}/attempt=0`,
+      });
+    }
+    await ledger.failRun("r1", "the driver died before publish");
+    clock.advance(3 * HOUR);
+    failShard = "shard=1/";
+    await ledger.gc("p");
+    failShard = null;
+    expect(existsSync(part(0))).toBe(false);
+    expect(existsSync(part(1))).toBe(true);
+    expect((await ledger.run("r1")).run.status).toBe("FAILED");
+
+    // The operator wants more time to retry failed runs: r1 is inside the new floor.
+    await ledger.updateDataset("p", { failedRetention: "7d" });
+    const refused = await ledger.retryFailed({ datasetId: "p", runId: "r1" }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(IllegalTransitionError);
+    expect((refused as Error).message).toMatch(/prune .*has begun/);
+    // Without --run, the same run is matched, not retried, and nothing throws.
+    expect(await ledger.retryFailed({ datasetId: "p" })).toMatchObject({ matched: 1, retried: 0 });
+    expect((await ledger.run("r1")).run.status).toBe("FAILED");
+    await expect(ledger.publish("r1")).rejects.toThrow();
+    expect(existsSync(join(t.dir, "p", "_CURRENT"))).toBe(false);
+    expect((await ledger.audit()).match).toBe(true);
   });
 });
