@@ -14,7 +14,7 @@ import type { Ledger } from "../../src/ledger/open-ledger.js";
 import type { RunCommand } from "../../src/machines/run-commands.js";
 import { type ObjectStore, ObjectStoreError } from "../../src/storage/object-store.js";
 import { BACKEND } from "../support/database.js";
-import { failingStore, openTestLedger, testClock } from "../support/ledger.js";
+import { delegating, failingStore, openTestLedger, testClock } from "../support/ledger.js";
 
 const HOUR = 3_600_000;
 
@@ -23,15 +23,6 @@ let t: Harness | undefined;
 afterEach(async () => {
   await t?.close();
   t = undefined;
-});
-
-/** A store that does what `store` does; spread it and override one operation. */
-const delegate = (store: ObjectStore): ObjectStore => ({
-  rootUrl: store.rootUrl,
-  list: (prefix, options) => store.list(prefix, options),
-  deleteMany: (keys) => store.deleteMany(keys),
-  put: (key, body, options) => store.put(key, body, options),
-  get: (key) => store.get(key),
 });
 
 /** What an older version of shardledger recorded without today's report-time rules. */
@@ -114,7 +105,7 @@ async function publishRetriedAcrossGc(policies: Record<string, unknown>, put: "l
   const s = await setup({
     policies,
     wrap: (store) => ({
-      ...delegate(store),
+      ...delegating(store),
       async deleteMany(keys) {
         if (keys.includes(MANIFEST)) faults.manifestDeletes++;
         if (faults.failDelete && keys.includes(MANIFEST))
@@ -474,7 +465,7 @@ describe(`safety regressions (${BACKEND})`, () => {
   it("6: a pruned run loses its manifest before its data: a manifest never names deleted data", async () => {
     const s = await setup({
       wrap: (store) => ({
-        ...delegate(store),
+        ...delegating(store),
         async deleteMany(keys) {
           // No permission on manifests/ (a bucket policy, a retention lock): that delete fails.
           if (keys.includes("manifests/old.json"))
@@ -603,7 +594,7 @@ describe(`safety regressions (${BACKEND})`, () => {
     let h: Harness | undefined;
     const s = await setup({
       wrap: (store) => ({
-        ...delegate(store),
+        ...delegating(store),
         async deleteMany(keys) {
           const outcome = await store.deleteMany(keys);
           // Another pass acquires the dataset's lease while this request is in flight.

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openObjectStore } from "../../src/adapters/objectstore/open-object-store.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
-import { onTestClock, openTestLedger, testClock } from "../support/ledger.js";
+import { delegating, onTestClock, openTestLedger, testClock } from "../support/ledger.js";
 import { writeAndPublish } from "../support/runs.js";
 
 const HOUR = 3_600_000;
@@ -29,10 +29,7 @@ describe(`a pointer move the log never recorded (${BACKEND})`, () => {
       objectStore: (root) => {
         const store = onTestClock(openObjectStore(root), clock.now);
         return {
-          rootUrl: store.rootUrl,
-          list: (prefix, options) => store.list(prefix, options),
-          get: (key) => store.get(key),
-          deleteMany: (keys) => store.deleteMany(keys),
+          ...delegating(store),
           async put(key, body, options) {
             await store.put(key, body, options);
             // The PUT reached the store; its answer did not reach us (a stand-in for a timeout).

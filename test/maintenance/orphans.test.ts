@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openObjectStore } from "../../src/index.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
-import { failingStore, openTestLedger, testClock } from "../support/ledger.js";
+import { delegating, failingStore, openTestLedger, testClock } from "../support/ledger.js";
 
 const HOUR = 3_600_000;
 
@@ -196,8 +196,7 @@ describe(`a safety window raised during a pass (${BACKEND})`, () => {
       objectStore: (root) => {
         const store = openObjectStore(root);
         return {
-          ...store,
-          rootUrl: store.rootUrl,
+          ...delegating(store),
           list: async (prefix, options) => {
             const page = await store.list(prefix, options);
             const hook = onOrphanListing;
@@ -218,8 +217,6 @@ describe(`a safety window raised during a pass (${BACKEND})`, () => {
             }
             return outcome;
           },
-          put: (key, body, options) => store.put(key, body, options),
-          get: (key) => store.get(key),
         };
       },
     });

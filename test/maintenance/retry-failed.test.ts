@@ -5,7 +5,7 @@ import { openObjectStore } from "../../src/adapters/objectstore/open-object-stor
 import { IllegalTransitionError } from "../../src/errors.js";
 import type { Ledger } from "../../src/ledger/open-ledger.js";
 import { BACKEND } from "../support/database.js";
-import { openTestLedger, testClock } from "../support/ledger.js";
+import { delegating, openTestLedger, testClock } from "../support/ledger.js";
 
 const HOUR = 3_600_000;
 
@@ -128,10 +128,7 @@ describe(`retry-failed and a prune that has begun (${BACKEND})`, () => {
       objectStore: (root) => {
         const store = openObjectStore(root);
         return {
-          rootUrl: store.rootUrl,
-          list: (prefix, options) => store.list(prefix, options),
-          get: (key) => store.get(key),
-          put: (key, body, options) => store.put(key, body, options),
+          ...delegating(store),
           async deleteMany(keys) {
             const failing = failShard;
             const bad = failing ? keys.filter((k) => k.includes(failing)) : [];

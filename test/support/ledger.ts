@@ -119,6 +119,20 @@ export function failingStore(
 }
 
 /**
+ * A store that does what `store` does: spread it and override the one operation a test changes
+ * (a stand-in for a fault or a hook at an exact step, which a real store cannot be told to do).
+ */
+export function delegating(store: ObjectStore): ObjectStore {
+  return {
+    rootUrl: store.rootUrl,
+    list: (prefix, options) => store.list(prefix, options),
+    deleteMany: (keys) => store.deleteMany(keys),
+    put: (key, body, options) => store.put(key, body, options),
+    get: (key) => store.get(key),
+  };
+}
+
+/**
  * `store` with its objects' times shown on a test clock (`clock`'s instant now ↔ the real time
  * now), for a test that passes its own store and a clock of its own (see openTestLedger).
  */
