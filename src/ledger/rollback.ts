@@ -6,6 +6,7 @@ import type { EventMetadata } from "../events/envelope.js";
 import { urlForKey } from "../storage/dataset-url.js";
 import { manifestKey } from "../storage/object-layout.js";
 import { assertManifestPresent, assertWinnersPresent, movePointer, type PublishDeps } from "./publish.js";
+import { storePointerRunId } from "./store-pointer.js";
 
 /**
  * The result of a rollback, as `rollback --json` prints it: the run `_CURRENT` now names, the run
@@ -93,7 +94,10 @@ export async function rollbackRun(
             { runId: toRunId, datasetId },
           );
         }
-        if (dataset.currentRunId === toRunId) {
+        const store = deps.storeFor(dataset);
+        // The store is what readers follow: the log's current run may not be the one `_CURRENT`
+        // names (a move whose record never landed), and rolling back to it is then a real move.
+        if (dataset.currentRunId === toRunId && (await storePointerRunId(store)) === toRunId) {
           throw new IllegalTransitionError(
             "rollback",
             state.status,
@@ -101,7 +105,6 @@ export async function rollbackRun(
             { runId: toRunId, datasetId },
           );
         }
-        const store = deps.storeFor(dataset);
         const manifestUrl = urlForKey(dataset.root, manifestKey(toRunId));
         await lease.assertHeld();
         await assertManifestPresent(store, state, manifestUrl, "rollback");

@@ -89,6 +89,26 @@ describe(`a pointer move the log never recorded (${BACKEND})`, () => {
     ]);
   });
 
+  it("a rollback to the run the log calls current moves the store back to it", async () => {
+    await publish("r1");
+    landThenFail = true;
+    await expect(publish("r2")).rejects.toThrow(/injected/);
+    landThenFail = false;
+    expect(inStore()).toBe("r2");
+    // The log still calls r1 current, but readers follow r2: rolling back to r1 is a real move.
+    expect(await ledger.rollback("ds", "r1")).toMatchObject({ runId: "r1", previousRunId: "r2" });
+    expect(inStore()).toBe("r1");
+    expect(await moves()).toEqual([
+      [null, "r1"],
+      ["r1", "r2"],
+      ["r2", "r1"],
+    ]);
+    expect((await ledger.gc("ds")).protected.find((p) => p.runId === "r2")?.why).toMatch(/safety window/);
+    // With the store and the log agreeing again, r1 is the current run: nothing to roll back.
+    await expect(ledger.rollback("ds", "r1")).rejects.toThrow(/already the current run/);
+    expect((await ledger.audit()).match).toBe(true);
+  });
+
   it("and after a rollback that crashed between writing _CURRENT and recording it", async () => {
     await publish("r1");
     await publish("r2");
